@@ -1,0 +1,31 @@
+# The two commands a newcomer needs are `make run` and `make test`.
+CARGO  ?= cargo
+PREFIX ?= $(HOME)/.local
+
+.PHONY: run test deps lint bench install
+
+## run: build, and start iapeer on the default home (IAPEER_HOME or ~/.iapeer)
+run:
+	$(CARGO) build --release
+	./target/release/iapeer
+
+## test: install what the tests need (tmux, python3), then run every test
+test: deps
+	$(CARGO) test
+
+deps:
+	./scripts/test-deps.sh
+
+## lint: formatting and clippy, warnings as errors
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## bench: print the figures (appends/s, decisions/s, …)
+bench: deps
+	$(CARGO) bench --bench core
+
+## install: the binary into $(PREFIX)/bin
+install:
+	$(CARGO) install --locked --path . --root $(PREFIX)
+	@echo "installed $(PREFIX)/bin/iapeer"

@@ -1,0 +1,262 @@
+//! `iapeer log`: the decision log across rotations, filtered, as greppable
+//! lines or raw JSON.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use crate::cli::LogArgs;
+use crate::clock::{self, EpochMs};
+use crate::cmd::App;
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::lifecycle_log::{self, Entry, Ev};
+use crate::wake_mode::Cause;
+
+/// The order fields are shown in: the order they are written in.
+pub const FIELD_ORDER: &[&str] = &[
+    "ts",
+    "ev",
+    "identity",
+    "runtime",
+    "mode",
+    "action",
+    "cause",
+    "idle_seconds",
+    "outcome",
+    "session",
+    "topic",
+    "task",
+    "deaths",
+    "retry_after",
+    "latency_ms",
+    "exit_status",
+    "last_lines",
+    "reason",
+    "error",
+    "source",
+    "pid",
+];
+
+/// Which lines to show.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub peer: Option<Identity>,
+    pub since_ms: Option<EpochMs>,
+    pub until_ms: Option<EpochMs>,
+    pub ev: Option<Ev>,
+    pub cause: Option<String>,
+}
+
+impl Filter {
+    pub fn from_args(args: &LogArgs, now: EpochMs) -> Result<Self> {
+        let peer = args.peer.as_deref().map(Identity::parse).transpose()?;
+        let ev = match &args.ev {
+            None => None,
+            Some(s) => Some(Ev::parse(s).ok_or_else(|| {
+                let kinds: Vec<&str> = Ev::ALL.iter().map(|e| e.as_str()).collect();
+                Error::Usage(format!(
+                    "--ev {s:?} is not a kind of event; use one of {}",
+                    kinds.join(", ")
+                ))
+            })?),
+        };
+        if let Some(c) = &args.cause {
+            // Supervise actions are filtered with --cause too, for symmetry.
+            if Cause::parse(c).is_none()
+                && !c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '-')
+            {
+                return Err(Error::Usage(format!("--cause {c:?} is not a cause")));
+            }
+        }
+        Ok(Filter {
+            peer,
+            since_ms: args
+                .since
+                .as_deref()
+                .map(|s| when("--since", s, now))
+                .transpose()?,
+            until_ms: args
+                .until
+                .as_deref()
+                .map(|s| when("--until", s, now))
+                .transpose()?,
+            ev,
+            cause: args.cause.clone(),
+        })
+    }
+
+    /// A cheap test on the raw line before it is parsed: most lines of a
+    /// big log are about other peers.
+    fn may_match(&self, line: &str) -> bool {
+        self.peer
+            .as_ref()
+            .is_none_or(|p| line.contains(&format!("\"identity\":\"{p}\"")))
+    }
+
+    pub fn matches(&self, e: &Entry) -> bool {
+        if let Some(p) = &self.peer {
+            if e.identity() != Some(p.as_str()) {
+                return false;
+            }
+        }
+        if let Some(ev) = self.ev {
+            if e.ev() != Some(ev) {
+                return false;
+            }
+        }
+        if let Some(c) = &self.cause {
+            if e.str("cause") != Some(c) && e.str("action") != Some(c) {
+                return false;
+            }
+        }
+        if self.since_ms.is_some() || self.until_ms.is_some() {
+            let Some(ts) = e.ts_ms() else { return false };
+            if self.since_ms.is_some_and(|s| ts < s) || self.until_ms.is_some_and(|u| ts >= u) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `--since`/`--until`: a duration back from now, or an RFC 3339 time.
+fn when(flag: &str, s: &str, now: EpochMs) -> Result<EpochMs> {
+    if let Some(ms) = clock::parse_rfc3339(s) {
+        return Ok(ms);
+    }
+    match clock::parse_duration(s) {
+        Some(d) => Ok(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+        None => Err(Error::Usage(format!(
+            "{flag} {s:?} is neither a duration (90s, 15m, 1h, 2d) nor an RFC 3339 time"
+        ))),
+    }
+}
+
+pub fn run(app: &App, args: LogArgs) -> Result<i32> {
+    let filter = Filter::from_args(&args, clock::now_ms())?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut broken_pipe = false;
+    let stats = lifecycle_log::for_each_entry(&app.config.paths.lifecycle_log, |entry| {
+        if !filter.may_match(&entry.line) || !filter.matches(&entry) {
+            return true;
+        }
+        let text = if args.json { entry.line } else { human(&entry) };
+        if writeln!(out, "{text}").is_err() {
+            broken_pipe = true;
+            return false;
+        }
+        true
+    })?;
+    if !broken_pipe {
+        out.flush().ok();
+    }
+    if stats.skipped > 0 {
+        tracing::warn!(
+            "skipped {} torn or unreadable line(s) in {}",
+            stats.skipped,
+            app.config.paths.lifecycle_log.display()
+        );
+    }
+    Ok(0)
+}
+
+/// One greppable line: `ts ev identity key=value …`, values quoted only
+/// when they hold spaces or quotes.
+pub fn human(e: &Entry) -> String {
+    let mut out = String::with_capacity(e.line.len());
+    out.push_str(e.str("ts").unwrap_or("?"));
+    out.push(' ');
+    out.push_str(&format!("{:<9}", e.str("ev").unwrap_or("?")));
+    out.push(' ');
+    out.push_str(e.identity().unwrap_or("-"));
+    let known = FIELD_ORDER
+        .iter()
+        .copied()
+        .filter(|k| !matches!(*k, "ts" | "ev" | "identity"));
+    let mut unknown: Vec<&str> = e
+        .fields
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !FIELD_ORDER.contains(k))
+        .collect();
+    unknown.sort_unstable();
+    for key in known.chain(unknown) {
+        if let Some(v) = e.fields.get(key) {
+            out.push(' ');
+            out.push_str(key);
+            out.push('=');
+            out.push_str(&value_text(v));
+        }
+    }
+    out
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s)
+            if !s.is_empty()
+                && !s
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c.is_control()) =>
+        {
+            s.clone()
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_lines_keep_field_order_and_quote_only_when_needed() {
+        let e = Entry::parse(r#"{"ts":"2026-11-21T04:44:14.821Z","ev":"wake","identity":"alice","runtime":"claude","mode":"fresh","cause":"crash-or-self-close","topic":"a b","source":"cli","pid":4242,"zz":1}"#).unwrap();
+        assert_eq!(
+            human(&e),
+            r#"2026-11-21T04:44:14.821Z wake      alice runtime=claude mode=fresh cause=crash-or-self-close topic="a b" source=cli pid=4242 zz=1"#
+        );
+    }
+
+    #[test]
+    fn filters() {
+        let now = clock::parse_rfc3339("2026-11-21T05:00:00Z").unwrap();
+        let args = |peer: Option<&str>, since: Option<&str>, ev: Option<&str>| LogArgs {
+            peer: peer.map(str::to_owned),
+            since: since.map(str::to_owned),
+            until: None,
+            ev: ev.map(str::to_owned),
+            cause: None,
+            json: false,
+        };
+        let e = Entry::parse(r#"{"ts":"2026-11-21T04:30:00.000Z","ev":"wake","identity":"alice","source":"cli","pid":1}"#).unwrap();
+        assert!(
+            Filter::from_args(&args(Some("alice"), Some("1h"), Some("wake")), now)
+                .unwrap()
+                .matches(&e)
+        );
+        assert!(!Filter::from_args(&args(Some("bob"), None, None), now)
+            .unwrap()
+            .matches(&e));
+        assert!(!Filter::from_args(&args(None, Some("15m"), None), now)
+            .unwrap()
+            .matches(&e));
+        assert!(
+            Filter::from_args(&args(None, Some("2026-11-21T04:00:00Z"), None), now)
+                .unwrap()
+                .matches(&e)
+        );
+        assert!(!Filter::from_args(&args(None, None, Some("ready")), now)
+            .unwrap()
+            .matches(&e));
+        for bad in [
+            args(Some("../x"), None, None),
+            args(None, Some("soon"), None),
+            args(None, None, Some("boot")),
+        ] {
+            assert_eq!(Filter::from_args(&bad, now).unwrap_err().exit_code(), 2);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Small file helpers shared by the path-based stores (peer definitions,
+//! metrics): atomic replacement and bounded reads of JSONL heads and tails.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Replaces `path` with `bytes` atomically: temp file in the same folder,
+/// fsync, rename, fsync the folder. A crash leaves the old file or the new.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&temp)
+            .map_err(|e| Error::io(&temp, "create", e))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(path, "write", e))?;
+        fs::rename(&temp, path).map_err(|e| Error::io(path, "replace", e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, "sync", e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// The first whole lines of a file, reading at most `max` bytes.
+pub fn head_lines(path: &Path, max: usize) -> std::io::Result<Vec<String>> {
+    let mut buf = Vec::with_capacity(max.min(64 * 1024));
+    File::open(path)?.take(max as u64).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
+    if buf.len() == max {
+        // The last piece may be cut short.
+        lines.pop();
+    }
+    Ok(lines.into_iter().filter(|l| !l.trim().is_empty()).collect())
+}
+
+/// The last whole lines of a file, newest last, reading at most `max` bytes
+/// from its end.
+pub fn tail_lines(path: &Path, max: u64) -> std::io::Result<Vec<String>> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut pieces: Vec<&str> = text.split('\n').collect();
+    if start > 0 && !pieces.is_empty() {
+        // The first piece may start mid-line.
+        pieces.remove(0);
+    }
+    Ok(pieces
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect())
+}

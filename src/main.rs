@@ -1,0 +1,19 @@
+//! `iapeer`: parse, start diagnostics, run, and turn an error into one line
+//! on stderr and the exit code of DESIGN §9.
+
+use clap::Parser;
+
+use iapeer::cli::Cli;
+
+fn main() {
+    let cli = Cli::parse();
+    iapeer::diagnostics::init_cli(cli.verbose);
+    let code = match iapeer::cmd::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("iapeer: {e}");
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,303 @@
+//! Peer definitions, `peers/<name>.json` (DESIGN §3): who the agent is, where
+//! it works, how it is launched and how it is kept.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Paths;
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+
+const DEFINITION_MAX: u64 = 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Claude,
+    Codex,
+    Shell,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Claude => "claude",
+            RuntimeKind::Codex => "codex",
+            RuntimeKind::Shell => "shell",
+        }
+    }
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Sleeps until a message wakes it; parked when idle.
+    #[default]
+    Lazy,
+    /// Kept up: started with the daemon, relaunched on death, never parked
+    /// for idleness.
+    Always,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Lazy => "lazy",
+            Policy::Always => "always",
+        }
+    }
+}
+
+/// A peer definition as stored. Unknown fields are ignored, so a newer
+/// definition still loads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Peer {
+    pub name: String,
+    pub cwd: PathBuf,
+    #[serde(default = "default_runtime")]
+    pub runtime: RuntimeKind,
+    /// `shell`: the argv to run. `claude`/`codex`: extra arguments for the
+    /// runtime's own command line.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub conversational: bool,
+    #[serde(default)]
+    pub initial_prompt: Option<String>,
+    #[serde(default)]
+    pub external_supervisor: Option<String>,
+    #[serde(default)]
+    pub idle_secs: Option<u64>,
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
+    /// `shell`: text whose appearance on screen means "ready" (otherwise
+    /// the session is ready at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_pattern: Option<String>,
+    /// Human-facing interfaces; a `telegram` object makes a peer
+    /// conversational (as in the reference deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<serde_json::Value>,
+}
+
+fn default_runtime() -> RuntimeKind {
+    RuntimeKind::Claude
+}
+
+impl Peer {
+    /// A human-facing peer never auto-freshes.
+    pub fn is_conversational(&self) -> bool {
+        self.conversational
+            || self
+                .interfaces
+                .as_ref()
+                .and_then(|i| i.get("telegram"))
+                .is_some_and(serde_json::Value::is_object)
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity::parse(&self.name).expect("a loaded peer's name was validated")
+    }
+
+    pub fn extra_args(&self) -> &[String] {
+        self.command.as_deref().unwrap_or(&[])
+    }
+
+    /// Checks what serde cannot: the name, an absolute cwd, an argv for a
+    /// shell peer.
+    fn validate(&self, file: &Path) -> Result<()> {
+        let subject = || file.display().to_string();
+        Identity::parse(&self.name).map_err(|e| {
+            Error::input(
+                subject(),
+                format!("its name is not valid: {e}"),
+                "rename the peer",
+            )
+        })?;
+        if !self.cwd.is_absolute() {
+            return Err(Error::input(
+                subject(),
+                format!("cwd {:?} is not an absolute path", self.cwd),
+                "give the full path of the agent's working folder",
+            ));
+        }
+        if self.runtime == RuntimeKind::Shell && self.extra_args().is_empty() {
+            return Err(Error::input(
+                subject(),
+                "a shell peer needs a command (an argv array)",
+                "set \"command\": [\"program\", \"arg\", …]",
+            ));
+        }
+        if self.extra_args().iter().any(|a| a.contains('\0')) {
+            return Err(Error::input(
+                subject(),
+                "its command contains a NUL byte",
+                "remove it",
+            ));
+        }
+        if let Some(pattern) = &self.ready_pattern {
+            if pattern.is_empty() {
+                return Err(Error::input(
+                    subject(),
+                    "ready_pattern is empty",
+                    "remove it or give text to wait for",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads `peers/<id>.json`.
+pub fn load(paths: &Paths, id: &Identity) -> Result<Peer> {
+    let file = paths.peer_file(id.as_str());
+    let bytes = read_definition(&file).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => Error::NoPeer {
+            name: id.to_string(),
+            path: file.clone(),
+        },
+        e => e,
+    })?;
+    parse(&file, &bytes, Some(id))
+}
+
+/// Parses a definition; `expected` is the identity its file name gives.
+pub fn parse(file: &Path, bytes: &[u8], expected: Option<&Identity>) -> Result<Peer> {
+    let peer: Peer = serde_json::from_slice(bytes).map_err(|e| {
+        Error::input(
+            file.display().to_string(),
+            format!("not a valid peer definition ({e})"),
+            "fix the JSON, or remove the file and `iapeer add` the peer again",
+        )
+    })?;
+    peer.validate(file)?;
+    if let Some(id) = expected {
+        if peer.name != id.as_str() {
+            return Err(Error::input(
+                file.display().to_string(),
+                format!("it defines {:?}, but its file name says {id}", peer.name),
+                format!("set \"name\": \"{id}\" or rename the file"),
+            ));
+        }
+    }
+    Ok(peer)
+}
+
+/// Writes a definition atomically.
+pub fn save(paths: &Paths, peer: &Peer) -> Result<()> {
+    let file = paths.peer_file(&peer.name);
+    let mut body = serde_json::to_vec_pretty(peer).expect("a peer always serializes");
+    body.push(b'\n');
+    crate::fsutil::write_atomic(&file, &body)
+}
+
+/// Every definition under `peers/`, sorted by name; a broken one is returned
+/// as its error, so one bad file never hides the others.
+pub fn load_all(paths: &Paths) -> Result<Vec<Result<Peer>>> {
+    let entries = match fs::read_dir(&paths.peers) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&paths.peers, "list", e)),
+    };
+    let mut names: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".json")?.to_owned();
+            (!stem.starts_with('.')).then(|| (stem, e.path()))
+        })
+        .collect();
+    names.sort();
+    Ok(names
+        .into_iter()
+        .map(|(stem, path)| {
+            let id = Identity::parse(&stem).map_err(|e| {
+                Error::input(path.display().to_string(), e.to_string(), "rename the file")
+            })?;
+            let bytes = read_definition(&path)?;
+            parse(&path, &bytes, Some(&id))
+        })
+        .collect())
+}
+
+fn read_definition(file: &Path) -> Result<Vec<u8>> {
+    let meta = fs::metadata(file).map_err(|e| Error::io(file, "read", e))?;
+    if !meta.is_file() {
+        return Err(Error::unsafe_file(file, "it is not a regular file"));
+    }
+    if meta.len() > DEFINITION_MAX {
+        return Err(Error::unsafe_file(
+            file,
+            format!(
+                "it is {} bytes; a peer definition is at most {DEFINITION_MAX}",
+                meta.len()
+            ),
+        ));
+    }
+    fs::read(file).map_err(|e| Error::io(file, "read", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(json: &str) -> Result<Peer> {
+        parse(
+            Path::new("peers/alice.json"),
+            json.as_bytes(),
+            Identity::parse("alice").ok().as_ref(),
+        )
+    }
+
+    #[test]
+    fn the_design_example_loads() {
+        let peer = p(
+            r#"{ "name": "alice", "cwd": "/home/u/src/app", "runtime": "claude",
+            "command": null, "policy": "lazy", "conversational": false,
+            "initial_prompt": null, "external_supervisor": null,
+            "idle_secs": null, "max_age_secs": null }"#,
+        )
+        .unwrap();
+        assert_eq!(peer.runtime, RuntimeKind::Claude);
+        assert_eq!(peer.policy, Policy::Lazy);
+        assert!(!peer.is_conversational());
+    }
+
+    #[test]
+    fn a_telegram_interface_makes_a_peer_conversational() {
+        let peer =
+            p(r#"{"name":"alice","cwd":"/x","interfaces":{"telegram":{"chat":1}}}"#).unwrap();
+        assert!(peer.is_conversational());
+    }
+
+    #[test]
+    fn bad_definitions_name_the_file() {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"name":"alice"}"#,
+            r#"{"name":"alice","cwd":"relative"}"#,
+            r#"{"name":"bob","cwd":"/x"}"#,
+            r#"{"name":"alice","cwd":"/x","runtime":"vim"}"#,
+            r#"{"name":"alice","cwd":"/x","runtime":"shell"}"#,
+            r#"{"name":"alice","cwd":"/x","policy":"sometimes"}"#,
+            r#"{"name":"alice","cwd":"/x","idle_secs":-1}"#,
+        ] {
+            let err = p(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(err.to_string().contains("peers/alice.json"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Claude Code: transcripts under `$CLAUDE_CONFIG_DIR/projects/<slug>/`,
+//! fresh launches pinned with `--session-id`, resumes with `--resume`.
+//!
+//! A peer's transcripts are found by matching the `cwd` recorded inside
+//! them, not only by computing the slug: long paths are cut and hashed, and
+//! that scheme has changed between versions (DESIGN §11).
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::{argv, cwd_forms, last_timestamp, screen_has, LaunchPlan, Runtime, Screen};
+use crate::clock::EpochMs;
+use crate::config::Config;
+use crate::fsutil;
+use crate::peers::{Peer, RuntimeKind};
+
+/// How many of the most recently modified transcripts are ranked by their
+/// last entry when looking for the current one.
+const CANDIDATES: usize = 8;
+
+/// Start-up screens that need a human before the prompt is usable.
+const DIALOGS: &[&str] = &[
+    "Do you trust the files in this folder",
+    "Yes, proceed",
+    "Select login method",
+    "Choose the text style",
+    "Press Enter to continue",
+    "Enter to confirm",
+    "Bypass Permissions mode",
+];
+const RESUME_GONE: &[&str] = &["No conversation found with session ID"];
+
+#[derive(Debug)]
+pub struct Claude {
+    bin: OsString,
+    projects: PathBuf,
+}
+
+impl Claude {
+    pub fn new(config: &Config) -> Self {
+        Claude {
+            bin: config.claude_bin.clone(),
+            projects: config.claude_config_dir.join("projects"),
+        }
+    }
+
+    /// Transcripts recorded for `cwd`, most recently modified first.
+    pub fn transcripts(&self, cwd: &Path) -> Vec<PathBuf> {
+        let forms = cwd_forms(cwd);
+        let slugs: Vec<String> = forms.iter().map(|f| slug(f)).collect();
+        let mut found: Vec<(SystemTime, PathBuf)> = Vec::new();
+        let by_slug: Vec<PathBuf> = slugs
+            .iter()
+            .map(|s| self.projects.join(s))
+            .filter(|d| d.is_dir())
+            .collect();
+        for dir in &by_slug {
+            // Several folders can share a slug (`/a/b-c`, `/a/b/c`): keep the
+            // transcripts that say they were ours, or say nothing.
+            found.extend(jsonl_files(dir).into_iter().filter(|(_, p)| {
+                recorded_cwd(p).is_none_or(|c| forms.iter().any(|f| Path::new(&c) == f))
+            }));
+        }
+        if found.is_empty() {
+            let Ok(dirs) = fs::read_dir(&self.projects) else {
+                return Vec::new();
+            };
+            for dir in dirs.flatten().map(|e| e.path()).filter(|d| d.is_dir()) {
+                if by_slug.contains(&dir) {
+                    continue;
+                }
+                found.extend(jsonl_files(&dir).into_iter().filter(|(_, p)| {
+                    recorded_cwd(p).is_some_and(|c| forms.iter().any(|f| Path::new(&c) == f))
+                }));
+            }
+        }
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
+        found.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// The current transcript: `/clear` starts a new one, so it is the one
+    /// with the newest entry among the recently modified.
+    pub fn current_transcript(&self, cwd: &Path) -> Option<PathBuf> {
+        self.transcripts(cwd)
+            .into_iter()
+            .take(CANDIDATES)
+            .map(|p| (last_timestamp(&p), p))
+            .max_by_key(|(ts, _)| *ts)
+            .map(|(_, p)| p)
+    }
+}
+
+impl Runtime for Claude {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Claude
+    }
+
+    fn fresh(&self, peer: &Peer, session: &str) -> LaunchPlan {
+        let rest = ["--session-id".to_owned(), session.to_owned()]
+            .into_iter()
+            .chain(peer.extra_args().iter().cloned());
+        LaunchPlan {
+            argv: argv(&self.bin, rest),
+            resume_ref: Some(session.to_owned()),
+        }
+    }
+
+    fn resume(&self, peer: &Peer, resume_ref: &str) -> LaunchPlan {
+        let rest = ["--resume".to_owned(), resume_ref.to_owned()]
+            .into_iter()
+            .chain(peer.extra_args().iter().cloned());
+        LaunchPlan {
+            argv: argv(&self.bin, rest),
+            resume_ref: Some(resume_ref.to_owned()),
+        }
+    }
+
+    fn resume_target(&self, peer: &Peer) -> Option<String> {
+        let path = self.current_transcript(&peer.cwd)?;
+        path.file_stem().map(|s| s.to_string_lossy().into_owned())
+    }
+
+    fn last_activity(&self, peer: &Peer) -> Option<EpochMs> {
+        let transcript = self.current_transcript(&peer.cwd)?;
+        let own = last_timestamp(&transcript);
+        // Subagents write their own transcripts while the main one is quiet.
+        let subagents = transcript.with_extension("").join("subagents");
+        let sub = jsonl_files(&subagents)
+            .into_iter()
+            .filter_map(|(_, p)| last_timestamp(&p))
+            .max();
+        own.max(sub)
+    }
+
+    fn screen(&self, _peer: &Peer, text: &str) -> Screen {
+        if let Some(line) = screen_has(text, RESUME_GONE) {
+            return Screen::ResumeFailed(line);
+        }
+        if screen_has(text, DIALOGS).is_some() {
+            return Screen::NotYet;
+        }
+        if text.lines().any(is_prompt_line) {
+            Screen::Ready
+        } else {
+            Screen::NotYet
+        }
+    }
+}
+
+/// The input line: `> ` (or `❯ `), possibly inside the box drawn around it.
+fn is_prompt_line(line: &str) -> bool {
+    let inner = line.trim().trim_start_matches('│').trim_start();
+    inner == ">" || inner == "❯" || inner.starts_with("> ") || inner.starts_with("❯ ")
+}
+
+/// Every character outside `[A-Za-z0-9]` becomes `-`.
+pub fn slug(path: &Path) -> String {
+    path.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+fn jsonl_files(dir: &Path) -> Vec<(SystemTime, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(fs::Metadata::is_file)?;
+            Some((meta.modified().ok()?, e.path()))
+        })
+        .collect()
+}
+
+/// The `cwd` a transcript records in its first entries.
+fn recorded_cwd(path: &Path) -> Option<String> {
+    let lines = fsutil::head_lines(path, 64 * 1024).ok()?;
+    lines.iter().take(50).find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        v.get("cwd")?.as_str().map(str::to_owned)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assert_fs::TempDir;
+
+    fn claude(home: &Path) -> Claude {
+        Claude {
+            bin: "claude".into(),
+            projects: home.join("projects"),
+        }
+    }
+
+    fn write_transcript(dir: &Path, id: &str, cwd: &str, ts: &str) -> PathBuf {
+        fs::create_dir_all(dir).unwrap();
+        let p = dir.join(format!("{id}.jsonl"));
+        let lines = [
+            r#"{"type":"summary","summary":"x"}"#.to_owned(),
+            format!(r#"{{"type":"user","cwd":"{cwd}","sessionId":"{id}","timestamp":"{ts}"}}"#),
+        ];
+        fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p
+    }
+
+    #[test]
+    fn slug_replaces_everything_outside_alnum() {
+        assert_eq!(
+            slug(Path::new("/home/u/src/my_app.v2")),
+            "-home-u-src-my-app-v2"
+        );
+    }
+
+    #[test]
+    fn finds_the_newest_transcript_by_entry_not_by_mtime() {
+        let home = TempDir::new().unwrap();
+        let c = claude(home.path());
+        let dir = home
+            .path()
+            .join("projects")
+            .join(slug(Path::new("/srv/app")));
+        write_transcript(&dir, "old", "/srv/app", "2026-01-01T00:00:00Z");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write_transcript(&dir, "new", "/srv/app", "2026-02-01T00:00:00Z");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Re-saved later, but its last entry is older.
+        write_transcript(&dir, "resaved", "/srv/app", "2025-12-01T00:00:00Z");
+        let peer = crate::peers::parse(
+            Path::new("a.json"),
+            br#"{"name":"a","cwd":"/srv/app"}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.resume_target(&peer).as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn a_shared_slug_does_not_mix_folders_and_moved_slugs_are_found_by_scanning() {
+        let home = TempDir::new().unwrap();
+        let c = claude(home.path());
+        let shared = home.path().join("projects").join("-a-b-c");
+        write_transcript(&shared, "theirs", "/a/b/c", "2026-01-01T00:00:00Z");
+        assert!(c.transcripts(Path::new("/a/b-c")).is_empty());
+        // A long path stored under a hashed slug is still found by its cwd.
+        let hashed = home
+            .path()
+            .join("projects")
+            .join("-a-very-long-path-1f2e3d");
+        write_transcript(&hashed, "mine", "/a/very/long/path", "2026-01-01T00:00:00Z");
+        let found = c.transcripts(Path::new("/a/very/long/path"));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].ends_with("mine.jsonl"));
+    }
+
+    #[test]
+    fn activity_counts_subagents() {
+        let home = TempDir::new().unwrap();
+        let c = claude(home.path());
+        let dir = home
+            .path()
+            .join("projects")
+            .join(slug(Path::new("/srv/app")));
+        write_transcript(&dir, "s1", "/srv/app", "2026-01-01T00:00:00Z");
+        write_transcript(
+            &dir.join("s1").join("subagents"),
+            "agent-1",
+            "/srv/app",
+            "2026-01-01T01:00:00Z",
+        );
+        let peer = crate::peers::parse(
+            Path::new("a.json"),
+            br#"{"name":"a","cwd":"/srv/app"}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.last_activity(&peer),
+            crate::clock::parse_rfc3339("2026-01-01T01:00:00Z")
+        );
+    }
+
+    #[test]
+    fn screen_states() {
+        let home = TempDir::new().unwrap();
+        let c = claude(home.path());
+        let peer =
+            crate::peers::parse(Path::new("a.json"), br#"{"name":"a","cwd":"/x"}"#, None).unwrap();
+        let ready = "✻ Welcome\n╭────╮\n│ > Try \"fix lint\" │\n╰────╯\n  ? for shortcuts";
+        assert_eq!(c.screen(&peer, ready), Screen::Ready);
+        let trust = "Do you trust the files in this folder?\n❯ 1. Yes, proceed\n";
+        assert_eq!(c.screen(&peer, trust), Screen::NotYet);
+        assert_eq!(c.screen(&peer, "loading…"), Screen::NotYet);
+        assert!(matches!(
+            c.screen(&peer, "No conversation found with session ID: 123"),
+            Screen::ResumeFailed(_)
+        ));
+    }
+}

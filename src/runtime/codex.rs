@@ -1,0 +1,205 @@
+//! Codex: rollouts under `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*.jsonl`,
+//! whose first line (`session_meta`) carries the session id and cwd;
+//! resumes with `codex resume <id>`.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{argv, cwd_forms, last_timestamp, screen_has, LaunchPlan, Runtime, Screen};
+use crate::clock::EpochMs;
+use crate::config::Config;
+use crate::fsutil;
+use crate::peers::{Peer, RuntimeKind};
+
+/// How many rollouts, newest first, are opened looking for a peer's.
+const SCAN_LIMIT: usize = 2000;
+const DIALOGS: &[&str] = &[
+    "Sign in with ChatGPT",
+    "Allow Codex to work in this folder",
+    "Press Enter to continue",
+    "Do you trust",
+];
+const RESUME_GONE: &[&str] = &["No saved session found", "No rollout found"];
+
+#[derive(Debug)]
+pub struct Codex {
+    bin: OsString,
+    sessions: PathBuf,
+}
+
+/// What a rollout's first line says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutMeta {
+    pub id: String,
+    pub cwd: Option<String>,
+}
+
+impl Codex {
+    pub fn new(config: &Config) -> Self {
+        Codex {
+            bin: config.codex_bin.clone(),
+            sessions: config.codex_home.join("sessions"),
+        }
+    }
+
+    /// The newest rollout recorded for `cwd`, with its id.
+    pub fn newest_rollout(&self, cwd: &Path) -> Option<(PathBuf, String)> {
+        let forms = cwd_forms(cwd);
+        newest_first(&self.sessions, 3)
+            .into_iter()
+            .take(SCAN_LIMIT)
+            .find_map(|path| {
+                let meta = rollout_meta(&path)?;
+                let cwd = meta.cwd?;
+                forms
+                    .iter()
+                    .any(|f| Path::new(&cwd) == f)
+                    .then_some((path, meta.id))
+            })
+    }
+}
+
+impl Runtime for Codex {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Codex
+    }
+
+    fn fresh(&self, peer: &Peer, _session: &str) -> LaunchPlan {
+        // Codex picks its own id; it is found afterwards by cwd.
+        LaunchPlan {
+            argv: argv(&self.bin, peer.extra_args().iter().cloned()),
+            resume_ref: None,
+        }
+    }
+
+    fn resume(&self, peer: &Peer, resume_ref: &str) -> LaunchPlan {
+        let rest = ["resume".to_owned(), resume_ref.to_owned()]
+            .into_iter()
+            .chain(peer.extra_args().iter().cloned());
+        LaunchPlan {
+            argv: argv(&self.bin, rest),
+            resume_ref: Some(resume_ref.to_owned()),
+        }
+    }
+
+    fn resume_target(&self, peer: &Peer) -> Option<String> {
+        self.newest_rollout(&peer.cwd).map(|(_, id)| id)
+    }
+
+    fn last_activity(&self, peer: &Peer) -> Option<EpochMs> {
+        let (path, _) = self.newest_rollout(&peer.cwd)?;
+        last_timestamp(&path)
+    }
+
+    fn screen(&self, _peer: &Peer, text: &str) -> Screen {
+        if let Some(line) = screen_has(text, RESUME_GONE) {
+            return Screen::ResumeFailed(line);
+        }
+        if screen_has(text, DIALOGS).is_some() {
+            return Screen::NotYet;
+        }
+        let prompt = text.lines().any(|l| {
+            let t = l.trim_start();
+            t.starts_with('›') || t.starts_with('▌')
+        });
+        if prompt {
+            Screen::Ready
+        } else {
+            Screen::NotYet
+        }
+    }
+}
+
+/// Reads a rollout's `session_meta`: `{"type":"session_meta","payload":{id,
+/// cwd,…}}`, or the older form with `id` (and maybe `cwd`) at the top.
+pub fn rollout_meta(path: &Path) -> Option<RolloutMeta> {
+    let first = fsutil::head_lines(path, 64 * 1024)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let v: serde_json::Value = serde_json::from_str(&first).ok()?;
+    let body = match v.get("type").and_then(|t| t.as_str()) {
+        Some("session_meta") => v.get("payload")?,
+        _ => &v,
+    };
+    Some(RolloutMeta {
+        id: body.get("id")?.as_str()?.to_owned(),
+        cwd: body.get("cwd").and_then(|c| c.as_str()).map(str::to_owned),
+    })
+}
+
+/// Files `depth` directory levels down, newest first (the YYYY/MM/DD names
+/// and the timestamped file names sort by time).
+fn newest_first(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    names.sort();
+    names.reverse();
+    if depth == 0 {
+        return names
+            .into_iter()
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "jsonl")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("rollout-"))
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    for sub in names.into_iter().filter(|p| p.is_dir()) {
+        out.extend(newest_first(&sub, depth - 1));
+        if out.len() >= SCAN_LIMIT {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assert_fs::TempDir;
+
+    fn rollout(home: &Path, day: &str, name: &str, first: &str) {
+        let dir = home.join("sessions").join(day);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join(name),
+            format!("{first}\n{{\"timestamp\":\"2026-01-02T00:00:00Z\",\"type\":\"event_msg\"}}\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn finds_the_newest_rollout_for_the_cwd_in_both_formats() {
+        let home = TempDir::new().unwrap();
+        let c = Codex {
+            bin: "codex".into(),
+            sessions: home.path().join("sessions"),
+        };
+        rollout(
+            home.path(),
+            "2026/01/01",
+            "rollout-2026-01-01T10-00-00-aaa.jsonl",
+            r#"{"timestamp":"2026-01-01T10:00:00Z","type":"session_meta","payload":{"id":"aaa","cwd":"/srv/app"}}"#,
+        );
+        rollout(
+            home.path(),
+            "2026/01/02",
+            "rollout-2026-01-02T10-00-00-bbb.jsonl",
+            r#"{"id":"bbb","timestamp":"2026-01-02T10:00:00Z","cwd":"/srv/app"}"#,
+        );
+        rollout(
+            home.path(),
+            "2026/01/03",
+            "rollout-2026-01-03T10-00-00-ccc.jsonl",
+            r#"{"timestamp":"2026-01-03T10:00:00Z","type":"session_meta","payload":{"id":"ccc","cwd":"/elsewhere"}}"#,
+        );
+        let (_, id) = c.newest_rollout(Path::new("/srv/app")).unwrap();
+        assert_eq!(id, "bbb");
+        assert!(c.newest_rollout(Path::new("/nowhere")).is_none());
+    }
+}

@@ -1,0 +1,96 @@
+//! Runtimes: how a peer's program is launched, resumed and observed
+//! (DESIGN §11). Each runtime knows its own command line, where its
+//! conversations live on disk, and what its screen looks like when ready;
+//! none of them runs tmux (that is [`tmux`]'s job alone).
+
+pub mod claude;
+pub mod codex;
+pub mod shell;
+pub mod tmux;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::clock::{self, EpochMs};
+use crate::config::Config;
+use crate::fsutil;
+use crate::peers::{Peer, RuntimeKind};
+
+/// What one launch runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchPlan {
+    pub argv: Vec<OsString>,
+    /// The conversation this launch writes to, when known up front.
+    pub resume_ref: Option<String>,
+}
+
+/// What the screen says during a boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Screen {
+    Ready,
+    NotYet,
+    /// The runtime said the conversation to resume is gone.
+    ResumeFailed(String),
+}
+
+pub trait Runtime: Send + Sync {
+    fn kind(&self) -> RuntimeKind;
+    /// A fresh launch; `session` is a new UUID the runtime may pin.
+    fn fresh(&self, peer: &Peer, session: &str) -> LaunchPlan;
+    /// A launch that continues `resume_ref`.
+    fn resume(&self, peer: &Peer, resume_ref: &str) -> LaunchPlan;
+    /// The conversation a resume would continue now, if there is one.
+    fn resume_target(&self, peer: &Peer) -> Option<String>;
+    /// When the agent last did something, by its own records; `None` when
+    /// the runtime keeps none (then tmux's activity time is used).
+    fn last_activity(&self, peer: &Peer) -> Option<EpochMs>;
+    /// Reads the screen during a boot.
+    fn screen(&self, peer: &Peer, text: &str) -> Screen;
+}
+
+/// The runtime a peer's definition names.
+pub fn for_peer(config: &Config, peer: &Peer) -> Box<dyn Runtime> {
+    match peer.runtime {
+        RuntimeKind::Claude => Box::new(claude::Claude::new(config)),
+        RuntimeKind::Codex => Box::new(codex::Codex::new(config)),
+        RuntimeKind::Shell => Box::new(shell::Shell),
+    }
+}
+
+/// The forms a working folder may be recorded under: as configured, and
+/// with symlinks resolved (runtimes record the real path).
+pub(crate) fn cwd_forms(cwd: &Path) -> Vec<PathBuf> {
+    let mut forms = vec![cwd.to_path_buf()];
+    if let Ok(real) = cwd.canonicalize() {
+        if real != cwd {
+            forms.push(real);
+        }
+    }
+    forms
+}
+
+/// The newest `timestamp` among the last lines of a JSONL file.
+pub(crate) fn last_timestamp(path: &Path) -> Option<EpochMs> {
+    let lines = fsutil::tail_lines(path, 64 * 1024).ok()?;
+    lines.iter().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v.get("timestamp")?.as_str().and_then(clock::parse_rfc3339)
+    })
+}
+
+/// Does any line's text contain any of `needles`?
+pub(crate) fn screen_has(text: &str, needles: &[&str]) -> Option<String> {
+    text.lines()
+        .find(|l| needles.iter().any(|n| l.contains(n)))
+        .map(|l| l.trim().to_owned())
+}
+
+pub(crate) fn argv<I, S>(bin: &OsString, rest: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    std::iter::once(bin.clone())
+        .chain(rest.into_iter().map(Into::into))
+        .collect()
+}

@@ -1,0 +1,90 @@
+//! The `.session` record: what iapeer knows about one live session
+//! (DESIGN §2). The fields DESIGN lists come first; the rest let a session
+//! be followed from launch to end, and let an end interrupted by a crash be
+//! finished exactly once.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::EpochMs;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub identity: String,
+    pub runtime: String,
+    #[serde(default)]
+    pub cwd: PathBuf,
+    #[serde(default)]
+    pub socket: PathBuf,
+    pub pane_pid: i32,
+    /// RFC 3339, when the launch began.
+    pub started_at: String,
+    #[serde(default)]
+    pub mode: String,
+    #[serde(default)]
+    pub resume_ref: Option<String>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// The last task delivered, if any.
+    #[serde(default)]
+    pub task: Option<String>,
+
+    /// A fresh id per launch, carried by every log line about the session.
+    #[serde(default)]
+    pub session: String,
+    /// The cause the launch was decided with.
+    #[serde(default)]
+    pub cause: String,
+    /// The pane process's start time (clock ticks since boot, from
+    /// `/proc/<pid>/stat`) so a recycled pid is never taken for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pane_start: Option<u64>,
+    /// RFC 3339, when the ready gate passed; absent while starting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<String>,
+    /// RFC 3339, when `task` was delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_at: Option<String>,
+    /// Written first when the session ends, so an end interrupted by a crash
+    /// is finished, not repeated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending: Option<Ending>,
+}
+
+/// How a session is ending, journaled before anything is acted on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    pub kind: EndKind,
+    /// The supervise action logged for it (`reaped-idle`, `reaped-gone`, …).
+    pub action: String,
+    pub at_ms: EpochMs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lines: Option<String>,
+    /// Who ended it (`daemon`, `cli`).
+    #[serde(default)]
+    pub source: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndKind {
+    /// Ended by iapeer, cleanly: resume-eligible, never a death.
+    Park,
+    /// Ended on its own, or a boot that never became ready.
+    Death,
+}
+
+impl SessionRecord {
+    pub fn is_ready(&self) -> bool {
+        self.ready_at.is_some()
+    }
+
+    pub fn started_ms(&self) -> Option<EpochMs> {
+        crate::clock::parse_rfc3339(&self.started_at)
+    }
+}

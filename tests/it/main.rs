@@ -1,0 +1,7 @@
+//! Integration tests: the real `iapeer` binary, real files, real tmux on a
+//! private socket, fake agents from `fixtures/`. One binary; one module per
+//! area. Set IAPEER_TEST_KEEP=1 to keep each test's home for inspection.
+
+mod support;
+
+mod lifecycle_log;
