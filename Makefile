@@ -23,7 +23,7 @@ lint:
 
 ## bench: print the figures (appends/s, decisions/s, …)
 bench: deps
-	$(CARGO) bench --bench core
+	$(CARGO) bench
 
 ## install: the binary into $(PREFIX)/bin
 install:

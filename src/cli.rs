@@ -29,8 +29,136 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Define a peer: its name, working folder, runtime and policy.
+    Add(AddArgs),
+    /// Remove a peer's definition and every state file about it.
+    Rm(RmArgs),
+    /// List the defined peers.
+    Ls(LsArgs),
+    /// Bring a peer up (or deliver to its live session).
+    Wake(WakeArgs),
+    /// Halt a peer: mark it stopped and park its live session.
+    Stop(NameArg),
+    /// Lift a stop; an `always` peer is brought back up.
+    Start(NameArg),
+    /// Clear a peer's crash-loop guard.
+    Reset(NameArg),
+    /// From inside an agent's session: end it; it comes back fresh.
+    SelfFresh,
+    /// State and metrics per peer.
+    Status(StatusArgs),
+    /// Show what a wake would decide right now, acting on nothing.
+    Explain(ExplainArgs),
     /// Read the decision log across rotations.
     Log(LogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Claude,
+    Codex,
+    Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyArg {
+    Lazy,
+    Always,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    pub name: String,
+    /// The agent's working folder.
+    #[arg(long)]
+    pub cwd: PathBuf,
+    #[arg(long, value_enum, default_value = "claude")]
+    pub runtime: RuntimeArg,
+    /// lazy: sleeps until a message wakes it; always: kept up.
+    #[arg(long, value_enum, default_value = "lazy")]
+    pub policy: PolicyArg,
+    /// A human-facing peer: it never auto-freshes.
+    #[arg(long)]
+    pub conversational: bool,
+    /// Typed into every fresh session that starts without a task.
+    #[arg(long, value_name = "TEXT")]
+    pub initial_prompt: Option<String>,
+    /// shell runtime: text on screen that means the program is ready.
+    #[arg(long, value_name = "TEXT")]
+    pub ready_pattern: Option<String>,
+    /// Park after this many idle seconds (default IAPEER_IDLE_SECS).
+    #[arg(long, value_name = "SECS")]
+    pub idle_secs: Option<u64>,
+    /// Park sessions older than this (default IAPEER_MAX_AGE_SECS).
+    #[arg(long, value_name = "SECS")]
+    pub max_age_secs: Option<u64>,
+    /// shell: the command to run; claude/codex: extra arguments.
+    #[arg(last = true, value_name = "ARGV")]
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    pub name: String,
+    /// Also end a live session.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WakeArgs {
+    pub name: String,
+    /// What the work is about; a new topic starts a parked executor fresh.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Text typed into the session once it is up.
+    #[arg(long, value_name = "TEXT")]
+    pub task: Option<String>,
+    /// Start fresh, whatever the markers say.
+    #[arg(long, conflicts_with = "resume")]
+    pub fresh: bool,
+    /// Resume the last conversation; fails if there is none.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print {status, woke, mode, cause, runtime, reason, latency_ms}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    pub name: String,
+    /// The topic the wake would carry.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// As if the wake asked for a fresh start.
+    #[arg(long, conflicts_with = "resume")]
+    pub fresh: bool,
+    /// As if the wake asked to resume.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

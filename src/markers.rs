@@ -120,6 +120,11 @@ impl Present {
         self.0 & m.bit() != 0
     }
 
+    /// Any state at all: the lock file alone holds none.
+    pub fn any_state(self) -> bool {
+        self.0 & !Marker::Lock.bit() != 0
+    }
+
     fn add(&mut self, m: Marker) {
         self.0 |= m.bit();
     }

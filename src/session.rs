@@ -68,6 +68,10 @@ pub struct Ending {
     /// Who ended it (`daemon`, `cli`).
     #[serde(default)]
     pub source: String,
+    /// A boot that failed: `action` is then the wake's cause
+    /// (`boot-timeout`, `launch-failed`), logged as a failed wake.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub boot: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,51 +1,77 @@
-//! One module per subcommand, each exposing `run`.
+//! One module per subcommand, each exposing `run` (or a verb).
 
+pub mod control;
+pub mod explain;
 pub mod log;
+pub mod peers;
+pub mod self_fresh;
+pub mod status;
+pub mod wake;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::error::Result;
-use crate::lifecycle_log::{LogWriter, Source};
-use crate::markers::StateDir;
+use crate::lifecycle_log::Source;
 
-/// What every command works with.
+/// What every command starts from.
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
     pub source: Source,
 }
 
-impl App {
-    pub fn from_env(source: Source) -> Result<Self> {
-        Ok(App {
-            config: Config::from_env()?,
-            source,
-        })
-    }
-
-    /// The state directory, creating the home on first use.
-    pub fn state(&self) -> Result<StateDir> {
-        self.config.ensure_home()?;
-        StateDir::open(&self.config.paths.lifecycle)
-    }
-
-    pub fn log_writer(&self) -> LogWriter {
-        LogWriter::new(&self.config)
+/// Runs the parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let app = App {
+        config: Config::from_env()?,
+        source: Source::Cli,
+    };
+    let Some(command) = cli.command else {
+        app.config.ensure_home()?;
+        use clap::CommandFactory;
+        Cli::command().print_help().ok();
+        println!("\nhome: {}", app.config.home.display());
+        return Ok(0);
+    };
+    match command {
+        Command::Add(args) => peers::add(&app, args),
+        Command::Rm(args) => peers::rm(&app, args),
+        Command::Ls(args) => peers::ls(&app, args),
+        Command::Wake(args) => wake::run(&app, args),
+        Command::Stop(args) => control::stop(&app, args),
+        Command::Start(args) => control::start(&app, args),
+        Command::Reset(args) => control::reset(&app, args),
+        Command::SelfFresh => self_fresh::run(&app),
+        Command::Status(args) => status::run(&app, args),
+        Command::Explain(args) => explain::run(&app, args),
+        Command::Log(args) => log::run(&app, args),
     }
 }
 
-/// Runs the parsed command line; returns the exit code.
-pub fn run(cli: Cli) -> Result<i32> {
-    let app = App::from_env(Source::Cli)?;
-    match cli.command {
-        None => {
-            app.config.ensure_home()?;
-            use clap::CommandFactory;
-            let mut cmd = Cli::command();
-            cmd.print_help().ok();
-            println!("\nhome: {}", app.config.home.display());
-            Ok(0)
+/// Rows as left-aligned columns, two spaces apart.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
         }
-        Some(Command::Log(args)) => log::run(&app, args),
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
+    out
 }

@@ -134,6 +134,10 @@ impl Runtime for Claude {
         own.max(sub)
     }
 
+    fn submit_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(150)
+    }
+
     fn screen(&self, _peer: &Peer, text: &str) -> Screen {
         if let Some(line) = screen_has(text, RESUME_GONE) {
             return Screen::ResumeFailed(line);

@@ -92,6 +92,10 @@ impl Runtime for Codex {
         last_timestamp(&path)
     }
 
+    fn submit_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(150)
+    }
+
     fn screen(&self, _peer: &Peer, text: &str) -> Screen {
         if let Some(line) = screen_has(text, RESUME_GONE) {
             return Screen::ResumeFailed(line);

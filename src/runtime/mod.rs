@@ -46,6 +46,11 @@ pub trait Runtime: Send + Sync {
     fn last_activity(&self, peer: &Peer) -> Option<EpochMs>;
     /// Reads the screen during a boot.
     fn screen(&self, peer: &Peer, text: &str) -> Screen;
+    /// How long to let a pasted text settle before pressing Enter: TUIs
+    /// that treat fast input as part of the paste need a moment.
+    fn submit_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// The runtime a peer's definition names.

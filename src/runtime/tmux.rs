@@ -1,1 +1,634 @@
+//! The tmux host: the only code that runs tmux (DESIGN §6).
+//!
+//! One tmux server per peer, on its own socket under `run/`, holding one
+//! session named after the peer; targets are always exact (`-t =NAME`).
+//! Programs are started from an argv without a shell, with `remain-on-exit`
+//! on so that a dead pane keeps its exit status and last lines for the
+//! death record. Every call has a timeout, and a timeout or a busy server is
+//! reported as "unknown", never as a death.
 
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::clock::EpochMs;
+use crate::error::{Error, Result};
+use crate::process;
+
+/// How long one tmux call may take before it counts as "unknown".
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the session's processes get to exit on SIGTERM before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+const WIDTH: &str = "200";
+const HEIGHT: &str = "50";
+
+/// Written to `run/tmux.conf` and given to every server with `-f`, so a
+/// user's own `~/.tmux.conf` cannot change how panes die.
+const TMUX_CONF: &str = "\
+# Written by iapeer; changes are overwritten.
+set -g remain-on-exit on
+set -g history-limit 20000
+set -g exit-empty on
+set -g destroy-unattached off
+set -g mouse on
+";
+
+/// How a pane's process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+    /// tmux did not keep it (3.3a sometimes loses it), or never saw it.
+    Unknown,
+}
+
+impl From<process::Exit> for ExitStatus {
+    fn from(e: process::Exit) -> Self {
+        match e {
+            process::Exit::Code(c) => ExitStatus::Code(c),
+            process::Exit::Signal(s) => ExitStatus::Signal(s),
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "{c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {s}"),
+            ExitStatus::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// What tmux says about a peer's session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Alive {
+        pane_pid: i32,
+        activity_ms: Option<EpochMs>,
+    },
+    Dead {
+        pane_pid: i32,
+        status: ExitStatus,
+    },
+    /// No server, or no such session on it.
+    Gone,
+    /// tmux did not answer in time, or answered something unexpected.
+    Unknown(String),
+}
+
+/// Everything a launch needs.
+#[derive(Clone, Debug)]
+pub struct LaunchSpec<'a> {
+    pub socket: &'a Path,
+    pub name: &'a str,
+    pub cwd: &'a Path,
+    pub argv: &'a [OsString],
+    /// Set in the session's environment.
+    pub env: &'a [(String, OsString)],
+}
+
+/// What a launch started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launched {
+    pub pane_pid: i32,
+}
+
+/// The session host. tmux is the real one; tests wrap it to count calls.
+pub trait Host: Send + Sync {
+    fn launch(&self, spec: &LaunchSpec<'_>) -> Result<Launched>;
+    fn probe(&self, socket: &Path, name: &str) -> Probe;
+    /// The last `lines` non-empty-trailing lines of the pane.
+    fn capture(&self, socket: &Path, name: &str, lines: usize) -> Result<String>;
+    /// Types `text` literally (paste buffer), then presses Enter after
+    /// `settle`.
+    fn deliver(&self, socket: &Path, name: &str, text: &str, settle: Duration) -> Result<()>;
+    /// Ends the session: SIGTERM then SIGKILL to its processes (when the
+    /// pane process is known and still the one started at `start`), then
+    /// the server; removes the socket.
+    fn kill(&self, socket: &Path, name: &str, pane: Option<(i32, Option<u64>)>) -> Result<()>;
+}
+
+/// The real tmux.
+#[derive(Debug, Clone)]
+pub struct Tmux {
+    bin: OsString,
+    conf: PathBuf,
+    /// Start servers in their own systemd scope, outside the caller's
+    /// cgroup, so restarting the daemon's unit never kills agents.
+    scope: bool,
+}
+
+impl Tmux {
+    /// tmux from `PATH` (or `IAPEER_TMUX_BIN`), configured by a file in
+    /// `run_dir`.
+    pub fn new(run_dir: &Path) -> Self {
+        let bin = std::env::var_os("IAPEER_TMUX_BIN").unwrap_or_else(|| "tmux".into());
+        Tmux {
+            bin,
+            conf: run_dir.join("tmux.conf"),
+            scope: systemd_user_manager(),
+        }
+    }
+
+    fn command(&self, socket: &Path) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-S").arg(socket);
+        // Never talk to the tmux this process may itself be running in.
+        cmd.env_remove("TMUX").env_remove("TMUX_PANE");
+        cmd
+    }
+
+    fn run(
+        &self,
+        socket: &Path,
+        args: &[&OsStr],
+        stdin: Option<&[u8]>,
+    ) -> Result<String, CallError> {
+        let mut cmd = self.command(socket);
+        cmd.args(args);
+        call(cmd, stdin, CALL_TIMEOUT)
+    }
+
+    fn ensure_conf(&self) -> Result<()> {
+        if std::fs::read_to_string(&self.conf).is_ok_and(|c| c == TMUX_CONF) {
+            return Ok(());
+        }
+        crate::fsutil::write_atomic(&self.conf, TMUX_CONF.as_bytes())
+    }
+
+    fn missing_tmux(&self) -> Error {
+        Error::failed(
+            format!("tmux ({})", self.bin.to_string_lossy()),
+            "it is not installed or not on PATH",
+            "install tmux (e.g. `apt-get install tmux` or `brew install tmux`)",
+        )
+    }
+}
+
+impl Host for Tmux {
+    fn launch(&self, spec: &LaunchSpec<'_>) -> Result<Launched> {
+        self.ensure_conf()?;
+        let mut args: Vec<OsString> = vec![
+            "-f".into(),
+            self.conf.clone().into(),
+            "new-session".into(),
+            "-d".into(),
+            "-s".into(),
+            spec.name.into(),
+            "-x".into(),
+            WIDTH.into(),
+            "-y".into(),
+            HEIGHT.into(),
+            "-c".into(),
+            spec.cwd.into(),
+        ];
+        for (k, v) in spec.env {
+            let mut kv = OsString::from(k);
+            kv.push("=");
+            kv.push(v);
+            args.push("-e".into());
+            args.push(kv);
+        }
+        args.extend(["-P".into(), "-F".into(), "#{pane_pid}".into(), "--".into()]);
+        // Through env(1): tmux hands a single-word command to `sh -c`, and
+        // no command of ours ever goes through a shell.
+        args.extend(["env".into(), "--".into()]);
+        args.extend(spec.argv.iter().cloned());
+
+        let base = |with_scope: bool| {
+            let mut cmd = if with_scope {
+                let mut c = Command::new("systemd-run");
+                c.args(["--user", "--scope", "--quiet", "--collect"])
+                    .arg(format!("--description=iapeer session {}", spec.name))
+                    .arg("--")
+                    .arg(&self.bin)
+                    .arg("-S")
+                    .arg(spec.socket);
+                c.env_remove("TMUX").env_remove("TMUX_PANE");
+                c
+            } else {
+                self.command(spec.socket)
+            };
+            // The server inherits this environment; agents must not think
+            // they run inside another Claude Code.
+            cmd.env_remove("CLAUDECODE").args(&args);
+            cmd
+        };
+        let mut out = call(base(self.scope), None, CALL_TIMEOUT);
+        if self.scope
+            && matches!(&out, Err(CallError::Failed(_)) | Err(CallError::Spawn(_)))
+            && !spec.socket.exists()
+        {
+            tracing::warn!("systemd-run --user --scope failed; starting tmux in this cgroup");
+            out = call(base(false), None, CALL_TIMEOUT);
+        }
+        let text = match out {
+            Ok(t) => t,
+            Err(CallError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.missing_tmux())
+            }
+            Err(e) => {
+                return Err(Error::failed(
+                    format!("launching {} in tmux", spec.name),
+                    e.to_string(),
+                    "check that tmux works (`tmux -V`) and see the daemon log",
+                ))
+            }
+        };
+        let pane_pid = text.trim().parse::<i32>().map_err(|_| {
+            Error::failed(
+                format!("launching {} in tmux", spec.name),
+                format!("tmux printed {:?} where a pane pid belongs", text.trim()),
+                "check the tmux version (3.2 or later is needed)",
+            )
+        })?;
+        Ok(Launched { pane_pid })
+    }
+
+    fn probe(&self, socket: &Path, name: &str) -> Probe {
+        if !socket.exists() {
+            return Probe::Gone;
+        }
+        let target = format!("={name}");
+        let fmt = "#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{session_activity}";
+        match self.run(
+            socket,
+            &[os("list-panes"), os("-t"), os(&target), os("-F"), os(fmt)],
+            None,
+        ) {
+            Ok(text) => parse_probe(&text),
+            Err(CallError::Failed(stderr)) if is_gone(&stderr) => Probe::Gone,
+            Err(CallError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Probe::Unknown("tmux is not installed or not on PATH".into())
+            }
+            Err(e) => Probe::Unknown(e.to_string()),
+        }
+    }
+
+    fn capture(&self, socket: &Path, name: &str, lines: usize) -> Result<String> {
+        let target = format!("={name}:");
+        // Rows count from the top of the visible pane, so reach back far
+        // enough into the history to hold `lines` of text above the blank
+        // rows of a pane that died early.
+        let start = format!("-{}", lines.max(1) + HEIGHT.parse::<usize>().unwrap_or(50));
+        let text = self
+            .run(
+                socket,
+                &[
+                    os("capture-pane"),
+                    os("-p"),
+                    os("-J"),
+                    os("-t"),
+                    os(&target),
+                    os("-S"),
+                    os(&start),
+                ],
+                None,
+            )
+            .map_err(|e| {
+                Error::failed(
+                    format!("reading the screen of {name}"),
+                    e.to_string(),
+                    "retry",
+                )
+            })?;
+        Ok(last_lines(&text, lines))
+    }
+
+    fn deliver(&self, socket: &Path, name: &str, text: &str, settle: Duration) -> Result<()> {
+        let target = format!("={name}:");
+        let buffer = format!("iapeer-{}", std::process::id());
+        let failed = |e: CallError| {
+            Error::failed(
+                format!("delivering a task to {name}"),
+                e.to_string(),
+                format!("check the session with `iapeer status {name}`"),
+            )
+        };
+        // The text goes in through a paste buffer, literally: never as key
+        // names, and newlines stay newlines (-r). -p pastes with bracketed
+        // paste when the program asked for it, so it arrives as one input.
+        self.run(
+            socket,
+            &[
+                os("load-buffer"),
+                os("-b"),
+                os(&buffer),
+                os("-"),
+                os(";"),
+                os("paste-buffer"),
+                os("-d"),
+                os("-r"),
+                os("-p"),
+                os("-b"),
+                os(&buffer),
+                os("-t"),
+                os(&target),
+            ],
+            Some(text.as_bytes()),
+        )
+        .map_err(failed)?;
+        if !settle.is_zero() {
+            std::thread::sleep(settle);
+        }
+        self.run(
+            socket,
+            &[os("send-keys"), os("-t"), os(&target), os("Enter")],
+            None,
+        )
+        .map_err(failed)?;
+        Ok(())
+    }
+
+    fn kill(&self, socket: &Path, name: &str, pane: Option<(i32, Option<u64>)>) -> Result<()> {
+        if let Some((pid, start)) = pane {
+            process::terminate_group(pid, start, KILL_GRACE);
+        }
+        if socket.exists() {
+            match self.run(socket, &[os("kill-server")], None) {
+                Ok(_) => {}
+                Err(CallError::Failed(stderr)) if is_gone(&stderr) => {}
+                Err(e) => {
+                    return Err(Error::failed(
+                        format!("ending the tmux server of {name}"),
+                        e.to_string(),
+                        format!("end it by hand: tmux -S {} kill-server", socket.display()),
+                    ))
+                }
+            }
+            // tmux leaves its socket file behind.
+            match std::fs::remove_file(socket) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(socket, "remove", e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// "no server running", "can't find session", a dead socket: the session is
+/// not there.
+fn is_gone(stderr: &str) -> bool {
+    [
+        "no server running",
+        "can't find session",
+        "No such file or directory",
+        "Connection refused",
+        "session not found",
+    ]
+    .iter()
+    .any(|s| stderr.contains(s))
+}
+
+fn parse_probe(text: &str) -> Probe {
+    let Some(line) = text.lines().next() else {
+        return Probe::Unknown("tmux listed no pane".into());
+    };
+    let f: Vec<&str> = line.split('\t').collect();
+    let (Some(pid), Some(dead)) = (f.first().and_then(|p| p.parse::<i32>().ok()), f.get(1)) else {
+        return Probe::Unknown(format!("unexpected tmux output {line:?}"));
+    };
+    if *dead == "1" {
+        let code = f.get(2).and_then(|s| s.parse::<i32>().ok());
+        let signal = f.get(3).and_then(|s| s.parse::<i32>().ok());
+        let status = match (code, signal) {
+            (_, Some(sig)) if sig > 0 => ExitStatus::Signal(sig),
+            (Some(code), _) => ExitStatus::Code(code),
+            _ => ExitStatus::Unknown,
+        };
+        return Probe::Dead {
+            pane_pid: pid,
+            status,
+        };
+    }
+    let activity_ms = f
+        .get(4)
+        .and_then(|s| s.parse::<i64>().ok())
+        .map(|secs| secs.saturating_mul(1000));
+    Probe::Alive {
+        pane_pid: pid,
+        activity_ms,
+    }
+}
+
+/// The last `n` lines of what the program wrote: without tmux's own
+/// "Pane is dead" banner and without the blank rows below the text.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.starts_with("Pane is dead"))
+        .collect();
+    let end = lines
+        .iter()
+        .rposition(|l| !l.is_empty())
+        .map_or(0, |i| i + 1);
+    let start = end.saturating_sub(n);
+    lines[start..end].join("\n")
+}
+
+/// Is a systemd user manager there to start scopes in?
+fn systemd_user_manager() -> bool {
+    if std::env::var_os("IAPEER_NO_SCOPE").is_some() {
+        return false;
+    }
+    let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") else {
+        return false;
+    };
+    Path::new(&runtime).join("systemd").join("private").exists()
+        && std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("systemd-run").is_file()))
+}
+
+#[derive(Debug)]
+enum CallError {
+    Spawn(std::io::Error),
+    Timeout,
+    Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Spawn(e) => write!(f, "could not run tmux: {e}"),
+            CallError::Timeout => {
+                write!(f, "tmux did not answer within {}s", CALL_TIMEOUT.as_secs())
+            }
+            CallError::Failed(stderr) => write!(f, "tmux said: {}", stderr.trim()),
+        }
+    }
+}
+
+/// Runs `cmd` with a deadline, collecting stdout; a non-zero exit is
+/// `Failed(stderr)`.
+fn call(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<String, CallError> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(CallError::Spawn)?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // On its own thread, so a tmux that stops reading cannot block us
+        // past the deadline; a failed write shows up as tmux's own error.
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    let (out, err) = match read_both(&mut child, deadline) {
+        Some(pair) => pair,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(CallError::Timeout);
+        }
+    };
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CallError::Timeout);
+            }
+            Err(e) => return Err(CallError::Spawn(e)),
+        }
+    };
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(CallError::Failed(if err.trim().is_empty() {
+            format!("exit {status}")
+        } else {
+            err
+        }))
+    }
+}
+
+/// Reads stdout and stderr to their ends, or gives up at `deadline`.
+fn read_both(child: &mut Child, deadline: Instant) -> Option<(String, String)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut stdout = child.stdout.take()?;
+    let mut stderr = child.stderr.take()?;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (mut out_open, mut err_open) = (true, true);
+    let mut buf = [0u8; 8192];
+    while out_open || err_open {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let ms = PollTimeout::from(u16::try_from(left.as_millis()).unwrap_or(u16::MAX));
+        let mut fds = Vec::with_capacity(2);
+        if out_open {
+            fds.push(PollFd::new(stdout.as_fd(), PollFlags::POLLIN));
+        }
+        if err_open {
+            fds.push(PollFd::new(stderr.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, ms) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(true)).collect();
+        drop(fds);
+        let mut i = 0;
+        if out_open {
+            if ready[i] {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+            i += 1;
+        }
+        if err_open && ready[i] {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => err.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    Some((
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_output_parses() {
+        assert_eq!(
+            parse_probe("123\t0\t\t\t1795239193\n"),
+            Probe::Alive {
+                pane_pid: 123,
+                activity_ms: Some(1_795_239_193_000)
+            }
+        );
+        assert_eq!(
+            parse_probe("123\t1\t7\t\t1\n"),
+            Probe::Dead {
+                pane_pid: 123,
+                status: ExitStatus::Code(7)
+            }
+        );
+        assert_eq!(
+            parse_probe("123\t1\t\t9\t1\n"),
+            Probe::Dead {
+                pane_pid: 123,
+                status: ExitStatus::Signal(9)
+            }
+        );
+        assert_eq!(
+            parse_probe("123\t1\t\t\t1\n"),
+            Probe::Dead {
+                pane_pid: 123,
+                status: ExitStatus::Unknown
+            }
+        );
+        assert!(matches!(parse_probe("garbage"), Probe::Unknown(_)));
+        assert!(matches!(parse_probe(""), Probe::Unknown(_)));
+    }
+
+    #[test]
+    fn last_lines_drops_trailing_blanks() {
+        assert_eq!(last_lines("a\nb\nc\n\n\n", 2), "b\nc");
+        assert_eq!(last_lines("\n\n", 5), "");
+        assert_eq!(
+            last_lines(
+                "boom\n\n\n\nPane is dead (status 42, Sat Nov 21 05:54:52 2026)\n",
+                3
+            ),
+            "boom"
+        );
+    }
+
+    #[test]
+    fn a_call_that_hangs_times_out() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("10");
+        let start = Instant::now();
+        assert!(matches!(
+            call(cmd, None, Duration::from_millis(100)),
+            Err(CallError::Timeout)
+        ));
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -5,3 +5,5 @@
 mod support;
 
 mod lifecycle_log;
+mod peers;
+mod wake;

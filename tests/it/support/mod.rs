@@ -11,9 +11,11 @@ use assert_fs::TempDir;
 
 use iapeer::lifecycle_log::{self, Entry};
 
-/// A temporary `IAPEER_HOME`, removed on drop unless IAPEER_TEST_KEEP is set.
+/// A temporary `IAPEER_HOME`, removed on drop unless IAPEER_TEST_KEEP is
+/// set; every tmux server started under it is killed on drop.
 pub struct Home {
     dir: TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl Home {
@@ -23,7 +25,106 @@ impl Home {
         if keep {
             eprintln!("test home kept at {}", dir.path().display());
         }
-        Home { dir }
+        let p = dir.path();
+        let env = vec![
+            (
+                "IAPEER_CLAUDE_BIN".into(),
+                fixtures().join("fake-claude").display().to_string(),
+            ),
+            (
+                "IAPEER_CODEX_BIN".into(),
+                fixtures().join("fake-codex").display().to_string(),
+            ),
+            (
+                "CLAUDE_CONFIG_DIR".into(),
+                p.join("claude").display().to_string(),
+            ),
+            ("CODEX_HOME".into(), p.join("codex").display().to_string()),
+            ("FAKE_IAPEER".into(), env!("CARGO_BIN_EXE_iapeer").into()),
+            // Tests run without a user manager to start scopes in.
+            ("IAPEER_NO_SCOPE".into(), "1".into()),
+        ];
+        Home { dir, env }
+    }
+
+    /// Sets a variable for every later `iapeer` run from this home.
+    pub fn set(&mut self, key: &str, value: &str) -> &mut Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn unset(&mut self, key: &str) -> &mut Self {
+        self.env.retain(|(k, _)| k != key);
+        self
+    }
+
+    /// A working folder for a peer, created.
+    pub fn workdir(&self, name: &str) -> PathBuf {
+        let d = self.path().join("work").join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// `iapeer add NAME --cwd <workdir> ARGS…`, which must succeed.
+    pub fn add(&self, name: &str, args: &[&str]) {
+        let cwd = self.workdir(name);
+        let mut all = vec!["add", name, "--cwd", cwd.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(out.status.success(), "add {name}: {}", stderr(&out));
+    }
+
+    pub fn marker(&self, name: &str, kind: &str) -> PathBuf {
+        self.lifecycle().join(format!("{name}.{kind}"))
+    }
+
+    pub fn has(&self, name: &str, kind: &str) -> bool {
+        self.marker(name, kind).exists()
+    }
+
+    pub fn session(&self, name: &str) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.marker(name, "session")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Lines about `name` with this `ev`, in order.
+    pub fn lines(&self, name: &str, ev: &str) -> Vec<Entry> {
+        self.entries()
+            .into_iter()
+            .filter(|e| e.identity() == Some(name) && e.str("ev") == Some(ev))
+            .collect()
+    }
+
+    /// The user messages in a Claude transcript of this home.
+    pub fn claude_messages(&self, session: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for dir in std::fs::read_dir(self.path().join("claude").join("projects"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file = dir.path().join(format!("{session}.jsonl"));
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                if v["type"] == "user" {
+                    out.push(v["message"]["content"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    /// Kills the pane process of a live session, as a crash would.
+    pub fn kill_session_process(&self, name: &str, signal: i32) {
+        let pid = self.session(name).expect("a live session")["pane_pid"]
+            .as_i64()
+            .unwrap();
+        // SAFETY: sending a signal to a pid we launched.
+        unsafe { libc::kill(pid as i32, signal) };
     }
 
     pub fn path(&self) -> &Path {
@@ -48,7 +149,11 @@ impl Home {
             .env_remove("IAPEER_IDENTITY")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("TMUX")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .env_remove("CLAUDECODE");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         cmd
     }
 
@@ -62,6 +167,28 @@ impl Home {
             .map(|(e, _)| e)
             .unwrap_or_default()
     }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let run = self.path().join("run");
+        for entry in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "sock") {
+                let _ = Command::new("tmux")
+                    .arg("-S")
+                    .arg(&path)
+                    .arg("kill-server")
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// The exit code, for asserting on.
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
 }
 
 pub fn stdout(o: &Output) -> String {

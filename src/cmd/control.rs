@@ -1,0 +1,97 @@
+//! `iapeer stop`, `start`, `reset`: operator controls.
+
+use crate::cli::NameArg;
+use crate::cmd::App;
+use crate::ctx::Ctx;
+use crate::error::{Error, Refusal, Result};
+use crate::identity::Identity;
+use crate::lifecycle_log::{Action, Ev};
+use crate::markers::{Flag, LockFailure, Marker};
+use crate::peers::Policy;
+use crate::supervise::{self, Settled};
+use crate::wake::{self, Ask};
+
+fn lock_or_refuse(ctx: &Ctx, id: &Identity) -> Result<crate::markers::WakeLock> {
+    match ctx.state.lock(id, ctx.config.wake_lock_wait) {
+        Ok(l) => Ok(l),
+        Err(LockFailure::Held { waited }) => Err(Error::Refused(Refusal::LockHeld {
+            identity: id.to_string(),
+            waited_ms: waited.as_millis() as u64,
+        })),
+        Err(LockFailure::Error(e)) => Err(e),
+    }
+}
+
+/// Writes `.stopped`, then parks a live session (it stays resume-eligible).
+pub fn stop(app: &App, args: NameArg) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let peer = ctx.peer(&id)?;
+    ctx.log(&ctx.record(Ev::Stop).identity(&id).reason("operator stop"))?;
+    ctx.state
+        .set_flag(&id, Flag::Stopped, ctx.now(), "operator stop")?;
+    let _lock = lock_or_refuse(&ctx, &id)?;
+    match supervise::settle(&ctx, &id, Some(&peer))? {
+        Settled::Alive(rec) => {
+            supervise::park(&ctx, &id, *rec, Action::ParkedStopped, None)?;
+            println!(
+                "{id}: stopped; its session was parked and will resume after `iapeer start {id}`"
+            );
+        }
+        Settled::Unknown(why) => {
+            println!("{id}: stopped; whether its session is alive is unknown ({why}); the daemon will park it");
+        }
+        Settled::None { .. } => println!("{id}: stopped (it was not running)"),
+    }
+    Ok(0)
+}
+
+/// Lifts a stop. An `always` peer is brought back at once.
+pub fn start(app: &App, args: NameArg) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let peer = ctx.peer(&id)?;
+    let was_stopped = ctx.state.remove(&id, Marker::Stopped)?;
+    ctx.log(
+        &ctx.record(Ev::Start).identity(&id).outcome(if was_stopped {
+            "started"
+        } else {
+            "was-not-stopped"
+        }),
+    )?;
+    if peer.policy == Policy::Always && peer.external_supervisor.is_none() {
+        return match wake::wake(&ctx, &id, &Ask::default()) {
+            Ok(_) => {
+                println!("{id}: started and up");
+                Ok(0)
+            }
+            Err(f) => Err(f.error),
+        };
+    }
+    println!(
+        "{id}: {}",
+        if was_stopped {
+            "started; the next wake brings it up"
+        } else {
+            "was not stopped"
+        }
+    );
+    Ok(0)
+}
+
+/// Clears the crash-loop ring.
+pub fn reset(app: &App, args: NameArg) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    ctx.peer(&id)?;
+    let cleared = ctx.state.deaths(&id)?.ring.entries().len();
+    let mut line = ctx.record(Ev::Reset).identity(&id).outcome("guard-cleared");
+    line.deaths = Some(cleared as u64);
+    ctx.log(&line)?;
+    ctx.state.remove(&id, Marker::Deaths)?;
+    println!(
+        "{id}: crash-loop guard cleared ({cleared} recorded death{})",
+        if cleared == 1 { "" } else { "s" }
+    );
+    Ok(0)
+}

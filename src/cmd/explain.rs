@@ -1,0 +1,222 @@
+//! `iapeer explain`: what a wake would decide right now, from the markers
+//! on disk, acting on nothing (no lock, no write, no launch).
+
+use serde::Serialize;
+
+use crate::cli::ExplainArgs;
+use crate::clock;
+use crate::cmd::App;
+use crate::ctx::Ctx;
+use crate::error::Result;
+use crate::identity::Identity;
+use crate::markers::Flag;
+use crate::peers::Peer;
+use crate::process::{self, Liveness};
+use crate::supervise;
+use crate::wake::{self, Ask, Gathered, Plan};
+use crate::wake_mode::{Mode, Request};
+
+#[derive(Debug, Serialize)]
+struct Explanation {
+    identity: String,
+    runtime: String,
+    /// launch, deliver, refused, fail.
+    outcome: &'static str,
+    mode: Option<Mode>,
+    cause: Option<String>,
+    consumes: Vec<&'static str>,
+    resume_ref: Option<String>,
+    retry_after: Option<String>,
+    notes: Vec<String>,
+}
+
+pub fn run(app: &App, args: ExplainArgs) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let peer = ctx.peer(&id)?;
+    let ask = Ask {
+        request: if args.fresh {
+            Some(Request::Fresh)
+        } else if args.resume {
+            Some(Request::Resume)
+        } else {
+            None
+        },
+        topic: args.topic,
+        task: None,
+    };
+    if let Some(topic) = &ask.topic {
+        crate::markers::check_topic(topic)?;
+    }
+    let now = ctx.now();
+    let mut notes = Vec::new();
+    let (alive, settle_death) = recorded_session(&ctx, &id, &mut notes)?;
+    let mut g = wake::gather(&ctx, &id, &peer, alive)?;
+    if settle_death {
+        // A wake would first record that death, exactly as the daemon
+        // would: one more death, and no park marker.
+        g.ring.record(now, now);
+        g.idle_reaped = false;
+    }
+    if ctx.state.deaths(&id)?.problem.is_some() {
+        notes.push("the .deaths file is garbage and reads as no deaths".into());
+    }
+    let e = explain(
+        &id,
+        &peer,
+        &g,
+        wake::plan(&g, &ask, now, wake::guard_policy(&ctx)),
+        notes,
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&e).expect("an explanation always serializes")
+        );
+    } else {
+        print!("{}", human(&e));
+    }
+    Ok(0)
+}
+
+/// Is a recorded session alive, or dead and waiting to be settled?
+fn recorded_session(ctx: &Ctx, id: &Identity, notes: &mut Vec<String>) -> Result<(bool, bool)> {
+    let Some(rec) = ctx.state.session(id)? else {
+        if ctx.config.paths.socket(id.as_str()).exists() {
+            notes.push("a tmux socket exists without a session record; a wake would adopt a live session or clear a dead one".into());
+        }
+        return Ok((false, false));
+    };
+    if let Some(ending) = &rec.ending {
+        notes.push(format!(
+            "its last session is mid-way through ending ({}); a wake would finish that first",
+            ending.action
+        ));
+        return Ok((false, false));
+    }
+    match process::liveness(rec.pane_pid, rec.pane_start) {
+        Liveness::Alive => Ok((true, false)),
+        Liveness::Unknown => {
+            notes.push(format!(
+                "cannot tell whether pid {} is alive; a wake would fail and ask to retry",
+                rec.pane_pid
+            ));
+            Ok((true, false))
+        }
+        Liveness::Dead => {
+            let new_eager = ctx.state.flag(id, Flag::NewEager)?.is_some();
+            let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
+            let action =
+                supervise::death_action(new_eager, ctx.peer(id).ok().map(|p| p.policy), stopped);
+            notes.push(format!(
+                "its recorded session (pid {}) has died; a wake would first record the death ({})",
+                rec.pane_pid,
+                action.as_str()
+            ));
+            Ok((false, true))
+        }
+    }
+}
+
+fn explain(
+    id: &Identity,
+    peer: &Peer,
+    g: &Gathered,
+    plan: Plan,
+    notes: Vec<String>,
+) -> Explanation {
+    let mut e = Explanation {
+        identity: id.to_string(),
+        runtime: peer.runtime.as_str().to_owned(),
+        outcome: "launch",
+        mode: None,
+        cause: None,
+        consumes: Vec::new(),
+        resume_ref: None,
+        retry_after: None,
+        notes,
+    };
+    match plan {
+        Plan::RefuseExternal(sup) => {
+            e.outcome = "refused";
+            e.mode = Some(Mode::Refused);
+            e.cause = Some("external-supervisor".into());
+            e.notes.push(format!("supervised by {sup}"));
+        }
+        Plan::RefuseStopped => {
+            e.outcome = "refused";
+            e.mode = Some(Mode::Refused);
+            e.cause = Some("stopped".into());
+        }
+        Plan::Deliver => e.outcome = "deliver",
+        Plan::CwdMissing => {
+            e.outcome = "fail";
+            e.mode = Some(Mode::Fail);
+            e.cause = Some("cwd-missing".into());
+            e.notes
+                .push(format!("{} does not exist", peer.cwd.display()));
+        }
+        Plan::CrashLoop {
+            counted,
+            retry_after_ms,
+        } => {
+            e.outcome = "refused";
+            e.mode = Some(Mode::Refused);
+            e.cause = Some("crash-loop".into());
+            e.retry_after = Some(clock::format_ms(retry_after_ms));
+            e.notes
+                .push(format!("{counted} deaths inside the crash-loop window"));
+        }
+        Plan::Fail(d) => {
+            e.outcome = "fail";
+            e.mode = Some(d.mode);
+            e.cause = Some(d.cause.as_str().into());
+        }
+        Plan::Launch(d) => {
+            e.mode = Some(d.mode);
+            e.cause = Some(d.cause.as_str().into());
+            if d.consume.idle_reaped {
+                e.consumes.push(".idle-reaped");
+            }
+            if d.consume.new_eager {
+                e.consumes.push(".new-eager");
+            }
+            if d.mode == Mode::Resume {
+                e.resume_ref.clone_from(&g.resume_target);
+            }
+        }
+    }
+    e
+}
+
+fn human(e: &Explanation) -> String {
+    let what = match e.outcome {
+        "deliver" => {
+            "it is running: a wake would deliver the task to the live session, launching nothing"
+                .to_owned()
+        }
+        "launch" => format!(
+            "a wake now would start it {} ({})",
+            e.mode.map_or("?", Mode::as_str),
+            e.cause.as_deref().unwrap_or("?")
+        ),
+        other => format!(
+            "a wake now would be {other}: {}",
+            e.cause.as_deref().unwrap_or("?")
+        ),
+    };
+    let mut out = format!("{}: {what}\n", e.identity);
+    if !e.consumes.is_empty() {
+        out.push_str(&format!("  consumes: {}\n", e.consumes.join(", ")));
+    }
+    if let Some(r) = &e.resume_ref {
+        out.push_str(&format!("  resumes: {r}\n"));
+    }
+    if let Some(r) = &e.retry_after {
+        out.push_str(&format!("  retry after: {r}\n"));
+    }
+    for n in &e.notes {
+        out.push_str(&format!("  note: {n}\n"));
+    }
+    out
+}

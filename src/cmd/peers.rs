@@ -1,0 +1,165 @@
+//! `iapeer add`, `iapeer rm`, `iapeer ls`: peer definitions.
+
+use crate::cli::{AddArgs, LsArgs, PolicyArg, RmArgs, RuntimeArg};
+use crate::cmd::App;
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::lifecycle_log::Ev;
+use crate::markers::LockFailure;
+use crate::peers::{self, Peer, Policy, RuntimeKind};
+use crate::supervise::{self, Settled};
+
+pub fn add(app: &App, args: AddArgs) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let paths = &app.config.paths;
+    app.config.ensure_home()?;
+    let file = paths.peer_file(id.as_str());
+    if file.exists() {
+        return Err(Error::input(
+            format!("peer {id}"),
+            format!("it is already defined in {}", file.display()),
+            format!("edit that file, or `iapeer rm {id}` first"),
+        ));
+    }
+    let cwd = crate::cli::absolute(args.cwd)?;
+    let runtime = match args.runtime {
+        RuntimeArg::Claude => RuntimeKind::Claude,
+        RuntimeArg::Codex => RuntimeKind::Codex,
+        RuntimeArg::Shell => RuntimeKind::Shell,
+    };
+    let peer = Peer {
+        name: id.to_string(),
+        cwd,
+        runtime,
+        command: (!args.argv.is_empty()).then_some(args.argv),
+        policy: match args.policy {
+            PolicyArg::Lazy => Policy::Lazy,
+            PolicyArg::Always => Policy::Always,
+        },
+        conversational: args.conversational,
+        initial_prompt: args.initial_prompt,
+        external_supervisor: None,
+        idle_secs: args.idle_secs,
+        max_age_secs: args.max_age_secs,
+        ready_pattern: args.ready_pattern,
+        interfaces: None,
+    };
+    // The same checks a load makes, before anything is written.
+    let body = serde_json::to_vec_pretty(&peer).expect("a peer always serializes");
+    peers::parse(&file, &body, Some(&id)).map_err(|e| match e {
+        Error::Input { problem, hint, .. } => Error::Usage(format!("{problem}; {hint}")),
+        e => e,
+    })?;
+    if !peer.cwd.is_dir() {
+        tracing::warn!(
+            "{} does not exist yet; wakes of {id} fail until it does",
+            peer.cwd.display()
+        );
+    }
+    peers::save(paths, &peer)?;
+    println!("{id}: defined in {}", file.display());
+    Ok(0)
+}
+
+pub fn rm(app: &App, args: RmArgs) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let file = ctx.config.paths.peer_file(id.as_str());
+    let peer = ctx.peer(&id).ok();
+    if peer.is_none()
+        && !file.exists()
+        && !ctx.state.scan()?.get(&id).is_some_and(|p| p.any_state())
+    {
+        return Err(Error::NoPeer {
+            name: id.to_string(),
+            path: file,
+        });
+    }
+    let _lock = match ctx.state.lock(&id, ctx.config.wake_lock_wait) {
+        Ok(l) => l,
+        Err(LockFailure::Held { waited }) => {
+            return Err(Error::Refused(crate::error::Refusal::LockHeld {
+                identity: id.to_string(),
+                waited_ms: waited.as_millis() as u64,
+            }))
+        }
+        Err(LockFailure::Error(e)) => return Err(e),
+    };
+    if let Settled::Alive(rec) = supervise::settle(&ctx, &id, peer.as_ref())? {
+        if !args.force {
+            return Err(Error::failed(
+                format!("peer {id}"),
+                "its session is running",
+                format!("`iapeer stop {id}` first, or `iapeer rm {id} --force` to end it"),
+            ));
+        }
+        ctx.log(
+            &ctx.record(Ev::Stop)
+                .identity(&id)
+                .session(&rec.session)
+                .outcome("removed")
+                .reason("iapeer rm --force"),
+        )?;
+        ctx.host.kill(
+            &rec.socket,
+            id.as_str(),
+            Some((rec.pane_pid, rec.pane_start)),
+        )?;
+    }
+    // Everything but the lock, which others may be waiting on: it holds no
+    // state, so a new peer of this name inherits nothing.
+    let removed = ctx.state.remove_all(&id)?;
+    match std::fs::remove_file(&file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&file, "remove", e)),
+    }
+    println!(
+        "{id}: removed ({} and {} state file{})",
+        file.display(),
+        removed.len(),
+        if removed.len() == 1 { "" } else { "s" }
+    );
+    Ok(0)
+}
+
+pub fn ls(app: &App, args: LsArgs) -> Result<i32> {
+    let all = peers::load_all(&app.config.paths)?;
+    if args.json {
+        let items: Vec<serde_json::Value> = all
+            .iter()
+            .map(|p| match p {
+                Ok(peer) => serde_json::to_value(peer).expect("a peer always serializes"),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+        return Ok(0);
+    }
+    let mut rows = vec![["NAME", "RUNTIME", "POLICY", "CWD"]
+        .map(String::from)
+        .to_vec()];
+    for p in &all {
+        match p {
+            Ok(peer) => {
+                let mut policy = peer.policy.as_str().to_owned();
+                if peer.is_conversational() {
+                    policy.push_str(",human");
+                }
+                if let Some(sup) = &peer.external_supervisor {
+                    policy = format!("external:{sup}");
+                }
+                rows.push(vec![
+                    peer.name.clone(),
+                    peer.runtime.as_str().to_owned(),
+                    policy,
+                    peer.cwd.display().to_string(),
+                ]);
+            }
+            Err(e) => eprintln!("iapeer: {e}"),
+        }
+    }
+    print!("{}", super::table(&rows));
+    Ok(0)
+}

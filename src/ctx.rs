@@ -1,0 +1,71 @@
+//! What every operation works with: configuration, the state directory, the
+//! session host, the decision log, who is acting, and the clock.
+
+use std::sync::Mutex;
+
+use crate::clock::{self, EpochMs};
+use crate::config::Config;
+use crate::error::Result;
+use crate::identity::Identity;
+use crate::lifecycle_log::{LogWriter, Record, Source};
+use crate::markers::StateDir;
+use crate::peers::{self, Peer};
+use crate::runtime::tmux::{Host, Tmux};
+
+pub struct Ctx {
+    pub config: Config,
+    pub state: StateDir,
+    pub host: Box<dyn Host>,
+    log: Mutex<LogWriter>,
+    pub source: Source,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("home", &self.config.home)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Ctx {
+    /// Opens the home (creating it on first use) with the real tmux.
+    pub fn open(config: Config, source: Source) -> Result<Self> {
+        let host = Box::new(Tmux::new(&config.paths.run));
+        Self::with_host(config, source, host)
+    }
+
+    pub fn with_host(config: Config, source: Source, host: Box<dyn Host>) -> Result<Self> {
+        config.ensure_home()?;
+        let state = StateDir::open(&config.paths.lifecycle)?;
+        let log = Mutex::new(LogWriter::new(&config));
+        Ok(Ctx {
+            config,
+            state,
+            host,
+            log,
+            source,
+        })
+    }
+
+    /// The wall clock, in epoch ms. Decisions take it as an argument.
+    pub fn now(&self) -> EpochMs {
+        clock::now_ms()
+    }
+
+    /// A record stamped now, from this process.
+    pub fn record(&self, ev: crate::lifecycle_log::Ev) -> Record {
+        Record::new(self.now(), ev, self.source)
+    }
+
+    /// Appends a decision durably; the caller acts only if this succeeds.
+    pub fn log(&self, record: &Record) -> Result<()> {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.append(record)
+    }
+
+    pub fn peer(&self, id: &Identity) -> Result<Peer> {
+        peers::load(&self.config.paths, id)
+    }
+}

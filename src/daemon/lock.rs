@@ -1,0 +1,73 @@
+//! The daemon's single-instance lock, `run/daemon.lock`: an `flock` held
+//! for the daemon's whole life. The file records the holder's pid, for
+//! people; the lock, not the pid, is what counts.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Held while the daemon runs; released when dropped (or when the process
+/// dies, however it dies).
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: File,
+}
+
+fn open(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(path, "open", e))
+}
+
+/// Takes the lock, or says who holds it.
+pub fn acquire(path: &Path) -> Result<DaemonLock> {
+    let mut file = open(path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            let holder = holder.trim();
+            return Err(Error::failed(
+                "iapeer daemon",
+                format!(
+                    "another daemon is already running on this home ({} holds {})",
+                    if holder.is_empty() {
+                        "a process".to_owned()
+                    } else {
+                        format!("pid {holder}")
+                    },
+                    path.display()
+                ),
+                "stop it first (e.g. `systemctl --user stop iapeer`), or use another IAPEER_HOME",
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, "lock", e)),
+    }
+    file.set_len(0).map_err(|e| Error::io(path, "write", e))?;
+    writeln!(file, "{}", std::process::id()).map_err(|e| Error::io(path, "write", e))?;
+    Ok(DaemonLock { _file: file })
+}
+
+/// Is a daemon running on this home?
+pub fn is_running(path: &Path) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    else {
+        return false;
+    };
+    matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    )
+}

@@ -1,0 +1,3 @@
+//! The supervisor process (DESIGN §7).
+
+pub mod lock;

@@ -1,0 +1,406 @@
+//! Processes as the kernel sees them: whether a session's process is alive,
+//! from the process itself (a pidfd on Linux, kqueue on macOS), never from
+//! `kill(pid, 0)`, which reads a zombie as alive and cannot tell a recycled
+//! pid from the original.
+//!
+//! A process is identified by its pid *and* its start time, so a pid the
+//! kernel has reused for something else is never mistaken for a session.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+/// Three-valued on purpose: "unknown" is never taken for a death.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    Dead,
+    Unknown,
+}
+
+/// The process's start time (clock ticks after boot), to tell it from a
+/// later process that got the same pid. `None` where it cannot be read.
+pub fn start_time(pid: i32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: fields start
+        // after the last ')'. starttime is field 22; after ')' come field 3
+        // onwards, so it is the 20th there.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_whitespace().nth(19)?.parse().ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
+/// How an exited process ended, read from the process itself while it is
+/// still a zombie (before its parent reaps it): `/proc/<pid>/stat` keeps
+/// the wait status (field 52). `None` once reaped, or where there is no
+/// /proc.
+pub fn zombie_exit(pid: i32, start: Option<u64>) -> Option<Exit> {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // fields[0] is field 3 (state); field N is fields[N - 3].
+        if fields.first() != Some(&"Z") {
+            return None;
+        }
+        if start.is_some() && fields.get(19).and_then(|f| f.parse().ok()) != start {
+            return None;
+        }
+        let status: i32 = fields.get(49)?.parse().ok()?;
+        let signal = status & 0x7f;
+        Some(if signal == 0 {
+            Exit::Code((status >> 8) & 0xff)
+        } else {
+            Exit::Signal(signal)
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pid, start);
+        None
+    }
+}
+
+/// An exit as `waitpid` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// A handle on a live process that notifies its exit: a pidfd on Linux
+/// (readable once the process has exited), a kqueue with `NOTE_EXIT` on
+/// macOS and the BSDs.
+#[derive(Debug)]
+pub struct ProcessHandle {
+    pid: i32,
+    fd: OwnedFd,
+}
+
+impl ProcessHandle {
+    /// Opens a handle on `pid`, checking that it is still the process that
+    /// started at `start` (when known). `Ok(None)` when that process is gone.
+    pub fn open(pid: i32, start: Option<u64>) -> std::io::Result<Option<ProcessHandle>> {
+        if pid <= 0 {
+            return Ok(None);
+        }
+        let Some(fd) = sys::open(pid)? else {
+            return Ok(None);
+        };
+        // Check the start time *after* opening: the handle now pins this
+        // process, so a match means it is the one we launched.
+        if start.is_some() && start_time(pid) != start {
+            return Ok(None);
+        }
+        Ok(Some(ProcessHandle { pid, fd }))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The descriptor to poll: readable once the process has exited.
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// Has it exited (a zombie counts as exited)?
+    pub fn has_exited(&self) -> bool {
+        sys::exited(&self.fd, Duration::ZERO)
+    }
+
+    /// Waits up to `timeout` for the exit; true if it exited.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        sys::exited(&self.fd, timeout)
+    }
+
+    /// Sends `signal` to this very process (not to a recycled pid).
+    pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        sys::signal(self.pid, &self.fd, signal)
+    }
+}
+
+/// Whether the process `pid` (started at `start`) is alive.
+pub fn liveness(pid: i32, start: Option<u64>) -> Liveness {
+    match ProcessHandle::open(pid, start) {
+        Ok(None) => Liveness::Dead,
+        Ok(Some(h)) if h.has_exited() => Liveness::Dead,
+        Ok(Some(_)) => Liveness::Alive,
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// Ends a session's processes: SIGTERM to its process group (and, on
+/// Linux, to every process left in its session, such as background jobs in
+/// their own groups), then SIGKILL for whatever is still there after
+/// `grace`. Only signals the process that started at `start`.
+pub fn terminate_group(pid: i32, start: Option<u64>, grace: Duration) {
+    let Ok(Some(leader)) = ProcessHandle::open(pid, start) else {
+        return;
+    };
+    let pgid = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::killpg(pgid, Signal::SIGTERM);
+    let _ = leader.signal(Signal::SIGTERM);
+    for member in session_members(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(member), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    leader.wait_exit(grace);
+    // Let the rest of the group go too, within what is left of the grace.
+    while Instant::now() < deadline && !session_members(pid).is_empty() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !leader.has_exited() {
+        let _ = leader.signal(Signal::SIGKILL);
+    }
+    let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+    for member in session_members(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(member), Signal::SIGKILL);
+    }
+}
+
+/// Processes (other than `sid` itself) whose session id is `sid`.
+pub fn session_members(sid: i32) -> Vec<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| pid != sid)
+            .filter(|&pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let rest = &s[s.rfind(')')? + 1..];
+                        let mut f = rest.split_whitespace();
+                        let state = f.next()?;
+                        // field 6 (session) is the 4th after ')'.
+                        let session: i32 = f.nth(2)?.parse().ok()?;
+                        Some(session == sid && state != "Z")
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = sid;
+        Vec::new()
+    }
+}
+
+/// Is `ancestor` the process itself or one of its ancestors?
+pub fn is_ancestor(ancestor: i32, mut pid: i32) -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        for _ in 0..256 {
+            if pid == ancestor {
+                return Some(true);
+            }
+            if pid <= 1 {
+                return Some(false);
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 1..];
+            pid = rest.split_whitespace().nth(1)?.parse().ok()?;
+        }
+        Some(false)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ancestor, &mut pid);
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use super::*;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+
+    pub fn open(pid: i32) -> std::io::Result<Option<OwnedFd>> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor (close-on-exec) or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ESRCH) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        // SAFETY: the syscall just returned this descriptor and nothing
+        // else owns it.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    pub fn exited(fd: &OwnedFd, timeout: Duration) -> bool {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(n) if n > 0 => return true,
+                Ok(_) if Instant::now() >= deadline => return false,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    pub fn signal(_pid: i32, fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+        // SAFETY: pidfd_send_signal on a descriptor we own; a null info
+        // pointer means "as kill(2) would".
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signal as i32,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd"
+))]
+mod sys {
+    use super::*;
+
+    /// A kqueue watching `pid` for NOTE_EXIT.
+    pub fn open(pid: i32) -> std::io::Result<Option<OwnedFd>> {
+        // SAFETY: kqueue() returns a new descriptor or -1.
+        let kq = unsafe { libc::kqueue() };
+        if kq < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: kq was just created and is owned here alone.
+        let kq = unsafe { OwnedFd::from_raw_fd(kq) };
+        // SAFETY: a zeroed kevent is a valid value to fill in.
+        let mut ev: libc::kevent = unsafe { std::mem::zeroed() };
+        ev.ident = pid as usize;
+        ev.filter = libc::EVFILT_PROC;
+        ev.flags = libc::EV_ADD | libc::EV_ONESHOT;
+        ev.fflags = libc::NOTE_EXIT;
+        // SAFETY: one change, no events out; pointers are valid for the call.
+        let r = unsafe {
+            libc::kevent(
+                kq.as_raw_fd(),
+                &ev,
+                1,
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ESRCH) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        Ok(Some(kq))
+    }
+
+    pub fn exited(fd: &OwnedFd, timeout: Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+    }
+
+    pub fn signal(pid: i32, _fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn a_live_child_is_alive_and_an_exited_one_dead_even_as_a_zombie() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = start_time(pid);
+        assert_eq!(liveness(pid, start), Liveness::Alive);
+        let h = ProcessHandle::open(pid, start).unwrap().unwrap();
+        h.signal(Signal::SIGTERM).unwrap();
+        assert!(h.wait_exit(Duration::from_secs(5)));
+        // Not reaped yet: a zombie. kill(pid, 0) would say alive.
+        assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
+        assert_eq!(liveness(pid, start), Liveness::Dead);
+        assert_eq!(zombie_exit(pid, start), Some(Exit::Signal(15)));
+        child.wait().unwrap();
+        assert_eq!(liveness(pid, start), Liveness::Dead);
+    }
+
+    #[test]
+    fn a_zombie_keeps_its_exit_code() {
+        let mut child = Command::new("sh").args(["-c", "exit 42"]).spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = start_time(pid);
+        let h = ProcessHandle::open(pid, start).unwrap();
+        if let Some(h) = h {
+            assert!(h.wait_exit(Duration::from_secs(5)));
+        }
+        assert_eq!(zombie_exit(pid, None), Some(Exit::Code(42)));
+        child.wait().unwrap();
+        assert_eq!(zombie_exit(pid, None), None, "reaped");
+    }
+
+    #[test]
+    fn a_recycled_pid_is_not_the_process() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let wrong_start = start_time(pid).map(|s| s + 1);
+        assert_eq!(liveness(pid, wrong_start), Liveness::Dead);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn terminate_group_ends_the_group_and_session_members() {
+        // A new session whose leader has a child: both must end.
+        let mut child = Command::new("setsid")
+            .args(["sh", "-c", "sleep 30 & sleep 30"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(Duration::from_millis(200));
+        let members = session_members(pid);
+        assert!(!members.is_empty(), "the session should have members");
+        terminate_group(pid, start_time(pid), Duration::from_secs(2));
+        child.wait().unwrap();
+        for m in members {
+            assert_eq!(liveness(m, None), Liveness::Dead, "member {m} survived");
+        }
+    }
+}

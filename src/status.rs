@@ -1,0 +1,196 @@
+//! What state each peer is in, for `iapeer status` (and anything else that
+//! shows the fleet). Read-only: nothing here acts.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::clock::{self, EpochMs};
+use crate::crash_ring::Guard;
+use crate::ctx::Ctx;
+use crate::error::Result;
+use crate::identity::Identity;
+use crate::lifecycle_log::{self, Entry};
+use crate::markers::Flag;
+use crate::peers::Peer;
+use crate::process::{self, Liveness};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LifecycleState {
+    /// Not running; the next message starts it.
+    Asleep,
+    /// Launched; the ready gate has not passed yet.
+    Starting,
+    Alive,
+    /// Ended by iapeer; the next message resumes it.
+    Parked,
+    /// Halted by an operator.
+    Stopped,
+    /// The crash-loop guard refuses launches.
+    CrashLooping,
+    /// Another supervisor owns it.
+    External,
+}
+
+impl LifecycleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleState::Asleep => "asleep",
+            LifecycleState::Starting => "starting",
+            LifecycleState::Alive => "alive",
+            LifecycleState::Parked => "parked",
+            LifecycleState::Stopped => "stopped",
+            LifecycleState::CrashLooping => "crash-looping",
+            LifecycleState::External => "external",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionInfo {
+    pub pid: i32,
+    pub started_at: String,
+    pub age_secs: u64,
+    pub mode: String,
+    pub cause: String,
+    pub session: String,
+    pub task: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastDecision {
+    pub ts: String,
+    pub ev: String,
+    pub summary: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub runtime: String,
+    pub policy: String,
+    pub lifecycle_state: LifecycleState,
+    pub session: Option<SessionInfo>,
+    pub deaths_in_window: usize,
+    pub retry_after: Option<String>,
+    pub last_decision: Option<LastDecision>,
+    /// Something on disk that needs a person (a refused marker, garbage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// The last line about each identity, from one read of the whole log.
+pub fn last_lines(ctx: &Ctx) -> HashMap<String, Entry> {
+    let mut last: HashMap<String, Entry> = HashMap::new();
+    let _ = lifecycle_log::for_each_entry(&ctx.config.paths.lifecycle_log, |e| {
+        if let Some(id) = e.identity() {
+            last.insert(id.to_owned(), e);
+        }
+        true
+    });
+    last
+}
+
+/// One peer's status.
+pub fn peer_status(ctx: &Ctx, peer: &Peer, last: Option<&Entry>, now: EpochMs) -> PeerStatus {
+    let id = peer.identity();
+    let mut problem = None;
+    let mut note = |e: crate::Error| {
+        problem.get_or_insert_with(|| e.to_string());
+    };
+    let stopped = ctx.state.flag(&id, Flag::Stopped).unwrap_or_else(|e| {
+        note(e);
+        None
+    });
+    let parked = ctx.state.flag(&id, Flag::IdleReaped).unwrap_or_else(|e| {
+        note(e);
+        None
+    });
+    let deaths = ctx.state.deaths(&id).map(|d| d.ring).unwrap_or_else(|e| {
+        note(e);
+        Default::default()
+    });
+    let rec = ctx.state.session(&id).unwrap_or_else(|e| {
+        note(e);
+        None
+    });
+    let policy = crate::wake::guard_policy(ctx);
+    let guard = deaths.guard(now, policy);
+    let live = rec.as_ref().filter(|r| {
+        r.ending.is_none() && process::liveness(r.pane_pid, r.pane_start) != Liveness::Dead
+    });
+    let state = if peer.external_supervisor.is_some() {
+        LifecycleState::External
+    } else if stopped.is_some() {
+        LifecycleState::Stopped
+    } else if let Some(r) = live {
+        if r.is_ready() {
+            LifecycleState::Alive
+        } else {
+            LifecycleState::Starting
+        }
+    } else if matches!(guard, Guard::Refuse { .. }) {
+        LifecycleState::CrashLooping
+    } else if parked.is_some() {
+        LifecycleState::Parked
+    } else {
+        LifecycleState::Asleep
+    };
+    let session = live.map(|r| {
+        let started = r.started_ms().unwrap_or(now);
+        SessionInfo {
+            pid: r.pane_pid,
+            started_at: r.started_at.clone(),
+            age_secs: (now.saturating_sub(started).max(0) / 1000) as u64,
+            mode: r.mode.clone(),
+            cause: r.cause.clone(),
+            session: r.session.clone(),
+            task: r.task.clone(),
+        }
+    });
+    PeerStatus {
+        name: peer.name.clone(),
+        runtime: peer.runtime.as_str().to_owned(),
+        policy: peer.policy.as_str().to_owned(),
+        lifecycle_state: state,
+        session,
+        deaths_in_window: deaths.count_in_window(now, policy.window_ms),
+        retry_after: match guard {
+            Guard::Refuse { retry_after_ms, .. } => Some(clock::format_ms(retry_after_ms)),
+            Guard::Allow => None,
+        },
+        last_decision: last.map(|e| LastDecision {
+            ts: e.str("ts").unwrap_or("").to_owned(),
+            ev: e.str("ev").unwrap_or("").to_owned(),
+            summary: summary(e),
+        }),
+        problem,
+    }
+}
+
+/// `wake fresh crash-or-self-close`, `supervise reaped-idle`, …
+pub fn summary(e: &Entry) -> String {
+    let parts: Vec<&str> = ["ev", "mode", "action", "cause", "outcome"]
+        .iter()
+        .filter_map(|k| e.str(k))
+        .collect();
+    parts.join(" ")
+}
+
+/// Every peer's status (or one's).
+pub fn collect(
+    ctx: &Ctx,
+    only: Option<&Identity>,
+) -> Result<Vec<std::result::Result<PeerStatus, crate::Error>>> {
+    let now = ctx.now();
+    let last = last_lines(ctx);
+    let peers: Vec<std::result::Result<Peer, crate::Error>> = match only {
+        Some(id) => vec![Ok(ctx.peer(id)?)],
+        None => crate::peers::load_all(&ctx.config.paths)?,
+    };
+    Ok(peers
+        .into_iter()
+        .map(|p| p.map(|peer| peer_status(ctx, &peer, last.get(&peer.name), now)))
+        .collect())
+}

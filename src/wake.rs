@@ -1,0 +1,951 @@
+//! Bringing a peer up: `wake` (DESIGN §6), in this order —
+//! validate → refuse if external → refuse if stopped → take the wake lock →
+//! re-check both refusals → settle a recorded session that died → a live
+//! session wins (deliver the task) → cwd must exist → crash-loop guard →
+//! `resolve_wake_mode` → log the decision → launch → ready gate → record →
+//! log `ready` → deliver the task.
+//!
+//! The checks from "external" to "resolve_wake_mode" are one pure function,
+//! [`plan`], so `iapeer explain` shows exactly what a wake would do.
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::clock::{self, EpochMs};
+use crate::crash_ring::{CrashRing, Guard, Policy as GuardPolicy};
+use crate::ctx::Ctx;
+use crate::error::{Error, Refusal, Result};
+use crate::identity::Identity;
+use crate::lifecycle_log::Ev;
+use crate::markers::{Flag, LockFailure, Marker};
+use crate::peers::Peer;
+use crate::process;
+use crate::runtime::tmux::{self, ExitStatus, LaunchSpec, Probe};
+use crate::runtime::{self, Runtime, Screen};
+use crate::session::SessionRecord;
+use crate::supervise::{self, SessionState, Settled};
+use crate::wake_mode::{self, Cause, Decision, Facts, Mode, Request};
+
+/// Longest task text accepted.
+pub const TASK_MAX: usize = 256 * 1024;
+
+/// What the wake was asked.
+#[derive(Clone, Debug, Default)]
+pub struct Ask {
+    pub request: Option<Request>,
+    pub topic: Option<String>,
+    pub task: Option<String>,
+}
+
+impl Ask {
+    fn request(&self) -> Request {
+        self.request.unwrap_or(Request::Message)
+    }
+}
+
+/// The facts a wake is planned from, read from disk.
+#[derive(Clone, Debug)]
+pub struct Gathered {
+    pub external: Option<String>,
+    pub stopped: bool,
+    /// A live session (after settling).
+    pub alive: bool,
+    pub cwd_exists: bool,
+    pub ring: CrashRing,
+    pub idle_reaped: bool,
+    pub new_eager: bool,
+    pub stored_topic: Option<String>,
+    pub conversational: bool,
+    pub resume_target: Option<String>,
+}
+
+/// What a wake will do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    RefuseExternal(String),
+    RefuseStopped,
+    /// A live session wins: deliver the task, launch nothing.
+    Deliver,
+    CwdMissing,
+    CrashLoop {
+        counted: usize,
+        retry_after_ms: EpochMs,
+    },
+    Launch(Decision),
+    /// `resolve_wake_mode` said fail (nothing to resume).
+    Fail(Decision),
+}
+
+/// The pure middle of a wake: from the gathered facts, what happens.
+pub fn plan(g: &Gathered, ask: &Ask, now: EpochMs, guard: GuardPolicy) -> Plan {
+    if let Some(sup) = &g.external {
+        return Plan::RefuseExternal(sup.clone());
+    }
+    if g.stopped {
+        return Plan::RefuseStopped;
+    }
+    if g.alive {
+        return Plan::Deliver;
+    }
+    if !g.cwd_exists {
+        return Plan::CwdMissing;
+    }
+    if let Guard::Refuse {
+        counted,
+        retry_after_ms,
+    } = g.ring.guard(now, guard)
+    {
+        return Plan::CrashLoop {
+            counted,
+            retry_after_ms,
+        };
+    }
+    let decision = wake_mode::resolve_wake_mode(&Facts {
+        request: ask.request(),
+        idle_reaped: g.idle_reaped,
+        new_eager: g.new_eager,
+        stored_topic: g.stored_topic.as_deref(),
+        incoming_topic: ask.topic.as_deref(),
+        conversational: g.conversational,
+        can_resume: g.resume_target.is_some(),
+    });
+    match decision.mode {
+        Mode::Fail | Mode::Refused => Plan::Fail(decision),
+        Mode::Fresh | Mode::Resume => Plan::Launch(decision),
+    }
+}
+
+/// Reads the facts for `plan`. `alive` is what the caller found.
+pub fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gathered> {
+    let state = &ctx.state;
+    let deaths = state.deaths(id)?;
+    if let Some(problem) = &deaths.problem {
+        tracing::warn!("{}: {problem}", state.path_of(id, Marker::Deaths).display());
+    }
+    let runtime = runtime::for_peer(&ctx.config, peer);
+    Ok(Gathered {
+        external: peer.external_supervisor.clone(),
+        stopped: state.flag(id, Flag::Stopped)?.is_some(),
+        alive,
+        cwd_exists: peer.cwd.is_dir(),
+        ring: deaths.ring,
+        idle_reaped: state.flag(id, Flag::IdleReaped)?.is_some(),
+        new_eager: state.flag(id, Flag::NewEager)?.is_some(),
+        stored_topic: state.topic(id)?,
+        conversational: peer.is_conversational(),
+        resume_target: runtime.resume_target(peer),
+    })
+}
+
+pub fn guard_policy(ctx: &Ctx) -> GuardPolicy {
+    GuardPolicy {
+        max: ctx.config.crashloop_max,
+        window_ms: ctx.config.crashloop_window.as_millis() as i64,
+    }
+}
+
+/// How a wake ended well.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Woke {
+    Launched {
+        mode: Mode,
+        cause: Cause,
+        runtime: String,
+        latency_ms: u64,
+        session: String,
+    },
+    AlreadyAlive {
+        runtime: String,
+        delivered: bool,
+    },
+}
+
+/// How a wake ended badly: the error, with the mode and cause it was
+/// logged with.
+#[derive(Debug)]
+pub struct WakeFailure {
+    pub mode: Mode,
+    pub cause: Option<Cause>,
+    pub runtime: Option<String>,
+    pub error: Error,
+}
+
+impl From<Error> for WakeFailure {
+    fn from(error: Error) -> Self {
+        WakeFailure {
+            mode: Mode::Fail,
+            cause: None,
+            runtime: None,
+            error,
+        }
+    }
+}
+
+/// The `--json` report (DESIGN §9 / the wake issue):
+/// `{status, woke, mode, cause, runtime, reason, latency_ms}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub status: &'static str,
+    pub woke: bool,
+    pub mode: Option<Mode>,
+    pub cause: Option<Cause>,
+    pub runtime: Option<String>,
+    pub reason: String,
+    pub latency_ms: Option<u64>,
+}
+
+impl Report {
+    pub fn of(result: &std::result::Result<Woke, WakeFailure>, name: &str) -> Report {
+        match result {
+            Ok(Woke::Launched {
+                mode,
+                cause,
+                runtime,
+                latency_ms,
+                ..
+            }) => Report {
+                status: "ready",
+                woke: true,
+                mode: Some(*mode),
+                cause: Some(*cause),
+                runtime: Some(runtime.clone()),
+                reason: format!("{name} came up {mode} ({cause})"),
+                latency_ms: Some(*latency_ms),
+            },
+            Ok(Woke::AlreadyAlive { runtime, delivered }) => Report {
+                status: "alive",
+                woke: false,
+                mode: None,
+                cause: None,
+                runtime: Some(runtime.clone()),
+                reason: if *delivered {
+                    format!("{name} was already running; the task was delivered to it")
+                } else {
+                    format!("{name} was already running")
+                },
+                latency_ms: None,
+            },
+            Err(f) => Report {
+                status: if f.mode == Mode::Refused || matches!(f.error, Error::Refused(_)) {
+                    "refused"
+                } else {
+                    "failed"
+                },
+                woke: false,
+                mode: Some(f.mode),
+                cause: f.cause,
+                runtime: f.runtime.clone(),
+                reason: f.error.to_string(),
+                latency_ms: None,
+            },
+        }
+    }
+}
+
+/// Validates a task text: no control characters but newline and tab (an
+/// escape sequence could end a bracketed paste early), and bounded.
+pub fn check_task(task: &str) -> Result<()> {
+    if task.len() > TASK_MAX {
+        return Err(Error::input(
+            "--task",
+            format!("it is {} bytes; a task is at most {TASK_MAX}", task.len()),
+            "put long instructions in a file and ask the agent to read it",
+        ));
+    }
+    if let Some(c) = task
+        .chars()
+        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
+    {
+        return Err(Error::input(
+            "--task",
+            format!("it contains the control character {:?}", c),
+            "remove control characters (newlines and tabs are fine)",
+        ));
+    }
+    Ok(())
+}
+
+/// Wakes `id`. Exit codes follow from the error (DESIGN §9).
+pub fn wake(ctx: &Ctx, id: &Identity, ask: &Ask) -> std::result::Result<Woke, WakeFailure> {
+    if let Some(task) = &ask.task {
+        check_task(task)?;
+    }
+    if let Some(topic) = &ask.topic {
+        crate::markers::check_topic(topic)?;
+    }
+    let peer = ctx.peer(id)?;
+    refuse_if_needed(ctx, id, &peer, ask)?;
+
+    let _lock = match ctx.state.lock(id, ctx.config.wake_lock_wait) {
+        Ok(lock) => lock,
+        Err(LockFailure::Held { waited }) => {
+            let error = Error::Refused(Refusal::LockHeld {
+                identity: id.to_string(),
+                waited_ms: waited.as_millis() as u64,
+            });
+            log_refusal(
+                ctx,
+                id,
+                &peer,
+                ask,
+                Mode::Fail,
+                Cause::WakeLockHeld,
+                None,
+                &error,
+            );
+            return Err(failure(Mode::Fail, Cause::WakeLockHeld, &peer, error));
+        }
+        Err(LockFailure::Error(e)) => return Err(e.into()),
+    };
+    // Both refusals again: another process may have acted while we waited.
+    let peer = ctx.peer(id)?;
+    refuse_if_needed(ctx, id, &peer, ask)?;
+
+    match supervise::settle(ctx, id, Some(&peer))? {
+        Settled::Alive(rec) => return deliver_to_live(ctx, id, &peer, *rec, ask),
+        Settled::Unknown(why) => {
+            return Err(Error::failed(
+                id.to_string(),
+                format!("cannot tell whether its session is alive ({why})"),
+                "retry in a moment",
+            )
+            .into())
+        }
+        Settled::None { .. } => {}
+    }
+
+    let now = ctx.now();
+    let mut g = gather(ctx, id, &peer, false)?;
+    if g.ring.clamp_future(now) {
+        // Deaths "in the future" (the clock went back) count from now on;
+        // stored that way, the retry_after reported below stays true.
+        ctx.state.write_deaths(id, &g.ring)?;
+    }
+    let runtime = runtime::for_peer(&ctx.config, &peer);
+    match plan(&g, ask, now, guard_policy(ctx)) {
+        Plan::RefuseExternal(_) | Plan::RefuseStopped | Plan::Deliver => {
+            unreachable!("refusals and live sessions were handled above")
+        }
+        Plan::CwdMissing => {
+            let error = Error::input(
+                format!("peer {id}"),
+                format!("its working folder {} does not exist", peer.cwd.display()),
+                format!(
+                    "create it, or fix cwd in {}",
+                    ctx.config.paths.peer_file(id.as_str()).display()
+                ),
+            );
+            log_refusal(
+                ctx,
+                id,
+                &peer,
+                ask,
+                Mode::Fail,
+                Cause::CwdMissing,
+                None,
+                &error,
+            );
+            Err(failure(Mode::Fail, Cause::CwdMissing, &peer, error))
+        }
+        Plan::CrashLoop {
+            counted,
+            retry_after_ms,
+        } => {
+            let error = Error::Refused(Refusal::CrashLoop {
+                identity: id.to_string(),
+                deaths: counted,
+                window_secs: ctx.config.crashloop_window.as_secs(),
+                retry_after_ms,
+            });
+            let mut line =
+                refusal_line(ctx, id, &peer, ask, Mode::Refused, Cause::CrashLoop, &error);
+            line.deaths = Some(counted as u64);
+            line.retry_after = Some(clock::format_ms(retry_after_ms));
+            ctx.log(&line)?;
+            Err(failure(Mode::Refused, Cause::CrashLoop, &peer, error))
+        }
+        Plan::Fail(decision) => {
+            let error = Error::failed(
+                id.to_string(),
+                "--resume was asked, but there is no conversation to resume".to_owned(),
+                format!(
+                    "wake it without --resume to start fresh (cwd {})",
+                    peer.cwd.display()
+                ),
+            );
+            log_refusal(
+                ctx,
+                id,
+                &peer,
+                ask,
+                decision.mode,
+                decision.cause,
+                None,
+                &error,
+            );
+            Err(failure(decision.mode, decision.cause, &peer, error))
+        }
+        Plan::Launch(decision) => launch(
+            ctx,
+            id,
+            &peer,
+            runtime.as_ref(),
+            ask,
+            decision,
+            g.resume_target,
+        ),
+    }
+}
+
+fn failure(mode: Mode, cause: Cause, peer: &Peer, error: Error) -> WakeFailure {
+    WakeFailure {
+        mode,
+        cause: Some(cause),
+        runtime: Some(peer.runtime.as_str().to_owned()),
+        error,
+    }
+}
+
+/// External supervisor and `.stopped`: refused, logged, before any lock.
+fn refuse_if_needed(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    ask: &Ask,
+) -> std::result::Result<(), WakeFailure> {
+    if let Some(sup) = &peer.external_supervisor {
+        let error = Error::Refused(Refusal::External {
+            identity: id.to_string(),
+            supervisor: sup.clone(),
+        });
+        log_refusal(
+            ctx,
+            id,
+            peer,
+            ask,
+            Mode::Refused,
+            Cause::ExternalSupervisor,
+            None,
+            &error,
+        );
+        return Err(failure(
+            Mode::Refused,
+            Cause::ExternalSupervisor,
+            peer,
+            error,
+        ));
+    }
+    if ctx.state.flag(id, Flag::Stopped)?.is_some() {
+        let error = Error::Refused(Refusal::Stopped {
+            identity: id.to_string(),
+        });
+        log_refusal(
+            ctx,
+            id,
+            peer,
+            ask,
+            Mode::Refused,
+            Cause::Stopped,
+            None,
+            &error,
+        );
+        return Err(failure(Mode::Refused, Cause::Stopped, peer, error));
+    }
+    Ok(())
+}
+
+fn refusal_line(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    ask: &Ask,
+    mode: Mode,
+    cause: Cause,
+    error: &Error,
+) -> crate::lifecycle_log::Record {
+    ctx.record(Ev::Wake)
+        .identity(id)
+        .runtime(peer.runtime)
+        .mode(mode)
+        .cause(cause)
+        .topic(ask.topic.as_deref())
+        .reason(error)
+}
+
+/// Logs a refusal or failure; the refusal stands even if the line cannot
+/// be written (it is reported on stderr instead).
+#[allow(clippy::too_many_arguments)]
+fn log_refusal(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    ask: &Ask,
+    mode: Mode,
+    cause: Cause,
+    session: Option<&str>,
+    error: &Error,
+) {
+    let mut line = refusal_line(ctx, id, peer, ask, mode, cause, error);
+    if let Some(s) = session {
+        line = line.session(s);
+    }
+    if let Err(e) = ctx.log(&line) {
+        tracing::error!("could not log the refusal of {id}: {e}");
+    }
+}
+
+/// A live session wins: no launch; the task (if any) is delivered.
+fn deliver_to_live(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    mut rec: SessionRecord,
+    ask: &Ask,
+) -> std::result::Result<Woke, WakeFailure> {
+    let runtime = runtime::for_peer(&ctx.config, peer);
+    if !rec.is_ready() {
+        // Its own wake died before the ready gate; finish that gate here.
+        let started = rec.started_ms().unwrap_or_else(|| ctx.now());
+        let elapsed = Duration::from_millis(ctx.now().saturating_sub(started).max(0) as u64);
+        let left = ctx.config.boot_deadline.saturating_sub(elapsed);
+        match await_ready(ctx, id, peer, runtime.as_ref(), &rec, Instant::now() + left) {
+            Boot::Ready => {
+                rec.ready_at = Some(clock::format_ms(ctx.now()));
+                ctx.state.write_session(id, &rec)?;
+            }
+            other => {
+                boot_failed(ctx, id, rec, other)?;
+                return Err(Error::failed(
+                    id.to_string(),
+                    "a session left starting by an interrupted wake never became ready",
+                    format!("wake {id} again to start it anew"),
+                )
+                .into());
+            }
+        }
+    }
+    if let Some(topic) = ask.topic.as_deref().filter(|t| !t.trim().is_empty()) {
+        ctx.state.set_topic(id, topic)?;
+    }
+    let delivered = match &ask.task {
+        Some(task) => {
+            deliver(ctx, id, runtime.as_ref(), &mut rec, task)?;
+            true
+        }
+        None => false,
+    };
+    Ok(Woke::AlreadyAlive {
+        runtime: peer.runtime.as_str().to_owned(),
+        delivered,
+    })
+}
+
+/// Types `task` into the session and records it in `.session`.
+pub fn deliver(
+    ctx: &Ctx,
+    id: &Identity,
+    runtime: &dyn Runtime,
+    rec: &mut SessionRecord,
+    task: &str,
+) -> Result<()> {
+    ctx.host
+        .deliver(&rec.socket, id.as_str(), task, runtime.submit_delay())?;
+    rec.task = Some(task.to_owned());
+    rec.task_at = Some(clock::format_ms(ctx.now()));
+    ctx.state.write_session(id, rec)
+}
+
+/// Log the decision, consume its markers, launch, pass the ready gate
+/// (retrying a failed resume once, fresh), record, deliver.
+fn launch(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    runtime: &dyn Runtime,
+    ask: &Ask,
+    decision: Decision,
+    resume_target: Option<String>,
+) -> std::result::Result<Woke, WakeFailure> {
+    let decided = Instant::now();
+    let deadline = decided + ctx.config.boot_deadline;
+    let mut mode = decision.mode;
+    let mut cause = decision.cause;
+    let mut session = uuid::Uuid::new_v4().to_string();
+
+    // Log the decision before acting on it: if the line cannot be
+    // written, nothing is launched.
+    ctx.log(&decision_line(ctx, id, peer, ask, mode, cause, &session))?;
+    if decision.consume.idle_reaped {
+        ctx.state.remove(id, Marker::IdleReaped)?;
+    }
+    if decision.consume.new_eager {
+        ctx.state.remove(id, Marker::NewEager)?;
+    }
+
+    let mut plan = match (mode, &resume_target) {
+        (Mode::Resume, Some(target)) => runtime.resume(peer, target),
+        _ => runtime.fresh(peer, &session),
+    };
+    let mut rec = start(ctx, id, peer, &plan, mode, cause, &session, ask)?;
+    let gate_deadline = deadline.min(Instant::now() + ctx.config.ready_gate);
+    let mut boot = await_ready(ctx, id, peer, runtime, &rec, gate_deadline);
+
+    if mode == Mode::Resume && boot != Boot::Ready {
+        // A resume that does not come up is retried once, fresh; it is not
+        // a death (DESIGN §4).
+        tracing::info!("{id}: resume did not come up ({boot:?}); retrying fresh");
+        ctx.host.kill(
+            &rec.socket,
+            id.as_str(),
+            Some((rec.pane_pid, rec.pane_start)),
+        )?;
+        ctx.state.remove(id, Marker::Session)?;
+        (mode, cause) = wake_mode::after_failed_resume();
+        session = uuid::Uuid::new_v4().to_string();
+        let mut line = decision_line(ctx, id, peer, ask, mode, cause, &session);
+        line = line.reason(format!(
+            "resume of {} did not come up: {}",
+            resume_target.as_deref().unwrap_or("?"),
+            boot.describe()
+        ));
+        ctx.log(&line)?;
+        plan = runtime.fresh(peer, &session);
+        rec = start(ctx, id, peer, &plan, mode, cause, &session, ask)?;
+        let gate_deadline = deadline.min(Instant::now() + ctx.config.ready_gate);
+        boot = await_ready(ctx, id, peer, runtime, &rec, gate_deadline);
+    }
+
+    if boot != Boot::Ready {
+        let describe = boot.describe();
+        let boot_cause = boot_failed(ctx, id, rec, boot)?;
+        let error = Error::failed(
+            id.to_string(),
+            describe,
+            format!("see `iapeer why {id}` and the last screen lines in `iapeer log --peer {id}`"),
+        );
+        return Err(failure(Mode::Fail, boot_cause, peer, error));
+    }
+
+    // Ready: record it, then the topic, the trimmed ring, the ready line.
+    let latency_ms = decided.elapsed().as_millis() as u64;
+    rec.ready_at = Some(clock::format_ms(ctx.now()));
+    if rec.resume_ref.is_none() {
+        rec.resume_ref = runtime.resume_target(peer);
+    }
+    ctx.state.write_session(id, &rec)?;
+    match ask
+        .topic
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        Some(topic) => ctx.state.set_topic(id, topic)?,
+        None if mode == Mode::Fresh => {
+            ctx.state.remove(id, Marker::Topic)?;
+        }
+        None => {}
+    }
+    let mut deaths = ctx.state.deaths(id)?;
+    let before = deaths.ring.clone();
+    deaths.ring.trim(ctx.now(), guard_policy(ctx).window_ms);
+    if deaths.ring != before || deaths.problem.is_some() {
+        ctx.state.write_deaths(id, &deaths.ring)?;
+    }
+    let mut ready = ctx
+        .record(Ev::Ready)
+        .identity(id)
+        .runtime(peer.runtime)
+        .mode(mode)
+        .cause(cause)
+        .session(&session);
+    ready.latency_ms = Some(latency_ms);
+    ctx.log(&ready)?;
+
+    let first_words = match (&ask.task, mode) {
+        (Some(task), _) => Some(task.as_str()),
+        (None, Mode::Fresh) => peer
+            .initial_prompt
+            .as_deref()
+            .filter(|p| !p.trim().is_empty()),
+        (None, _) => None,
+    };
+    if let Some(text) = first_words {
+        deliver(ctx, id, runtime, &mut rec, text)?;
+    }
+    Ok(Woke::Launched {
+        mode,
+        cause,
+        runtime: peer.runtime.as_str().to_owned(),
+        latency_ms,
+        session,
+    })
+}
+
+fn decision_line(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    ask: &Ask,
+    mode: Mode,
+    cause: Cause,
+    session: &str,
+) -> crate::lifecycle_log::Record {
+    ctx.record(Ev::Wake)
+        .identity(id)
+        .runtime(peer.runtime)
+        .mode(mode)
+        .cause(cause)
+        .session(session)
+        .topic(ask.topic.as_deref())
+        .task(ask.task.as_deref())
+}
+
+/// Starts the session in tmux and writes its `.session` (still starting).
+#[allow(clippy::too_many_arguments)]
+fn start(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    plan: &runtime::LaunchPlan,
+    mode: Mode,
+    cause: Cause,
+    session: &str,
+    ask: &Ask,
+) -> std::result::Result<SessionRecord, WakeFailure> {
+    let socket = ctx.config.paths.socket(id.as_str());
+    // A stale socket of a dead server would make tmux refuse to start.
+    if socket.exists() && matches!(ctx.host.probe(&socket, id.as_str()), Probe::Gone) {
+        let _ = std::fs::remove_file(&socket);
+    }
+    let env: Vec<(String, OsString)> = vec![
+        ("IAPEER_IDENTITY".into(), id.as_str().into()),
+        (
+            "IAPEER_HOME".into(),
+            ctx.config.home.clone().into_os_string(),
+        ),
+    ];
+    let started = ctx.now();
+    let launched = ctx
+        .host
+        .launch(&LaunchSpec {
+            socket: &socket,
+            name: id.as_str(),
+            cwd: &peer.cwd,
+            argv: &plan.argv,
+            env: &env,
+        })
+        .map_err(|error| {
+            let line = ctx
+                .record(Ev::Wake)
+                .identity(id)
+                .runtime(peer.runtime)
+                .mode(Mode::Fail)
+                .cause(Cause::LaunchFailed)
+                .session(session)
+                .error(&error);
+            if let Err(e) = ctx.log(&line) {
+                tracing::error!("could not log the failed launch of {id}: {e}");
+            }
+            failure(Mode::Fail, Cause::LaunchFailed, peer, error)
+        })?;
+    let rec = SessionRecord {
+        identity: id.to_string(),
+        runtime: peer.runtime.as_str().to_owned(),
+        cwd: peer.cwd.clone(),
+        socket,
+        pane_pid: launched.pane_pid,
+        started_at: clock::format_ms(started),
+        mode: mode.as_str().to_owned(),
+        resume_ref: plan.resume_ref.clone(),
+        topic: ask.topic.clone(),
+        task: None,
+        session: session.to_owned(),
+        cause: cause.as_str().to_owned(),
+        pane_start: process::start_time(launched.pane_pid),
+        ready_at: None,
+        task_at: None,
+        ending: None,
+    };
+    ctx.state.write_session(id, &rec)?;
+    Ok(rec)
+}
+
+/// How a boot went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    Ready,
+    ResumeFailed(String),
+    Died {
+        status: ExitStatus,
+        last_lines: String,
+    },
+    TimedOut {
+        last_lines: String,
+    },
+}
+
+impl Boot {
+    fn describe(&self) -> String {
+        match self {
+            Boot::Ready => "ready".into(),
+            Boot::ResumeFailed(line) => format!("the runtime said: {line}"),
+            Boot::Died { status, last_lines } => {
+                let last = last_lines.lines().last().unwrap_or("").trim();
+                format!(
+                    "it exited during start-up (status {status}){}",
+                    if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {last}")
+                    }
+                )
+            }
+            Boot::TimedOut { .. } => "it did not become ready before the boot deadline".into(),
+        }
+    }
+}
+
+/// Waits for the ready gate: the runtime's ready screen, with no start-up
+/// dialog in the way; the process must stay alive meanwhile.
+pub fn await_ready(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    runtime: &dyn Runtime,
+    rec: &SessionRecord,
+    deadline: Instant,
+) -> Boot {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let screen = ctx
+            .host
+            .capture(&rec.socket, id.as_str(), 60)
+            .unwrap_or_default();
+        if let SessionState::Dead(status) = supervise::session_state(ctx, rec) {
+            let screen = ctx
+                .host
+                .capture(&rec.socket, id.as_str(), supervise::LAST_LINES)
+                .unwrap_or(screen);
+            if let Screen::ResumeFailed(line) = runtime.screen(peer, &screen) {
+                return Boot::ResumeFailed(line);
+            }
+            return Boot::Died {
+                status,
+                last_lines: screen,
+            };
+        }
+        match runtime.screen(peer, &screen) {
+            Screen::Ready => return Boot::Ready,
+            Screen::ResumeFailed(line) => return Boot::ResumeFailed(line),
+            Screen::NotYet => {}
+        }
+        if Instant::now() >= deadline {
+            return Boot::TimedOut {
+                last_lines: tmux::last_lines(&screen, supervise::LAST_LINES),
+            };
+        }
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A boot that failed: kill it, record the death, log it as the failed
+/// wake; returns the cause it was logged with.
+fn boot_failed(ctx: &Ctx, id: &Identity, rec: SessionRecord, boot: Boot) -> Result<Cause> {
+    let (cause, status, last_lines) = match boot {
+        Boot::Ready => unreachable!("only failed boots are recorded"),
+        Boot::TimedOut { last_lines } => (Cause::BootTimeout, None, Some(last_lines)),
+        Boot::Died { status, last_lines } => (Cause::LaunchFailed, Some(status), Some(last_lines)),
+        Boot::ResumeFailed(line) => (Cause::LaunchFailed, None, Some(line)),
+    };
+    if cause == Cause::BootTimeout {
+        // Still running but never ready: end it before recording.
+        ctx.host.kill(
+            &rec.socket,
+            id.as_str(),
+            Some((rec.pane_pid, rec.pane_start)),
+        )?;
+    }
+    supervise::record_boot_failure(ctx, id, rec, cause, status, last_lines)?;
+    Ok(cause)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Gathered {
+        Gathered {
+            external: None,
+            stopped: false,
+            alive: false,
+            cwd_exists: true,
+            ring: CrashRing::default(),
+            idle_reaped: false,
+            new_eager: false,
+            stored_topic: None,
+            conversational: false,
+            resume_target: Some("abc".into()),
+        }
+    }
+
+    const GUARD: GuardPolicy = GuardPolicy {
+        max: 3,
+        window_ms: 300_000,
+    };
+    const NOW: EpochMs = 1_800_000_000_000;
+
+    #[test]
+    fn the_order_of_design_section_6() {
+        let ask = Ask::default();
+        let crash_loop = CrashRing::from_entries(vec![NOW - 3, NOW - 2, NOW - 1]);
+        // Each row turns on one more obstacle; the earliest one wins.
+        let mut g = facts();
+        g.external = Some("launchd".into());
+        g.stopped = true;
+        g.alive = true;
+        g.cwd_exists = false;
+        g.ring = crash_loop;
+        assert_eq!(
+            plan(&g, &ask, NOW, GUARD),
+            Plan::RefuseExternal("launchd".into())
+        );
+        g.external = None;
+        assert_eq!(plan(&g, &ask, NOW, GUARD), Plan::RefuseStopped);
+        g.stopped = false;
+        assert_eq!(plan(&g, &ask, NOW, GUARD), Plan::Deliver);
+        g.alive = false;
+        assert_eq!(plan(&g, &ask, NOW, GUARD), Plan::CwdMissing);
+        g.cwd_exists = true;
+        assert_eq!(
+            plan(&g, &ask, NOW, GUARD),
+            Plan::CrashLoop {
+                counted: 3,
+                retry_after_ms: NOW - 3 + 300_000
+            }
+        );
+        g.ring = CrashRing::default();
+        assert!(
+            matches!(plan(&g, &ask, NOW, GUARD), Plan::Launch(d) if d.cause == Cause::CrashOrSelfClose)
+        );
+        let resume = Ask {
+            request: Some(Request::Resume),
+            ..Ask::default()
+        };
+        g.resume_target = None;
+        assert!(
+            matches!(plan(&g, &resume, NOW, GUARD), Plan::Fail(d) if d.cause == Cause::AttachNothingToResume)
+        );
+    }
+
+    #[test]
+    fn tasks_with_control_characters_are_refused() {
+        assert!(check_task("fix \"it\"; $(rm -rf /)\nthen C-c Enter\tdone").is_ok());
+        for bad in ["\x1b[201~", "a\rb", "\x03", "\0"] {
+            assert_eq!(check_task(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        assert!(check_task(&"x".repeat(TASK_MAX + 1)).is_err());
+    }
+}

@@ -1,0 +1,528 @@
+//! Bringing peers up with real tmux and the fake agents (DESIGN §6), and
+//! the lifecycle.log lines each path writes.
+
+use std::time::Duration;
+
+use crate::support::{code, stderr, stdout, wait_until, Home};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(stdout(out).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+fn wake(home: &Home, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["wake"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    home.run(&all)
+}
+
+/// Parks a live peer the way an operator does (stop, start): it leaves
+/// `.idle-reaped` for the next wake.
+fn park(home: &Home, name: &str) {
+    assert_eq!(code(&home.run(&["stop", name])), 0);
+    assert!(home.has(name, "idle-reaped"));
+    assert!(!home.has(name, "session"));
+    assert_eq!(code(&home.run(&["start", name])), 0);
+}
+
+#[test]
+fn first_wake_is_fresh_for_crash_or_self_close_and_logs_decision_then_ready() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    let out = wake(&home, &["alice"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = json(&out);
+    assert_eq!(r["status"], "ready");
+    assert_eq!(r["woke"], true);
+    assert_eq!(r["mode"], "fresh");
+    assert_eq!(r["cause"], "crash-or-self-close");
+    assert_eq!(r["runtime"], "claude");
+    assert!(r["latency_ms"].as_u64().is_some());
+
+    let wakes = home.lines("alice", "wake");
+    let ready = home.lines("alice", "ready");
+    assert_eq!((wakes.len(), ready.len()), (1, 1));
+    assert_eq!(wakes[0].str("mode"), Some("fresh"));
+    assert_eq!(wakes[0].str("cause"), Some("crash-or-self-close"));
+    assert_eq!(wakes[0].str("source"), Some("cli"));
+    assert_eq!(wakes[0].str("session"), ready[0].str("session"));
+    assert!(ready[0].u64("latency_ms").is_some());
+    let all = home.entries();
+    let pos = |ev: &str| all.iter().position(|e| e.str("ev") == Some(ev)).unwrap();
+    assert!(
+        pos("wake") < pos("ready"),
+        "the decision is logged before ready"
+    );
+
+    let session = home.session("alice").unwrap();
+    assert_eq!(session["identity"], "alice");
+    assert_eq!(session["mode"], "fresh");
+    assert!(session["ready_at"].is_string());
+    // Claude's conversation id is pinned to the launch.
+    assert_eq!(session["resume_ref"], session["session"]);
+}
+
+#[test]
+fn a_parked_peer_with_the_same_topic_resumes_its_conversation() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    assert_eq!(
+        code(&wake(
+            &home,
+            &["alice", "--topic", "billing", "--task", "first"]
+        )),
+        0
+    );
+    let first = home.session("alice").unwrap()["resume_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    park(&home, "alice");
+
+    let r = json(&wake(
+        &home,
+        &["alice", "--topic", "billing", "--task", "second"],
+    ));
+    assert_eq!(
+        (r["mode"].as_str(), r["cause"].as_str()),
+        (Some("resume"), Some("idle-reaped-resume"))
+    );
+    assert_eq!(home.session("alice").unwrap()["resume_ref"], first.as_str());
+    assert!(!home.has("alice", "idle-reaped"), "consumed");
+    wait_until(
+        Duration::from_secs(5),
+        "the task in the resumed transcript",
+        || home.claude_messages(&first) == ["first", "second"],
+    );
+    let park = home.lines("alice", "supervise");
+    assert_eq!(park.last().unwrap().str("action"), Some("parked-stopped"));
+    assert_eq!(park.last().unwrap().str("outcome"), Some("resume-eligible"));
+    let last = home.lines("alice", "ready").pop().unwrap();
+    assert_eq!(last.str("cause"), Some("idle-reaped-resume"));
+}
+
+#[test]
+fn a_parked_executor_with_a_new_topic_starts_fresh() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    wake(&home, &["alice", "--topic", "billing"]);
+    let first = home.session("alice").unwrap()["session"].clone();
+    park(&home, "alice");
+    let r = json(&wake(&home, &["alice", "--topic", "onboarding"]));
+    assert_eq!(
+        (r["mode"].as_str(), r["cause"].as_str()),
+        (Some("fresh"), Some("idle-reaped-new-topic"))
+    );
+    assert_ne!(home.session("alice").unwrap()["resume_ref"], first);
+    let topic = std::fs::read_to_string(home.marker("alice", "topic")).unwrap();
+    assert_eq!(topic, "onboarding\n");
+}
+
+#[test]
+fn a_parked_conversational_peer_resumes_whatever_the_topic() {
+    let home = Home::new();
+    home.add("hal", &["--conversational"]);
+    wake(&home, &["hal", "--topic", "weather"]);
+    let first = home.session("hal").unwrap()["resume_ref"].clone();
+    park(&home, "hal");
+    let r = json(&wake(&home, &["hal", "--topic", "something else"]));
+    assert_eq!(
+        (r["mode"].as_str(), r["cause"].as_str()),
+        (Some("resume"), Some("idle-reaped-human"))
+    );
+    assert_eq!(home.session("hal").unwrap()["resume_ref"], first);
+}
+
+#[test]
+fn resume_with_nothing_to_resume_fails_loudly_and_launches_nothing() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    let out = wake(&home, &["alice", "--resume"]);
+    assert_eq!(code(&out), 1);
+    let r = json(&out);
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["cause"], "attach-nothing-to-resume");
+    assert!(!home.has("alice", "session"));
+    assert!(
+        !home.path().join("run/alice.sock").exists(),
+        "no tmux server was started"
+    );
+    let wakes = home.lines("alice", "wake");
+    assert_eq!(wakes.len(), 1);
+    assert_eq!(wakes[0].str("mode"), Some("fail"));
+    assert_eq!(wakes[0].str("cause"), Some("attach-nothing-to-resume"));
+    assert!(home.lines("alice", "ready").is_empty());
+}
+
+#[test]
+fn a_stopped_peer_is_refused_with_exit_3() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    assert_eq!(code(&home.run(&["stop", "alice"])), 0);
+    let out = wake(&home, &["alice"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(json(&out)["status"], "refused");
+    let w = home.lines("alice", "wake").pop().unwrap();
+    assert_eq!(
+        (w.str("mode"), w.str("cause")),
+        (Some("refused"), Some("stopped"))
+    );
+    assert_eq!(home.lines("alice", "stop").len(), 1);
+    assert!(!home.has("alice", "session"));
+}
+
+#[test]
+fn an_agent_that_dies_at_once_stops_at_the_crash_loop_guard() {
+    let mut home = Home::new();
+    home.set("FAKE_AGENT_CRASH_AT_START", "1");
+    home.add("alice", &[]);
+    for attempt in 1..=3 {
+        let out = wake(&home, &["alice"]);
+        assert_eq!(code(&out), 1, "attempt {attempt}: {}", stderr(&out));
+        assert_eq!(json(&out)["cause"], "launch-failed");
+    }
+    let out = wake(&home, &["alice"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let r = json(&out);
+    assert_eq!(
+        (r["status"].as_str(), r["cause"].as_str()),
+        (Some("refused"), Some("crash-loop"))
+    );
+    assert!(r["reason"].as_str().unwrap().contains("retry after"));
+
+    let failed: Vec<_> = home
+        .lines("alice", "wake")
+        .into_iter()
+        .filter(|e| e.str("mode") == Some("fail"))
+        .collect();
+    assert_eq!(failed.len(), 3);
+    for f in &failed {
+        assert_eq!(f.str("exit_status"), Some("3"));
+        assert!(
+            f.str("last_lines")
+                .unwrap()
+                .contains("simulated start-up crash"),
+            "{}",
+            f.line
+        );
+    }
+    let refused = home.lines("alice", "wake").pop().unwrap();
+    assert_eq!(refused.str("cause"), Some("crash-loop"));
+    assert_eq!(refused.u64("deaths"), Some(3));
+    assert!(iapeer::clock::parse_rfc3339(refused.str("retry_after").unwrap()).is_some());
+    let deaths: Vec<i64> =
+        serde_json::from_str(&std::fs::read_to_string(home.marker("alice", "deaths")).unwrap())
+            .unwrap();
+    assert_eq!(deaths.len(), 3);
+
+    // reset clears the guard.
+    assert_eq!(code(&home.run(&["reset", "alice"])), 0);
+    assert!(!home.has("alice", "deaths"));
+    assert_eq!(home.lines("alice", "reset")[0].u64("deaths"), Some(3));
+}
+
+#[test]
+fn a_resume_that_fails_retries_fresh_without_counting_a_death() {
+    let mut home = Home::new();
+    home.add("alice", &[]);
+    wake(&home, &["alice", "--topic", "t"]);
+    park(&home, "alice");
+    home.set("FAKE_AGENT_RESUME_FAILS", "1");
+    let out = wake(&home, &["alice", "--topic", "t"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = json(&out);
+    assert_eq!(
+        (r["mode"].as_str(), r["cause"].as_str()),
+        (Some("fresh"), Some("resume-failed-fresh"))
+    );
+    let wakes = home.lines("alice", "wake");
+    let n = wakes.len();
+    assert_eq!(wakes[n - 2].str("cause"), Some("idle-reaped-resume"));
+    assert_eq!(wakes[n - 1].str("cause"), Some("resume-failed-fresh"));
+    assert!(
+        wakes[n - 1]
+            .str("reason")
+            .unwrap()
+            .contains("No conversation found"),
+        "{}",
+        wakes[n - 1].line
+    );
+    assert_eq!(
+        home.lines("alice", "ready").pop().unwrap().str("cause"),
+        Some("resume-failed-fresh")
+    );
+    assert!(
+        !home.has("alice", "deaths"),
+        "a failed resume is not a death"
+    );
+}
+
+#[test]
+fn eight_concurrent_wakes_launch_exactly_once() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            home.iapeer()
+                .args(["wake", "alice", "--json", "--task", &format!("task {i}")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert_eq!(code(o), 0, "{}", stderr(o));
+    }
+    let statuses: Vec<String> = outs
+        .iter()
+        .map(|o| json(o)["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "ready").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "alive").count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(home.lines("alice", "wake").len(), 1);
+    assert_eq!(home.lines("alice", "ready").len(), 1);
+    let session = home.session("alice").unwrap()["resume_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(Duration::from_secs(10), "all eight tasks", || {
+        home.claude_messages(&session).len() == 8
+    });
+}
+
+#[test]
+fn task_text_arrives_literally() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    let task = "say \"hi\" and 'bye'; $(rm -rf /tmp/nothing) `id` $HOME\nsecond line\twith a tab\nC-c Enter Escape ; send-keys -t x Enter \\ ünïcødé";
+    let out = wake(&home, &["alice", "--task", task]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let session = home.session("alice").unwrap()["resume_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(Duration::from_secs(5), "the task in the transcript", || {
+        !home.claude_messages(&session).is_empty()
+    });
+    assert_eq!(home.claude_messages(&session), [task]);
+    // A live session wins: a second task is delivered, nothing launched.
+    let r = json(&wake(&home, &["alice", "--task", "again"]));
+    assert_eq!(
+        (r["status"].as_str(), r["woke"].as_bool()),
+        (Some("alive"), Some(false))
+    );
+    wait_until(Duration::from_secs(5), "the second task", || {
+        home.claude_messages(&session).len() == 2
+    });
+    assert_eq!(home.lines("alice", "wake").len(), 1);
+}
+
+#[test]
+fn control_characters_in_a_task_are_refused_before_anything_happens() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    let out = home.run(&["wake", "alice", "--task", "stop\x1b[201~now"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("control character"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(home.entries().is_empty());
+    assert!(!home.has("alice", "session"));
+}
+
+#[test]
+fn an_external_supervisor_is_refused_with_exit_5() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    let file = home.path().join("peers/alice.json");
+    let mut def: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    def["external_supervisor"] = "launchd".into();
+    std::fs::write(&file, def.to_string()).unwrap();
+    let out = wake(&home, &["alice"]);
+    assert_eq!(code(&out), 5);
+    let w = home.lines("alice", "wake").pop().unwrap();
+    assert_eq!(w.str("cause"), Some("external-supervisor"));
+}
+
+#[test]
+fn a_held_wake_lock_is_exit_6() {
+    let mut home = Home::new();
+    home.add("alice", &[]);
+    home.set("IAPEER_WAKE_LOCK_WAIT_SECS", "0.2");
+    std::fs::create_dir_all(home.lifecycle()).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.marker("alice", "lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = wake(&home, &["alice"]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert_eq!(json(&out)["cause"], "wake-lock-held");
+    drop(lock);
+    assert_eq!(code(&wake(&home, &["alice"])), 0);
+}
+
+#[test]
+fn a_missing_cwd_is_exit_2_naming_it() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    std::fs::remove_dir(home.workdir("alice")).unwrap();
+    let out = home.run(&["wake", "alice"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("work/alice"), "{}", stderr(&out));
+    assert_eq!(
+        home.lines("alice", "wake").pop().unwrap().str("cause"),
+        Some("cwd-missing")
+    );
+}
+
+#[test]
+fn a_boot_that_never_gets_ready_is_killed_and_counted() {
+    let mut home = Home::new();
+    home.set("FAKE_AGENT_NEVER_READY", "1")
+        .set("IAPEER_BOOT_DEADLINE_SECS", "1");
+    home.add("alice", &[]);
+    let out = wake(&home, &["alice"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(json(&out)["cause"], "boot-timeout");
+    let f = home.lines("alice", "wake").pop().unwrap();
+    assert_eq!(f.str("cause"), Some("boot-timeout"));
+    assert!(
+        f.str("last_lines").unwrap().contains("starting"),
+        "{}",
+        f.line
+    );
+    assert!(!home.has("alice", "session"));
+    assert!(!home.path().join("run/alice.sock").exists());
+    assert!(home.has("alice", "deaths"));
+}
+
+#[test]
+fn a_startup_dialog_holds_the_ready_gate() {
+    let mut home = Home::new();
+    home.set("FAKE_AGENT_DIALOG", "trust")
+        .set("IAPEER_BOOT_DEADLINE_SECS", "1");
+    home.add("alice", &[]);
+    let out = wake(&home, &["alice"]);
+    assert_eq!(json(&out)["cause"], "boot-timeout");
+    let f = home.lines("alice", "wake").pop().unwrap();
+    assert!(
+        f.str("last_lines").unwrap().contains("Do you trust"),
+        "{}",
+        f.line
+    );
+}
+
+#[test]
+fn codex_peers_resume_by_rollout_id() {
+    let home = Home::new();
+    home.add("cx", &["--runtime", "codex"]);
+    let r = json(&wake(&home, &["cx", "--topic", "t"]));
+    assert_eq!(r["runtime"], "codex");
+    let rollout = home.session("cx").unwrap()["resume_ref"]
+        .as_str()
+        .expect("rollout id found")
+        .to_owned();
+    park(&home, "cx");
+    let r = json(&wake(&home, &["cx", "--topic", "t"]));
+    assert_eq!(r["cause"], "idle-reaped-resume");
+    assert_eq!(home.session("cx").unwrap()["resume_ref"], rollout.as_str());
+}
+
+#[test]
+fn shell_peers_run_an_argv_without_a_shell_and_never_resume() {
+    let home = Home::new();
+    let marker = home.path().join("argv-out");
+    home.add(
+        "sh1",
+        &[
+            "--runtime",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "printf '%s|' \"$0\" \"$@\" > {}; exec sleep 60",
+                marker.display()
+            ),
+            "$(not expanded)",
+            "a b",
+        ],
+    );
+    let r = json(&wake(&home, &["sh1"]));
+    assert_eq!(r["status"], "ready", "{r}");
+    wait_until(Duration::from_secs(5), "argv written", || marker.exists());
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "$(not expanded)|a b|"
+    );
+    park(&home, "sh1");
+    let r = json(&wake(&home, &["sh1"]));
+    assert_eq!(r["cause"], "idle-reaped-no-resume");
+}
+
+#[test]
+fn the_session_environment_carries_identity_and_home_and_drops_claudecode() {
+    let home = Home::new();
+    let out_file = home.path().join("env-out");
+    home.add(
+        "envy",
+        &[
+            "--runtime",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            &format!("env > {}; exec sleep 60", out_file.display()),
+        ],
+    );
+    let out = home
+        .iapeer()
+        .env("CLAUDECODE", "1")
+        .args(["wake", "envy"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    wait_until(Duration::from_secs(5), "env written", || {
+        std::fs::read_to_string(&out_file).is_ok_and(|s| s.contains("IAPEER"))
+    });
+    let env = std::fs::read_to_string(&out_file).unwrap();
+    assert!(env.contains("IAPEER_IDENTITY=envy\n"), "{env}");
+    assert!(
+        env.contains(&format!("IAPEER_HOME={}\n", home.path().display())),
+        "{env}"
+    );
+    assert!(!env.contains("CLAUDECODE"), "{env}");
+}
+
+#[test]
+fn initial_prompt_is_typed_into_a_fresh_session_without_a_task() {
+    let home = Home::new();
+    home.add("alice", &["--initial-prompt", "read TODO.md"]);
+    wake(&home, &["alice"]);
+    let session = home.session("alice").unwrap()["resume_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(Duration::from_secs(5), "the initial prompt", || {
+        home.claude_messages(&session) == ["read TODO.md"]
+    });
+}
