@@ -4,10 +4,11 @@ PREFIX ?= $(HOME)/.local
 
 .PHONY: run test deps lint bench install
 
-## run: build, and start iapeer on the default home (IAPEER_HOME or ~/.iapeer)
+## run: build, and run the daemon in the foreground on the default home
+##      (IAPEER_HOME or ~/.iapeer); it prints where its logs are
 run:
 	$(CARGO) build --release
-	./target/release/iapeer
+	./target/release/iapeer daemon
 
 ## test: install what the tests need (tmux, python3), then run every test
 test: deps
@@ -25,7 +26,8 @@ lint:
 bench: deps
 	$(CARGO) bench
 
-## install: the binary into $(PREFIX)/bin
+## install: the binary into $(PREFIX)/bin, and the systemd user unit
+##          (Linux) or launchd agent (macOS) pointing at it
 install:
 	$(CARGO) install --locked --path . --root $(PREFIX)
-	@echo "installed $(PREFIX)/bin/iapeer"
+	./scripts/install-unit.sh $(PREFIX)/bin/iapeer

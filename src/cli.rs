@@ -29,6 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the supervisor in the foreground (what the service units run).
+    Daemon,
     /// Define a peer: its name, working folder, runtime and policy.
     Add(AddArgs),
     /// Remove a peer's definition and every state file about it.

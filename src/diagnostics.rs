@@ -24,3 +24,49 @@ pub fn init_cli(verbose: u8) {
         .with_target(false)
         .try_init();
 }
+
+/// The daemon's diagnostics: stderr under journald (`JOURNAL_STREAM`), else
+/// a daily file under `logs/daemon/` (seven kept). Keep the guard for the
+/// life of the program: dropping it flushes and stops the writer.
+pub fn init_daemon(
+    verbose: u8,
+    config: &crate::config::Config,
+) -> crate::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    let decisions = config.paths.lifecycle_log.display();
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter(verbose, "info"))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_ansi(false)
+            .try_init();
+        eprintln!("iapeer daemon: diagnostics to the journal; decisions in {decisions}");
+        return Ok(None);
+    }
+    let dir = &config.paths.daemon_log_dir;
+    crate::config::ensure_private_dir(dir, true)?;
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("iapeer")
+        .filename_suffix("log")
+        .max_log_files(7)
+        .build(dir)
+        .map_err(|e| {
+            crate::Error::failed(
+                dir.display().to_string(),
+                e.to_string(),
+                "check the directory",
+            )
+        })?;
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter(verbose, "info"))
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init();
+    eprintln!(
+        "iapeer daemon: diagnostics in {}/iapeer.<date>.log; decisions in {decisions}",
+        dir.display()
+    );
+    Ok(Some(guard))
+}

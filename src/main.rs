@@ -7,7 +7,10 @@ use iapeer::cli::Cli;
 
 fn main() {
     let cli = Cli::parse();
-    iapeer::diagnostics::init_cli(cli.verbose);
+    // The daemon sets up its own diagnostics (journald or a file).
+    if !matches!(cli.command, Some(iapeer::cli::Command::Daemon)) {
+        iapeer::diagnostics::init_cli(cli.verbose);
+    }
     let code = match iapeer::cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {

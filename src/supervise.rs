@@ -430,3 +430,462 @@ mod tests {
         }
     }
 }
+
+// ---- one pass over one identity (DESIGN §7) -------------------------------
+
+/// What a pass knows about an identity, all read before deciding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassFacts {
+    pub external: bool,
+    /// `None`: state without a definition; treated as lazy.
+    pub policy: Option<Policy>,
+    pub stopped: bool,
+    pub new_eager: bool,
+    pub session: Option<LiveFacts>,
+}
+
+/// About a recorded session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveFacts {
+    /// Its end is journaled but unfinished.
+    pub ending: bool,
+    pub liveness: Liveness,
+    pub ready: bool,
+    /// Someone (a wake) holds the identity's lock right now.
+    pub lock_held: bool,
+    pub age_ms: i64,
+    /// Since the last sign of activity; `None` when not worth computing.
+    pub idle_ms: Option<i64>,
+    pub idle_limit_ms: i64,
+    pub max_age_ms: i64,
+    pub boot_deadline_ms: i64,
+}
+
+/// What a pass does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PassAction {
+    /// Another supervisor owns it: touch nothing.
+    SkipExternal,
+    Nothing,
+    /// Finish an end a killed process left journaled.
+    FinishEnding,
+    /// Its session died: record the death (then maybe relaunch).
+    RecordDeath,
+    /// No session, and one is wanted now (`.new-eager`, or `always`).
+    Launch,
+    Park(Action),
+    /// Starting, but its waking process is gone: look at the screen.
+    CheckBoot,
+    /// Starting for longer than the boot deadline, its waker gone.
+    BootTimeout,
+}
+
+/// The pass decision, pure: DESIGN §7 in order.
+pub fn decide(f: &PassFacts) -> PassAction {
+    if f.external {
+        return PassAction::SkipExternal;
+    }
+    let Some(s) = &f.session else {
+        return if !f.stopped && (f.new_eager || f.policy == Some(Policy::Always)) {
+            PassAction::Launch
+        } else {
+            PassAction::Nothing
+        };
+    };
+    if s.ending {
+        return PassAction::FinishEnding;
+    }
+    match s.liveness {
+        // Unknown is never a death.
+        Liveness::Unknown => PassAction::Nothing,
+        Liveness::Dead if s.lock_held => PassAction::Nothing,
+        Liveness::Dead => PassAction::RecordDeath,
+        Liveness::Alive if s.lock_held => PassAction::Nothing,
+        Liveness::Alive if !s.ready && s.age_ms > s.boot_deadline_ms => PassAction::BootTimeout,
+        Liveness::Alive if !s.ready => PassAction::CheckBoot,
+        Liveness::Alive if f.stopped => PassAction::Park(Action::ParkedStopped),
+        Liveness::Alive
+            if f.policy != Some(Policy::Always)
+                && s.idle_ms.is_some_and(|i| i > s.idle_limit_ms) =>
+        {
+            PassAction::Park(Action::ReapedIdle)
+        }
+        Liveness::Alive if s.age_ms > s.max_age_ms => PassAction::Park(Action::ReapedMaxAge),
+        Liveness::Alive => PassAction::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod pass_tests {
+    use super::*;
+    use Liveness::*;
+    use PassAction::*;
+
+    fn live(liveness: Liveness) -> LiveFacts {
+        LiveFacts {
+            ending: false,
+            liveness,
+            ready: true,
+            lock_held: false,
+            age_ms: 1_000,
+            idle_ms: Some(10),
+            idle_limit_ms: 3_600_000,
+            max_age_ms: 14_400_000,
+            boot_deadline_ms: 240_000,
+        }
+    }
+
+    fn facts(session: Option<LiveFacts>) -> PassFacts {
+        PassFacts {
+            external: false,
+            policy: Some(Policy::Lazy),
+            stopped: false,
+            new_eager: false,
+            session,
+        }
+    }
+
+    #[test]
+    fn one_row_per_branch_of_design_section_7() {
+        let mut rows: Vec<(&str, PassFacts, PassAction)> = Vec::new();
+        let mut f = facts(Some(live(Alive)));
+        f.external = true;
+        rows.push(("external is never touched", f, SkipExternal));
+        rows.push(("asleep lazy: nothing", facts(None), Nothing));
+        let mut f = facts(None);
+        f.new_eager = true;
+        rows.push(("asleep with .new-eager: launch fresh now", f, Launch));
+        let mut f = facts(None);
+        f.policy = Some(Policy::Always);
+        rows.push(("asleep always: launch", f, Launch));
+        let mut f = facts(None);
+        f.policy = Some(Policy::Always);
+        f.stopped = true;
+        f.new_eager = true;
+        rows.push(("stopped: never launched", f, Nothing));
+        let mut s = live(Alive);
+        s.ending = true;
+        rows.push(("a journaled end is finished", facts(Some(s)), FinishEnding));
+        rows.push((
+            "dead: record the death",
+            facts(Some(live(Dead))),
+            RecordDeath,
+        ));
+        rows.push((
+            "unknown is never a death",
+            facts(Some(live(Unknown))),
+            Nothing,
+        ));
+        let mut s = live(Dead);
+        s.lock_held = true;
+        rows.push((
+            "dead while its wake holds the lock: the wake handles it",
+            facts(Some(s)),
+            Nothing,
+        ));
+        let mut s = live(Alive);
+        s.ready = false;
+        s.lock_held = true;
+        rows.push((
+            "starting under its wake: boot grace",
+            facts(Some(s)),
+            Nothing,
+        ));
+        let mut s = live(Alive);
+        s.ready = false;
+        rows.push((
+            "starting, waker gone: check the screen",
+            facts(Some(s)),
+            CheckBoot,
+        ));
+        let mut s = live(Alive);
+        s.ready = false;
+        s.age_ms = 300_000;
+        rows.push(("starting past the deadline", facts(Some(s)), BootTimeout));
+        let mut f = facts(Some(live(Alive)));
+        f.stopped = true;
+        rows.push(("alive and stopped: park", f, Park(Action::ParkedStopped)));
+        let mut s = live(Alive);
+        s.idle_ms = Some(3_600_001);
+        rows.push((
+            "idle past the limit: park",
+            facts(Some(s.clone())),
+            Park(Action::ReapedIdle),
+        ));
+        let mut f = facts(Some(s));
+        f.policy = Some(Policy::Always);
+        rows.push(("always peers are never idle-parked", f, Nothing));
+        let mut s = live(Alive);
+        s.age_ms = 14_400_001;
+        rows.push((
+            "older than max age: park",
+            facts(Some(s)),
+            Park(Action::ReapedMaxAge),
+        ));
+        let mut s = live(Alive);
+        s.age_ms = 14_400_001;
+        s.idle_ms = Some(3_600_001);
+        rows.push((
+            "idle wins over max age",
+            facts(Some(s)),
+            Park(Action::ReapedIdle),
+        ));
+        rows.push(("alive and busy: nothing", facts(Some(live(Alive))), Nothing));
+        for (what, f, want) in rows {
+            assert_eq!(decide(&f), want, "{what}");
+        }
+    }
+}
+
+// ---- the impure half of a pass -------------------------------------------
+
+/// Reads the facts for `decide`. `present`, from a directory scan, spares
+/// reading files that do not exist; `lock_held` is what the caller knows.
+pub fn gather_pass(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    present: Option<crate::markers::Present>,
+    lock_held: bool,
+) -> Result<(PassFacts, Option<SessionRecord>)> {
+    let now = ctx.now();
+    let external = peer.is_some_and(|p| p.external_supervisor.is_some());
+    let may_have = |m: Marker| present.is_none_or(|p| p.has(m));
+    let mut facts = PassFacts {
+        external,
+        policy: peer.map(|p| p.policy),
+        stopped: false,
+        new_eager: false,
+        session: None,
+    };
+    if external {
+        return Ok((facts, None));
+    }
+    facts.stopped = may_have(Marker::Stopped) && ctx.state.flag(id, Flag::Stopped)?.is_some();
+    facts.new_eager = may_have(Marker::NewEager) && ctx.state.flag(id, Flag::NewEager)?.is_some();
+    let rec = if may_have(Marker::Session) {
+        ctx.state.session(id)?
+    } else {
+        None
+    };
+    facts.session = rec
+        .as_ref()
+        .map(|r| live_facts(ctx, peer, r, lock_held, now));
+    Ok((facts, rec))
+}
+
+fn live_facts(
+    ctx: &Ctx,
+    peer: Option<&Peer>,
+    rec: &SessionRecord,
+    lock_held: bool,
+    now: EpochMs,
+) -> LiveFacts {
+    let cfg = &ctx.config;
+    let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let idle_limit_ms = peer
+        .and_then(|p| p.idle_secs)
+        .map_or(cfg.idle.as_millis() as i64, secs);
+    let max_age_ms = peer
+        .and_then(|p| p.max_age_secs)
+        .map_or(cfg.max_age.as_millis() as i64, secs);
+    let started = rec.started_ms().unwrap_or(now);
+    let liveness = if rec.ending.is_some() {
+        Liveness::Unknown
+    } else {
+        process::liveness(rec.pane_pid, rec.pane_start)
+    };
+    let lazy = peer.is_none_or(|p| p.policy == Policy::Lazy);
+    let idle_ms = (liveness == Liveness::Alive && rec.is_ready() && lazy).then(|| {
+        let cheap = now.saturating_sub(cheap_activity(rec, started));
+        if cheap <= idle_limit_ms {
+            cheap
+        } else {
+            now.saturating_sub(activity(ctx, peer, rec, started))
+        }
+    });
+    LiveFacts {
+        ending: rec.ending.is_some(),
+        liveness,
+        ready: rec.is_ready(),
+        lock_held,
+        age_ms: now.saturating_sub(started),
+        idle_ms,
+        idle_limit_ms,
+        max_age_ms,
+        boot_deadline_ms: cfg.boot_deadline.as_millis() as i64,
+    }
+}
+
+/// The latest activity the record itself shows: start, ready, last task.
+pub fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
+    let parse = |s: &Option<String>| s.as_deref().and_then(crate::clock::parse_rfc3339);
+    started
+        .max(parse(&rec.ready_at).unwrap_or(0))
+        .max(parse(&rec.task_at).unwrap_or(0))
+}
+
+/// The latest activity from every source (DESIGN §11): the record, and the
+/// runtime's own records (Claude/Codex transcripts) or tmux's activity time
+/// for a shell.
+pub fn activity(ctx: &Ctx, peer: Option<&Peer>, rec: &SessionRecord, started: EpochMs) -> EpochMs {
+    let cheap = cheap_activity(rec, started);
+    let Some(peer) = peer else { return cheap };
+    let own = match peer.runtime {
+        crate::peers::RuntimeKind::Shell => match ctx.host.probe(&rec.socket, &rec.identity) {
+            Probe::Alive { activity_ms, .. } => activity_ms,
+            _ => None,
+        },
+        _ => crate::runtime::for_peer(&ctx.config, peer).last_activity(peer),
+    };
+    cheap.max(own.unwrap_or(0))
+}
+
+/// When a pass should look at this identity again even if nothing happens:
+/// when it could turn idle, reach its max age, or miss its boot deadline.
+pub fn revisit_at(facts: &PassFacts, rec: Option<&SessionRecord>, now: EpochMs) -> Option<EpochMs> {
+    let (s, rec) = (facts.session.as_ref()?, rec?);
+    if s.liveness != Liveness::Alive {
+        return None;
+    }
+    let started = rec.started_ms().unwrap_or(now);
+    if !s.ready {
+        return Some(started.saturating_add(s.boot_deadline_ms).saturating_add(1));
+    }
+    let max_age = started.saturating_add(s.max_age_ms).saturating_add(1);
+    let idle = match (facts.policy, s.idle_ms) {
+        (Some(Policy::Always), _) | (_, None) => i64::MAX,
+        (_, Some(idle)) => now.saturating_add(s.idle_limit_ms - idle).saturating_add(1),
+    };
+    Some(max_age.min(idle))
+}
+
+/// What a locked pass did.
+#[derive(Debug)]
+pub struct PassOutcome {
+    /// Every action taken, in order.
+    pub actions: Vec<PassAction>,
+    /// A wake, if one ran.
+    pub woke: Option<std::result::Result<crate::wake::Woke, crate::wake::WakeFailure>>,
+    /// Someone else held the lock: nothing was done.
+    pub busy: bool,
+}
+
+/// One pass over one identity, under its wake lock (skipped if another
+/// process holds it: that process is acting on it). A death is settled and
+/// then, if wanted, the peer relaunched, in the same pass.
+pub fn run_pass(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    launch_allowed: bool,
+) -> Result<PassOutcome> {
+    let mut outcome = PassOutcome {
+        actions: Vec::new(),
+        woke: None,
+        busy: false,
+    };
+    let Some(lock) = ctx.state.try_lock(id)? else {
+        outcome.busy = true;
+        return Ok(outcome);
+    };
+    // A settled death may call for a relaunch; a relaunch may be refused.
+    // Three rounds cover every chain (end → launch).
+    for _ in 0..3 {
+        let (facts, rec) = gather_pass(ctx, id, peer, None, false)?;
+        let action = decide(&facts);
+        match (&action, rec) {
+            (PassAction::Nothing | PassAction::SkipExternal, _) => break,
+            (PassAction::Launch, _) if !launch_allowed => break,
+            (PassAction::Launch, _) => {
+                outcome.actions.push(action);
+                let ask = crate::wake::Ask::default();
+                outcome.woke = Some(crate::wake::wake_locked(ctx, id, &ask, &lock));
+                break;
+            }
+            (PassAction::FinishEnding, Some(rec)) => finish_ending(ctx, id, rec, true)?,
+            (PassAction::RecordDeath, Some(rec)) => {
+                let status = exit_status(ctx, &rec);
+                record_death(ctx, id, rec, status)?;
+            }
+            (PassAction::Park(a), Some(rec)) => {
+                let idle_seconds = match a {
+                    Action::ReapedIdle => facts
+                        .session
+                        .as_ref()
+                        .and_then(|s| s.idle_ms)
+                        .map(|ms| (ms / 1000) as u64),
+                    _ => None,
+                };
+                park(ctx, id, rec, *a, idle_seconds)?;
+            }
+            (PassAction::CheckBoot, Some(rec)) => {
+                let done = check_boot(ctx, id, peer, rec)?;
+                outcome.actions.push(action);
+                if !done {
+                    break;
+                }
+                continue;
+            }
+            (PassAction::BootTimeout, Some(rec)) => {
+                let last = ctx
+                    .host
+                    .capture(&rec.socket, id.as_str(), LAST_LINES)
+                    .unwrap_or_default();
+                crate::wake::boot_failed(
+                    ctx,
+                    id,
+                    rec,
+                    crate::wake::Boot::TimedOut {
+                        last_lines: crate::runtime::tmux::last_lines(&last, LAST_LINES),
+                    },
+                )?;
+            }
+            (_, None) => break,
+        }
+        outcome.actions.push(action);
+    }
+    Ok(outcome)
+}
+
+/// A session left starting by a wake that died: if its screen is ready now,
+/// it is ready (logged as such); if the runtime says the resume failed, it
+/// is a failed boot. Returns whether anything changed.
+fn check_boot(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    mut rec: SessionRecord,
+) -> Result<bool> {
+    let Some(peer) = peer else { return Ok(false) };
+    let runtime = crate::runtime::for_peer(&ctx.config, peer);
+    let screen = ctx
+        .host
+        .capture(&rec.socket, id.as_str(), 60)
+        .unwrap_or_default();
+    match runtime.screen(peer, &screen) {
+        crate::runtime::Screen::NotYet => Ok(false),
+        crate::runtime::Screen::ResumeFailed(line) => {
+            crate::wake::boot_failed(ctx, id, rec, crate::wake::Boot::ResumeFailed(line))?;
+            Ok(true)
+        }
+        crate::runtime::Screen::Ready => {
+            let now = ctx.now();
+            rec.ready_at = Some(crate::clock::format_ms(now));
+            let mut line = ctx
+                .record(Ev::Ready)
+                .identity(id)
+                .runtime(&rec.runtime)
+                .session(&rec.session)
+                .reason("the ready gate passed after the waking process had gone");
+            line.mode = serde_json::from_value(serde_json::Value::String(rec.mode.clone())).ok();
+            line.cause = Cause::parse(&rec.cause);
+            line.latency_ms = rec
+                .started_ms()
+                .map(|s| now.saturating_sub(s).max(0) as u64);
+            ctx.log(&line)?;
+            ctx.state.write_session(id, &rec)?;
+            Ok(true)
+        }
+    }
+}

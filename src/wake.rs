@@ -19,7 +19,7 @@ use crate::ctx::Ctx;
 use crate::error::{Error, Refusal, Result};
 use crate::identity::Identity;
 use crate::lifecycle_log::Ev;
-use crate::markers::{Flag, LockFailure, Marker};
+use crate::markers::{Flag, LockFailure, Marker, WakeLock};
 use crate::peers::Peer;
 use crate::process;
 use crate::runtime::tmux::{self, ExitStatus, LaunchSpec, Probe};
@@ -278,7 +278,7 @@ pub fn wake(ctx: &Ctx, id: &Identity, ask: &Ask) -> std::result::Result<Woke, Wa
     let peer = ctx.peer(id)?;
     refuse_if_needed(ctx, id, &peer, ask)?;
 
-    let _lock = match ctx.state.lock(id, ctx.config.wake_lock_wait) {
+    let lock = match ctx.state.lock(id, ctx.config.wake_lock_wait) {
         Ok(lock) => lock,
         Err(LockFailure::Held { waited }) => {
             let error = Error::Refused(Refusal::LockHeld {
@@ -299,6 +299,17 @@ pub fn wake(ctx: &Ctx, id: &Identity, ask: &Ask) -> std::result::Result<Woke, Wa
         }
         Err(LockFailure::Error(e)) => return Err(e.into()),
     };
+    wake_locked(ctx, id, ask, &lock)
+}
+
+/// The part of a wake that runs under the identity's wake lock (the daemon
+/// calls it with a lock it already holds).
+pub fn wake_locked(
+    ctx: &Ctx,
+    id: &Identity,
+    ask: &Ask,
+    _lock: &WakeLock,
+) -> std::result::Result<Woke, WakeFailure> {
     // Both refusals again: another process may have acted while we waited.
     let peer = ctx.peer(id)?;
     refuse_if_needed(ctx, id, &peer, ask)?;
@@ -853,7 +864,7 @@ pub fn await_ready(
 
 /// A boot that failed: kill it, record the death, log it as the failed
 /// wake; returns the cause it was logged with.
-fn boot_failed(ctx: &Ctx, id: &Identity, rec: SessionRecord, boot: Boot) -> Result<Cause> {
+pub fn boot_failed(ctx: &Ctx, id: &Identity, rec: SessionRecord, boot: Boot) -> Result<Cause> {
     let (cause, status, last_lines) = match boot {
         Boot::Ready => unreachable!("only failed boots are recorded"),
         Boot::TimedOut { last_lines } => (Cause::BootTimeout, None, Some(last_lines)),

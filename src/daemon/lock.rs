@@ -37,7 +37,7 @@ pub fn acquire(path: &Path) -> Result<DaemonLock> {
             let holder = std::fs::read_to_string(path).unwrap_or_default();
             let holder = holder.trim();
             return Err(Error::failed(
-                "iapeer daemon",
+                "daemon",
                 format!(
                     "another daemon is already running on this home ({} holds {})",
                     if holder.is_empty() {

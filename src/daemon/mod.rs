@@ -1,3 +1,583 @@
-//! The supervisor process (DESIGN §7).
+//! The supervisor process (DESIGN §7): one loop fed by three sources — file
+//! events (`watcher`), session deaths (`deaths`) and a periodic tick — plus
+//! signals. Every event is a hint naming an identity; the loop re-reads that
+//! identity from disk and decides with the pure `supervise::decide`. Disk is
+//! the source of truth, so a CLI acting in another process is seen at once,
+//! and nothing is lost across a restart.
+//!
+//! Acting (a death to record, a park, a launch) happens on a worker thread
+//! per identity, under that identity's wake lock, so a slow boot never holds
+//! up the loop: a death elsewhere is still seen in milliseconds.
 
+pub mod deaths;
 pub mod lock;
+pub mod signals;
+pub mod systemd;
+pub mod watcher;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clock::EpochMs;
+use crate::config::Config;
+use crate::ctx::Ctx;
+use crate::error::{Error, Refusal, Result};
+use crate::identity::Identity;
+use crate::lifecycle_log::{Action, Ev, Source};
+use crate::markers::Present;
+use crate::peers::{self, Peer};
+use crate::process::Liveness;
+use crate::supervise::{self, PassAction, PassOutcome};
+
+use self::deaths::DeathWatch;
+use self::signals::Sig;
+use self::systemd::Notifier;
+
+/// What wakes the loop.
+#[derive(Debug)]
+pub enum Event {
+    /// A file about this identity changed.
+    Changed(Identity),
+    /// `peers/<name>.json` changed.
+    PeerChanged(String),
+    /// Events were lost: look at everything.
+    Rescan,
+    /// This identity's session process exited.
+    Died(Identity),
+    Signal(Sig),
+    /// A worker finished with this identity.
+    Done(Identity, Result<PassOutcome>),
+}
+
+/// How long a worker that found the lock held waits before looking again
+/// (the holder's own writes usually bring us back sooner).
+const BUSY_RETRY: Duration = Duration::from_millis(250);
+/// Temp files older than this were left by a killed writer.
+const STALE_TEMP: Duration = Duration::from_secs(60);
+
+/// The loop's state. Everything here is a cache or a schedule; the truth is
+/// on disk.
+#[derive(Debug)]
+pub struct Supervisor {
+    ctx: Arc<Ctx>,
+    events: Sender<Event>,
+    peers: BTreeMap<Identity, Peer>,
+    /// Broken definitions, by file stem, with the error last logged.
+    broken: BTreeMap<String, String>,
+    /// Identities a worker is acting on.
+    busy: HashSet<Identity>,
+    /// Identities that changed while busy: look again when the worker ends.
+    again: HashSet<Identity>,
+    /// No launch before this time (crash-loop guard, failed launches).
+    backoff: HashMap<Identity, EpochMs>,
+    revisit: BTreeMap<EpochMs, BTreeSet<Identity>>,
+    /// Session pids registered with the death watch.
+    watched: HashMap<Identity, i32>,
+    /// The last tick-error logged per identity, so one broken file is not
+    /// logged on every pass.
+    errors: HashMap<Identity, String>,
+    deaths: DeathWatch,
+}
+
+/// Figures from one full pass.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassStats {
+    pub identities: usize,
+    pub alive: usize,
+    pub spawned: usize,
+}
+
+impl Supervisor {
+    pub fn new(ctx: Arc<Ctx>, events: Sender<Event>) -> Result<Self> {
+        let deaths = DeathWatch::start(events.clone()).map_err(|e| {
+            Error::failed(
+                "death watch",
+                e.to_string(),
+                "check the system's thread limits",
+            )
+        })?;
+        let mut s = Supervisor {
+            ctx,
+            events,
+            peers: BTreeMap::new(),
+            broken: BTreeMap::new(),
+            busy: HashSet::new(),
+            again: HashSet::new(),
+            backoff: HashMap::new(),
+            revisit: BTreeMap::new(),
+            watched: HashMap::new(),
+            errors: HashMap::new(),
+            deaths,
+        };
+        s.reload_peers()?;
+        Ok(s)
+    }
+
+    pub fn peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Re-reads every definition. A broken one is logged (once) and skipped.
+    pub fn reload_peers(&mut self) -> Result<usize> {
+        self.peers.clear();
+        for loaded in peers::load_all(&self.ctx.config.paths)? {
+            match loaded {
+                Ok(p) => {
+                    self.broken.remove(&p.name);
+                    self.peers.insert(p.identity(), p);
+                }
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+        Ok(self.peers.len())
+    }
+
+    fn reload_peer(&mut self, stem: &str) {
+        let Ok(id) = Identity::parse(stem) else {
+            tracing::warn!("peers/{stem}.json: not a valid peer name; ignored");
+            return;
+        };
+        match peers::load(&self.ctx.config.paths, &id) {
+            Ok(p) => {
+                self.broken.remove(stem);
+                self.peers.insert(id.clone(), p);
+            }
+            Err(Error::NoPeer { .. }) => {
+                self.peers.remove(&id);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.broken.get(stem) != Some(&msg) {
+                    tracing::error!("{msg}");
+                    self.tick_error(&id, &e);
+                    self.broken.insert(stem.to_owned(), msg);
+                }
+                // Keep acting on the last good definition.
+            }
+        }
+        self.pass(&id, None);
+    }
+
+    /// Looks at every identity: those with a definition and those with
+    /// state files.
+    pub fn full_pass(&mut self) -> Result<PassStats> {
+        let scan = self.ctx.state.scan()?;
+        let ids: BTreeSet<Identity> = scan.keys().chain(self.peers.keys()).cloned().collect();
+        let mut stats = PassStats::default();
+        for id in &ids {
+            let present = scan.get(id).copied().unwrap_or_default();
+            stats.identities += 1;
+            if present.has(crate::markers::Marker::Session) {
+                stats.alive += 1;
+            }
+            if self.pass(id, Some(present)) {
+                stats.spawned += 1;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// One identity: decide without the lock, act on a worker. Returns true
+    /// if a worker was started.
+    pub fn pass(&mut self, id: &Identity, present: Option<Present>) -> bool {
+        if self.busy.contains(id) {
+            self.again.insert(id.clone());
+            return false;
+        }
+        let now = self.ctx.now();
+        let peer = self.peers.get(id);
+        let (facts, rec) = match supervise::gather_pass(&self.ctx, id, peer, present, false) {
+            Ok(found) => found,
+            Err(e) => {
+                self.tick_error(id, &e);
+                return false;
+            }
+        };
+        self.errors.remove(id);
+        match (&facts.session, &rec) {
+            (Some(s), Some(r)) if s.liveness == Liveness::Alive => {
+                if self.watched.get(id) != Some(&r.pane_pid)
+                    && self.deaths.watch(id, r.pane_pid, r.pane_start)
+                {
+                    self.watched.insert(id.clone(), r.pane_pid);
+                }
+            }
+            _ => {
+                if self.watched.remove(id).is_some() {
+                    self.deaths.forget(id);
+                }
+            }
+        }
+        if let Some(at) = supervise::revisit_at(&facts, rec.as_ref(), now) {
+            self.schedule(id, at);
+        }
+        let action = supervise::decide(&facts);
+        match action {
+            PassAction::Nothing => false,
+            PassAction::SkipExternal => false,
+            PassAction::Launch if self.backoff.get(id).is_some_and(|&t| t > now) => {
+                let at = self.backoff[id];
+                self.schedule(id, at);
+                false
+            }
+            PassAction::CheckBoot => {
+                // Look at the screen now and then until the deadline.
+                self.schedule(id, now + 1000);
+                self.spawn(id);
+                true
+            }
+            _ => {
+                self.spawn(id);
+                true
+            }
+        }
+    }
+
+    /// Logs what the daemon skips or sees, when verbose.
+    fn verbose(&self) {
+        if !self.ctx.config.supervise_log_verbose {
+            return;
+        }
+        for (id, peer) in &self.peers {
+            let line = if let Some(sup) = &peer.external_supervisor {
+                self.ctx
+                    .record(Ev::Supervise)
+                    .identity(id)
+                    .outcome("skipped")
+                    .reason(format!("supervised by {sup}"))
+            } else if self.watched.contains_key(id) {
+                self.ctx
+                    .record(Ev::Supervise)
+                    .identity(id)
+                    .action(Action::Alive)
+            } else {
+                continue;
+            };
+            if let Err(e) = self.ctx.log(&line) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    fn spawn(&mut self, id: &Identity) {
+        self.busy.insert(id.clone());
+        let ctx = Arc::clone(&self.ctx);
+        let events = self.events.clone();
+        let peer = self.peers.get(id).cloned();
+        let launch_allowed = self.backoff.get(id).is_none_or(|&t| t <= ctx.now());
+        let id = id.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("pass-{id}"))
+            .spawn({
+                let id = id.clone();
+                move || {
+                    let outcome = supervise::run_pass(&ctx, &id, peer.as_ref(), launch_allowed);
+                    let _ = events.send(Event::Done(id, outcome));
+                }
+            });
+        if let Err(e) = spawned {
+            self.busy.remove(&id);
+            tracing::error!("cannot start a worker for {id}: {e}");
+        }
+    }
+
+    /// A worker finished: note refusals and failures, then look again.
+    pub fn done(&mut self, id: &Identity, outcome: Result<PassOutcome>) {
+        self.busy.remove(id);
+        let now = self.ctx.now();
+        match outcome {
+            Err(e) => self.tick_error(id, &e),
+            Ok(out) => {
+                if out.busy {
+                    self.schedule(id, now + BUSY_RETRY.as_millis() as i64);
+                }
+                match out.woke {
+                    Some(Ok(_)) => {
+                        self.backoff.remove(id);
+                    }
+                    Some(Err(f)) => {
+                        let until = match &f.error {
+                            Error::Refused(Refusal::CrashLoop { retry_after_ms, .. }) => {
+                                *retry_after_ms
+                            }
+                            Error::Refused(Refusal::LockHeld { .. }) => {
+                                now + BUSY_RETRY.as_millis() as i64
+                            }
+                            // Stopped or external: the next file event says when.
+                            Error::Refused(_) => now,
+                            _ => now + self.ctx.config.tick.as_millis() as i64,
+                        };
+                        if until > now {
+                            self.backoff.insert(id.clone(), until);
+                            self.schedule(id, until);
+                        }
+                        tracing::info!("{id}: {}", f.error);
+                    }
+                    None => {}
+                }
+            }
+        }
+        self.again.remove(id);
+        self.pass(id, None);
+    }
+
+    fn tick_error(&mut self, id: &Identity, e: &Error) {
+        let msg = e.to_string();
+        if self.errors.get(id) == Some(&msg) {
+            return;
+        }
+        tracing::warn!("{id}: {msg}");
+        let line = self
+            .ctx
+            .record(Ev::Supervise)
+            .identity(id)
+            .action(Action::TickError)
+            .error(&msg);
+        if let Err(e) = self.ctx.log(&line) {
+            tracing::error!("{e}");
+        }
+        self.errors.insert(id.clone(), msg);
+    }
+
+    fn schedule(&mut self, id: &Identity, at: EpochMs) {
+        self.revisit.entry(at).or_default().insert(id.clone());
+    }
+
+    /// When the loop must wake up next for a scheduled look.
+    fn next_revisit(&self) -> Option<EpochMs> {
+        self.revisit.keys().next().copied()
+    }
+
+    fn due(&mut self, now: EpochMs) -> BTreeSet<Identity> {
+        let later = self.revisit.split_off(&(now + 1));
+        let due = std::mem::replace(&mut self.revisit, later);
+        due.into_values().flatten().collect()
+    }
+
+    /// Live sessions, for the status line.
+    pub fn alive(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Finds tmux sessions with no record (a wake killed between launch and
+    /// its first write) and settles them: adopted if alive, a failed boot if
+    /// not.
+    fn adopt_orphans(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.ctx.config.paths.run) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".sock")) else {
+                continue;
+            };
+            let Ok(id) = Identity::parse(stem) else {
+                continue;
+            };
+            if self
+                .ctx
+                .state
+                .exists(&id, crate::markers::Marker::Session)
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            let Ok(Some(_lock)) = self.ctx.state.try_lock(&id) else {
+                continue;
+            };
+            if let Err(e) = supervise::settle(&self.ctx, &id, self.peers.get(&id)) {
+                self.tick_error(&id, &e);
+            }
+        }
+    }
+
+    /// Logs each live session found at start: the daemon now watches it.
+    fn adopt_recorded(&mut self) {
+        let Ok(scan) = self.ctx.state.scan() else {
+            return;
+        };
+        for (id, present) in scan {
+            if !present.has(crate::markers::Marker::Session) {
+                continue;
+            }
+            let Ok(Some(rec)) = self.ctx.state.session(&id) else {
+                continue;
+            };
+            if rec.ending.is_none()
+                && crate::process::liveness(rec.pane_pid, rec.pane_start) == Liveness::Alive
+            {
+                let line = self
+                    .ctx
+                    .record(Ev::Daemon)
+                    .identity(&id)
+                    .action(Action::Adopted)
+                    .session(&rec.session)
+                    .reason(format!(
+                        "live session found at start (pid {})",
+                        rec.pane_pid
+                    ));
+                if let Err(e) = self.ctx.log(&line) {
+                    tracing::error!("{e}");
+                }
+            }
+        }
+    }
+}
+
+/// `iapeer daemon`: runs until SIGTERM/SIGINT; returns the exit code.
+pub fn run(config: Config, verbose: u8) -> Result<i32> {
+    // Before any thread exists (the diagnostics writer is one): a thread
+    // that does not block SIGTERM would take it with the default action.
+    let sigset = signals::block().map_err(|e| {
+        Error::failed(
+            "daemon",
+            format!("cannot block signals: {e}"),
+            "report this",
+        )
+    })?;
+    config.ensure_home()?;
+    let _lock = lock::acquire(&config.paths.daemon_lock())?;
+    let _diagnostics = crate::diagnostics::init_daemon(verbose, &config)?;
+    // A full disk must fail a write (EFBIG), not kill the daemon.
+    // SAFETY: ignoring a signal installs no handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
+    let (tx, rx) = mpsc::channel();
+    signals::start(sigset, tx.clone())
+        .map_err(|e| Error::failed("daemon", e.to_string(), "check thread limits"))?;
+
+    let ctx = Arc::new(Ctx::open(config, Source::Daemon)?);
+    match ctx.state.sweep_temp_files(STALE_TEMP) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} temp file(s) left by an interrupted write"),
+        Err(e) => tracing::warn!("{e}"),
+    }
+    let _watch = watcher::start(
+        &ctx.config.paths.lifecycle,
+        &ctx.config.paths.peers,
+        tx.clone(),
+    )?;
+    let mut sup = Supervisor::new(Arc::clone(&ctx), tx)?;
+    let notifier = Notifier::from_env();
+
+    let banner = format!(
+        "iapeer {} daemon, pid {}, {} peer(s), tick {}s, home {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        sup.peers(),
+        ctx.config.tick.as_secs_f64(),
+        ctx.config.home.display()
+    );
+    ctx.log(
+        &ctx.record(Ev::Daemon)
+            .action(Action::Started)
+            .reason(&banner),
+    )?;
+    tracing::info!("{banner}");
+
+    sup.adopt_orphans();
+    sup.adopt_recorded();
+    sup.full_pass()?;
+    notifier.ready(&status_line(&sup));
+    run_loop(&ctx, &mut sup, &rx, &notifier);
+
+    ctx.log(
+        &ctx.record(Ev::Daemon)
+            .action(Action::Stopping)
+            .reason("signal; every session is left running"),
+    )?;
+    notifier.stopping();
+    tracing::info!("stopping; sessions are left running");
+    Ok(0)
+}
+
+fn status_line(sup: &Supervisor) -> String {
+    format!("{} peer(s), {} live session(s)", sup.peers(), sup.alive())
+}
+
+/// The loop: wait for an event, the next tick, a scheduled look, or the
+/// watchdog; then handle everything that arrived.
+fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &Notifier) {
+    let tick = ctx.config.tick;
+    let mut next_tick = Instant::now() + tick;
+    let watchdog_every = notifier.watchdog_every();
+    let mut next_watchdog = watchdog_every.map(|w| Instant::now() + w);
+    loop {
+        let now_ms = ctx.now();
+        let mut wake_at = next_tick;
+        if let Some(at) = sup.next_revisit() {
+            let wait = Duration::from_millis(at.saturating_sub(now_ms).max(0) as u64);
+            wake_at = wake_at.min(Instant::now() + wait);
+        }
+        if let Some(w) = next_watchdog {
+            wake_at = wake_at.min(w);
+        }
+        let first = match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut events: Vec<Event> = first.into_iter().collect();
+        events.extend(rx.try_iter());
+
+        let mut dirty: BTreeSet<Identity> = BTreeSet::new();
+        let mut full = false;
+        for ev in events {
+            match ev {
+                Event::Signal(Sig::Stop) => return,
+                Event::Signal(Sig::Reload) => {
+                    notifier.reloading();
+                    match sup.reload_peers() {
+                        Ok(n) => {
+                            let line = ctx
+                                .record(Ev::Daemon)
+                                .action(Action::Reloaded)
+                                .reason(format!("{n} peer(s)"));
+                            if let Err(e) = ctx.log(&line) {
+                                tracing::error!("{e}");
+                            }
+                        }
+                        Err(e) => tracing::error!("reload: {e}"),
+                    }
+                    notifier.ready(&status_line(sup));
+                    full = true;
+                }
+                Event::Changed(id) | Event::Died(id) => {
+                    dirty.insert(id);
+                }
+                Event::PeerChanged(stem) => sup.reload_peer(&stem),
+                Event::Rescan => full = true,
+                Event::Done(id, outcome) => sup.done(&id, outcome),
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            full = true;
+            next_tick = now + tick;
+            sup.verbose();
+        }
+        dirty.extend(sup.due(ctx.now()));
+        if full {
+            match sup.full_pass() {
+                Ok(_) => notifier.status(&status_line(sup)),
+                Err(e) => tracing::error!("full pass: {e}"),
+            }
+        } else {
+            for id in dirty {
+                sup.pass(&id, None);
+            }
+        }
+        if let (Some(every), Some(at)) = (watchdog_every, next_watchdog) {
+            if Instant::now() >= at {
+                notifier.watchdog();
+                next_watchdog = Some(Instant::now() + every);
+            }
+        }
+    }
+}

@@ -135,7 +135,7 @@ fn log_command_reads_across_rotations_and_filters() {
     let home = Home::new();
     let log = home.log_path();
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let mut w = LogWriter::at(&log, 2048, 100);
+    let mut w = LogWriter::at(&log, 1024, 100);
     let now = iapeer::clock::now_ms();
     for i in 0..60u64 {
         let who = if i % 3 == 0 { "alice" } else { "bob" };

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod daemon;
 mod lifecycle_log;
 mod peers;
 mod wake;

@@ -169,6 +169,97 @@ impl Home {
     }
 }
 
+/// A running `iapeer daemon`, killed (SIGKILL) on drop.
+pub struct Daemon {
+    pub child: std::process::Child,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Home {
+    /// Starts the daemon and waits for its start-up line.
+    pub fn daemon(&self) -> Daemon {
+        let before = self.lines_any("daemon").len();
+        let stderr = std::fs::File::create(self.path().join("daemon.stderr")).unwrap();
+        let child = self
+            .iapeer()
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the daemon");
+        let daemon = Daemon { child };
+        wait_until(
+            Duration::from_secs(10),
+            "the daemon's start-up line",
+            || {
+                self.lines_any("daemon")
+                    .iter()
+                    .skip(before)
+                    .any(|e| e.str("action") == Some("started"))
+            },
+        );
+        daemon
+    }
+
+    /// Every line with this `ev`.
+    pub fn lines_any(&self, ev: &str) -> Vec<Entry> {
+        self.entries()
+            .into_iter()
+            .filter(|e| e.str("ev") == Some(ev))
+            .collect()
+    }
+
+    /// Waits until a line about `name` matches, and returns it.
+    pub fn wait_line(&self, name: &str, what: &str, pred: impl Fn(&Entry) -> bool) -> Entry {
+        let mut found = None;
+        wait_until(Duration::from_secs(15), what, || {
+            found = self
+                .entries()
+                .into_iter()
+                .find(|e| e.identity() == Some(name) && pred(e));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    /// Lines about `name` matching `pred`.
+    pub fn count(&self, name: &str, pred: impl Fn(&Entry) -> bool) -> usize {
+        self.entries()
+            .into_iter()
+            .filter(|e| e.identity() == Some(name) && pred(e))
+            .count()
+    }
+}
+
 impl Drop for Home {
     fn drop(&mut self) {
         let run = self.path().join("run");

@@ -1,0 +1,300 @@
+//! `make bench`: how fast the daemon reacts and how little it costs.
+//!
+//! - death → `reaped-gone` logged, and `touch NAME.new-eager` on a sleeping
+//!   peer → fresh `wake` logged: a real daemon, 100 runs each, timed from
+//!   the kill/touch to the line being in lifecycle.log;
+//! - one full pass over 1,000 sleeping identities, and over 100 live
+//!   sessions (in process);
+//! - the idle daemon's resident memory.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use iapeer::config::Config;
+use iapeer::ctx::Ctx;
+use iapeer::daemon::Supervisor;
+use iapeer::lifecycle_log::Source;
+
+const RUNS: usize = 100;
+
+fn main() {
+    reaction_times();
+    pass_costs();
+}
+
+struct Home {
+    dir: assert_fs::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        Home {
+            dir: assert_fs::TempDir::new().expect("temp dir"),
+        }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_iapeer"));
+        c.env("IAPEER_HOME", self.path())
+            .env("IAPEER_NO_SCOPE", "1")
+            .env("IAPEER_TICK_SECS", "60")
+            // The death benchmark kills one peer a hundred times.
+            .env("IAPEER_CRASHLOOP_MAX", "1000000")
+            .env_remove("NOTIFY_SOCKET");
+        c
+    }
+    fn run(&self, args: &[&str]) {
+        let out = self.cmd().args(args).output().expect("run iapeer");
+        assert!(
+            out.status.success(),
+            "iapeer {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fn log(&self) -> PathBuf {
+        self.path().join("logs/iapeer/lifecycle.log")
+    }
+    fn marker(&self, name: &str, kind: &str) -> PathBuf {
+        self.path()
+            .join("state/lifecycle")
+            .join(format!("{name}.{kind}"))
+    }
+    fn pane_pid(&self, name: &str) -> i32 {
+        let text = std::fs::read_to_string(self.marker(name, "session")).expect("session");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        v["pane_pid"].as_i64().expect("pid") as i32
+    }
+    fn daemon(&self) -> Running {
+        let child = self
+            .cmd()
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("daemon");
+        let running = Running(child);
+        wait(Duration::from_secs(10), || {
+            std::fs::read_to_string(self.log()).is_ok_and(|l| l.contains("\"started\""))
+        });
+        running
+    }
+}
+
+/// A daemon killed on drop, even when the benchmark panics.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        for e in std::fs::read_dir(self.path().join("run"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "sock") {
+                let _ = Command::new("tmux")
+                    .arg("-S")
+                    .arg(e.path())
+                    .arg("kill-server")
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Spins until `needle` appears in the log after `from`.
+fn until_logged(path: &Path, from: u64, needle: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = String::new();
+    let mut at = from;
+    loop {
+        if let Ok(mut f) = File::open(path) {
+            if f.seek(SeekFrom::Start(at)).is_ok() {
+                let mut chunk = String::new();
+                if f.read_to_string(&mut chunk).is_ok() {
+                    at += chunk.len() as u64;
+                    buf.push_str(&chunk);
+                }
+            }
+        }
+        if buf.contains(needle) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "{needle} never logged");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+fn wait(timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn reaction_times() {
+    let home = Home::new();
+    home.run(&[
+        "add",
+        "d",
+        "--cwd",
+        "/tmp",
+        "--runtime",
+        "shell",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    home.run(&[
+        "add",
+        "e",
+        "--cwd",
+        "/tmp",
+        "--runtime",
+        "shell",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let daemon = home.daemon();
+
+    let mut deaths = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        home.run(&["wake", "d"]);
+        let pid = home.pane_pid("d");
+        // Let the daemon register the new session before it dies.
+        std::thread::sleep(Duration::from_millis(5));
+        let from = log_len(&home.log());
+        // SAFETY: killing the session process we started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        deaths.push(until_logged(
+            &home.log(),
+            from,
+            "\"reaped-gone\"",
+            Duration::from_secs(10),
+        ));
+        wait(Duration::from_secs(10), || {
+            !home.marker("d", "session").exists()
+        });
+    }
+
+    let mut eager = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let from = log_len(&home.log());
+        File::create(home.marker("e", "new-eager")).expect("touch");
+        let t = until_logged(
+            &home.log(),
+            from,
+            "\"needs-eager-fresh\"",
+            Duration::from_secs(10),
+        );
+        eager.push(t);
+        wait(Duration::from_secs(10), || {
+            std::fs::read_to_string(home.log())
+                .is_ok_and(|l| l[from as usize..].contains("\"ev\":\"ready\""))
+        });
+        home.run(&["stop", "e"]);
+        home.run(&["start", "e"]);
+    }
+    report("death → reaped-gone logged", &mut deaths);
+    report(
+        "touch .new-eager (sleeping peer) → fresh wake logged",
+        &mut eager,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    println!("idle daemon RSS (2 peers): {}", rss(daemon.0.id()));
+}
+
+fn pass_costs() {
+    let home = Home::new();
+    std::fs::create_dir_all(home.path().join("peers")).expect("peers dir");
+    for i in 0..1000 {
+        let def = serde_json::json!({"name": format!("s{i}"), "cwd": "/tmp", "runtime": "shell", "command": ["sleep", "600"]});
+        std::fs::write(
+            home.path().join(format!("peers/s{i}.json")),
+            def.to_string(),
+        )
+        .expect("write");
+    }
+    let config = Config::from_lookup(|k| match k {
+        "IAPEER_HOME" => Some(home.path().into()),
+        _ => std::env::var_os(k),
+    })
+    .expect("config");
+    // SAFETY: set before any other thread of this bench reads the variable.
+    unsafe { std::env::set_var("IAPEER_NO_SCOPE", "1") };
+    let ctx = Arc::new(Ctx::open(config, Source::Daemon).expect("ctx"));
+    let (tx, _rx) = mpsc::channel();
+    let mut sup = Supervisor::new(Arc::clone(&ctx), tx).expect("supervisor");
+    let mut sleeping = time_passes(&mut sup, 50);
+    report("full pass over 1,000 sleeping identities", &mut sleeping);
+
+    for i in 0..100 {
+        home.run(&["wake", &format!("s{i}")]);
+    }
+    let (tx, _rx) = mpsc::channel();
+    let mut sup = Supervisor::new(Arc::clone(&ctx), tx).expect("supervisor");
+    sup.full_pass().expect("first pass registers the sessions");
+    let mut live = time_passes(&mut sup, 50);
+    report(
+        "full pass over 1,000 identities with 100 live sessions",
+        &mut live,
+    );
+    drop(sup);
+
+    let daemon = home.daemon();
+    std::thread::sleep(Duration::from_secs(2));
+    println!(
+        "idle daemon RSS (1,000 peers, 100 live sessions): {}",
+        rss(daemon.0.id())
+    );
+}
+
+fn time_passes(sup: &mut Supervisor, n: usize) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            sup.full_pass().expect("pass");
+            t.elapsed()
+        })
+        .collect()
+}
+
+fn rss(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .map(|l| l.trim_start_matches("VmRSS:").trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn report(what: &str, v: &mut [Duration]) {
+    v.sort();
+    let p = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
+    println!(
+        "{what}: median {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
+        p(50).as_secs_f64() * 1e3,
+        p(99).as_secs_f64() * 1e3,
+        v[v.len() - 1].as_secs_f64() * 1e3,
+        v.len()
+    );
+}
