@@ -53,6 +53,32 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Read the decision log across rotations.
     Log(LogArgs),
+    /// How a peer's last session ended and why the next came up as it did
+    /// (-v shows the log lines behind the answer).
+    Why(WhyArgs),
+    /// The decision log as a live, lossless stream of JSON lines.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Keep streaming new lines as they are written (across rotations).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Start at the oldest retained line (the default without --follow).
+    #[arg(long, conflicts_with = "since")]
+    pub from_start: bool,
+    /// Start at the first line at or after this (90s, 15m, 1h, 2d, or an
+    /// RFC 3339 time).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +211,9 @@ pub struct LogArgs {
     /// Print the raw JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Keep printing new matching lines as they are written.
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 /// Anything clap gives us as an OsString that must be UTF-8.

@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod lifecycle_log;
 pub mod markers;
+pub mod metrics;
 pub mod peers;
 pub mod process;
 pub mod runtime;
@@ -30,5 +31,6 @@ pub mod status;
 pub mod supervise;
 pub mod wake;
 pub mod wake_mode;
+pub mod why;
 
 pub use error::{Error, Result};

@@ -75,21 +75,26 @@ pub struct PeerStatus {
     pub deaths_in_window: usize,
     pub retry_after: Option<String>,
     pub last_decision: Option<LastDecision>,
+    /// Counters and last events, folded from the retained log.
+    pub lifecycle_metrics: crate::metrics::PeerMetrics,
     /// Something on disk that needs a person (a refused marker, garbage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
 
-/// The last line about each identity, from one read of the whole log.
-pub fn last_lines(ctx: &Ctx) -> HashMap<String, Entry> {
+/// From one read of the whole log: the last line about each identity, and
+/// everyone's metrics.
+pub fn read_log(ctx: &Ctx) -> (HashMap<String, Entry>, crate::metrics::Metrics) {
     let mut last: HashMap<String, Entry> = HashMap::new();
+    let mut metrics = crate::metrics::Metrics::default();
     let _ = lifecycle_log::for_each_entry(&ctx.config.paths.lifecycle_log, |e| {
+        metrics.apply(&e);
         if let Some(id) = e.identity() {
             last.insert(id.to_owned(), e);
         }
         true
     });
-    last
+    (last, metrics)
 }
 
 /// One peer's status.
@@ -165,6 +170,7 @@ pub fn peer_status(ctx: &Ctx, peer: &Peer, last: Option<&Entry>, now: EpochMs) -
             ev: e.str("ev").unwrap_or("").to_owned(),
             summary: summary(e),
         }),
+        lifecycle_metrics: Default::default(),
         problem,
     }
 }
@@ -184,13 +190,19 @@ pub fn collect(
     only: Option<&Identity>,
 ) -> Result<Vec<std::result::Result<PeerStatus, crate::Error>>> {
     let now = ctx.now();
-    let last = last_lines(ctx);
+    let (last, metrics) = read_log(ctx);
     let peers: Vec<std::result::Result<Peer, crate::Error>> = match only {
         Some(id) => vec![Ok(ctx.peer(id)?)],
         None => crate::peers::load_all(&ctx.config.paths)?,
     };
     Ok(peers
         .into_iter()
-        .map(|p| p.map(|peer| peer_status(ctx, &peer, last.get(&peer.name), now)))
+        .map(|p| {
+            p.map(|peer| {
+                let mut s = peer_status(ctx, &peer, last.get(&peer.name), now);
+                s.lifecycle_metrics = metrics.peers.get(&peer.name).cloned().unwrap_or_default();
+                s
+            })
+        })
         .collect())
 }

@@ -87,11 +87,25 @@ impl Filter {
     }
 
     /// A cheap test on the raw line before it is parsed: most lines of a
-    /// big log are about other peers.
+    /// big log are about other peers or other kinds of event.
     fn may_match(&self, line: &str) -> bool {
+        let has = |key: &str, value: &str| {
+            let mut needle = String::with_capacity(key.len() + value.len() + 6);
+            needle.push('"');
+            needle.push_str(key);
+            needle.push_str("\":\"");
+            needle.push_str(value);
+            needle.push('"');
+            line.contains(&needle)
+        };
         self.peer
             .as_ref()
-            .is_none_or(|p| line.contains(&format!("\"identity\":\"{p}\"")))
+            .is_none_or(|p| has("identity", p.as_str()))
+            && self.ev.is_none_or(|ev| has("ev", ev.as_str()))
+            && self
+                .cause
+                .as_ref()
+                .is_none_or(|c| has("cause", c) || has("action", c))
     }
 
     pub fn matches(&self, e: &Entry) -> bool {
@@ -138,19 +152,39 @@ pub fn run(app: &App, args: LogArgs) -> Result<i32> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut broken_pipe = false;
-    let stats = lifecycle_log::for_each_entry(&app.config.paths.lifecycle_log, |entry| {
-        if !filter.may_match(&entry.line) || !filter.matches(&entry) {
-            return true;
-        }
-        let text = if args.json { entry.line } else { human(&entry) };
-        if writeln!(out, "{text}").is_err() {
-            broken_pipe = true;
-            return false;
-        }
-        true
-    })?;
+    let path = &app.config.paths.lifecycle_log;
+    let stats = lifecycle_log::for_each_matching(
+        path,
+        |raw| filter.may_match(raw),
+        |entry| {
+            if !filter.matches(&entry) {
+                return true;
+            }
+            let text = if args.json { entry.line } else { human(&entry) };
+            if writeln!(out, "{text}").is_err() {
+                broken_pipe = true;
+                return false;
+            }
+            true
+        },
+    )?;
     if !broken_pipe {
         out.flush().ok();
+    }
+    if args.follow && !broken_pipe {
+        drop(out);
+        let mut follower = lifecycle_log::Follower::at_end(&app.config.paths.lifecycle_log);
+        super::events::stream(&mut follower, |entry| {
+            if !filter.may_match(&entry.line) || !filter.matches(entry) {
+                return Some(String::new());
+            }
+            Some(if args.json {
+                entry.line.clone()
+            } else {
+                human(entry)
+            })
+        });
+        return Ok(0);
     }
     if stats.skipped > 0 {
         tracing::warn!(
@@ -230,6 +264,7 @@ mod tests {
             ev: ev.map(str::to_owned),
             cause: None,
             json: false,
+            follow: false,
         };
         let e = Entry::parse(r#"{"ts":"2026-11-21T04:30:00.000Z","ev":"wake","identity":"alice","source":"cli","pid":1}"#).unwrap();
         assert!(

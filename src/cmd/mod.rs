@@ -1,12 +1,14 @@
 //! One module per subcommand, each exposing `run` (or a verb).
 
 pub mod control;
+pub mod events;
 pub mod explain;
 pub mod log;
 pub mod peers;
 pub mod self_fresh;
 pub mod status;
 pub mod wake;
+pub mod why;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -46,6 +48,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Status(args) => status::run(&app, args),
         Command::Explain(args) => explain::run(&app, args),
         Command::Log(args) => log::run(&app, args),
+        Command::Why(args) => why::run(&app, args, cli.verbose > 0),
+        Command::Events(args) => events::run(&app, args),
     }
 }
 

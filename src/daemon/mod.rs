@@ -54,6 +54,8 @@ pub enum Event {
 /// How long a worker that found the lock held waits before looking again
 /// (the holder's own writes usually bring us back sooner).
 const BUSY_RETRY: Duration = Duration::from_millis(250);
+/// The metrics file is rewritten at most this often (and on every tick).
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 /// Temp files older than this were left by a killed writer.
 const STALE_TEMP: Duration = Duration::from_secs(60);
 
@@ -79,6 +81,12 @@ pub struct Supervisor {
     /// logged on every pass.
     errors: HashMap<Identity, String>,
     deaths: DeathWatch,
+    /// Counters folded from the log: replayed at start, then followed, so
+    /// CLI processes' lines count as well as ours.
+    metrics: crate::metrics::Metrics,
+    follower: crate::lifecycle_log::Follower,
+    metrics_written: Option<Instant>,
+    metrics_dirty: bool,
 }
 
 /// Figures from one full pass.
@@ -91,6 +99,7 @@ pub struct PassStats {
 
 impl Supervisor {
     pub fn new(ctx: Arc<Ctx>, events: Sender<Event>) -> Result<Self> {
+        let log = ctx.config.paths.lifecycle_log.clone();
         let deaths = DeathWatch::start(events.clone()).map_err(|e| {
             Error::failed(
                 "death watch",
@@ -110,9 +119,72 @@ impl Supervisor {
             watched: HashMap::new(),
             errors: HashMap::new(),
             deaths,
+            metrics: crate::metrics::Metrics::default(),
+            follower: crate::lifecycle_log::Follower::from_start(&log),
+            metrics_written: None,
+            metrics_dirty: true,
         };
         s.reload_peers()?;
+        s.refresh_metrics();
         Ok(s)
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Folds in every line written since the last look.
+    pub fn refresh_metrics(&mut self) {
+        for f in self.follower.poll() {
+            self.metrics.apply(&f.entry);
+            self.metrics_dirty = true;
+        }
+    }
+
+    /// When a held-back metrics write is due, if one is.
+    fn metrics_due(&self) -> Option<Instant> {
+        self.ctx.config.metrics_file.as_ref()?;
+        if !self.metrics_dirty {
+            return None;
+        }
+        Some(
+            self.metrics_written
+                .map_or_else(Instant::now, |t| t + METRICS_EVERY),
+        )
+    }
+
+    /// Replaces `IAPEER_METRICS_FILE` (Prometheus text format) when
+    /// something changed, at most once per `METRICS_EVERY` unless `now`
+    /// is asked; a held-back change is written when that time comes.
+    pub fn write_metrics(&mut self, now: bool) {
+        let Some(path) = self.ctx.config.metrics_file.clone() else {
+            return;
+        };
+        let recent = self
+            .metrics_written
+            .is_some_and(|t| t.elapsed() < METRICS_EVERY);
+        if !(now || self.metrics_dirty && !recent) {
+            return;
+        }
+        let at = self.ctx.now();
+        let states: BTreeMap<String, &'static str> = self
+            .peers
+            .values()
+            .map(|p| {
+                let s = crate::status::peer_status(&self.ctx, p, None, at);
+                (p.name.clone(), s.lifecycle_state.as_str())
+            })
+            .collect();
+        let mut shown = self.metrics.clone();
+        shown.retain(|name| states.contains_key(name));
+        let text = shown.prometheus(&states);
+        match crate::fsutil::write_atomic(&path, text.as_bytes()) {
+            Ok(()) => {
+                self.metrics_written = Some(Instant::now());
+                self.metrics_dirty = false;
+            }
+            Err(e) => tracing::warn!("metrics file: {e}"),
+        }
     }
 
     pub fn peers(&self) -> usize {
@@ -484,6 +556,7 @@ pub fn run(config: Config, verbose: u8) -> Result<i32> {
     sup.adopt_orphans();
     sup.adopt_recorded();
     sup.full_pass()?;
+    sup.write_metrics(true);
     notifier.ready(&status_line(&sup));
     run_loop(&ctx, &mut sup, &rx, &notifier);
 
@@ -517,6 +590,9 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
         }
         if let Some(w) = next_watchdog {
             wake_at = wake_at.min(w);
+        }
+        if let Some(m) = sup.metrics_due() {
+            wake_at = wake_at.min(m);
         }
         let first = match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
             Ok(ev) => Some(ev),
@@ -573,6 +649,8 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
                 sup.pass(&id, None);
             }
         }
+        sup.refresh_metrics();
+        sup.write_metrics(full);
         if let (Some(every), Some(at)) = (watchdog_every, next_watchdog) {
             if Instant::now() >= at {
                 notifier.watchdog();

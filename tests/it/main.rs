@@ -6,5 +6,6 @@ mod support;
 
 mod daemon;
 mod lifecycle_log;
+mod observe;
 mod peers;
 mod wake;

@@ -1,0 +1,212 @@
+//! `iapeer why`: the last bring-up and its cause, how the session before
+//! it ended, the crash-loop guard, refusals since — in plain sentences.
+
+use serde::Serialize;
+
+use crate::cli::WhyArgs;
+use crate::clock;
+use crate::cmd::App;
+use crate::crash_ring::Guard;
+use crate::ctx::Ctx;
+use crate::error::Result;
+use crate::identity::Identity;
+use crate::lifecycle_log::{self, Entry};
+use crate::why::{self, History};
+
+#[derive(Debug, Serialize)]
+struct Answer {
+    identity: String,
+    state: String,
+    history: History,
+    crash_loop: CrashLoop,
+}
+
+#[derive(Debug, Serialize)]
+struct CrashLoop {
+    deaths_in_window: usize,
+    max: u32,
+    window_secs: u64,
+    retry_after: Option<String>,
+}
+
+pub fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let peer = ctx.peer(&id)?;
+    let key = format!("\"identity\":\"{id}\"");
+    let mut mine: Vec<Entry> = Vec::new();
+    lifecycle_log::for_each_matching(
+        &ctx.config.paths.lifecycle_log,
+        |raw| raw.contains(&key),
+        |e| {
+            if e.identity() == Some(id.as_str()) {
+                mine.push(e);
+            }
+            true
+        },
+    )?;
+    let mut history = why::history(&mine);
+    if !verbose {
+        history.lines.clear();
+    }
+    let now = ctx.now();
+    let status = crate::status::peer_status(&ctx, &peer, mine.last(), now);
+    let ring = ctx.state.deaths(&id)?.ring;
+    let policy = crate::wake::guard_policy(&ctx);
+    let answer = Answer {
+        identity: id.to_string(),
+        state: status.lifecycle_state.as_str().to_owned(),
+        crash_loop: CrashLoop {
+            deaths_in_window: ring.count_in_window(now, policy.window_ms),
+            max: ctx.config.crashloop_max,
+            window_secs: ctx.config.crashloop_window.as_secs(),
+            retry_after: match ring.guard(now, policy) {
+                Guard::Refuse { retry_after_ms, .. } => Some(clock::format_ms(retry_after_ms)),
+                Guard::Allow => None,
+            },
+        },
+        history,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&answer).expect("an answer always serializes")
+        );
+    } else {
+        print!("{}", human(&answer, status.session.as_ref()));
+    }
+    Ok(0)
+}
+
+fn human(a: &Answer, session: Option<&crate::status::SessionInfo>) -> String {
+    let h = &a.history;
+    let mut out = format!("{} is {}", a.identity, a.state);
+    if let Some(s) = session {
+        out.push_str(&format!(
+            " (session {}, up {})",
+            short(&s.session),
+            why::human_secs(s.age_secs)
+        ));
+    }
+    out.push_str(".\n");
+    match &h.bring_up {
+        Some(b) => {
+            let mode = match b.mode.as_deref() {
+                Some("resume") => "resumed",
+                _ => "fresh",
+            };
+            let cause = b.cause.as_deref().unwrap_or("?");
+            out.push_str(&format!(
+                "It last came up {mode} at {} ({cause}): {}.",
+                b.ts,
+                why::cause_sentence(cause, b.topic.as_deref())
+            ));
+            match &h.ready {
+                Some(r) => out.push_str(&format!(" Ready in {} ms.\n", r.latency_ms.unwrap_or(0))),
+                None if h.since_end.is_none() => {
+                    out.push_str(" It has not passed its ready gate.\n")
+                }
+                None => out.push('\n'),
+            }
+            if let Some(f) = &h.failed_resume {
+                out.push_str(&format!(
+                    "A resume ({}) was tried first at {} and did not come up{}.\n",
+                    f.cause.as_deref().unwrap_or("?"),
+                    f.ts,
+                    h.bring_up
+                        .as_ref()
+                        .and_then(|b| b.reason.as_deref())
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        None => out.push_str("The log kept no bring-up of it.\n"),
+    }
+    match &h.previous_end {
+        Some(e) => {
+            let which = if h.bring_up.is_some() {
+                "The session before that"
+            } else {
+                "Its last session"
+            };
+            out.push_str(&format!("{which} {} ({}).\n", why::end_sentence(e), e.ts));
+            if let Some(task) = &h.previous_task {
+                out.push_str(&format!(
+                    "It was working on a task when it died: {task:?}\n"
+                ));
+            }
+            push_screen(&mut out, e);
+        }
+        None if h.bring_up.is_some() => {
+            out.push_str("The log kept nothing about the session before that.\n")
+        }
+        None => {}
+    }
+    if let Some(e) = &h.since_end {
+        out.push_str(&format!(
+            "That session has since {} ({}).\n",
+            why::end_sentence(e),
+            e.ts
+        ));
+        push_screen(&mut out, e);
+    }
+    let c = &a.crash_loop;
+    out.push_str(&format!(
+        "Crash-loop guard: {} death(s) in the last {}s; {} refuse a launch{}.\n",
+        c.deaths_in_window,
+        c.window_secs,
+        c.max,
+        c.retry_after
+            .as_deref()
+            .map(|r| format!("; launches are refused until {r}"))
+            .unwrap_or_default()
+    ));
+    if h.refusals_since.is_empty() {
+        out.push_str("No wake has been refused since.\n");
+    } else {
+        out.push_str(&format!(
+            "Since then, {} wake(s) did not launch:\n",
+            h.refusals_since.len()
+        ));
+        for r in &h.refusals_since {
+            let cause = r.cause.as_deref().unwrap_or("?");
+            out.push_str(&format!(
+                "  {} {cause}: {}",
+                r.ts,
+                why::cause_sentence(cause, None)
+            ));
+            if let Some(at) = &r.retry_after {
+                out.push_str(&format!(" (retry after {at})"));
+            }
+            out.push('\n');
+        }
+    }
+    if !h.lines.is_empty() {
+        out.push_str("\nFrom these lines of lifecycle.log:\n");
+        for l in &h.lines {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    out
+}
+
+fn push_screen(out: &mut String, e: &why::Line) {
+    if let Some(lines) = e.last_lines.as_deref().filter(|l| !l.trim().is_empty()) {
+        out.push_str("  Its last screen lines:\n");
+        for l in lines
+            .lines()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            out.push_str(&format!("  | {l}\n"));
+        }
+    }
+}
+
+fn short(s: &str) -> &str {
+    s.get(..8).unwrap_or(s)
+}

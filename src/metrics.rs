@@ -1,0 +1,304 @@
+//! Per-peer metrics: a pure fold over lifecycle.log lines. The daemon
+//! replays the retained log at start and then follows it, so its counters
+//! after a restart are the counters before it (bounded by what rotation
+//! kept), and lines written by CLI processes count as well as its own.
+//! `iapeer rm` logs a `removed` line that resets a peer, so a new peer of
+//! the same name starts from zero.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::lifecycle_log::Entry;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeerMetrics {
+    pub wakes_fresh: u64,
+    pub wakes_resume: u64,
+    /// Wakes that did not launch, by cause (stopped, crash-loop, …).
+    pub refusals: BTreeMap<String, u64>,
+    pub parks_idle: u64,
+    pub parks_max_age: u64,
+    pub parks_stop: u64,
+    /// Sessions that ended on their own, failed boots included.
+    pub deaths: u64,
+    pub eager_relaunches: u64,
+    /// Boots that exited or missed their deadline.
+    pub launch_failures: u64,
+    pub last_event: Option<LastEvent>,
+    pub latency_ms: Option<u64>,
+    pub idle_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LastEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub ts: String,
+    pub summary: String,
+}
+
+/// Every peer's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub peers: BTreeMap<String, PeerMetrics>,
+}
+
+impl Metrics {
+    /// Folds one log line in.
+    pub fn apply(&mut self, e: &Entry) {
+        let Some(id) = e.identity() else { return };
+        if e.str("outcome") == Some("removed") {
+            self.peers.remove(id);
+            return;
+        }
+        let m = self.peers.entry(id.to_owned()).or_default();
+        let ev = e.str("ev").unwrap_or("");
+        let mode = e.str("mode");
+        let cause = e.str("cause");
+        let action = e.str("action");
+        match (ev, mode) {
+            ("wake", Some("fresh")) => {
+                m.wakes_fresh += 1;
+                if cause == Some("needs-eager-fresh") {
+                    m.eager_relaunches += 1;
+                }
+            }
+            ("wake", Some("resume")) => m.wakes_resume += 1,
+            ("wake", Some("fail")) if matches!(cause, Some("launch-failed" | "boot-timeout")) => {
+                m.launch_failures += 1;
+                m.deaths += 1;
+            }
+            ("wake", Some("refused" | "fail")) => {
+                *m.refusals
+                    .entry(cause.unwrap_or("unknown").to_owned())
+                    .or_default() += 1;
+            }
+            ("ready", _) => m.latency_ms = e.u64("latency_ms").or(m.latency_ms),
+            _ => {}
+        }
+        if ev == "supervise" {
+            match action {
+                Some("reaped-idle") => {
+                    m.parks_idle += 1;
+                    m.idle_seconds = e.u64("idle_seconds");
+                }
+                Some("reaped-max-age") => m.parks_max_age += 1,
+                Some("parked-stopped") => m.parks_stop += 1,
+                Some("reaped-gone" | "needs-eager-fresh" | "always-on-relaunch") => m.deaths += 1,
+                _ => {}
+            }
+        }
+        if ev == "daemon" || action == Some("tick-error") || action == Some("alive") {
+            // The daemon adopting a session, an error, a heartbeat: not
+            // lifecycle events of the peer, and replays must not differ
+            // for them.
+            return;
+        }
+        m.last_event = Some(LastEvent {
+            kind: action.unwrap_or(ev).to_owned(),
+            ts: e.str("ts").unwrap_or("").to_owned(),
+            summary: crate::status::summary(e),
+        });
+    }
+
+    /// Keeps only these peers (the defined ones).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.peers.retain(|k, _| keep(k));
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4). `states`
+    /// gives each peer's lifecycle state.
+    pub fn prometheus(&self, states: &BTreeMap<String, &'static str>) -> String {
+        let mut out = String::new();
+        let peers: Vec<&String> = self
+            .peers
+            .keys()
+            .chain(states.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let get = |p: &str| self.peers.get(p).cloned().unwrap_or_default();
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        };
+        let l = |p: &str| format!("peer=\"{}\"", escape(p));
+        family(
+            "iapeer_wakes_total",
+            "counter",
+            "Sessions brought up, by mode.",
+            peers
+                .iter()
+                .flat_map(|p| {
+                    let m = get(p);
+                    [
+                        (format!("{},mode=\"fresh\"", l(p)), m.wakes_fresh as f64),
+                        (format!("{},mode=\"resume\"", l(p)), m.wakes_resume as f64),
+                    ]
+                })
+                .collect(),
+        );
+        family(
+            "iapeer_refusals_total",
+            "counter",
+            "Wakes that launched nothing, by cause.",
+            peers
+                .iter()
+                .flat_map(|p| {
+                    get(p)
+                        .refusals
+                        .into_iter()
+                        .map(move |(c, n)| (format!("{},cause=\"{}\"", l(p), escape(&c)), n as f64))
+                })
+                .collect(),
+        );
+        family(
+            "iapeer_parks_total",
+            "counter",
+            "Sessions parked by iapeer, by reason.",
+            peers
+                .iter()
+                .flat_map(|p| {
+                    let m = get(p);
+                    [
+                        (format!("{},reason=\"idle\"", l(p)), m.parks_idle as f64),
+                        (
+                            format!("{},reason=\"max-age\"", l(p)),
+                            m.parks_max_age as f64,
+                        ),
+                        (format!("{},reason=\"stop\"", l(p)), m.parks_stop as f64),
+                    ]
+                })
+                .collect(),
+        );
+        let simple = |f: fn(&PeerMetrics) -> u64| {
+            peers
+                .iter()
+                .map(|p| (l(p), f(&get(p)) as f64))
+                .collect::<Vec<_>>()
+        };
+        family(
+            "iapeer_deaths_total",
+            "counter",
+            "Sessions that ended on their own, failed boots included.",
+            simple(|m| m.deaths),
+        );
+        family(
+            "iapeer_eager_relaunches_total",
+            "counter",
+            "Fresh starts asked for with .new-eager.",
+            simple(|m| m.eager_relaunches),
+        );
+        family(
+            "iapeer_launch_failures_total",
+            "counter",
+            "Boots that exited or missed their deadline.",
+            simple(|m| m.launch_failures),
+        );
+        family(
+            "iapeer_last_bringup_latency_seconds",
+            "gauge",
+            "Time from the decision to the ready gate, last bring-up.",
+            peers
+                .iter()
+                .filter_map(|p| get(p).latency_ms.map(|ms| (l(p), ms as f64 / 1000.0)))
+                .collect(),
+        );
+        family(
+            "iapeer_last_park_idle_seconds",
+            "gauge",
+            "How long the last idle-parked session had been idle.",
+            peers
+                .iter()
+                .filter_map(|p| get(p).idle_seconds.map(|s| (l(p), s as f64)))
+                .collect(),
+        );
+        family(
+            "iapeer_last_event_timestamp_seconds",
+            "gauge",
+            "When the last lifecycle event about the peer happened.",
+            peers
+                .iter()
+                .filter_map(|p| {
+                    let ts = get(p).last_event?.ts;
+                    crate::clock::parse_rfc3339(&ts).map(|ms| (l(p), ms as f64 / 1000.0))
+                })
+                .collect(),
+        );
+        family(
+            "iapeer_peer_state",
+            "gauge",
+            "1 for the lifecycle state the peer is in.",
+            states
+                .iter()
+                .map(|(p, s)| (format!("{},state=\"{s}\"", l(p)), 1.0))
+                .collect(),
+        );
+        out
+    }
+}
+
+/// Rebuilds metrics from the retained log (bounded by rotation).
+pub fn replay(log: &std::path::Path) -> crate::Result<Metrics> {
+    let mut m = Metrics::default();
+    crate::lifecycle_log::for_each_entry(log, |e| {
+        m.apply(&e);
+        true
+    })?;
+    Ok(m)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fold(lines: &[&str]) -> Metrics {
+        let mut m = Metrics::default();
+        for l in lines {
+            m.apply(&Entry::parse(l).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn the_golden_sample_folds_into_counters() {
+        let golden = include_str!("../fixtures/lifecycle.golden.jsonl");
+        let lines: Vec<&str> = golden.lines().collect();
+        let m = fold(&lines);
+        let alice = &m.peers["alice"];
+        assert_eq!((alice.wakes_fresh, alice.wakes_resume), (1, 1));
+        assert_eq!(alice.parks_idle, 1);
+        assert_eq!(alice.idle_seconds, Some(3671));
+        assert_eq!(alice.parks_stop, 1);
+        assert_eq!(alice.latency_ms, Some(1181));
+        let bob = &m.peers["bob"];
+        assert_eq!(bob.deaths, 1);
+        assert_eq!(bob.refusals.get("crash-loop"), Some(&1));
+        let carol = &m.peers["carol"];
+        assert_eq!((carol.deaths, carol.eager_relaunches), (1, 1));
+        assert_eq!(
+            m.peers["dave"].refusals.get("attach-nothing-to-resume"),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn a_removed_peer_starts_from_zero() {
+        let m = fold(&[
+            r#"{"ts":"2026-11-21T04:44:14.821Z","ev":"wake","identity":"a","mode":"fresh","cause":"crash-or-self-close","source":"cli","pid":1}"#,
+            r#"{"ts":"2026-11-21T04:45:14.821Z","ev":"stop","identity":"a","outcome":"removed","source":"cli","pid":1}"#,
+        ]);
+        assert!(!m.peers.contains_key("a"));
+    }
+}
