@@ -1,7 +1,7 @@
 //! What every operation works with: configuration, the state directory, the
 //! session host, the decision log, who is acting, and the clock.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::clock::{self, EpochMs};
 use crate::config::Config;
@@ -12,12 +12,16 @@ use crate::markers::StateDir;
 use crate::peers::{self, Peer};
 use crate::runtime::tmux::{Host, Tmux};
 
+/// The wall clock a context reads; tests inject one that jumps.
+pub type Clock = Arc<dyn Fn() -> EpochMs + Send + Sync>;
+
 pub struct Ctx {
     pub config: Config,
     pub state: StateDir,
     pub host: Box<dyn Host>,
     log: Mutex<LogWriter>,
     pub source: Source,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -46,12 +50,20 @@ impl Ctx {
             host,
             log,
             source,
+            clock: Arc::new(clock::now_ms),
         })
     }
 
-    /// The wall clock, in epoch ms. Decisions take it as an argument.
+    /// Replaces the wall clock (for tests of clock jumps).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The wall clock, in epoch ms. Decisions take it as an argument; this
+    /// is the one place the shell reads it.
     pub fn now(&self) -> EpochMs {
-        clock::now_ms()
+        (self.clock)()
     }
 
     /// A record stamped now, from this process.

@@ -780,6 +780,22 @@ mod tests {
         assert_eq!(fs::read_to_string(&target).unwrap(), "");
     }
 
+    proptest::proptest! {
+        /// A line of anything: parsing, folding into metrics and into a
+        /// history never panic.
+        #[test]
+        fn any_line_is_read_safely(line in "\\PC{0,300}") {
+            if let Some(e) = Entry::parse(&line) {
+                let mut m = crate::metrics::Metrics::default();
+                m.apply(&e);
+                let _ = crate::why::history([&e]);
+                let _ = crate::cmd::log::human(&e);
+            }
+            let _ = serde_json::from_str::<Record>(&line);
+            let _ = line.parse::<Position>();
+        }
+    }
+
     #[test]
     fn long_texts_keep_their_end() {
         let long = format!("{}END", "x".repeat(5000));

@@ -174,19 +174,9 @@ impl StateDir {
     // ---- boolean markers ------------------------------------------------
 
     pub fn flag(&self, id: &Identity, flag: Flag) -> Result<Option<FlagMarker>> {
-        let Some(bytes) = self.read_bounded(id, flag.marker(), FLAG_MAX)? else {
-            return Ok(None);
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-        let first = lines.next();
-        let at_ms = first.and_then(clock::parse_rfc3339);
-        // A first line that is not a timestamp is taken as the reason.
-        let reason = match (first, at_ms) {
-            (Some(line), None) => Some(line.to_owned()),
-            _ => lines.next().map(str::to_owned),
-        };
-        Ok(Some(FlagMarker { at_ms, reason }))
+        Ok(self
+            .read_bounded(id, flag.marker(), FLAG_MAX)?
+            .map(|b| parse_flag(&b)))
     }
 
     pub fn set_flag(&self, id: &Identity, flag: Flag, now: EpochMs, reason: &str) -> Result<()> {
@@ -231,15 +221,8 @@ impl StateDir {
         let Some(bytes) = self.read_bounded(id, Marker::Topic, TOPIC_MAX + 2)? else {
             return Ok(None);
         };
-        let text = String::from_utf8_lossy(&bytes);
-        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-        if line.len() > TOPIC_MAX {
-            return Err(Error::unsafe_file(
-                self.path_of(id, Marker::Topic),
-                format!("its topic is longer than {TOPIC_MAX} bytes"),
-            ));
-        }
-        Ok((!line.is_empty()).then(|| line.to_owned()))
+        parse_topic(&bytes)
+            .map_err(|problem| Error::unsafe_file(self.path_of(id, Marker::Topic), problem))
     }
 
     pub fn set_topic(&self, id: &Identity, topic: &str) -> Result<()> {
@@ -254,7 +237,7 @@ impl StateDir {
             return Ok(None);
         };
         let path = self.path_of(id, Marker::Session);
-        let rec: SessionRecord = serde_json::from_slice(&bytes).map_err(|e| {
+        let rec = SessionRecord::parse(&bytes).map_err(|e| {
             Error::input(
                 path.display().to_string(),
                 format!("not a valid session record ({e})"),
@@ -281,6 +264,42 @@ impl StateDir {
     }
 
     // ---- generic ------------------------------------------------------------
+
+    /// Validates every file of `id` without acting: none may be a symlink,
+    /// a non-regular file, someone else's, or larger than its format
+    /// allows, and a `.session` must parse. Commands call this first, so
+    /// hostile state is refused before anything is written.
+    pub fn check(&self, id: &Identity) -> Result<()> {
+        for m in Marker::ALL {
+            let name = file_name(id, m);
+            let path = self.path.join(&name);
+            let st = match stat::fstatat(&self.dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(Error::io(&path, "inspect", e.into())),
+            };
+            let size = check_stat(&path, &st)?;
+            let cap = match m {
+                Marker::Session => SESSION_MAX,
+                Marker::Topic => TOPIC_MAX + 2,
+                Marker::IdleReaped | Marker::NewEager | Marker::Stopped => FLAG_MAX,
+                // Garbage deaths read as none (DESIGN §2); the lock holds nothing.
+                Marker::Deaths | Marker::Lock => continue,
+            };
+            if size > cap as u64 {
+                return Err(Error::unsafe_file(
+                    &path,
+                    format!(
+                        "it is {size} bytes, more than the {cap} bytes a .{} holds",
+                        m.ext()
+                    ),
+                ));
+            }
+        }
+        self.topic(id)?;
+        self.session(id)?;
+        Ok(())
+    }
 
     /// Removes a marker (consume = remove); true if it existed. A symlink in
     /// its place is removed too, never followed.
@@ -551,6 +570,31 @@ fn garbage_deaths(problem: String) -> Deaths {
         ring: CrashRing::default(),
         problem: Some(problem),
     }
+}
+
+/// Parses a boolean marker forgivingly: an RFC 3339 first line and a
+/// reason line, either, both or neither (a `touch`-made file).
+pub fn parse_flag(bytes: &[u8]) -> FlagMarker {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next();
+    let at_ms = first.and_then(clock::parse_rfc3339);
+    // A first line that is not a timestamp is taken as the reason.
+    let reason = match (first, at_ms) {
+        (Some(line), None) => Some(line.to_owned()),
+        _ => lines.next().map(str::to_owned),
+    };
+    FlagMarker { at_ms, reason }
+}
+
+/// Parses `.topic`: its first line, at most `TOPIC_MAX` bytes.
+pub fn parse_topic(bytes: &[u8]) -> std::result::Result<Option<String>, String> {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.len() > TOPIC_MAX {
+        return Err(format!("its topic is longer than {TOPIC_MAX} bytes"));
+    }
+    Ok((!line.is_empty()).then(|| line.to_owned()))
 }
 
 /// Parses `.deaths` forgivingly: a JSON array of numbers, else no deaths.
@@ -846,6 +890,28 @@ mod tests {
         assert!(s.try_lock(&a).unwrap().is_none());
         drop(held);
         assert!(s.try_lock(&a).unwrap().is_some());
+    }
+
+    proptest::proptest! {
+        /// Whatever a script or a crash leaves in a marker, reading it
+        /// never panics, and the crash ring stays bounded and sorted.
+        #[test]
+        fn parsers_take_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = parse_flag(&bytes);
+            if let Ok(Some(t)) = parse_topic(&bytes) {
+                proptest::prop_assert!(t.len() <= TOPIC_MAX && !t.contains('\n'));
+            }
+            let d = parse_deaths(&bytes);
+            proptest::prop_assert!(d.ring.entries().len() <= crate::crash_ring::CAPACITY);
+            proptest::prop_assert!(d.ring.entries().windows(2).all(|w| w[0] <= w[1]));
+            let _ = SessionRecord::parse(&bytes);
+        }
+
+        #[test]
+        fn numeric_arrays_are_never_garbage(v in proptest::collection::vec(proptest::prelude::any::<i64>(), 0..40)) {
+            let d = parse_deaths(serde_json::to_string(&v).unwrap().as_bytes());
+            proptest::prop_assert!(d.problem.is_none());
+        }
     }
 
     #[test]

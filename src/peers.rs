@@ -281,6 +281,13 @@ mod tests {
         assert!(peer.is_conversational());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_a_definition_or_an_error(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = parse(Path::new("peers/x.json"), &bytes, None);
+        }
+    }
+
     #[test]
     fn bad_definitions_name_the_file() {
         for bad in [

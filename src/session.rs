@@ -17,6 +17,7 @@ pub struct SessionRecord {
     pub cwd: PathBuf,
     #[serde(default)]
     pub socket: PathBuf,
+    /// 0 while launching: the record is written before tmux is asked.
     pub pane_pid: i32,
     /// RFC 3339, when the launch began.
     pub started_at: String,
@@ -84,8 +85,19 @@ pub enum EndKind {
 }
 
 impl SessionRecord {
+    /// Parses a `.session` file (unknown fields are ignored).
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready_at.is_some()
+    }
+
+    /// Written before tmux was asked, and not updated since: if its
+    /// launcher is gone, the launch was interrupted.
+    pub fn is_launching(&self) -> bool {
+        self.pane_pid <= 0
     }
 
     pub fn started_ms(&self) -> Option<EpochMs> {

@@ -262,30 +262,46 @@ fn task_in_flight(rec: &SessionRecord, died_at: EpochMs) -> Option<&str> {
     (died_at.saturating_sub(at) <= quiet).then_some(task)
 }
 
-/// Whether a journaled end's line made it to the log before a crash. Only
-/// the newest files are searched: recovery follows the crash closely.
+/// Whether a journaled end's line made it to the log before a crash. The
+/// comparison is on parsed fields: the launch line of the same session may
+/// carry the same word as a cause (`needs-eager-fresh`).
 fn already_logged(ctx: &Ctx, session: &str, ending: &Ending) -> bool {
-    let action = format!("\"{}\"", ending.action);
-    log_has(ctx, session, &action)
+    log_has(ctx, session, |e| {
+        if ending.boot {
+            e.ev() == Some(Ev::Wake)
+                && e.str("mode") == Some("fail")
+                && e.str("cause") == Some(&ending.action)
+        } else {
+            e.ev() == Some(Ev::Supervise) && e.str("action") == Some(&ending.action)
+        }
+    })
 }
 
 fn already_logged_action(ctx: &Ctx, session: &str, action: Action) -> bool {
-    log_has(ctx, session, &format!("\"{}\"", action.as_str()))
+    log_has(ctx, session, |e| {
+        e.ev() == Some(Ev::Supervise) && e.str("action") == Some(action.as_str())
+    })
 }
 
-fn log_has(ctx: &Ctx, session: &str, needle: &str) -> bool {
+/// Is there a line about `session` for which `matches` holds? Recovery is
+/// rare, so reading the retained log is affordable.
+fn log_has(ctx: &Ctx, session: &str, matches: impl Fn(&lifecycle_log::Entry) -> bool) -> bool {
     if session.is_empty() {
         return false;
     }
     let key = format!("\"session\":\"{session}\"");
     let mut found = false;
-    let _ = lifecycle_log::for_each_entry(&ctx.config.paths.lifecycle_log, |e| {
-        if e.line.contains(&key) && e.line.contains(needle) {
-            found = true;
-            return false;
-        }
-        true
-    });
+    let _ = lifecycle_log::for_each_matching(
+        &ctx.config.paths.lifecycle_log,
+        |raw| raw.contains(&key),
+        |e| {
+            if e.str("session") == Some(session) && matches(&e) {
+                found = true;
+                return false;
+            }
+            true
+        },
+    );
     found
 }
 
@@ -319,6 +335,9 @@ pub fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> 
         finish_ending(ctx, id, rec, true)?;
         return Ok(Settled::None { ended: action });
     }
+    if rec.is_launching() {
+        return finish_launch(ctx, id, rec);
+    }
     match session_state(ctx, &rec) {
         SessionState::Alive => Ok(Settled::Alive(Box::new(rec))),
         SessionState::Unknown(why) => Ok(Settled::Unknown(why)),
@@ -331,9 +350,45 @@ pub fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> 
     }
 }
 
-/// A tmux session with no record: a wake killed between launch and its
-/// first write. A live one is adopted, so no second session is ever
-/// started; a dead one is a failed boot.
+/// A launch whose launcher died before it recorded the pane: adopt what
+/// came up, end whatever half-started, and never let a second server race
+/// this one for the socket. Not a death: the agent did nothing wrong.
+fn finish_launch(ctx: &Ctx, id: &Identity, mut rec: SessionRecord) -> Result<Settled> {
+    match ctx.host.probe(&rec.socket, id.as_str()) {
+        Probe::Alive {
+            pane_pid,
+            server_pid,
+            ..
+        } => {
+            ctx.host.end_strays(&rec.socket, server_pid);
+            rec.pane_pid = pane_pid;
+            rec.pane_start = process::start_time(pane_pid);
+            ctx.log(
+                &ctx.record(Ev::Daemon)
+                    .identity(id)
+                    .action(Action::Adopted)
+                    .session(&rec.session)
+                    .reason(format!(
+                        "its launcher died mid-launch; pid {pane_pid} came up"
+                    )),
+            )?;
+            // Still starting: the ready gate is checked as for any boot.
+            ctx.state.write_session(id, &rec)?;
+            Ok(Settled::Alive(Box::new(rec)))
+        }
+        Probe::Unknown(why) => Ok(Settled::Unknown(why)),
+        Probe::Dead { .. } | Probe::Gone => {
+            ctx.host.end_strays(&rec.socket, None);
+            ctx.host.kill(&rec.socket, id.as_str(), None)?;
+            ctx.state.remove(id, Marker::Session)?;
+            Ok(Settled::None { ended: None })
+        }
+    }
+}
+
+/// A tmux session with no record (left by a tool, or by hand). A live one
+/// is adopted, so no second session is ever started; a dead one is a
+/// failed boot.
 fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> {
     let socket = ctx.config.paths.socket(id.as_str());
     if !socket.exists() {
@@ -341,6 +396,7 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
     }
     match ctx.host.probe(&socket, id.as_str()) {
         Probe::Gone => {
+            ctx.host.end_strays(&socket, None);
             ctx.host.kill(&socket, id.as_str(), None)?;
             Ok(Settled::None { ended: None })
         }
@@ -408,6 +464,47 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
 mod tests {
     use super::*;
 
+    /// Regression: recovery took a session's own launch line (cause
+    /// `needs-eager-fresh`) for its end line (action `needs-eager-fresh`)
+    /// and never logged the end.
+    #[test]
+    fn recovery_does_not_take_a_launch_line_for_an_end() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let config = crate::config::Config::from_lookup(|k| match k {
+            "IAPEER_HOME" => Some(home.path().into()),
+            "HOME" => Some(home.path().into()),
+            _ => None,
+        })
+        .unwrap();
+        let ctx = Ctx::open(config, lifecycle_log::Source::Daemon).unwrap();
+        let launch = ctx
+            .record(Ev::Wake)
+            .identity("a")
+            .mode(Mode::Fresh)
+            .cause(Cause::NeedsEagerFresh)
+            .session("s1");
+        ctx.log(&launch).unwrap();
+        let ending = Ending {
+            kind: EndKind::Death,
+            action: Action::NeedsEagerFresh.as_str().into(),
+            at_ms: 0,
+            idle_seconds: None,
+            exit_status: None,
+            last_lines: None,
+            source: "daemon".into(),
+            boot: false,
+        };
+        assert!(!already_logged(&ctx, "s1", &ending));
+        let end = ctx
+            .record(Ev::Supervise)
+            .identity("a")
+            .action(Action::NeedsEagerFresh)
+            .session("s1");
+        ctx.log(&end).unwrap();
+        assert!(already_logged(&ctx, "s1", &ending));
+        assert!(!already_logged(&ctx, "s2", &ending));
+    }
+
     #[test]
     fn death_actions_follow_design_section_7() {
         use Action::*;
@@ -449,6 +546,8 @@ pub struct PassFacts {
 pub struct LiveFacts {
     /// Its end is journaled but unfinished.
     pub ending: bool,
+    /// Recorded before tmux was asked, and not since (see `start`).
+    pub launching: bool,
     pub liveness: Liveness,
     pub ready: bool,
     /// Someone (a wake) holds the identity's lock right now.
@@ -469,6 +568,8 @@ pub enum PassAction {
     Nothing,
     /// Finish an end a killed process left journaled.
     FinishEnding,
+    /// Finish (adopt or clear) a launch whose launcher died.
+    FinishLaunch,
     /// Its session died: record the death (then maybe relaunch).
     RecordDeath,
     /// No session, and one is wanted now (`.new-eager`, or `always`).
@@ -494,6 +595,14 @@ pub fn decide(f: &PassFacts) -> PassAction {
     };
     if s.ending {
         return PassAction::FinishEnding;
+    }
+    if s.launching {
+        // Under its launcher's lock it is simply starting.
+        return if s.lock_held {
+            PassAction::Nothing
+        } else {
+            PassAction::FinishLaunch
+        };
     }
     match s.liveness {
         // Unknown is never a death.
@@ -524,6 +633,7 @@ mod pass_tests {
     fn live(liveness: Liveness) -> LiveFacts {
         LiveFacts {
             ending: false,
+            launching: false,
             liveness,
             ready: true,
             lock_held: false,
@@ -566,6 +676,19 @@ mod pass_tests {
         let mut s = live(Alive);
         s.ending = true;
         rows.push(("a journaled end is finished", facts(Some(s)), FinishEnding));
+        let mut s = live(Unknown);
+        s.launching = true;
+        rows.push((
+            "a launch whose launcher died is finished",
+            facts(Some(s.clone())),
+            FinishLaunch,
+        ));
+        s.lock_held = true;
+        rows.push((
+            "a launch under its launcher: starting",
+            facts(Some(s)),
+            Nothing,
+        ));
         rows.push((
             "dead: record the death",
             facts(Some(live(Dead))),
@@ -690,7 +813,7 @@ fn live_facts(
         .and_then(|p| p.max_age_secs)
         .map_or(cfg.max_age.as_millis() as i64, secs);
     let started = rec.started_ms().unwrap_or(now);
-    let liveness = if rec.ending.is_some() {
+    let liveness = if rec.ending.is_some() || rec.is_launching() {
         Liveness::Unknown
     } else {
         process::liveness(rec.pane_pid, rec.pane_start)
@@ -706,6 +829,7 @@ fn live_facts(
     });
     LiveFacts {
         ending: rec.ending.is_some(),
+        launching: rec.is_launching(),
         liveness,
         ready: rec.is_ready(),
         lock_held,
@@ -804,6 +928,9 @@ pub fn run_pass(
                 break;
             }
             (PassAction::FinishEnding, Some(rec)) => finish_ending(ctx, id, rec, true)?,
+            (PassAction::FinishLaunch, Some(rec)) => {
+                finish_launch(ctx, id, rec)?;
+            }
             (PassAction::RecordDeath, Some(rec)) => {
                 let status = exit_status(ctx, &rec);
                 record_death(ctx, id, rec, status)?;
@@ -872,6 +999,12 @@ fn check_boot(
         crate::runtime::Screen::Ready => {
             let now = ctx.now();
             rec.ready_at = Some(crate::clock::format_ms(now));
+            // A waker killed between its ready line and recording it: the
+            // line is there already, and is not written twice.
+            if log_has(ctx, &rec.session, |e| e.ev() == Some(Ev::Ready)) {
+                ctx.state.write_session(id, &rec)?;
+                return Ok(true);
+            }
             let mut line = ctx
                 .record(Ev::Ready)
                 .identity(id)

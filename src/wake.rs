@@ -276,6 +276,7 @@ pub fn wake(ctx: &Ctx, id: &Identity, ask: &Ask) -> std::result::Result<Woke, Wa
         crate::markers::check_topic(topic)?;
     }
     let peer = ctx.peer(id)?;
+    ctx.state.check(id)?;
     refuse_if_needed(ctx, id, &peer, ask)?;
 
     let lock = match ctx.state.lock(id, ctx.config.wake_lock_wait) {
@@ -336,9 +337,13 @@ pub fn wake_locked(
     }
     let runtime = runtime::for_peer(&ctx.config, &peer);
     match plan(&g, ask, now, guard_policy(ctx)) {
-        Plan::RefuseExternal(_) | Plan::RefuseStopped | Plan::Deliver => {
-            unreachable!("refusals and live sessions were handled above")
+        // A stop (or an edited definition) that landed after the checks
+        // above: refused all the same.
+        Plan::RefuseExternal(_) | Plan::RefuseStopped => {
+            refuse_if_needed(ctx, id, &peer, ask)?;
+            Err(Error::failed(id.to_string(), "it was stopped meanwhile", "retry").into())
         }
+        Plan::Deliver => unreachable!("gathered with no live session, so nothing to deliver to"),
         Plan::CwdMissing => {
             let error = Error::input(
                 format!("peer {id}"),
@@ -738,6 +743,29 @@ fn start(
         ),
     ];
     let started = ctx.now();
+    // Recorded before tmux is asked (pane pid 0: launching): if this
+    // process dies mid-launch, whoever next holds the lock knows a launch
+    // may be half done, and finishes or clears it — so a second launch
+    // never races a half-started server for the same socket.
+    let mut rec = SessionRecord {
+        identity: id.to_string(),
+        runtime: peer.runtime.as_str().to_owned(),
+        cwd: peer.cwd.clone(),
+        socket: socket.clone(),
+        pane_pid: 0,
+        started_at: clock::format_ms(started),
+        mode: mode.as_str().to_owned(),
+        resume_ref: plan.resume_ref.clone(),
+        topic: ask.topic.clone(),
+        task: None,
+        session: session.to_owned(),
+        cause: cause.as_str().to_owned(),
+        pane_start: None,
+        ready_at: None,
+        task_at: None,
+        ending: None,
+    };
+    ctx.state.write_session(id, &rec)?;
     let launched = ctx
         .host
         .launch(&LaunchSpec {
@@ -759,26 +787,15 @@ fn start(
             if let Err(e) = ctx.log(&line) {
                 tracing::error!("could not log the failed launch of {id}: {e}");
             }
+            // Nothing came up; a tmux that timed out may have left a
+            // half-started server.
+            ctx.host.end_strays(&rec.socket, None);
+            let _ = ctx.host.kill(&rec.socket, id.as_str(), None);
+            let _ = ctx.state.remove(id, Marker::Session);
             failure(Mode::Fail, Cause::LaunchFailed, peer, error)
         })?;
-    let rec = SessionRecord {
-        identity: id.to_string(),
-        runtime: peer.runtime.as_str().to_owned(),
-        cwd: peer.cwd.clone(),
-        socket,
-        pane_pid: launched.pane_pid,
-        started_at: clock::format_ms(started),
-        mode: mode.as_str().to_owned(),
-        resume_ref: plan.resume_ref.clone(),
-        topic: ask.topic.clone(),
-        task: None,
-        session: session.to_owned(),
-        cause: cause.as_str().to_owned(),
-        pane_start: process::start_time(launched.pane_pid),
-        ready_at: None,
-        task_at: None,
-        ending: None,
-    };
+    rec.pane_pid = launched.pane_pid;
+    rec.pane_start = process::start_time(launched.pane_pid);
     ctx.state.write_session(id, &rec)?;
     Ok(rec)
 }

@@ -27,6 +27,7 @@ pub fn stop(app: &App, args: NameArg) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
+    ctx.state.check(&id)?;
     ctx.log(&ctx.record(Ev::Stop).identity(&id).reason("operator stop"))?;
     ctx.state
         .set_flag(&id, Flag::Stopped, ctx.now(), "operator stop")?;
@@ -51,6 +52,7 @@ pub fn start(app: &App, args: NameArg) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
+    ctx.state.check(&id)?;
     let was_stopped = ctx.state.remove(&id, Marker::Stopped)?;
     ctx.log(
         &ctx.record(Ev::Start).identity(&id).outcome(if was_stopped {
@@ -84,6 +86,10 @@ pub fn reset(app: &App, args: NameArg) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     ctx.peer(&id)?;
+    ctx.state.check(&id)?;
+    // Deaths are recorded read-modify-write under this lock; without it a
+    // death recorded meanwhile could undo the reset, or be lost by it.
+    let _lock = lock_or_refuse(&ctx, &id)?;
     let cleared = ctx.state.deaths(&id)?.ring.entries().len();
     let mut line = ctx.record(Ev::Reset).identity(&id).outcome("guard-cleared");
     line.deaths = Some(cleared as u64);

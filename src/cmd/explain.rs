@@ -34,6 +34,7 @@ pub fn run(app: &App, args: ExplainArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
+    ctx.state.check(&id)?;
     let ask = Ask {
         request: if args.fresh {
             Some(Request::Fresh)
@@ -87,6 +88,10 @@ fn recorded_session(ctx: &Ctx, id: &Identity, notes: &mut Vec<String>) -> Result
         }
         return Ok((false, false));
     };
+    if rec.is_launching() {
+        notes.push("a launch of it is under way, or was cut short; a wake would wait for it, or finish it first".into());
+        return Ok((true, false));
+    }
     if let Some(ending) = &rec.ending {
         notes.push(format!(
             "its last session is mid-way through ending ({}); a wake would finish that first",

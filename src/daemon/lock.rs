@@ -28,10 +28,23 @@ fn open(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(path, "open", e))
 }
 
+/// How long a starting daemon waits for the lock: a daemon just killed can
+/// leave it held for a moment by a child between fork and exec.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Takes the lock, or says who holds it.
 pub fn acquire(path: &Path) -> Result<DaemonLock> {
     let mut file = open(path)?;
-    match file.try_lock() {
+    let start = std::time::Instant::now();
+    let taken = loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other,
+        }
+    };
+    match taken {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(path).unwrap_or_default();

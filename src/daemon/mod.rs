@@ -474,10 +474,16 @@ impl Supervisor {
             if !present.has(crate::markers::Marker::Session) {
                 continue;
             }
+            // A session still booting under its launcher's lock is that
+            // launcher's, not ours to announce.
+            let Ok(Some(_lock)) = self.ctx.state.try_lock(&id) else {
+                continue;
+            };
             let Ok(Some(rec)) = self.ctx.state.session(&id) else {
                 continue;
             };
             if rec.ending.is_none()
+                && rec.is_ready()
                 && crate::process::liveness(rec.pane_pid, rec.pane_start) == Liveness::Alive
             {
                 let line = self

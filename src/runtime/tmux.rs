@@ -70,6 +70,8 @@ pub enum Probe {
     Alive {
         pane_pid: i32,
         activity_ms: Option<EpochMs>,
+        /// The tmux server's own pid.
+        server_pid: Option<i32>,
     },
     Dead {
         pane_pid: i32,
@@ -111,6 +113,10 @@ pub trait Host: Send + Sync {
     /// pane process is known and still the one started at `start`), then
     /// the server; removes the socket.
     fn kill(&self, socket: &Path, name: &str, pane: Option<(i32, Option<u64>)>) -> Result<()>;
+    /// Ends every tmux process started to launch on `socket` (the client
+    /// and the server of a launch whose launcher died) except the server
+    /// `keep`. Returns how many it ended.
+    fn end_strays(&self, socket: &Path, keep: Option<i32>) -> usize;
 }
 
 /// The real tmux.
@@ -140,6 +146,7 @@ impl Tmux {
         cmd.arg("-S").arg(socket);
         // Never talk to the tmux this process may itself be running in.
         cmd.env_remove("TMUX").env_remove("TMUX_PANE");
+        clean_child(&mut cmd);
         cmd
     }
 
@@ -210,6 +217,7 @@ impl Host for Tmux {
                     .arg("-S")
                     .arg(spec.socket);
                 c.env_remove("TMUX").env_remove("TMUX_PANE");
+                clean_child(&mut c);
                 c
             } else {
                 self.command(spec.socket)
@@ -255,7 +263,7 @@ impl Host for Tmux {
             return Probe::Gone;
         }
         let target = format!("={name}");
-        let fmt = "#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{session_activity}";
+        let fmt = "#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{session_activity}\t#{pid}";
         match self.run(
             socket,
             &[os("list-panes"), os("-t"), os(&target), os("-F"), os(fmt)],
@@ -370,6 +378,79 @@ impl Host for Tmux {
         }
         Ok(())
     }
+
+    fn end_strays(&self, socket: &Path, keep: Option<i32>) -> usize {
+        let strays: Vec<i32> = launches_on(socket)
+            .into_iter()
+            .filter(|p| Some(*p) != keep)
+            .collect();
+        for &pid in &strays {
+            tracing::warn!(
+                "ending tmux process {pid}, left by a launch on {} that was interrupted",
+                socket.display()
+            );
+            // A server's panes die with it (they get SIGHUP).
+            process::terminate_group(pid, process::start_time(pid), Duration::from_secs(1));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        strays.len()
+    }
+}
+
+/// tmux processes (clients and servers: a server is a fork of the client
+/// that started it) whose command line launched a session on `socket`.
+fn launches_on(socket: &Path) -> Vec<i32> {
+    let wanted = socket.as_os_str().as_encoded_bytes();
+    let mut out = Vec::new();
+    #[cfg(target_os = "linux")]
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // Cheap first: only tmux processes.
+        let is_tmux =
+            std::fs::read(entry.path().join("comm")).is_ok_and(|c| c.starts_with(b"tmux"));
+        if !is_tmux {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let on_socket = args.windows(2).any(|w| w[0] == b"-S" && w[1] == wanted);
+        if on_socket && args.iter().any(|a| *a == b"new-session") {
+            out.push(pid);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let Ok(ps) = Command::new("ps").args(["-axo", "pid=,command="]).output() else {
+            return out;
+        };
+        let wanted = String::from_utf8_lossy(wanted).into_owned();
+        for line in String::from_utf8_lossy(&ps.stdout).lines() {
+            let line = line.trim_start();
+            let Some((pid, cmd)) = line.split_once(' ') else {
+                continue;
+            };
+            if cmd.starts_with("tmux")
+                && cmd.contains(&format!("-S {wanted} "))
+                && cmd.contains("new-session")
+            {
+                if let Ok(pid) = pid.parse() {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn os(s: &str) -> &OsStr {
@@ -418,6 +499,7 @@ fn parse_probe(text: &str) -> Probe {
     Probe::Alive {
         pane_pid: pid,
         activity_ms,
+        server_pid: f.get(5).and_then(|s| s.parse::<i32>().ok()),
     }
 }
 
@@ -435,6 +517,46 @@ pub fn last_lines(text: &str, n: usize) -> String {
         .map_or(0, |i| i + 1);
     let start = end.saturating_sub(n);
     lines[start..end].join("\n")
+}
+
+/// Every tmux process starts clean, whatever this process did to its own
+/// signals: an empty signal mask (the daemon blocks SIGTERM, SIGINT and
+/// SIGHUP for its signal thread, and a tmux server that inherited that
+/// mask would ignore `kill-server`), default SIGPIPE and SIGXFSZ for the
+/// agents, and — on Linux — death with the thread that started it, so a
+/// launcher killed mid-launch leaves at most a half-started server (which
+/// the next launcher ends; see `end_strays`).
+fn clean_child(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (sigemptyset, pthread_sigmask,
+    // signal, prctl, getppid, _exit) between fork and exec, touching only
+    // the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The launcher may have died before the line above: then
+                // nobody will wait for us, and we hold its descriptors.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = parent;
+            Ok(())
+        });
+    }
 }
 
 /// Is a systemd user manager there to start scopes in?
@@ -576,10 +698,11 @@ mod tests {
     #[test]
     fn probe_output_parses() {
         assert_eq!(
-            parse_probe("123\t0\t\t\t1795239193\n"),
+            parse_probe("123\t0\t\t\t1795239193\t77\n"),
             Probe::Alive {
                 pane_pid: 123,
-                activity_ms: Some(1_795_239_193_000)
+                activity_ms: Some(1_795_239_193_000),
+                server_pid: Some(77)
             }
         );
         assert_eq!(

@@ -399,3 +399,44 @@ print('ok')
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Regression: the daemon blocks SIGTERM, SIGINT and SIGHUP so only its
+/// signal thread takes them. tmux servers it launched inherited that mask,
+/// ignored `kill-server`, and outlived their sessions, unreachable once
+/// their socket was removed.
+#[test]
+fn tmux_servers_launched_by_the_daemon_do_not_inherit_its_blocked_signals() {
+    let home = home();
+    home.add(
+        "keeper",
+        &[
+            "--policy",
+            "always",
+            "--runtime",
+            "shell",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    let _d = home.daemon();
+    home.wait_line("keeper", "up", |e| e.str("ev") == Some("ready"));
+    let out = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(home.path().join("run/keeper.sock"))
+        .args(["display-message", "-p", "#{pid}"])
+        .output()
+        .unwrap();
+    let server = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let status = std::fs::read_to_string(format!("/proc/{server}/status")).unwrap();
+    let blocked = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+    assert_eq!(
+        blocked.split_whitespace().nth(1),
+        Some("0000000000000000"),
+        "{blocked}"
+    );
+    assert_eq!(code(&home.run(&["stop", "keeper"])), 0);
+    wait_until(Duration::from_secs(5), "the tmux server to exit", || {
+        crate::support::invariants::tmux_servers(home.path()).is_empty()
+    });
+}
