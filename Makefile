@@ -2,7 +2,7 @@
 CARGO  ?= cargo
 PREFIX ?= $(HOME)/.local
 
-.PHONY: run test deps lint bench install
+.PHONY: run test deps lint bench install stress fuzz
 
 ## run: build, and run the daemon in the foreground on the default home
 ##      (IAPEER_HOME or ~/.iapeer); it prints where its logs are
@@ -25,6 +25,14 @@ lint:
 ## bench: print the figures (appends/s, decisions/s, …)
 bench: deps
 	$(CARGO) bench
+
+## stress: the long crash-consistency storm (250 daemon kills); prints its counts
+stress: deps
+	IAPEER_STORM_KILLS=$${IAPEER_STORM_KILLS:-250} $(CARGO) test --release --test it storm:: -- --nocapture --test-threads=1
+
+## fuzz: a short run of every cargo-fuzz target (FUZZ_SECONDS each, default 20)
+fuzz:
+	./scripts/fuzz.sh $${FUZZ_SECONDS:-20}
 
 ## install: the binary into $(PREFIX)/bin, and the systemd user unit
 ##          (Linux) or launchd agent (macOS) pointing at it

@@ -3,9 +3,10 @@
 //! - death → `reaped-gone` logged, and `touch NAME.new-eager` on a sleeping
 //!   peer → fresh `wake` logged: a real daemon, 100 runs each, timed from
 //!   the kill/touch to the line being in lifecycle.log;
-//! - one full pass over 1,000 sleeping identities, and over 100 live
-//!   sessions (in process);
-//! - the idle daemon's resident memory.
+//! - one full pass over 1,000 and 10,000 sleeping identities, and with 100
+//!   and 200 live sessions (in process);
+//! - the idle daemon's resident memory, and its CPU over 60 s with 100 live
+//!   sessions.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -73,6 +74,8 @@ impl Home {
     fn daemon(&self) -> Running {
         let child = self
             .cmd()
+            // The default tick, as a user would run it.
+            .env_remove("IAPEER_TICK_SECS")
             .arg("daemon")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -226,14 +229,16 @@ fn reaction_times() {
 fn pass_costs() {
     let home = Home::new();
     std::fs::create_dir_all(home.path().join("peers")).expect("peers dir");
-    for i in 0..1000 {
-        let def = serde_json::json!({"name": format!("s{i}"), "cwd": "/tmp", "runtime": "shell", "command": ["sleep", "600"]});
-        std::fs::write(
-            home.path().join(format!("peers/s{i}.json")),
-            def.to_string(),
-        )
-        .expect("write");
-    }
+    let define = |range: std::ops::Range<usize>| {
+        for i in range {
+            let def = serde_json::json!({"name": format!("s{i}"), "cwd": "/tmp", "runtime": "shell", "command": ["sleep", "600"]});
+            std::fs::write(
+                home.path().join(format!("peers/s{i}.json")),
+                def.to_string(),
+            )
+            .expect("write");
+        }
+    };
     let config = Config::from_lookup(|k| match k {
         "IAPEER_HOME" => Some(home.path().into()),
         _ => std::env::var_os(k),
@@ -242,30 +247,67 @@ fn pass_costs() {
     // SAFETY: set before any other thread of this bench reads the variable.
     unsafe { std::env::set_var("IAPEER_NO_SCOPE", "1") };
     let ctx = Arc::new(Ctx::open(config, Source::Daemon).expect("ctx"));
-    let (tx, _rx) = mpsc::channel();
-    let mut sup = Supervisor::new(Arc::clone(&ctx), tx).expect("supervisor");
-    let mut sleeping = time_passes(&mut sup, 50);
-    report("full pass over 1,000 sleeping identities", &mut sleeping);
+    let supervisor = || Supervisor::new(Arc::clone(&ctx), mpsc::channel().0).expect("supervisor");
 
-    for i in 0..100 {
-        home.run(&["wake", &format!("s{i}")]);
-    }
-    let (tx, _rx) = mpsc::channel();
-    let mut sup = Supervisor::new(Arc::clone(&ctx), tx).expect("supervisor");
-    sup.full_pass().expect("first pass registers the sessions");
-    let mut live = time_passes(&mut sup, 50);
+    define(0..1000);
+    let mut sup = supervisor();
     report(
-        "full pass over 1,000 identities with 100 live sessions",
-        &mut live,
+        "full pass over 1,000 sleeping identities",
+        &mut time_passes(&mut sup, 50),
     );
-    drop(sup);
+    define(1000..10_000);
+    let mut sup = supervisor();
+    report(
+        "full pass over 10,000 sleeping identities",
+        &mut time_passes(&mut sup, 50),
+    );
 
+    for n in [100, 200] {
+        for i in n - 100..n {
+            home.run(&["wake", &format!("s{i}")]);
+        }
+        let mut sup = supervisor();
+        sup.full_pass()
+            .expect("the first pass registers the sessions");
+        report(
+            &format!("full pass over 10,000 identities with {n} live sessions"),
+            &mut time_passes(&mut sup, 50),
+        );
+    }
+    drop(ctx);
+
+    for i in 100..200 {
+        home.run(&["stop", &format!("s{i}")]);
+    }
     let daemon = home.daemon();
     std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_ticks(daemon.0.id());
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(60));
+    let ticks = cpu_ticks(daemon.0.id()) - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     println!(
-        "idle daemon RSS (1,000 peers, 100 live sessions): {}",
+        "idle daemon, 10,000 peers, 100 live sessions, default tick: {:.2}% CPU over {:.0} s ({} ticks); RSS {}",
+        ticks as f64 / hz / t.elapsed().as_secs_f64() * 100.0,
+        t.elapsed().as_secs_f64(),
+        ticks,
         rss(daemon.0.id())
     );
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; f[0] is field 3.
+    let field = |n: usize| {
+        f.get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
 }
 
 fn time_passes(sup: &mut Supervisor, n: usize) -> Vec<Duration> {

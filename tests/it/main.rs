@@ -5,7 +5,10 @@
 mod support;
 
 mod daemon;
+mod faults;
+mod hostile;
 mod lifecycle_log;
 mod observe;
 mod peers;
+mod storm;
 mod wake;

@@ -1,0 +1,195 @@
+//! Environment faults: the clock jumping, tmux dying or missing, the log's
+//! disk filling up. The supervisor must neither hang nor lose a decision.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use iapeer::config::Config;
+use iapeer::ctx::Ctx;
+use iapeer::error::{Error, Refusal};
+use iapeer::identity::Identity;
+use iapeer::lifecycle_log::Source;
+use iapeer::wake::{self, Ask};
+
+use crate::support::{code, stderr, wait_until, Home};
+
+const DAY: i64 = 86_400_000;
+
+fn ctx_with_clock(home: &Home, clock: Arc<AtomicI64>) -> Ctx {
+    let path = home.path().to_path_buf();
+    let config = Config::from_lookup(|k| match k {
+        "IAPEER_HOME" => Some(path.clone().into()),
+        "IAPEER_CRASHLOOP_WINDOW_SECS" => Some("60".into()),
+        _ => std::env::var_os(k),
+    })
+    .unwrap();
+    Ctx::open(config, Source::Cli)
+        .unwrap()
+        .with_clock(Arc::new(move || clock.load(Ordering::SeqCst)))
+}
+
+#[test]
+fn the_crash_loop_guard_survives_the_wall_clock_jumping() {
+    let home = Home::new();
+    home.add("sh", &["--runtime", "shell", "--", "sleep", "600"]);
+    let id = Identity::parse("sh").unwrap();
+    let t = iapeer::clock::now_ms();
+    let clock = Arc::new(AtomicI64::new(t));
+    let ctx = ctx_with_clock(&home, Arc::clone(&clock));
+    std::fs::create_dir_all(home.lifecycle()).unwrap();
+    let deaths = home.marker("sh", "deaths");
+    std::fs::write(&deaths, format!("[{},{},{}]", t - 3, t - 2, t - 1)).unwrap();
+
+    // The clock jumps back a day: those deaths are now "in the future".
+    // They count as now, and the guard lifts one window later, not a day.
+    clock.store(t - DAY, Ordering::SeqCst);
+    match wake::wake(&ctx, &id, &Ask::default()) {
+        Err(f) => match f.error {
+            Error::Refused(Refusal::CrashLoop { retry_after_ms, .. }) => {
+                assert_eq!(retry_after_ms, t - DAY + 60_000)
+            }
+            e => panic!("expected a crash-loop refusal, got {e}"),
+        },
+        Ok(w) => panic!("launched through the guard: {w:?}"),
+    }
+    let stored: Vec<i64> =
+        serde_json::from_str(&std::fs::read_to_string(&deaths).unwrap()).unwrap();
+    assert_eq!(stored, vec![t - DAY; 3], "clamped to the new now");
+    clock.store(t - DAY + 60_000, Ordering::SeqCst);
+    assert!(
+        wake::wake(&ctx, &id, &Ask::default()).is_ok(),
+        "the guard lifts a window later"
+    );
+
+    // A jump forward ages deaths out with it.
+    home.run(&["stop", "sh"]);
+    home.run(&["start", "sh"]);
+    std::fs::write(&deaths, format!("[{},{},{}]", t - 3, t - 2, t - 1)).unwrap();
+    clock.store(t + DAY, Ordering::SeqCst);
+    assert!(wake::wake(&ctx, &id, &Ask::default()).is_ok());
+}
+
+#[test]
+fn a_killed_tmux_server_is_a_death_not_a_hang() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    let _d = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "alice"])), 0);
+    let socket = home.path().join("run/alice.sock");
+    let out = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args(["display-message", "-p", "#{pid}"])
+        .output()
+        .unwrap();
+    let server: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // SAFETY: killing the tmux server this test started.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    let line = home.wait_line("alice", "the death", |e| {
+        e.str("action") == Some("reaped-gone")
+    });
+    assert!(line.str("exit_status").is_some());
+    wait_until(Duration::from_secs(5), "the record to go", || {
+        !home.has("alice", "session")
+    });
+    assert!(!socket.exists(), "the dead server's socket is cleaned up");
+    assert_eq!(code(&home.run(&["wake", "alice"])), 0, "and it comes back");
+}
+
+#[test]
+fn tmux_missing_from_path_is_a_clear_error() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    let out = home
+        .iapeer()
+        .env("PATH", "/nonexistent")
+        .args(["wake", "alice"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("tmux") && err.contains("install tmux"),
+        "{err}"
+    );
+    let fail = home.lines("alice", "wake").pop().unwrap();
+    assert_eq!(fail.str("cause"), Some("launch-failed"));
+    assert!(!home.has("alice", "session"));
+}
+
+fn set_fsize(pid: i32, limit: Option<u64>) {
+    let lim = libc::rlimit {
+        rlim_cur: limit.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on a child process we own, with a valid struct.
+    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_full_disk_holds_the_decision_back_and_the_daemon_keeps_running() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "0.3");
+    home.add(
+        "keeper",
+        &[
+            "--policy",
+            "always",
+            "--runtime",
+            "shell",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    let mut d = home.daemon();
+    home.wait_line("keeper", "up", |e| e.str("ev") == Some("ready"));
+    let session = home.session("keeper").unwrap()["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    let log = home.log_path();
+    let full = std::fs::metadata(&log).unwrap().len() + 10;
+    set_fsize(d.pid(), Some(full));
+
+    home.kill_session_process("keeper", libc::SIGKILL);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon keeps running"
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        full - 10,
+        "no partial line left behind"
+    );
+    assert_eq!(
+        home.count("keeper", |e| e.str("ev") == Some("supervise")),
+        0,
+        "nothing logged, so nothing done"
+    );
+    let rec = home
+        .session("keeper")
+        .expect("the end is journaled, not lost");
+    assert_eq!(rec["ending"]["action"], "always-on-relaunch");
+
+    set_fsize(d.pid(), None);
+    let line = home.wait_line("keeper", "the death, once there is room", |e| {
+        e.str("action") == Some("always-on-relaunch")
+    });
+    assert_eq!(line.str("session"), Some(session.as_str()));
+    wait_until(Duration::from_secs(10), "relaunched", || {
+        home.count("keeper", |e| e.str("ev") == Some("ready")) == 2
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        home.count("keeper", |e| e.str("action") == Some("always-on-relaunch")),
+        1,
+        "recorded once"
+    );
+    let (_, stats) = iapeer::lifecycle_log::read_all(&log).unwrap();
+    assert_eq!(stats.skipped, 0);
+}

@@ -1,0 +1,321 @@
+//! Hostile input: every case is refused with a clear error naming the file
+//! or peer, exit code 2, and nothing written anywhere under the home.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use crate::support::{code, stderr, stdout, Home};
+
+/// Every file under the home with its bytes (symlinks as their target).
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                out.insert(
+                    p.clone(),
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                );
+            } else if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                // Sparse hostile files are huge; their size stands for them.
+                let bytes = if meta.len() > 1 << 20 {
+                    meta.len().to_le_bytes().to_vec()
+                } else {
+                    std::fs::read(&p).unwrap()
+                };
+                out.insert(p, bytes);
+            } else {
+                out.insert(p, b"<special>".to_vec());
+            }
+        }
+    }
+    out
+}
+
+/// Runs `args`, expecting exit 2, an error mentioning `names`, and no change
+/// under the home.
+fn refused(home: &Home, args: &[&str], names: &str) {
+    let before = snapshot(home.path());
+    let out = home.run(args);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{args:?}: exit {} / {err}", code(&out));
+    assert!(
+        err.contains(names),
+        "{args:?}: the error should name {names:?}: {err}"
+    );
+    assert!(
+        err.starts_with("iapeer: ") && err.lines().count() == 1,
+        "one clear line: {err}"
+    );
+    let after = snapshot(home.path());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "{args:?} created or removed files"
+    );
+    for (k, v) in &before {
+        assert_eq!(v, &after[k], "{args:?} changed {}", k.display());
+    }
+}
+
+fn ready_home() -> Home {
+    let home = Home::new();
+    home.add("alice", &[]);
+    home.run(&["reset", "alice"]);
+    home
+}
+
+#[test]
+fn hostile_names_are_refused_everywhere() {
+    let home = ready_home();
+    let long = "n".repeat(10 * 1024);
+    for name in [
+        "../x",
+        "../../etc/passwd",
+        "a/b",
+        "/abs",
+        ".hidden",
+        "a.b",
+        "",
+        "alicе",
+        "ａｌｉｃｅ",
+        "al ice",
+        long.as_str(),
+    ] {
+        for verb in [
+            "wake", "stop", "start", "reset", "explain", "why", "rm", "status",
+        ] {
+            if verb == "status" && name.is_empty() {
+                continue;
+            }
+            refused(&home, &[verb, name], "not a valid peer name");
+        }
+        refused(
+            &home,
+            &["add", name, "--cwd", "/tmp"],
+            "not a valid peer name",
+        );
+        refused(&home, &["log", "--peer", name], "not a valid peer name");
+    }
+    let out = home.run(&["wake", &long]);
+    assert!(
+        stderr(&out).len() < 400,
+        "a 10 KiB name is not echoed whole"
+    );
+    // A name that looks like flags is a usage error, as clap reports it.
+    let before = snapshot(home.path());
+    let out = home.run(&["wake", "-rf"]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(snapshot(home.path()), before);
+}
+
+#[test]
+fn a_nul_or_a_mismatch_in_a_definition_is_refused() {
+    let home = ready_home();
+    let file = home.path().join("peers/alice.json");
+    std::fs::write(&file, r#"{"name":"al\u0000ice","cwd":"/tmp"}"#).unwrap();
+    refused(&home, &["wake", "alice"], "peers/alice.json");
+    std::fs::write(&file, r#"{"name":"bob","cwd":"/tmp"}"#).unwrap();
+    refused(&home, &["wake", "alice"], "peers/alice.json");
+    std::fs::write(
+        &file,
+        r#"{"name":"alice","cwd":"/tmp","command":["sh","-c","x\u0000"]}"#,
+    )
+    .unwrap();
+    refused(&home, &["wake", "alice"], "peers/alice.json");
+    for garbage in [
+        "",
+        "{",
+        "{\"name\": \"alice\", \"cwd\": ",
+        "\u{0}\u{1}binary",
+        "[1,2,3]",
+        "null",
+    ] {
+        std::fs::write(&file, garbage).unwrap();
+        refused(&home, &["wake", "alice"], "peers/alice.json");
+    }
+}
+
+#[test]
+fn symlinked_markers_and_state_dirs_are_refused_and_never_followed() {
+    let home = ready_home();
+    let outside = home.path().join("outside");
+    std::fs::write(&outside, "precious").unwrap();
+    for kind in [
+        "stopped",
+        "idle-reaped",
+        "new-eager",
+        "topic",
+        "session",
+        "deaths",
+        "lock",
+    ] {
+        let marker = home.marker("alice", kind);
+        let _ = std::fs::remove_file(&marker);
+        symlink(&outside, &marker).unwrap();
+        for verb in ["wake", "stop", "start", "explain"] {
+            refused(&home, &[verb, "alice"], &format!("alice.{kind}"));
+        }
+        std::fs::remove_file(&marker).unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+
+    // The state directory itself pointing elsewhere.
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::rename(home.lifecycle(), home.path().join("state/real")).unwrap();
+    symlink(&elsewhere, home.lifecycle()).unwrap();
+    for verb in ["wake", "stop", "reset", "explain", "status"] {
+        refused(&home, &[verb, "alice"], "state/lifecycle");
+    }
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[test]
+fn special_files_and_foreign_owners_are_refused() {
+    let home = ready_home();
+    let marker = home.marker("alice", "stopped");
+    nix::unistd::mkfifo(&marker, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    refused(&home, &["wake", "alice"], "alice.stopped");
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::create_dir(home.marker("alice", "session")).unwrap();
+    refused(&home, &["wake", "alice"], "alice.session");
+    std::fs::remove_dir(home.marker("alice", "session")).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let m = home.marker("alice", "idle-reaped");
+        std::fs::write(&m, "").unwrap();
+        nix::unistd::chown(&m, Some(65534.into()), Some(65534.into())).unwrap();
+        refused(&home, &["wake", "alice"], "owned by uid 65534");
+    }
+}
+
+#[test]
+fn oversized_and_garbage_markers_are_refused() {
+    let home = ready_home();
+    let topic = home.marker("alice", "topic");
+    std::fs::File::create(&topic)
+        .unwrap()
+        .set_len(100 * 1024 * 1024)
+        .unwrap();
+    refused(&home, &["wake", "alice"], "alice.topic");
+    std::fs::write(&topic, "x".repeat(300)).unwrap();
+    refused(&home, &["wake", "alice"], "alice.topic");
+    std::fs::remove_file(&topic).unwrap();
+
+    let session = home.marker("alice", "session");
+    for garbage in [
+        "",
+        "{\"identity\":\"alice\",\"pane_pid\":",
+        "not json",
+        "{\"identity\":\"bob\",\"runtime\":\"shell\",\"pane_pid\":1,\"started_at\":\"x\"}",
+    ] {
+        std::fs::write(&session, garbage).unwrap();
+        refused(&home, &["wake", "alice"], "alice.session");
+    }
+    std::fs::remove_file(&session).unwrap();
+    std::fs::write(home.marker("alice", "stopped"), vec![b'x'; 10_000]).unwrap();
+    refused(&home, &["wake", "alice"], "alice.stopped");
+}
+
+#[test]
+fn bad_topics_and_tasks_are_refused() {
+    let home = ready_home();
+    refused(
+        &home,
+        &["wake", "alice", "--topic", &"t".repeat(300)],
+        "--topic",
+    );
+    refused(
+        &home,
+        &["wake", "alice", "--topic", "two\nlines"],
+        "--topic",
+    );
+    for task in ["\x1b[201~x", "bell\x07", "\r", "nul\u{0}"] {
+        if task.contains('\0') {
+            continue; // argv cannot carry a NUL
+        }
+        refused(&home, &["wake", "alice", "--task", task], "--task");
+    }
+}
+
+/// DESIGN §2 makes `.deaths` forgiving: garbage reads as "no deaths" and is
+/// reported, rather than blocking the peer.
+#[test]
+fn garbage_deaths_read_as_none_and_are_reported() {
+    let home = ready_home();
+    let deaths = home.marker("alice", "deaths");
+    for garbage in [
+        "garbage",
+        "{\"a\":1}",
+        "[1,\"x\"]",
+        &format!("[{}]", vec!["1"; 100_000].join(",")),
+    ] {
+        std::fs::write(&deaths, garbage).unwrap();
+        let out = home.run(&["explain", "alice", "--json"]);
+        assert_eq!(code(&out), 0);
+        assert!(
+            stderr(&out).contains("alice.deaths"),
+            "reported: {}",
+            stderr(&out)
+        );
+        let e: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(e["outcome"], "launch", "no deaths: not refused");
+    }
+    // Negative and future numbers are numbers: ancient, and "now".
+    let now = iapeer::clock::now_ms();
+    let day = 86_400_000;
+    std::fs::write(
+        &deaths,
+        format!("[-5, {}, {}, {}]", now + day, now + day + 1, now + day + 2),
+    )
+    .unwrap();
+    let out = home.run(&["wake", "alice", "--json"]);
+    assert_eq!(
+        code(&out),
+        4,
+        "three deaths 'in the future' count as now: {}",
+        stderr(&out)
+    );
+    let stored: Vec<i64> =
+        serde_json::from_str(&std::fs::read_to_string(&deaths).unwrap()).unwrap();
+    assert!(
+        stored.iter().all(|&d| d <= iapeer::clock::now_ms()),
+        "clamped on write: {stored:?}"
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(r["reason"].as_str().unwrap().contains("retry after"));
+}
+
+#[test]
+fn a_torn_last_log_line_is_skipped_and_the_next_line_is_whole() {
+    let home = ready_home();
+    let log = home.log_path();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(br#"{"ts":"2026-11-21T04:44:14.821Z","ev":"wake","ident"#)
+            .unwrap();
+    }
+    assert_eq!(code(&home.run(&["reset", "alice"])), 0);
+    let (entries, stats) = iapeer::lifecycle_log::read_all(&log).unwrap();
+    assert_eq!(stats.skipped, 1);
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.str("ev") == Some("reset"))
+            .count(),
+        2
+    );
+    let out = home.run(&["log"]);
+    assert_eq!(code(&out), 0);
+    assert!(stderr(&out).contains("skipped 1 torn"), "{}", stderr(&out));
+}

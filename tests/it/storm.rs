@@ -1,0 +1,307 @@
+//! Crash consistency under a storm, and concurrency under load.
+//!
+//! The storm: dozens of peers; actors fire random wakes, task deliveries,
+//! agent crashes, self-fresh, stops/starts, resets and script `touch`es,
+//! while the daemon is `kill -9`ed at random moments and restarted. After
+//! every kill the invariants are checked from disk (see
+//! `support::invariants`). `make test` runs IAPEER_STORM_KILLS (default
+//! 20) kills; `make stress` runs 250.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::invariants::{self, Counts};
+use crate::support::{wait_until, Home};
+
+const MAX: usize = 3;
+const WINDOW_MS: i64 = 8_000;
+
+/// xorshift64*: seeded, printable, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("IAPEER_STORM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| iapeer::clock::now_ms() as u64 | 1)
+}
+
+fn storm_home() -> (Home, Vec<String>) {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "0.5")
+        .set("IAPEER_IDLE_SECS", "4")
+        .set("IAPEER_CRASHLOOP_MAX", &MAX.to_string())
+        .set(
+            "IAPEER_CRASHLOOP_WINDOW_SECS",
+            &(WINDOW_MS / 1000).to_string(),
+        )
+        .set("IAPEER_BOOT_DEADLINE_SECS", "5")
+        .set("IAPEER_WAKE_LOCK_WAIT_SECS", "2")
+        .set("IAPEER_LIFECYCLE_LOG_MAX_BYTES", "262144")
+        // Keep every line: the invariants read the whole history.
+        .set("IAPEER_LIFECYCLE_LOG_KEEP", "100000");
+    let mut names = Vec::new();
+    for i in 0..20 {
+        let n = format!("s{i}");
+        home.add(&n, &["--runtime", "shell", "--", "sleep", "100000"]);
+        names.push(n);
+    }
+    for i in 0..4 {
+        let n = format!("a{i}");
+        home.add(
+            &n,
+            &[
+                "--runtime",
+                "shell",
+                "--policy",
+                "always",
+                "--",
+                "sleep",
+                "100000",
+            ],
+        );
+        names.push(n);
+    }
+    for i in 0..6 {
+        let n = format!("c{i}");
+        home.add(&n, &[]);
+        names.push(n);
+    }
+    (home, names)
+}
+
+/// One random act on a random peer, as an operator, a script or the agent
+/// itself would do it.
+fn act(home: &Home, names: &[String], rng: &mut Rng) {
+    let name = &names[rng.below(names.len() as u64) as usize];
+    let topics = ["billing", "onboarding", "search"];
+    let topic = topics[rng.below(3) as usize];
+    let roll = rng.below(100);
+    let run = |args: &[&str]| {
+        let _ = home.run(args);
+    };
+    match roll {
+        0..35 => {
+            if rng.below(2) == 0 {
+                run(&[
+                    "wake",
+                    name,
+                    "--topic",
+                    topic,
+                    "--task",
+                    "look at the failing test",
+                ]);
+            } else {
+                run(&["wake", name]);
+            }
+        }
+        35..50 => {
+            // pane_pid is 0 while a launch is under way; kill(0) would hit
+            // this test's own process group.
+            if let Some(pid) = home
+                .session(name)
+                .and_then(|s| s["pane_pid"].as_i64())
+                .filter(|&p| p > 0)
+            {
+                // SAFETY: killing an agent this test's home launched.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        50..58 => {
+            let _ = std::fs::write(home.marker(name, "new-eager"), "");
+        }
+        58..63 => {
+            if name.starts_with('c') {
+                run(&["wake", name, "--task", "self-fresh"]);
+            }
+        }
+        63..71 => {
+            let _ = std::fs::write(home.marker(name, "stopped"), "");
+        }
+        71..79 => {
+            let _ = std::fs::remove_file(home.marker(name, "stopped"));
+        }
+        79..85 => run(&["stop", name]),
+        85..91 => run(&["start", name]),
+        91..95 => run(&["reset", name]),
+        _ => run(&["explain", name]),
+    }
+}
+
+fn storm(kills: usize) -> Counts {
+    let seed = seed();
+    eprintln!("storm: seed {seed} (IAPEER_STORM_SEED reproduces it), {kills} daemon kills");
+    let (home, names) = storm_home();
+    let home = Arc::new(home);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acts = Arc::new(AtomicUsize::new(0));
+    let actors: Vec<_> = (0..3)
+        .map(|a| {
+            let (home, names, stop, acts) = (
+                Arc::clone(&home),
+                names.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&acts),
+            );
+            std::thread::spawn(move || {
+                let mut rng = Rng(seed ^ (a as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                while !stop.load(Ordering::Relaxed) {
+                    act(&home, &names, &mut rng);
+                    acts.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(10 + rng.below(60)));
+                }
+            })
+        })
+        .collect();
+
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    for k in 0..kills {
+        let d = home.daemon();
+        std::thread::sleep(Duration::from_millis(50 + rng.below(500)));
+        drop(d); // SIGKILL, whatever it was doing
+        if let Err(broken) = invariants::check(home.path(), false, (MAX, WINDOW_MS)) {
+            stop.store(true, Ordering::Relaxed);
+            panic!("after kill {k} (seed {seed}): {broken}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for a in actors {
+        a.join().unwrap();
+    }
+
+    // Settle: a daemon finishes whatever the kills interrupted; then every
+    // peer is stopped, which parks every live session.
+    let mut d = home.daemon();
+    std::thread::sleep(Duration::from_secs(1));
+    for n in &names {
+        let _ = home.run(&["stop", n]);
+    }
+    wait_until(Duration::from_secs(30), "every session to end", || {
+        names.iter().all(|n| !home.has(n, "session"))
+    });
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(2)), Some(0));
+    let counts = invariants::check(home.path(), true, (MAX, WINDOW_MS))
+        .unwrap_or_else(|e| panic!("settled (seed {seed}): {e}"));
+    let leftover = invariants::tmux_servers(home.path());
+    assert!(
+        leftover.is_empty(),
+        "tmux servers left behind: {leftover:?}"
+    );
+    eprintln!(
+        "storm: {kills} kills in {:.0}s, {} acts; {} lines, {} launch decisions, {} ready, {} deaths, {} parks, {} refusals; every invariant held",
+        started.elapsed().as_secs_f64(),
+        acts.load(Ordering::Relaxed),
+        counts.lines,
+        counts.decisions,
+        counts.readies,
+        counts.deaths,
+        counts.parks,
+        counts.refusals
+    );
+    counts
+}
+
+#[test]
+fn a_storm_with_the_daemon_killed_at_random_keeps_every_invariant() {
+    let kills = std::env::var("IAPEER_STORM_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(20);
+    let c = storm(kills);
+    assert!(
+        c.decisions > 20 && c.deaths > 5 && c.parks > 5,
+        "the storm did little: {c:?}"
+    );
+}
+
+/// Many CLI processes act on the same few peers at once while the daemon
+/// runs and the log rotates: no duplicate launch, no lost line, no
+/// deadlock.
+#[test]
+fn many_clis_on_the_same_peers_at_once() {
+    let mut home = Home::new();
+    home.set("IAPEER_LIFECYCLE_LOG_MAX_BYTES", "1024")
+        .set("IAPEER_LIFECYCLE_LOG_KEEP", "100000")
+        .set("IAPEER_TICK_SECS", "0.5");
+    for n in ["p0", "p1", "p2"] {
+        home.add(n, &["--runtime", "shell", "--", "sleep", "100000"]);
+    }
+    let _d = home.daemon();
+    let mut rng = Rng(seed());
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..48 {
+        let peer = format!("p{}", rng.below(3));
+        let op = match rng.below(10) {
+            0..5 => "wake",
+            5..7 => "stop",
+            7..9 => "start",
+            _ => "reset",
+        };
+        let child = home
+            .iapeer()
+            .args([op, &peer])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        children.push((op, child));
+    }
+    let mut resets = Vec::new();
+    for (op, mut c) in children {
+        let status = c.wait().unwrap();
+        let code = status.code().unwrap_or(-1);
+        assert!([0, 3, 6].contains(&code), "{op} exited {code}");
+        if op == "reset" && code == 0 {
+            resets.push(c.id());
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "took {elapsed:?}: a deadlock?"
+    );
+    let entries = home.entries();
+    for pid in resets {
+        let n = entries
+            .iter()
+            .filter(|e| e.str("ev") == Some("reset") && e.u64("pid") == Some(u64::from(pid)))
+            .count();
+        assert_eq!(n, 1, "reset by pid {pid} logged {n} times");
+    }
+    assert!(
+        iapeer::lifecycle_log::log_files(&home.log_path())
+            .unwrap()
+            .len()
+            > 2,
+        "the log rotated"
+    );
+    invariants::check(home.path(), false, (3, 300_000)).unwrap();
+    for n in ["p0", "p1", "p2"] {
+        let live = invariants::tmux_servers(home.path())
+            .iter()
+            .filter(|c| c.contains(&format!("/{n}.sock")))
+            .count();
+        assert!(live <= 1, "{n} has {live} tmux servers");
+    }
+    eprintln!(
+        "concurrency: 48 CLI processes on 3 peers in {:.1}s, {} lines",
+        elapsed.as_secs_f64(),
+        entries.len()
+    );
+}
