@@ -58,6 +58,70 @@ pub enum Command {
     Why(WhyArgs),
     /// The decision log as a live, lossless stream of JSON lines.
     Events(EventsArgs),
+    /// Pools of interchangeable agents.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Hand a task to a free member of a pool (or wake one), printing it;
+    /// exit 7 when every member is busy and the pool is at its max.
+    Dispatch(DispatchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Define a pool: members PREFIX+INDEX for INDEX in [start, start+max).
+    Add(PoolAddArgs),
+    /// Remove a pool and its members' definitions and state.
+    Rm(RmArgs),
+    /// List the pools and their members' states.
+    Ls(LsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PoolAddArgs {
+    pub name: String,
+    /// Members are named PREFIX followed by their index.
+    #[arg(long)]
+    pub prefix: String,
+    #[arg(long, default_value_t = 0)]
+    pub start_index: u32,
+    /// Members kept up at all times.
+    #[arg(long, default_value_t = 0)]
+    pub min: u32,
+    /// Members at most.
+    #[arg(long)]
+    pub max: u32,
+    /// The members' working folder.
+    #[arg(long)]
+    pub cwd: PathBuf,
+    #[arg(long, value_enum, default_value = "claude")]
+    pub runtime: RuntimeArg,
+    /// Members above --min idle this long are parked (default
+    /// IAPEER_IDLE_SECS).
+    #[arg(long, value_name = "SECS")]
+    pub idle_secs: Option<u64>,
+    /// A member is free again this long after its last task or activity
+    /// (default 10).
+    #[arg(long, value_name = "SECS")]
+    pub quiet_secs: Option<u64>,
+    #[arg(long, value_name = "TEXT")]
+    pub initial_prompt: Option<String>,
+    #[arg(long, value_name = "TEXT")]
+    pub ready_pattern: Option<String>,
+    /// shell: the command to run; claude/codex: extra arguments.
+    #[arg(last = true, value_name = "ARGV")]
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DispatchArgs {
+    pub pool: String,
+    /// The text typed into the member.
+    #[arg(long, value_name = "TEXT")]
+    pub task: String,
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

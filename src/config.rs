@@ -47,6 +47,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub peers: PathBuf,
+    pub pools: PathBuf,
     pub state: PathBuf,
     pub lifecycle: PathBuf,
     pub log_dir: PathBuf,
@@ -123,6 +124,7 @@ impl Config {
         ensure_private_dir(&self.home, false)?;
         for dir in [
             &self.paths.peers,
+            &self.paths.pools,
             &self.paths.state,
             &self.paths.lifecycle,
             &self.home.join("logs"),
@@ -155,6 +157,7 @@ impl Paths {
         let log_dir = home.join("logs").join("iapeer");
         Paths {
             peers: home.join("peers"),
+            pools: home.join("pools"),
             state: home.join("state"),
             lifecycle: home.join("state").join("lifecycle"),
             lifecycle_log: log_dir.join("lifecycle.log"),

@@ -69,6 +69,11 @@ pub enum Refusal {
         identity: String,
         waited_ms: u64,
     },
+    /// Every member of a pool is busy and the pool is at its size.
+    PoolFull {
+        pool: String,
+        max: u32,
+    },
 }
 
 impl Error {
@@ -133,6 +138,7 @@ impl Refusal {
             Refusal::CrashLoop { .. } => 4,
             Refusal::External { .. } => 5,
             Refusal::LockHeld { .. } => 6,
+            Refusal::PoolFull { .. } => 7,
         }
     }
 }
@@ -221,6 +227,11 @@ impl fmt::Display for Refusal {
                 f,
                 "{identity} is supervised by {supervisor}, not iapeer; \
                  manage it there, or remove external_supervisor from its definition"
+            ),
+            Refusal::PoolFull { pool, max } => write!(
+                f,
+                "pool {pool} is full: all {max} members are busy; retry when one is free, \
+                 or raise its max in pools/{pool}.json"
             ),
             Refusal::LockHeld {
                 identity,

@@ -29,6 +29,14 @@ pub struct PeerMetrics {
     pub last_event: Option<LastEvent>,
     pub latency_ms: Option<u64>,
     pub idle_seconds: Option<u64>,
+    /// The last task a session died working on: reported, not lost.
+    pub crashed_task: Option<CrashedTask>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CrashedTask {
+    pub task: String,
+    pub ts: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -87,6 +95,12 @@ impl Metrics {
                 Some("reaped-max-age") => m.parks_max_age += 1,
                 Some("parked-stopped") => m.parks_stop += 1,
                 Some("reaped-gone" | "needs-eager-fresh" | "always-on-relaunch") => m.deaths += 1,
+                Some("crashed-while-working") => {
+                    m.crashed_task = e.str("task").map(|t| CrashedTask {
+                        task: t.to_owned(),
+                        ts: e.str("ts").unwrap_or("").to_owned(),
+                    });
+                }
                 _ => {}
             }
         }
@@ -290,6 +304,12 @@ mod tests {
         assert_eq!(
             m.peers["dave"].refusals.get("attach-nothing-to-resume"),
             Some(&1)
+        );
+        let member = &m.peers["ccl-auto-11"];
+        assert_eq!(member.deaths, 1);
+        assert_eq!(
+            member.crashed_task.as_ref().map(|c| c.task.as_str()),
+            Some("fix the flaky test")
         );
     }
 

@@ -89,6 +89,10 @@ pub struct Peer {
     /// conversational (as in the reference deployment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<serde_json::Value>,
+    /// The pool this peer is a member of (its definition is the pool's to
+    /// write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 fn default_runtime() -> RuntimeKind {

@@ -70,6 +70,8 @@ pub struct PeerStatus {
     pub name: String,
     pub runtime: String,
     pub policy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     pub lifecycle_state: LifecycleState,
     pub session: Option<SessionInfo>,
     pub deaths_in_window: usize,
@@ -158,6 +160,7 @@ pub fn peer_status(ctx: &Ctx, peer: &Peer, last: Option<&Entry>, now: EpochMs) -
         name: peer.name.clone(),
         runtime: peer.runtime.as_str().to_owned(),
         policy: peer.policy.as_str().to_owned(),
+        pool: peer.pool.clone(),
         lifecycle_state: state,
         session,
         deaths_in_window: deaths.count_in_window(now, policy.window_ms),

@@ -548,6 +548,15 @@ fn deliver_to_live(
     let delivered = match &ask.task {
         Some(task) => {
             deliver(ctx, id, runtime.as_ref(), &mut rec, task)?;
+            ctx.log(
+                &ctx.record(Ev::Wake)
+                    .identity(id)
+                    .runtime(peer.runtime)
+                    .outcome("delivered")
+                    .session(&rec.session)
+                    .topic(ask.topic.as_deref())
+                    .task(Some(task)),
+            )?;
             true
         }
         None => false,

@@ -1,10 +1,12 @@
 //! One module per subcommand, each exposing `run` (or a verb).
 
 pub mod control;
+pub mod dispatch;
 pub mod events;
 pub mod explain;
 pub mod log;
 pub mod peers;
+pub mod pool;
 pub mod self_fresh;
 pub mod status;
 pub mod wake;
@@ -50,6 +52,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Log(args) => log::run(&app, args),
         Command::Why(args) => why::run(&app, args, cli.verbose > 0),
         Command::Events(args) => events::run(&app, args),
+        Command::Pool(cmd) => pool::run(&app, cmd),
+        Command::Dispatch(args) => dispatch::run(&app, args),
     }
 }
 

@@ -44,6 +44,7 @@ pub fn add(app: &App, args: AddArgs) -> Result<i32> {
         max_age_secs: args.max_age_secs,
         ready_pattern: args.ready_pattern,
         interfaces: None,
+        pool: None,
     };
     // The same checks a load makes, before anything is written.
     let body = serde_json::to_vec_pretty(&peer).expect("a peer always serializes");
@@ -76,7 +77,28 @@ pub fn rm(app: &App, args: RmArgs) -> Result<i32> {
             path: file,
         });
     }
-    let _lock = match ctx.state.lock(&id, ctx.config.wake_lock_wait) {
+    if let Some(pool) = peer.as_ref().and_then(|p| p.pool.as_deref()) {
+        return Err(Error::input(
+            format!("peer {id}"),
+            format!("it is a member of pool {pool}"),
+            format!("members come and go with their pool: `iapeer pool rm {pool}`, or edit pools/{pool}.json"),
+        ));
+    }
+    let removed = remove_peer(&ctx, &id, peer.as_ref(), args.force)?;
+    println!(
+        "{id}: removed ({} and {} state file{})",
+        file.display(),
+        removed,
+        if removed == 1 { "" } else { "s" }
+    );
+    Ok(0)
+}
+
+/// Removes a peer's definition and every state file but its lock; a live
+/// session is refused unless `force`, then ended. Logs a `removed` line,
+/// which resets the peer's metrics. Returns the number of state files.
+pub fn remove_peer(ctx: &Ctx, id: &Identity, peer: Option<&Peer>, force: bool) -> Result<usize> {
+    let _lock = match ctx.state.lock(id, ctx.config.wake_lock_wait) {
         Ok(l) => l,
         Err(LockFailure::Held { waited }) => {
             return Err(Error::Refused(crate::error::Refusal::LockHeld {
@@ -86,21 +108,28 @@ pub fn rm(app: &App, args: RmArgs) -> Result<i32> {
         }
         Err(LockFailure::Error(e)) => return Err(e),
     };
-    if let Settled::Alive(rec) = supervise::settle(&ctx, &id, peer.as_ref())? {
-        if !args.force {
+    let live = match supervise::settle(ctx, id, peer)? {
+        Settled::Alive(_) if !force => {
             return Err(Error::failed(
                 format!("peer {id}"),
                 "its session is running",
-                format!("`iapeer stop {id}` first, or `iapeer rm {id} --force` to end it"),
-            ));
+                format!("`iapeer stop {id}` first, or add --force to end it"),
+            ))
         }
-        ctx.log(
-            &ctx.record(Ev::Stop)
-                .identity(&id)
-                .session(&rec.session)
-                .outcome("removed")
-                .reason("iapeer rm --force"),
-        )?;
+        Settled::Alive(rec) => Some(rec),
+        _ => None,
+    };
+    // Logged first; the line also resets the peer's metrics, so a new peer
+    // of this name starts from zero.
+    let mut line = ctx.record(Ev::Stop).identity(id).outcome("removed");
+    line = match &live {
+        Some(rec) => line
+            .session(&rec.session)
+            .reason("removed with --force; its session was ended"),
+        None => line.reason("removed"),
+    };
+    ctx.log(&line)?;
+    if let Some(rec) = live {
         ctx.host.kill(
             &rec.socket,
             id.as_str(),
@@ -109,19 +138,14 @@ pub fn rm(app: &App, args: RmArgs) -> Result<i32> {
     }
     // Everything but the lock, which others may be waiting on: it holds no
     // state, so a new peer of this name inherits nothing.
-    let removed = ctx.state.remove_all(&id)?;
+    let removed = ctx.state.remove_all(id)?;
+    let file = ctx.config.paths.peer_file(id.as_str());
     match std::fs::remove_file(&file) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(&file, "remove", e)),
     }
-    println!(
-        "{id}: removed ({} and {} state file{})",
-        file.display(),
-        removed.len(),
-        if removed.len() == 1 { "" } else { "s" }
-    );
-    Ok(0)
+    Ok(removed.len())
 }
 
 pub fn ls(app: &App, args: LsArgs) -> Result<i32> {

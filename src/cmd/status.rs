@@ -46,7 +46,10 @@ pub fn run(app: &App, args: StatusArgs) -> Result<i32> {
                 s.name.clone(),
                 s.lifecycle_state.as_str().to_owned(),
                 s.runtime.clone(),
-                s.policy.clone(),
+                match &s.pool {
+                    Some(p) => format!("{}@{p}", s.policy),
+                    None => s.policy.clone(),
+                },
                 s.session
                     .as_ref()
                     .map_or("-".to_owned(), |i| human_age(i.age_secs)),
@@ -62,6 +65,12 @@ pub fn run(app: &App, args: StatusArgs) -> Result<i32> {
     for s in all.iter().flatten() {
         if let Some(p) = &s.problem {
             eprintln!("iapeer: {}: {p}", s.name);
+        }
+        if let Some(c) = &s.lifecycle_metrics.crashed_task {
+            println!(
+                "{}: its session died working on a task at {}: {:?}",
+                s.name, c.ts, c.task
+            );
         }
         if let Some(r) = &s.retry_after {
             println!(

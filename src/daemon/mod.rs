@@ -42,6 +42,8 @@ pub enum Event {
     Changed(Identity),
     /// `peers/<name>.json` changed.
     PeerChanged(String),
+    /// `pools/<name>.json` changed.
+    PoolChanged(String),
     /// Events were lost: look at everything.
     Rescan,
     /// This identity's session process exited.
@@ -191,8 +193,27 @@ impl Supervisor {
         self.peers.len()
     }
 
+    /// Writes every pool's member definitions where they are missing or
+    /// out of date (their changes then arrive as peer events).
+    pub fn sync_pools(&self) {
+        let paths = &self.ctx.config.paths;
+        match crate::pools::load_all(paths) {
+            Ok(all) => {
+                for pool in all {
+                    match pool.and_then(|p| crate::pools::sync(paths, &p)) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("wrote {n} pool member definition(s)"),
+                        Err(e) => tracing::error!("{e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+
     /// Re-reads every definition. A broken one is logged (once) and skipped.
     pub fn reload_peers(&mut self) -> Result<usize> {
+        self.sync_pools();
         self.peers.clear();
         for loaded in peers::load_all(&self.ctx.config.paths)? {
             match loaded {
@@ -448,6 +469,10 @@ impl Supervisor {
             let Ok(id) = Identity::parse(stem) else {
                 continue;
             };
+            // A socket under a name we do not define is someone else's.
+            if !self.peers.contains_key(&id) {
+                continue;
+            }
             if self
                 .ctx
                 .state
@@ -536,11 +561,7 @@ pub fn run(config: Config, verbose: u8) -> Result<i32> {
         Ok(n) => tracing::info!("removed {n} temp file(s) left by an interrupted write"),
         Err(e) => tracing::warn!("{e}"),
     }
-    let _watch = watcher::start(
-        &ctx.config.paths.lifecycle,
-        &ctx.config.paths.peers,
-        tx.clone(),
-    )?;
+    let _watch = watcher::start(&ctx.config.paths, tx.clone())?;
     let mut sup = Supervisor::new(Arc::clone(&ctx), tx)?;
     let notifier = Notifier::from_env();
 
@@ -634,6 +655,7 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
                     dirty.insert(id);
                 }
                 Event::PeerChanged(stem) => sup.reload_peer(&stem),
+                Event::PoolChanged(_) => sup.sync_pools(),
                 Event::Rescan => full = true,
                 Event::Done(id, outcome) => sup.done(&id, outcome),
             }

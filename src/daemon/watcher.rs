@@ -1,5 +1,6 @@
-//! File events as hints. A change under `state/lifecycle/` or `peers/`
-//! makes the daemon re-read that identity from disk and decide; the events
+//! File events as hints. A change under `state/lifecycle/`, `peers/` or
+//! `pools/`
+//! makes the daemon re-read that identity (or pool) from disk and decide; the events
 //! themselves are never trusted for content (they can be coalesced,
 //! reordered or dropped). An overflow asks for a full pass, and the tick
 //! catches anything missed.
@@ -24,9 +25,11 @@ impl std::fmt::Debug for FileWatch {
     }
 }
 
-pub fn start(lifecycle: &Path, peers: &Path, events: Sender<Event>) -> Result<FileWatch> {
+pub fn start(paths: &crate::config::Paths, events: Sender<Event>) -> Result<FileWatch> {
+    let (lifecycle, peers, pools) = (&paths.lifecycle, &paths.peers, &paths.pools);
     let lifecycle_dir = lifecycle.to_path_buf();
     let peers_dir = peers.to_path_buf();
+    let pools_dir = pools.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let ev = match res {
             Ok(ev) => ev,
@@ -55,9 +58,11 @@ pub fn start(lifecycle: &Path, peers: &Path, events: Sender<Event>) -> Result<Fi
                 if let Some(id) = lifecycle_identity(name) {
                     let _ = events.send(Event::Changed(id));
                 }
-            } else if parent == peers_dir {
-                if let Some(stem) = name.strip_suffix(".json").filter(|s| !s.starts_with('.')) {
+            } else if let Some(stem) = name.strip_suffix(".json").filter(|s| !s.starts_with('.')) {
+                if parent == peers_dir {
                     let _ = events.send(Event::PeerChanged(stem.to_owned()));
+                } else if parent == pools_dir {
+                    let _ = events.send(Event::PoolChanged(stem.to_owned()));
                 }
             }
         }
@@ -69,6 +74,9 @@ pub fn start(lifecycle: &Path, peers: &Path, events: Sender<Event>) -> Result<Fi
     watcher
         .watch(peers, RecursiveMode::NonRecursive)
         .map_err(|e| watch_error(peers, &e))?;
+    watcher
+        .watch(pools, RecursiveMode::NonRecursive)
+        .map_err(|e| watch_error(pools, &e))?;
     Ok(FileWatch { _watcher: watcher })
 }
 

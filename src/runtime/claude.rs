@@ -134,6 +134,24 @@ impl Runtime for Claude {
         own.max(sub)
     }
 
+    /// A turn is over when the last entry is the assistant's with a final
+    /// stop reason; a user entry (a prompt, a tool result) or a `tool_use`
+    /// stop means it is still working.
+    fn mid_turn(&self, peer: &Peer) -> Option<bool> {
+        let entry = super::last_turn_entry(&self.current_transcript(&peer.cwd)?)?;
+        match entry.get("type")?.as_str()? {
+            "user" => Some(true),
+            _ => match entry
+                .pointer("/message/stop_reason")
+                .and_then(|s| s.as_str())
+            {
+                Some("tool_use") => Some(true),
+                Some(_) => Some(false),
+                None => None,
+            },
+        }
+    }
+
     fn submit_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(150)
     }

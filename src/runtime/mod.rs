@@ -46,6 +46,11 @@ pub trait Runtime: Send + Sync {
     fn last_activity(&self, peer: &Peer) -> Option<EpochMs>;
     /// Reads the screen during a boot.
     fn screen(&self, peer: &Peer, text: &str) -> Screen;
+    /// Whether the agent is mid-turn (working on something) by its own
+    /// records; `None` when the runtime cannot tell.
+    fn mid_turn(&self, _peer: &Peer) -> Option<bool> {
+        None
+    }
     /// How long to let a pasted text settle before pressing Enter: TUIs
     /// that treat fast input as part of the paste need a moment.
     fn submit_delay(&self) -> std::time::Duration {
@@ -80,6 +85,16 @@ pub(crate) fn last_timestamp(path: &Path) -> Option<EpochMs> {
     lines.iter().rev().find_map(|line| {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         v.get("timestamp")?.as_str().and_then(clock::parse_rfc3339)
+    })
+}
+
+/// The last conversation entry (`user` or `assistant`) among the last lines
+/// of a JSONL file.
+pub(crate) fn last_turn_entry(path: &Path) -> Option<serde_json::Value> {
+    let lines = fsutil::tail_lines(path, 64 * 1024).ok()?;
+    lines.iter().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        matches!(v.get("type")?.as_str()?, "user" | "assistant").then_some(v)
     })
 }
 

@@ -10,5 +10,6 @@ mod hostile;
 mod lifecycle_log;
 mod observe;
 mod peers;
+mod pools;
 mod storm;
 mod wake;

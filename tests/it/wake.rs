@@ -292,7 +292,17 @@ fn eight_concurrent_wakes_launch_exactly_once() {
         7,
         "{statuses:?}"
     );
-    assert_eq!(home.lines("alice", "wake").len(), 1);
+    let wakes = home.lines("alice", "wake");
+    let decisions = wakes.iter().filter(|e| e.str("mode").is_some()).count();
+    let deliveries = wakes
+        .iter()
+        .filter(|e| e.str("outcome") == Some("delivered"))
+        .count();
+    assert_eq!(
+        (decisions, deliveries),
+        (1, 7),
+        "one launch, seven deliveries"
+    );
     assert_eq!(home.lines("alice", "ready").len(), 1);
     let session = home.session("alice").unwrap()["resume_ref"]
         .as_str()
@@ -327,7 +337,14 @@ fn task_text_arrives_literally() {
     wait_until(Duration::from_secs(5), "the second task", || {
         home.claude_messages(&session).len() == 2
     });
-    assert_eq!(home.lines("alice", "wake").len(), 1);
+    let wakes = home.lines("alice", "wake");
+    assert_eq!(wakes.len(), 2, "the launch, then the delivery");
+    assert_eq!(wakes[1].str("outcome"), Some("delivered"));
+    assert_eq!(wakes[1].str("task"), Some("again"));
+    assert!(
+        wakes[1].str("mode").is_none(),
+        "a delivery launches nothing"
+    );
 }
 
 #[test]

@@ -1,0 +1,58 @@
+//! `iapeer dispatch`: a task to a free pool member, printing the member.
+
+use crate::cli::DispatchArgs;
+use crate::cmd::App;
+use crate::ctx::Ctx;
+use crate::dispatch;
+use crate::error::Result;
+use crate::pools;
+use crate::wake::{Report, Woke};
+
+pub fn run(app: &App, args: DispatchArgs) -> Result<i32> {
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let pool = pools::load(&ctx.config.paths, &args.pool)?;
+    let result = dispatch::dispatch(&ctx, &pool, &args.task, args.topic.as_deref());
+    match &result {
+        Ok(d) => {
+            let how = match &d.woke {
+                None => "delivered".to_owned(),
+                Some(Woke::Launched { mode, cause, .. }) => format!("woke {mode} ({cause})"),
+                Some(Woke::AlreadyAlive { .. }) => "delivered".to_owned(),
+            };
+            if args.json {
+                let report = d
+                    .woke
+                    .clone()
+                    .map(|w| Report::of(&Ok(w), d.member.as_str()));
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "pool": pool.name,
+                        "member": d.member.as_str(),
+                        "status": if d.woke.is_some() { "woke" } else { "delivered" },
+                        "wake": report,
+                    })
+                );
+            } else {
+                println!("{}", d.member);
+                eprintln!("{}: task {how}", d.member);
+            }
+        }
+        Err(f) if args.json => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "pool": pool.name,
+                    "member": null,
+                    "status": if f.error.exit_code() == 7 { "full" } else { "failed" },
+                    "reason": f.error.to_string(),
+                })
+            );
+        }
+        Err(_) => {}
+    }
+    match result {
+        Ok(_) => Ok(0),
+        Err(f) => Err(f.error),
+    }
+}

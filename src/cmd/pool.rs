@@ -1,0 +1,197 @@
+//! `iapeer pool add|rm|ls`.
+
+use crate::cli::{LsArgs, PoolAddArgs, PoolCommand, RmArgs, RuntimeArg};
+use crate::cmd::App;
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::markers::Marker;
+use crate::peers::RuntimeKind;
+use crate::pools::{self, Pool, Template};
+
+pub fn run(app: &App, cmd: PoolCommand) -> Result<i32> {
+    match cmd {
+        PoolCommand::Add(args) => add(app, args),
+        PoolCommand::Rm(args) => rm(app, args),
+        PoolCommand::Ls(args) => ls(app, args),
+    }
+}
+
+fn add(app: &App, args: PoolAddArgs) -> Result<i32> {
+    Identity::parse(&args.name)?;
+    app.config.ensure_home()?;
+    let paths = &app.config.paths;
+    let file = pools::pool_file(paths, &args.name);
+    if file.exists() {
+        return Err(Error::input(
+            format!("pool {}", args.name),
+            format!("it is already defined in {}", file.display()),
+            format!("edit that file, or `iapeer pool rm {}` first", args.name),
+        ));
+    }
+    let pool = Pool {
+        name: args.name.clone(),
+        prefix: args.prefix,
+        start_index: args.start_index,
+        min: args.min,
+        max: args.max,
+        idle_secs: args.idle_secs,
+        quiet_secs: args.quiet_secs,
+        template: Template {
+            cwd: crate::cli::absolute(args.cwd)?,
+            runtime: match args.runtime {
+                RuntimeArg::Claude => RuntimeKind::Claude,
+                RuntimeArg::Codex => RuntimeKind::Codex,
+                RuntimeArg::Shell => RuntimeKind::Shell,
+            },
+            command: (!args.argv.is_empty()).then_some(args.argv),
+            initial_prompt: args.initial_prompt,
+            ready_pattern: args.ready_pattern,
+            max_age_secs: None,
+        },
+    };
+    // The checks a load makes, before anything is written.
+    let body = serde_json::to_vec(&pool).expect("a pool always serializes");
+    pools::parse(&file, &body, Some(&pool.name)).map_err(|e| match e {
+        Error::Input { problem, hint, .. } => Error::Usage(format!("{problem}; {hint}")),
+        e => e,
+    })?;
+    pools::check_collisions(paths, &pool)?;
+    pools::save(paths, &pool)?;
+    let written = pools::sync(paths, &pool)?;
+    let members = pool.members();
+    println!(
+        "pool {}: {} members, {}..{} ({} kept up), {written} definition(s) written",
+        pool.name,
+        members.len(),
+        members.first().map(Identity::as_str).unwrap_or("-"),
+        members.last().map(Identity::as_str).unwrap_or("-"),
+        pool.min
+    );
+    let look_alikes = look_alikes(app, &pool)?;
+    if !look_alikes.is_empty() {
+        println!(
+            "note: {} share the prefix but are not members; the pool never touches them",
+            look_alikes.join(", ")
+        );
+    }
+    Ok(0)
+}
+
+/// Peers and tmux sockets whose names look like members but are not.
+fn look_alikes(app: &App, pool: &Pool) -> Result<Vec<String>> {
+    let members: std::collections::BTreeSet<String> =
+        pool.members().iter().map(|m| m.to_string()).collect();
+    let stem = pool.prefix.trim_end_matches(['-', '_']);
+    let mut out = std::collections::BTreeSet::new();
+    for p in crate::peers::load_all(&app.config.paths)?
+        .into_iter()
+        .flatten()
+    {
+        if p.name.starts_with(stem) && !members.contains(&p.name) {
+            out.insert(p.name);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn rm(app: &App, args: RmArgs) -> Result<i32> {
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let pool = pools::load(&ctx.config.paths, &args.name)?;
+    let members = pool.members();
+    if !args.force {
+        let live: Vec<&str> = members
+            .iter()
+            .filter(|m| ctx.state.exists(m, Marker::Session).unwrap_or(false))
+            .map(Identity::as_str)
+            .collect();
+        if !live.is_empty() {
+            return Err(Error::failed(
+                format!("pool {}", pool.name),
+                format!("members {} are running", live.join(", ")),
+                format!("`iapeer pool rm {} --force` ends them", pool.name),
+            ));
+        }
+    }
+    // The pool goes first, so nothing recreates its members meanwhile.
+    let file = pools::pool_file(&ctx.config.paths, &pool.name);
+    std::fs::remove_file(&file).map_err(|e| Error::io(&file, "remove", e))?;
+    for m in &members {
+        let peer = ctx
+            .peer(m)
+            .ok()
+            .filter(|p| p.pool.as_deref() == Some(&pool.name));
+        if peer.is_some() || ctx.state.scan()?.get(m).is_some_and(|p| p.any_state()) {
+            super::peers::remove_peer(&ctx, m, peer.as_ref(), args.force)?;
+        }
+    }
+    println!(
+        "pool {}: removed with its {} members",
+        pool.name,
+        members.len()
+    );
+    Ok(0)
+}
+
+fn ls(app: &App, args: LsArgs) -> Result<i32> {
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let now = ctx.now();
+    let mut docs = Vec::new();
+    let mut rows = vec![["POOL", "MEMBERS", "MIN", "MAX", "UP", "STATES"]
+        .map(String::from)
+        .to_vec()];
+    for loaded in pools::load_all(&ctx.config.paths)? {
+        let pool = match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("iapeer: {e}");
+                continue;
+            }
+        };
+        let members = pool.members();
+        let states: Vec<(String, &'static str)> = members
+            .iter()
+            .map(|m| {
+                let state = ctx
+                    .peer(m)
+                    .map(|p| {
+                        crate::status::peer_status(&ctx, &p, None, now)
+                            .lifecycle_state
+                            .as_str()
+                    })
+                    .unwrap_or("undefined");
+                (m.to_string(), state)
+            })
+            .collect();
+        let up = states
+            .iter()
+            .filter(|(_, s)| matches!(*s, "alive" | "starting"))
+            .count();
+        rows.push(vec![
+            pool.name.clone(),
+            format!(
+                "{}..{}",
+                members.first().map(Identity::as_str).unwrap_or("-"),
+                members.last().map(Identity::as_str).unwrap_or("-")
+            ),
+            pool.min.to_string(),
+            pool.max.to_string(),
+            up.to_string(),
+            states
+                .iter()
+                .map(|(m, s)| format!("{m}:{s}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ]);
+        docs.push(serde_json::json!({
+            "pool": pool,
+            "members": states.iter().map(|(m, s)| serde_json::json!({"name": m, "lifecycle_state": s})).collect::<Vec<_>>(),
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Array(docs));
+    } else {
+        print!("{}", super::table(&rows));
+    }
+    Ok(0)
+}

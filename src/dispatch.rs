@@ -1,0 +1,203 @@
+//! `iapeer dispatch`: hand a task to a free member of a pool, growing the
+//! pool by one when none is free, up to its `max`.
+//!
+//! A member is free when its session is up and ready, its runtime does not
+//! say it is mid-turn, and nothing has happened in it for the pool's quiet
+//! time since its last task. The check and the delivery happen under the
+//! member's wake lock, so two dispatches never pick the same member.
+
+use crate::clock;
+use crate::ctx::Ctx;
+use crate::error::{Error, Refusal, Result};
+use crate::identity::Identity;
+use crate::lifecycle_log::Ev;
+use crate::markers::{Flag, Marker};
+use crate::pools::Pool;
+use crate::process::{self, Liveness};
+use crate::session::SessionRecord;
+use crate::supervise;
+use crate::wake::{self, Ask, WakeFailure, Woke};
+
+/// Where a task went.
+#[derive(Debug)]
+pub struct Dispatched {
+    pub member: Identity,
+    /// `None`: delivered to a running member; `Some`: a member was woken
+    /// for it.
+    pub woke: Option<Woke>,
+}
+
+/// A turn with no sign of life for this long is taken as over, whatever
+/// the transcript's last entry says (an interrupted turn never ends).
+pub const STALE_TURN_MS: i64 = 5 * 60 * 1000;
+
+/// Is a member's session free for a new task right now?
+pub fn is_free(
+    rec: &SessionRecord,
+    last_activity: clock::EpochMs,
+    mid_turn: Option<bool>,
+    quiet_ms: i64,
+    now: clock::EpochMs,
+) -> bool {
+    let task_at = rec
+        .task_at
+        .as_deref()
+        .and_then(clock::parse_rfc3339)
+        .unwrap_or(0);
+    let since = now.saturating_sub(task_at.max(last_activity));
+    let working = mid_turn == Some(true) && since < STALE_TURN_MS;
+    rec.is_ready() && rec.ending.is_none() && !working && since >= quiet_ms
+}
+
+pub fn dispatch(
+    ctx: &Ctx,
+    pool: &Pool,
+    task: &str,
+    topic: Option<&str>,
+) -> std::result::Result<Dispatched, WakeFailure> {
+    wake::check_task(task)?;
+    if let Some(t) = topic {
+        crate::markers::check_topic(t)?;
+    }
+    let members = pool.members();
+    let scan = ctx.state.scan()?;
+    let running = |m: &Identity| scan.get(m).is_some_and(|p| p.has(Marker::Session));
+
+    for member in members.iter().filter(|m| running(m)) {
+        if let Some(done) = try_deliver(ctx, pool, member, task, topic)? {
+            return Ok(done);
+        }
+    }
+    // None free: grow by one, lowest index first.
+    for member in members.iter().filter(|m| !running(m)) {
+        if ctx.state.flag(member, Flag::Stopped)?.is_some() {
+            continue;
+        }
+        let ask = Ask {
+            request: None,
+            topic: topic.map(str::to_owned),
+            task: Some(task.to_owned()),
+        };
+        match wake::wake(ctx, member, &ask) {
+            Ok(w) => {
+                return Ok(Dispatched {
+                    member: member.clone(),
+                    woke: Some(w),
+                })
+            }
+            // This one cannot come up now; another may.
+            Err(f) if matches!(f.error, Error::Refused(_)) => continue,
+            Err(f) => return Err(f),
+        }
+    }
+    Err(Error::Refused(Refusal::PoolFull {
+        pool: pool.name.clone(),
+        max: pool.max,
+    })
+    .into())
+}
+
+/// Delivers to `member` if it is free; `Ok(None)` when it is not.
+fn try_deliver(
+    ctx: &Ctx,
+    pool: &Pool,
+    member: &Identity,
+    task: &str,
+    topic: Option<&str>,
+) -> Result<Option<Dispatched>> {
+    let Ok(peer) = ctx.peer(member) else {
+        return Ok(None);
+    };
+    let Some(_lock) = ctx.state.try_lock(member)? else {
+        return Ok(None);
+    };
+    let Some(mut rec) = ctx.state.session(member)? else {
+        return Ok(None);
+    };
+    if rec.is_launching() || process::liveness(rec.pane_pid, rec.pane_start) != Liveness::Alive {
+        return Ok(None);
+    }
+    let now = ctx.now();
+    let started = rec.started_ms().unwrap_or(now);
+    let runtime = crate::runtime::for_peer(&ctx.config, &peer);
+    let last = supervise::activity(ctx, Some(&peer), &rec, started);
+    if !is_free(&rec, last, runtime.mid_turn(&peer), pool.quiet_ms(), now) {
+        return Ok(None);
+    }
+    if let Some(t) = topic.filter(|t| !t.trim().is_empty()) {
+        ctx.state.set_topic(member, t)?;
+    }
+    wake::deliver(ctx, member, runtime.as_ref(), &mut rec, task)?;
+    ctx.log(
+        &ctx.record(Ev::Wake)
+            .identity(member)
+            .runtime(peer.runtime)
+            .outcome("delivered")
+            .session(&rec.session)
+            .topic(topic)
+            .task(Some(task))
+            .reason(format!("dispatched by pool {}", pool.name)),
+    )?;
+    Ok(Some(Dispatched {
+        member: member.clone(),
+        woke: None,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ready: bool, task_at: Option<i64>) -> SessionRecord {
+        SessionRecord {
+            identity: "m0".into(),
+            runtime: "shell".into(),
+            cwd: "/tmp".into(),
+            socket: "/tmp/m0.sock".into(),
+            pane_pid: 1,
+            started_at: clock::format_ms(0),
+            mode: "fresh".into(),
+            resume_ref: None,
+            topic: None,
+            task: task_at.map(|_| "t".into()),
+            session: "s".into(),
+            cause: "crash-or-self-close".into(),
+            pane_start: None,
+            ready_at: ready.then(|| clock::format_ms(0)),
+            task_at: task_at.map(clock::format_ms),
+            ending: None,
+        }
+    }
+
+    #[test]
+    fn free_means_ready_quiet_since_the_last_task_and_not_mid_turn() {
+        let now = 100_000;
+        let quiet = 10_000;
+        assert!(is_free(&rec(true, None), 0, None, quiet, now));
+        assert!(
+            !is_free(&rec(false, None), 0, None, quiet, now),
+            "still starting"
+        );
+        assert!(
+            !is_free(&rec(true, Some(95_000)), 0, None, quiet, now),
+            "a task 5 s ago"
+        );
+        assert!(
+            is_free(&rec(true, Some(80_000)), 85_000, None, quiet, now),
+            "quiet for 15 s"
+        );
+        assert!(
+            !is_free(&rec(true, Some(80_000)), 95_000, None, quiet, now),
+            "active 5 s ago"
+        );
+        assert!(
+            !is_free(&rec(true, Some(95_000)), 95_000, Some(true), 0, now),
+            "mid-turn by its transcript"
+        );
+        assert!(
+            is_free(&rec(true, Some(0)), 0, Some(true), quiet, STALE_TURN_MS + 1),
+            "a turn silent for long is over"
+        );
+        assert!(is_free(&rec(true, Some(0)), 0, Some(false), 0, now));
+    }
+}

@@ -1,0 +1,350 @@
+//! Pools of interchangeable agents, `pools/<name>.json`: a prefix, an index
+//! range and a member template. Members are named exactly `prefix + index`
+//! for index in `[start_index, start_index + max)`, and exist as ordinary
+//! peer definitions (marked with `"pool"`), so everything iapeer does for a
+//! peer it does for a member: members below `min` are `always` (kept up,
+//! relaunched), the others `lazy` and parked after the pool's idle time.
+//! Nothing outside the range is ever touched, whatever its name looks like.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Paths;
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::peers::{self, Peer, Policy, RuntimeKind};
+
+/// A pool never has more members than this.
+pub const MAX_MEMBERS: u32 = 1000;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    pub name: String,
+    pub prefix: String,
+    #[serde(default)]
+    pub start_index: u32,
+    pub min: u32,
+    pub max: u32,
+    /// Members above `min` idle longer than this are parked
+    /// (default IAPEER_IDLE_SECS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_secs: Option<u64>,
+    /// A member is free for a task when nothing has happened in it for
+    /// this long since its last one (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_secs: Option<u64>,
+    pub template: Template,
+}
+
+/// What every member is made from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub cwd: PathBuf,
+    #[serde(default = "default_runtime")]
+    pub runtime: RuntimeKind,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub initial_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u64>,
+}
+
+fn default_runtime() -> RuntimeKind {
+    RuntimeKind::Claude
+}
+
+/// How long a member stays busy after a task, by default.
+pub const DEFAULT_QUIET_SECS: u64 = 10;
+
+impl Pool {
+    /// The members, in index order.
+    pub fn members(&self) -> Vec<Identity> {
+        (self.start_index..self.start_index.saturating_add(self.max))
+            .filter_map(|i| Identity::parse(&format!("{}{i}", self.prefix)).ok())
+            .collect()
+    }
+
+    pub fn quiet_ms(&self) -> i64 {
+        self.quiet_secs
+            .unwrap_or(DEFAULT_QUIET_SECS)
+            .saturating_mul(1000) as i64
+    }
+
+    /// The definition of the member at `position` (0-based in the range).
+    pub fn member(&self, position: u32) -> Peer {
+        let t = &self.template;
+        Peer {
+            name: format!("{}{}", self.prefix, self.start_index + position),
+            cwd: t.cwd.clone(),
+            runtime: t.runtime,
+            command: t.command.clone(),
+            policy: if position < self.min {
+                Policy::Always
+            } else {
+                Policy::Lazy
+            },
+            conversational: false,
+            initial_prompt: t.initial_prompt.clone(),
+            external_supervisor: None,
+            idle_secs: self.idle_secs,
+            max_age_secs: t.max_age_secs,
+            ready_pattern: t.ready_pattern.clone(),
+            interfaces: None,
+            pool: Some(self.name.clone()),
+        }
+    }
+
+    fn validate(&self, file: &Path) -> Result<()> {
+        let bad = |problem: String, hint: &str| {
+            Err(Error::input(file.display().to_string(), problem, hint))
+        };
+        Identity::parse(&self.name).map_err(|e| {
+            Error::input(
+                file.display().to_string(),
+                format!("its name is not valid: {e}"),
+                "rename the pool",
+            )
+        })?;
+        if self.prefix.is_empty()
+            || !self.prefix.as_bytes()[0].is_ascii_alphanumeric()
+            || !self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad(
+                format!("prefix {:?} cannot start peer names", self.prefix),
+                "use letters, digits, '-' and '_', starting with a letter or digit",
+            );
+        }
+        if self.max == 0 || self.max > MAX_MEMBERS || self.min > self.max {
+            return bad(
+                format!("min {} and max {} do not make a pool", self.min, self.max),
+                "use 0 <= min <= max, 1 <= max <= 1000",
+            );
+        }
+        let last = format!(
+            "{}{}",
+            self.prefix,
+            u64::from(self.start_index) + u64::from(self.max) - 1
+        );
+        if Identity::parse(&last).is_err() {
+            return bad(
+                format!("its last member, {last}, is not a valid peer name"),
+                "shorten the prefix",
+            );
+        }
+        if !self.template.cwd.is_absolute() {
+            return bad(
+                format!("template cwd {:?} is not absolute", self.template.cwd),
+                "give a full path",
+            );
+        }
+        if self.template.runtime == RuntimeKind::Shell
+            && self.template.command.as_deref().unwrap_or(&[]).is_empty()
+        {
+            return bad(
+                "a shell pool needs a command".into(),
+                "set template.command to an argv array",
+            );
+        }
+        Ok(())
+    }
+}
+
+pub fn pool_file(paths: &Paths, name: &str) -> PathBuf {
+    paths.pools.join(format!("{name}.json"))
+}
+
+/// Parses a pool definition; `expected` is the name its file gives.
+pub fn parse(file: &Path, bytes: &[u8], expected: Option<&str>) -> Result<Pool> {
+    let pool: Pool = serde_json::from_slice(bytes).map_err(|e| {
+        Error::input(
+            file.display().to_string(),
+            format!("not a valid pool definition ({e})"),
+            "fix the JSON, or remove the file and `iapeer pool add` it again",
+        )
+    })?;
+    pool.validate(file)?;
+    if let Some(name) = expected {
+        if pool.name != name {
+            return Err(Error::input(
+                file.display().to_string(),
+                format!("it defines {:?}, but its file name says {name}", pool.name),
+                format!("set \"name\": \"{name}\" or rename the file"),
+            ));
+        }
+    }
+    Ok(pool)
+}
+
+pub fn load(paths: &Paths, name: &str) -> Result<Pool> {
+    Identity::parse(name)?;
+    let file = pool_file(paths, name);
+    let bytes = fs::read(&file).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Error::input(
+            format!("pool {name}"),
+            format!("it is not defined ({} does not exist)", file.display()),
+            "see `iapeer pool ls`, or define it with `iapeer pool add`",
+        ),
+        _ => Error::io(&file, "read", e),
+    })?;
+    parse(&file, &bytes, Some(name))
+}
+
+/// Every pool, sorted by name; a broken one as its error.
+pub fn load_all(paths: &Paths) -> Result<Vec<Result<Pool>>> {
+    let entries = match fs::read_dir(&paths.pools) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&paths.pools, "list", e)),
+    };
+    let mut files: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".json")?.to_owned();
+            (!stem.starts_with('.')).then(|| (stem, e.path()))
+        })
+        .collect();
+    files.sort();
+    Ok(files
+        .into_iter()
+        .map(|(stem, path)| {
+            let bytes = fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
+            parse(&path, &bytes, Some(&stem))
+        })
+        .collect())
+}
+
+/// Refuses a pool whose members would take a name another peer or pool
+/// already has.
+pub fn check_collisions(paths: &Paths, pool: &Pool) -> Result<()> {
+    let mine: std::collections::BTreeSet<Identity> = pool.members().into_iter().collect();
+    for other in load_all(paths)?.into_iter().flatten() {
+        if other.name == pool.name {
+            continue;
+        }
+        if let Some(shared) = other.members().into_iter().find(|m| mine.contains(m)) {
+            return Err(Error::input(
+                format!("pool {}", pool.name),
+                format!(
+                    "its member {shared} is also a member of pool {}",
+                    other.name
+                ),
+                "give the pools different prefixes or index ranges",
+            ));
+        }
+    }
+    for m in &mine {
+        match peers::load(paths, m) {
+            Ok(p) if p.pool.as_deref() != Some(&pool.name) => {
+                return Err(Error::input(
+                    format!("pool {}", pool.name),
+                    format!(
+                        "its member {m} would replace the peer {m} defined in {}",
+                        paths.peer_file(m.as_str()).display()
+                    ),
+                    "pick a prefix or range that leaves existing peers alone, or remove that peer",
+                ))
+            }
+            Ok(_) | Err(Error::NoPeer { .. }) => {}
+            // A broken definition with that name is still someone's.
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes the pool's member definitions where they are missing or out of
+/// date; returns how many were written.
+pub fn sync(paths: &Paths, pool: &Pool) -> Result<usize> {
+    let mut written = 0;
+    for position in 0..pool.max {
+        let member = pool.member(position);
+        let current = peers::load(paths, &member.identity()).ok();
+        if current.as_ref() != Some(&member) {
+            peers::save(paths, &member)?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// Writes a pool definition.
+pub fn save(paths: &Paths, pool: &Pool) -> Result<()> {
+    crate::config::ensure_private_dir(&paths.pools, true)?;
+    let mut body = serde_json::to_vec_pretty(pool).expect("a pool always serializes");
+    body.push(b'\n');
+    crate::fsutil::write_atomic(&pool_file(paths, &pool.name), &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(prefix: &str, start: u32, min: u32, max: u32) -> Pool {
+        Pool {
+            name: "p".into(),
+            prefix: prefix.into(),
+            start_index: start,
+            min,
+            max,
+            idle_secs: None,
+            quiet_secs: None,
+            template: Template {
+                cwd: "/tmp".into(),
+                runtime: RuntimeKind::Claude,
+                command: None,
+                initial_prompt: None,
+                ready_pattern: None,
+                max_age_secs: None,
+            },
+        }
+    }
+
+    #[test]
+    fn members_are_exactly_prefix_plus_index_in_range() {
+        let names: Vec<String> = pool("ccl-auto-", 11, 2, 10)
+            .members()
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        assert_eq!(names.first().map(String::as_str), Some("ccl-auto-11"));
+        assert_eq!(names.last().map(String::as_str), Some("ccl-auto-20"));
+        assert_eq!(names.len(), 10);
+        assert!(!names
+            .iter()
+            .any(|n| n == "ccl-auto10" || n == "ccl-auto-10" || n == "ccl-auto-21"));
+        let p = pool("ccl-auto-", 11, 2, 10);
+        assert_eq!(p.member(0).policy, Policy::Always);
+        assert_eq!(p.member(1).policy, Policy::Always);
+        assert_eq!(p.member(2).policy, Policy::Lazy);
+        assert_eq!(p.member(0).pool.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn bad_pools_are_refused() {
+        for (prefix, start, min, max) in [
+            ("", 0, 0, 1),
+            ("-x", 0, 0, 1),
+            ("a/b", 0, 0, 1),
+            ("ok", 0, 3, 2),
+            ("ok", 0, 0, 0),
+            ("ok", 0, 0, 5000),
+            (&*"x".repeat(63), 5, 0, 10),
+        ] {
+            let p = pool(prefix, start, min, max);
+            assert!(
+                p.validate(Path::new("pools/p.json")).is_err(),
+                "{prefix:?} {start} {min} {max}"
+            );
+        }
+    }
+}
