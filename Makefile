@@ -10,7 +10,8 @@ run:
 	$(CARGO) build --release
 	./target/release/iapeer daemon
 
-## test: install what the tests need (tmux, python3), then run every test
+## test: install what the tests need (tmux, python3, chromium + chromedriver),
+##       then run every test
 test: deps
 	$(CARGO) test
 

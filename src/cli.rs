@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the supervisor in the foreground (what the service units run).
-    Daemon,
+    Daemon(DaemonArgs),
     /// Define a peer: its name, working folder, runtime and policy.
     Add(AddArgs),
     /// Remove a peer's definition and every state file about it.
@@ -64,6 +64,14 @@ pub enum Command {
     /// Hand a task to a free member of a pool (or wake one), printing it;
     /// exit 7 when every member is busy and the pool is at its max.
     Dispatch(DispatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Let IAPEER_HTTP_ADDR be a non-loopback address (a bearer token from
+    /// IAPEER_HTTP_TOKEN_FILE is then required).
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Subcommand)]

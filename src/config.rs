@@ -41,6 +41,12 @@ pub struct Config {
     /// Where the daemon writes Prometheus metrics, if anywhere
     /// (`IAPEER_METRICS_FILE`).
     pub metrics_file: Option<PathBuf>,
+    /// Where the daemon serves its read-only dashboard, if anywhere
+    /// (`IAPEER_HTTP_ADDR`, e.g. `127.0.0.1:8787`).
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// A 0600 file holding the bearer token the dashboard requires
+    /// (`IAPEER_HTTP_TOKEN_FILE`; mandatory off loopback).
+    pub http_token_file: Option<PathBuf>,
 }
 
 /// Every place iapeer keeps state, resolved once.
@@ -113,6 +119,8 @@ impl Config {
             codex_home,
             wake_lock_wait: env.secs("IAPEER_WAKE_LOCK_WAIT_SECS", 30.0, 0.0)?,
             metrics_file: env.path("IAPEER_METRICS_FILE", user_home.as_deref())?,
+            http_addr: env.socket_addr("IAPEER_HTTP_ADDR")?,
+            http_token_file: env.path("IAPEER_HTTP_TOKEN_FILE", user_home.as_deref())?,
             home,
         })
     }
@@ -308,6 +316,17 @@ impl Env<'_> {
         }
     }
 
+    fn socket_addr(&self, var: &'static str) -> Result<Option<std::net::SocketAddr>> {
+        let Some(raw) = self.text(var)? else {
+            return Ok(None);
+        };
+        raw.trim().parse().map(Some).map_err(|_| Error::Config {
+            var,
+            value: raw,
+            expected: "an IP address and port, like 127.0.0.1:8787 or [::1]:8787",
+        })
+    }
+
     fn program(&self, var: &'static str, default: &str) -> Result<OsString> {
         match (self.get)(var) {
             None => Ok(default.into()),
@@ -397,6 +416,8 @@ mod tests {
             ("IAPEER_BOOT_DEADLINE_SECS", "NaN"),
             ("IAPEER_HOME", ""),
             ("IAPEER_CLAUDE_BIN", ""),
+            ("IAPEER_HTTP_ADDR", "localhost"),
+            ("IAPEER_HTTP_ADDR", "8787"),
         ] {
             let err = config(&[("HOME", "/h"), (var, value)]).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{var}={value}");

@@ -20,6 +20,7 @@ pub mod diagnostics;
 pub mod dispatch;
 pub mod error;
 pub mod fsutil;
+pub mod http;
 pub mod identity;
 pub mod lifecycle_log;
 pub mod markers;

@@ -8,7 +8,7 @@ use iapeer::cli::Cli;
 fn main() {
     let cli = Cli::parse();
     // The daemon sets up its own diagnostics (journald or a file).
-    if !matches!(cli.command, Some(iapeer::cli::Command::Daemon)) {
+    if !matches!(cli.command, Some(iapeer::cli::Command::Daemon(_))) {
         iapeer::diagnostics::init_cli(cli.verbose);
     }
     let code = match iapeer::cmd::run(cli) {

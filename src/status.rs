@@ -192,20 +192,80 @@ pub fn collect(
     ctx: &Ctx,
     only: Option<&Identity>,
 ) -> Result<Vec<std::result::Result<PeerStatus, crate::Error>>> {
-    let now = ctx.now();
     let (last, metrics) = read_log(ctx);
     let peers: Vec<std::result::Result<Peer, crate::Error>> = match only {
         Some(id) => vec![Ok(ctx.peer(id)?)],
         None => crate::peers::load_all(&ctx.config.paths)?,
     };
-    Ok(peers
+    Ok(with_metrics(ctx, peers, &metrics, |name| {
+        last.get(name).cloned()
+    }))
+}
+
+/// Each peer's status with its metrics; `last` gives the last log line
+/// about a peer when the caller has it.
+pub fn with_metrics(
+    ctx: &Ctx,
+    peers: Vec<std::result::Result<Peer, crate::Error>>,
+    metrics: &crate::metrics::Metrics,
+    last: impl Fn(&str) -> Option<Entry>,
+) -> Vec<std::result::Result<PeerStatus, crate::Error>> {
+    let now = ctx.now();
+    peers
         .into_iter()
         .map(|p| {
             p.map(|peer| {
-                let mut s = peer_status(ctx, &peer, last.get(&peer.name), now);
-                s.lifecycle_metrics = metrics.peers.get(&peer.name).cloned().unwrap_or_default();
+                let last = last(&peer.name);
+                let mut s = peer_status(ctx, &peer, last.as_ref(), now);
+                let m = metrics.peers.get(&peer.name).cloned().unwrap_or_default();
+                if s.last_decision.is_none() {
+                    s.last_decision = m.last_event.as_ref().map(|e| LastDecision {
+                        ts: e.ts.clone(),
+                        ev: e.kind.clone(),
+                        summary: e.summary.clone(),
+                    });
+                }
+                s.lifecycle_metrics = m;
                 s
             })
         })
-        .collect())
+        .collect()
+}
+
+/// The document `status --json` prints and `GET /peers` serves.
+pub fn document(
+    ctx: &Ctx,
+    all: &[std::result::Result<PeerStatus, crate::Error>],
+    daemon: bool,
+) -> serde_json::Value {
+    let peers: Vec<serde_json::Value> = all
+        .iter()
+        .map(|s| match s {
+            Ok(s) => serde_json::to_value(s).expect("a status always serializes"),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        })
+        .collect();
+    serde_json::json!({
+        "home": ctx.config.home,
+        "run": ctx.config.paths.run,
+        "daemon": daemon,
+        "peers": peers,
+    })
+}
+
+/// The Prometheus text for the defined peers.
+pub fn prometheus(ctx: &Ctx, peers: &[Peer], metrics: &crate::metrics::Metrics) -> String {
+    let now = ctx.now();
+    let states: std::collections::BTreeMap<String, &'static str> = peers
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                peer_status(ctx, p, None, now).lifecycle_state.as_str(),
+            )
+        })
+        .collect();
+    let mut shown = metrics.clone();
+    shown.retain(|name| states.contains_key(name));
+    shown.prometheus(&states)
 }

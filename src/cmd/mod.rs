@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         return Ok(0);
     };
     match command {
-        Command::Daemon => crate::daemon::run(app.config, cli.verbose),
+        Command::Daemon(args) => crate::daemon::run(app.config, cli.verbose, args.allow_remote),
         Command::Add(args) => peers::add(&app, args),
         Command::Rm(args) => peers::rm(&app, args),
         Command::Ls(args) => peers::ls(&app, args),

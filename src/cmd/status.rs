@@ -13,20 +13,7 @@ pub fn run(app: &App, args: StatusArgs) -> Result<i32> {
     let all = status::collect(&ctx, only.as_ref())?;
     let daemon = crate::daemon::lock::is_running(&ctx.config.paths.daemon_lock());
     if args.json {
-        let peers: Vec<serde_json::Value> = all
-            .iter()
-            .map(|s| match s {
-                Ok(s) => serde_json::to_value(s).expect("a status always serializes"),
-                Err(e) => serde_json::json!({ "error": e.to_string() }),
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "home": ctx.config.home,
-            "run": ctx.config.paths.run,
-            "daemon": daemon,
-            "peers": peers,
-        });
-        println!("{doc}");
+        println!("{}", status::document(&ctx, &all, daemon));
         return Ok(0);
     }
     let mut rows = vec![[

@@ -44,6 +44,8 @@ pub enum Event {
     PeerChanged(String),
     /// `pools/<name>.json` changed.
     PoolChanged(String),
+    /// lifecycle.log grew (or rotated).
+    Logged,
     /// Events were lost: look at everything.
     Rescan,
     /// This identity's session process exited.
@@ -85,7 +87,7 @@ pub struct Supervisor {
     deaths: DeathWatch,
     /// Counters folded from the log: replayed at start, then followed, so
     /// CLI processes' lines count as well as ours.
-    metrics: crate::metrics::Metrics,
+    metrics: Arc<std::sync::Mutex<crate::metrics::Metrics>>,
     follower: crate::lifecycle_log::Follower,
     metrics_written: Option<Instant>,
     metrics_dirty: bool,
@@ -121,7 +123,7 @@ impl Supervisor {
             watched: HashMap::new(),
             errors: HashMap::new(),
             deaths,
-            metrics: crate::metrics::Metrics::default(),
+            metrics: Arc::default(),
             follower: crate::lifecycle_log::Follower::from_start(&log),
             metrics_written: None,
             metrics_dirty: true,
@@ -131,16 +133,22 @@ impl Supervisor {
         Ok(s)
     }
 
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.metrics
+    /// The live metrics, shared with the HTTP server.
+    pub fn metrics(&self) -> Arc<std::sync::Mutex<crate::metrics::Metrics>> {
+        Arc::clone(&self.metrics)
     }
 
     /// Folds in every line written since the last look.
     pub fn refresh_metrics(&mut self) {
-        for f in self.follower.poll() {
-            self.metrics.apply(&f.entry);
-            self.metrics_dirty = true;
+        let lines = self.follower.poll();
+        if lines.is_empty() {
+            return;
         }
+        let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        for f in &lines {
+            metrics.apply(&f.entry);
+        }
+        self.metrics_dirty = true;
     }
 
     /// When a held-back metrics write is due, if one is.
@@ -168,18 +176,11 @@ impl Supervisor {
         if !(now || self.metrics_dirty && !recent) {
             return;
         }
-        let at = self.ctx.now();
-        let states: BTreeMap<String, &'static str> = self
-            .peers
-            .values()
-            .map(|p| {
-                let s = crate::status::peer_status(&self.ctx, p, None, at);
-                (p.name.clone(), s.lifecycle_state.as_str())
-            })
-            .collect();
-        let mut shown = self.metrics.clone();
-        shown.retain(|name| states.contains_key(name));
-        let text = shown.prometheus(&states);
+        let peers: Vec<Peer> = self.peers.values().cloned().collect();
+        let text = {
+            let metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+            crate::status::prometheus(&self.ctx, &peers, &metrics)
+        };
         match crate::fsutil::write_atomic(&path, text.as_bytes()) {
             Ok(()) => {
                 self.metrics_written = Some(Instant::now());
@@ -530,7 +531,7 @@ impl Supervisor {
 }
 
 /// `iapeer daemon`: runs until SIGTERM/SIGINT; returns the exit code.
-pub fn run(config: Config, verbose: u8) -> Result<i32> {
+pub fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32> {
     // Before any thread exists (the diagnostics writer is one): a thread
     // that does not block SIGTERM would take it with the default action.
     let sigset = signals::block().map_err(|e| {
@@ -541,6 +542,7 @@ pub fn run(config: Config, verbose: u8) -> Result<i32> {
         )
     })?;
     config.ensure_home()?;
+    let http = crate::http::settings(&config, allow_remote)?;
     let _lock = lock::acquire(&config.paths.daemon_lock())?;
     let _diagnostics = crate::diagnostics::init_daemon(verbose, &config)?;
     // A full disk must fail a write (EFBIG), not kill the daemon.
@@ -565,7 +567,7 @@ pub fn run(config: Config, verbose: u8) -> Result<i32> {
     let mut sup = Supervisor::new(Arc::clone(&ctx), tx)?;
     let notifier = Notifier::from_env();
 
-    let banner = format!(
+    let mut banner = format!(
         "iapeer {} daemon, pid {}, {} peer(s), tick {}s, home {}",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
@@ -573,6 +575,11 @@ pub fn run(config: Config, verbose: u8) -> Result<i32> {
         ctx.config.tick.as_secs_f64(),
         ctx.config.home.display()
     );
+    if let Some(settings) = http {
+        let addr = crate::http::start(Arc::clone(&ctx), sup.metrics(), settings)?;
+        banner.push_str(&format!(", dashboard http://{addr}/"));
+        eprintln!("iapeer daemon: dashboard on http://{addr}/");
+    }
     ctx.log(
         &ctx.record(Ev::Daemon)
             .action(Action::Started)
@@ -656,6 +663,8 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
                 }
                 Event::PeerChanged(stem) => sup.reload_peer(&stem),
                 Event::PoolChanged(_) => sup.sync_pools(),
+                // Folded in below, with everything else.
+                Event::Logged => {}
                 Event::Rescan => full = true,
                 Event::Done(id, outcome) => sup.done(&id, outcome),
             }

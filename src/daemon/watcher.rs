@@ -26,10 +26,12 @@ impl std::fmt::Debug for FileWatch {
 }
 
 pub fn start(paths: &crate::config::Paths, events: Sender<Event>) -> Result<FileWatch> {
-    let (lifecycle, peers, pools) = (&paths.lifecycle, &paths.peers, &paths.pools);
+    let (lifecycle, peers, pools, logs) =
+        (&paths.lifecycle, &paths.peers, &paths.pools, &paths.log_dir);
     let lifecycle_dir = lifecycle.to_path_buf();
     let peers_dir = peers.to_path_buf();
     let pools_dir = pools.to_path_buf();
+    let log_dir = logs.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let ev = match res {
             Ok(ev) => ev,
@@ -54,7 +56,13 @@ pub fn start(paths: &crate::config::Paths, events: Sender<Event>) -> Result<File
             let Some(parent) = path.parent() else {
                 continue;
             };
-            if parent == lifecycle_dir {
+            if parent == log_dir {
+                // A decision logged (by us or by a CLI): fold it into the
+                // metrics now, not at the next tick.
+                if name.starts_with("lifecycle.log") && !name.ends_with(".lock") {
+                    let _ = events.send(Event::Logged);
+                }
+            } else if parent == lifecycle_dir {
                 if let Some(id) = lifecycle_identity(name) {
                     let _ = events.send(Event::Changed(id));
                 }
@@ -77,6 +85,9 @@ pub fn start(paths: &crate::config::Paths, events: Sender<Event>) -> Result<File
     watcher
         .watch(pools, RecursiveMode::NonRecursive)
         .map_err(|e| watch_error(pools, &e))?;
+    watcher
+        .watch(logs, RecursiveMode::NonRecursive)
+        .map_err(|e| watch_error(logs, &e))?;
     Ok(FileWatch { _watcher: watcher })
 }
 

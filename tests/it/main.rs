@@ -7,6 +7,7 @@ mod support;
 mod daemon;
 mod faults;
 mod hostile;
+mod http;
 mod lifecycle_log;
 mod observe;
 mod peers;

@@ -214,8 +214,20 @@ fn look_alike_sessions_and_peers_are_never_touched() {
         assert!(out.status.success());
         pids.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
     }
-    // A hand-run session named like a member, on the user's own server.
+    // A hand-run session named like a member, on the user's own server
+    // (outside run/, so the home's cleanup does not see it: a guard does).
     let own = home.path().join("own.sock");
+    struct Own(std::path::PathBuf);
+    impl Drop for Own {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .arg("-S")
+                .arg(&self.0)
+                .arg("kill-server")
+                .output();
+        }
+    }
+    let _own = Own(own.clone());
     assert!(tmux(
         &own,
         &[
@@ -266,10 +278,6 @@ fn look_alike_sessions_and_peers_are_never_touched() {
         0,
         "the look-alike peer was left alone"
     );
-    for name in look_alikes {
-        tmux(&run.join(format!("{name}.sock")), &["kill-server"]);
-    }
-    tmux(&own, &["kill-server"]);
 }
 
 #[test]

@@ -1,0 +1,632 @@
+//! The dashboard over HTTP: a real daemon with IAPEER_HTTP_ADDR, real
+//! clients (raw TCP for event streams, an HTTP client for the rest, and a
+//! headless Chromium for the page).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use iapeer::lifecycle_log::{Ev, LogWriter, Record, Source};
+
+use crate::support::{code, stderr, wait_until, Daemon, Home};
+
+/// Starts the daemon on an ephemeral port; returns it with its base URL.
+fn dashboard(home: &mut Home) -> (Daemon, String) {
+    home.set("IAPEER_HTTP_ADDR", "127.0.0.1:0");
+    let d = home.daemon();
+    let started = home
+        .lines_any("daemon")
+        .into_iter()
+        .rev()
+        .find(|e| e.str("action") == Some("started"))
+        .unwrap();
+    let reason = started.str("reason").unwrap();
+    let url = reason[reason
+        .find("http://")
+        .expect("the banner names the dashboard")..]
+        .trim_end_matches('/')
+        .to_owned();
+    (d, url)
+}
+
+fn get(url: &str) -> ureq::Response {
+    match ureq::get(url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+/// A raw event-stream client.
+struct Stream {
+    reader: BufReader<TcpStream>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Event {
+    id: String,
+    data: serde_json::Value,
+}
+
+impl Stream {
+    fn open(base: &str, path: &str, headers: &[(&str, &str)]) -> Stream {
+        let addr = base.trim_start_matches("http://");
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        tcp.write_all(req.as_bytes()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reader = BufReader::new(tcp);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        Stream { reader }
+    }
+
+    /// The next event (comments and retry hints skipped).
+    fn next(&mut self) -> Event {
+        self.try_next().expect("the stream ended")
+    }
+
+    /// The next event, or `None` once the stream has ended.
+    fn try_next(&mut self) -> Option<Event> {
+        let (mut id, mut data) = (None, None);
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).ok()?;
+            if n == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches('\n');
+            if line.is_empty() {
+                if let (Some(id), Some(data)) = (id.take(), data.take()) {
+                    return Some(Event { id, data });
+                }
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str(v).unwrap());
+            }
+        }
+    }
+}
+
+/// A TCP client whose receive buffer stays small.
+fn small_buffer_client(addr: &str) -> TcpStream {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
+    let sa: std::net::SocketAddrV4 = addr.parse().unwrap();
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(sa)).unwrap();
+    TcpStream::from(fd)
+}
+
+fn append(home: &Home, reason: &str) {
+    let mut w = LogWriter::at(&home.log_path(), 5 << 20, 5);
+    w.append(
+        &Record::new(iapeer::clock::now_ms(), Ev::Reset, Source::Cli)
+            .identity("probe")
+            .reason(reason),
+    )
+    .unwrap();
+}
+
+#[test]
+fn peers_and_metrics_reflect_real_wakes() {
+    let mut home = Home::new();
+    home.add("alice", &[]);
+    home.add("sh", &["--runtime", "shell", "--", "sleep", "600"]);
+    let (_d, base) = dashboard(&mut home);
+    assert_eq!(code(&home.run(&["wake", "alice"])), 0);
+    assert_eq!(code(&home.run(&["wake", "sh"])), 0);
+    wait_until(
+        Duration::from_secs(5),
+        "the metrics to fold the wakes in",
+        || {
+            get(&format!("{base}/metrics"))
+                .into_string()
+                .unwrap()
+                .contains("iapeer_wakes_total{peer=\"sh\",mode=\"fresh\"} 1")
+        },
+    );
+    let r = get(&format!("{base}/peers"));
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    let doc: serde_json::Value = r.into_json().unwrap();
+    assert_eq!(doc["daemon"], true);
+    for name in ["alice", "sh"] {
+        let p = doc["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap();
+        assert_eq!(p["lifecycle_state"], "alive", "{p}");
+        assert_eq!(p["lifecycle_metrics"]["wakes_fresh"], 1);
+    }
+    let text = get(&format!("{base}/metrics")).into_string().unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "iapeer_peer_state"
+            && s.labels.get("peer") == Some("alice")
+            && s.labels.get("state") == Some("alive")));
+}
+
+#[test]
+fn events_arrive_within_100_ms_of_being_logged() {
+    let mut home = Home::new();
+    let (_d, base) = dashboard(&mut home);
+    let mut stream = Stream::open(&base, "/events", &[]);
+    for i in 0..20 {
+        let marker = format!("latency probe {i}");
+        let t = Instant::now();
+        append(&home, &marker);
+        loop {
+            let e = stream.next();
+            if e.data["reason"] == marker.as_str() {
+                break;
+            }
+        }
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(100), "event {i} took {took:?}");
+    }
+}
+
+/// The receive timeout that closes idle connections must not cut a live
+/// stream: it keeps flowing past it.
+#[test]
+fn a_healthy_stream_outlives_the_idle_timeouts() {
+    let mut home = Home::new();
+    let (_d, base) = dashboard(&mut home);
+    let mut stream = Stream::open(&base, "/events", &[]);
+    std::thread::sleep(Duration::from_secs(12));
+    append(&home, "still there");
+    loop {
+        if stream.next().data["reason"] == "still there" {
+            break;
+        }
+    }
+}
+
+#[test]
+fn reconnecting_with_last_event_id_misses_nothing_across_rotations() {
+    let mut home = Home::new();
+    home.set("IAPEER_LIFECYCLE_LOG_MAX_BYTES", "700")
+        .set("IAPEER_LIFECYCLE_LOG_KEEP", "1000");
+    let (_d, base) = dashboard(&mut home);
+    let mut w = LogWriter::at(&home.log_path(), 700, 1000);
+    let line = |i: u64| {
+        let mut r = Record::new(iapeer::clock::now_ms(), Ev::Reset, Source::Cli).identity("probe");
+        r.deaths = Some(i);
+        r
+    };
+    let mut first = Stream::open(&base, "/events", &[]);
+    for i in 0..10 {
+        w.append(&line(i)).unwrap();
+    }
+    let mut last = None;
+    for i in 0..10 {
+        let e = first.next();
+        assert_eq!(e.data["deaths"], i);
+        last = Some(e.id);
+    }
+    drop(first);
+    // While nobody listens, the log rotates many times.
+    for i in 10..60 {
+        w.append(&line(i)).unwrap();
+    }
+    assert!(
+        iapeer::lifecycle_log::log_files(&home.log_path())
+            .unwrap()
+            .len()
+            > 5
+    );
+    let id = last.unwrap();
+    let mut again = Stream::open(&base, "/events", &[("Last-Event-ID", &id)]);
+    for i in 10..60 {
+        let e = again.next();
+        assert_eq!(e.data["deaths"], i, "in order, none missed, none twice");
+    }
+    // The query form works too, for clients that cannot set headers.
+    let mut q = Stream::open(&base, &format!("/events?last_event_id={id}"), &[]);
+    assert_eq!(q.next().data["deaths"], 10);
+}
+
+#[test]
+fn a_stalled_client_delays_neither_others_nor_the_daemon_and_is_let_go() {
+    let mut home = Home::new();
+    home.add("sh", &["--runtime", "shell", "--", "sleep", "600"]);
+    let (_d, base) = dashboard(&mut home);
+    // A client that asks for events and never reads them, with a small
+    // receive buffer (set before connecting, so the kernel does not grow
+    // it): the server's writes to it soon block.
+    let addr = base.trim_start_matches("http://");
+    let mut stalled = small_buffer_client(addr);
+    stalled
+        .write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    // A live client, reading on its own thread as fast as it can.
+    let mut reader = Stream::open(&base, "/events", &[]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        let Some(e) = reader.try_next() else { return };
+        if let Some(reason) = e.data["reason"].as_str().filter(|r| r.len() < 100) {
+            if tx.send((reason.to_owned(), Instant::now())).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |marker: &str| loop {
+        let (reason, at) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the live client kept receiving");
+        if reason == marker {
+            return at;
+        }
+    };
+    // A flood far larger than any socket buffer; the stalled client's
+    // buffers fill and stay full.
+    let big = "x".repeat(900);
+    for _ in 0..4000 {
+        append(&home, &big);
+    }
+    append(&home, "flood done");
+    wait_for("flood done");
+    for i in 0..5 {
+        let marker = format!("after the flood {i}");
+        let t = Instant::now();
+        append(&home, &marker);
+        let took = wait_for(&marker).duration_since(t);
+        assert!(
+            took < Duration::from_millis(100),
+            "the live client was held up: {took:?}"
+        );
+    }
+    // The daemon still decides at once.
+    assert_eq!(code(&home.run(&["wake", "sh"])), 0);
+    let t = Instant::now();
+    home.kill_session_process("sh", libc::SIGKILL);
+    home.wait_line("sh", "the death", |e| {
+        e.str("action") == Some("reaped-gone")
+    });
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // And the stalled client is let go once its buffer is full and the
+    // send timeout (5 s) has passed: draining it then reaches the end.
+    std::thread::sleep(Duration::from_secs(7));
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (mut drained, mut closed) = (0usize, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 65536];
+    while Instant::now() < deadline {
+        match stalled.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => drained += n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "the server let go of the stalled stream ({drained} bytes drained)"
+    );
+    assert!(
+        drained < 4000 * 900,
+        "it was cut off, not fed everything ({drained} bytes)"
+    );
+}
+
+#[test]
+fn bad_requests_get_proper_status_codes() {
+    let mut home = Home::new();
+    let (_d, base) = dashboard(&mut home);
+    assert_eq!(get(&format!("{base}/nope")).status(), 404);
+    match ureq::post(&format!("{base}/peers")).send_string("") {
+        Err(ureq::Error::Status(405, r)) => assert_eq!(r.header("Allow"), Some("GET, HEAD")),
+        other => panic!("POST should be 405: {other:?}"),
+    }
+    assert_eq!(
+        get(&format!("{base}/events?last_event_id=bogus")).status(),
+        400
+    );
+    assert_eq!(get(&format!("{base}/events?backlog=many")).status(), 400);
+    let page = get(&format!("{base}/"));
+    assert_eq!(page.status(), 200);
+    assert!(page.into_string().unwrap().contains("EventSource"));
+    // The stream limit.
+    let streams: Vec<Stream> = (0..iapeer::http::MAX_STREAMS)
+        .map(|_| Stream::open(&base, "/events", &[]))
+        .collect();
+    assert_eq!(get(&format!("{base}/events")).status(), 503);
+    drop(streams);
+    wait_until(Duration::from_secs(20), "slots to free", || {
+        let mut s = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut status = [0u8; 12];
+        s.read_exact(&mut status).is_ok() && &status == b"HTTP/1.1 200"
+    });
+}
+
+#[test]
+fn remote_addresses_need_allow_remote_and_a_private_token() {
+    let mut home = Home::new();
+    home.set("IAPEER_HTTP_ADDR", "0.0.0.0:0");
+    let out = home.run(&["daemon"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("IAPEER_HTTP_ADDR") && stderr(&out).contains("--allow-remote"),
+        "{}",
+        stderr(&out)
+    );
+    let out = home.run(&["daemon", "--allow-remote"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("IAPEER_HTTP_TOKEN_FILE"),
+        "{}",
+        stderr(&out)
+    );
+    let token_file = home.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    home.set("IAPEER_HTTP_TOKEN_FILE", token_file.to_str().unwrap());
+    let out = home.run(&["daemon", "--allow-remote"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("0600"), "{}", stderr(&out));
+    assert!(
+        home.entries().is_empty(),
+        "a refused daemon decides nothing"
+    );
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let stderr_file = std::fs::File::create(home.path().join("d.err")).unwrap();
+    let child = home
+        .iapeer()
+        .args(["daemon", "--allow-remote"])
+        .stderr(stderr_file)
+        .spawn()
+        .unwrap();
+    let _d = Daemon { child };
+    wait_until(Duration::from_secs(10), "started", || {
+        std::fs::read_to_string(home.path().join("d.err")).is_ok_and(|s| s.contains("dashboard on"))
+    });
+    let err = std::fs::read_to_string(home.path().join("d.err")).unwrap();
+    let port = err
+        .split("0.0.0.0:")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    match ureq::get(&format!("{base}/peers")).call() {
+        Err(ureq::Error::Status(401, r)) => {
+            assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"))
+        }
+        other => panic!("expected 401: {other:?}"),
+    }
+    assert_eq!(
+        ureq::get(&format!("{base}/peers"))
+            .set("Authorization", "Bearer wrong-token-00000000")
+            .call()
+            .map(|r| r.status())
+            .unwrap_or_else(|e| match e {
+                ureq::Error::Status(c, _) => c,
+                _ => 0,
+            }),
+        401
+    );
+    assert_eq!(
+        ureq::get(&format!("{base}/peers"))
+            .set("Authorization", "Bearer s3cret-token-0123456789")
+            .call()
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        ureq::get(&format!(
+            "{base}/metrics?access_token=s3cret-token-0123456789"
+        ))
+        .call()
+        .unwrap()
+        .status(),
+        200
+    );
+}
+
+// ---- the page in a real browser --------------------------------------------
+
+fn webdriver(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let url = format!("{base}{path}");
+    let r = match (method, body) {
+        ("POST", Some(b)) => ureq::post(&url).send_json(b),
+        ("DELETE", _) => ureq::delete(&url).call(),
+        _ => ureq::get(&url).call(),
+    };
+    match r {
+        Ok(r) => r.into_json().unwrap(),
+        Err(ureq::Error::Status(c, r)) => panic!(
+            "webdriver {path}: {c} {}",
+            r.into_string().unwrap_or_default()
+        ),
+        Err(e) => panic!("webdriver {path}: {e}"),
+    }
+}
+
+#[test]
+fn the_page_shows_a_peer_come_alive_without_a_reload() {
+    let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(chromedriver) = chromedriver else {
+        assert!(
+            std::env::var_os("IAPEER_SKIP_BROWSER").is_some(),
+            "chromedriver is missing: `make test` installs chromium and chromium-driver; set IAPEER_SKIP_BROWSER=1 to skip on purpose"
+        );
+        return;
+    };
+    let mut home = Home::new();
+    home.add("alice", &["--runtime", "shell", "--", "sleep", "600"]);
+    let (_d, base) = dashboard(&mut home);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = std::process::Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _driver = Daemon { child: driver };
+    let wd = format!("http://127.0.0.1:{port}");
+    wait_until(Duration::from_secs(20), "chromedriver", || {
+        ureq::get(&format!("{wd}/status")).call().is_ok()
+    });
+    let profile = home.path().join("chromium-profile");
+    let session = webdriver(
+        &wd,
+        "POST",
+        "/session",
+        Some(serde_json::json!({
+            "capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--window-size=1280,800", format!("--user-data-dir={}", profile.display())]
+            }}}
+        })),
+    );
+    let id = session["value"]["sessionId"].as_str().unwrap().to_owned();
+    let s = format!("/session/{id}");
+    webdriver(
+        &wd,
+        "POST",
+        &format!("{s}/url"),
+        Some(serde_json::json!({"url": format!("{base}/")})),
+    );
+    let state = || {
+        let r = webdriver(
+            &wd,
+            "POST",
+            &format!("{s}/execute/sync"),
+            Some(serde_json::json!({
+                "script": "const c = document.querySelector('tr[data-peer=\"alice\"] .state'); return c ? c.textContent : null;",
+                "args": []
+            })),
+        );
+        r["value"].as_str().map(str::to_owned)
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "the page to list alice asleep",
+        || state().as_deref() == Some("asleep"),
+    );
+    let live = || {
+        let r = webdriver(
+            &wd,
+            "POST",
+            &format!("{s}/execute/sync"),
+            Some(
+                serde_json::json!({"script": "return document.getElementById('link').className;", "args": []}),
+            ),
+        );
+        r["value"] == "live"
+    };
+    wait_until(Duration::from_secs(15), "the event stream to open", live);
+
+    assert_eq!(code(&home.run(&["wake", "alice"])), 0);
+    wait_until(
+        Duration::from_secs(15),
+        "the page to show alice alive, without a reload",
+        || state().as_deref() == Some("alive"),
+    );
+    let decisions = webdriver(
+        &wd,
+        "POST",
+        &format!("{s}/execute/sync"),
+        Some(
+            serde_json::json!({"script": "return document.getElementById('events').textContent;", "args": []}),
+        ),
+    );
+    assert!(
+        decisions["value"]
+            .as_str()
+            .unwrap()
+            .contains("crash-or-self-close"),
+        "{decisions}"
+    );
+
+    let shot = webdriver(&wd, "GET", &format!("{s}/screenshot"), None);
+    let png = base64_decode(shot["value"].as_str().unwrap());
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let file = home.path().join("dashboard.png");
+    std::fs::write(&file, &png).unwrap();
+    eprintln!("screenshot: {} ({} bytes)", file.display(), png.len());
+    webdriver(&wd, "DELETE", &s, None);
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = text
+        .bytes()
+        .filter(|b| *b != b'=' && !b.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let v: Vec<u32> = chunk.iter().map(|&c| u32::from(value(c))).collect();
+        let n = v.iter().fold(0u32, |acc, x| acc << 6 | x) << (6 * (4 - v.len()));
+        let take = v.len() * 6 / 8;
+        out.extend_from_slice(&n.to_be_bytes()[1..=take]);
+    }
+    out
+}
