@@ -98,11 +98,8 @@ pub struct PoolAddArgs {
     /// Members at most.
     #[arg(long)]
     pub max: u32,
-    /// The members' working folder.
-    #[arg(long)]
-    pub cwd: PathBuf,
-    #[arg(long, value_enum, default_value = "claude")]
-    pub runtime: RuntimeArg,
+    #[command(flatten)]
+    pub agent: AgentArgs,
     /// Members above --min idle this long are parked (default
     /// IAPEER_IDLE_SECS).
     #[arg(long, value_name = "SECS")]
@@ -111,13 +108,6 @@ pub struct PoolAddArgs {
     /// (default 10).
     #[arg(long, value_name = "SECS")]
     pub quiet_secs: Option<u64>,
-    #[arg(long, value_name = "TEXT")]
-    pub initial_prompt: Option<String>,
-    #[arg(long, value_name = "TEXT")]
-    pub ready_pattern: Option<String>,
-    /// shell: the command to run; claude/codex: extra arguments.
-    #[arg(last = true, value_name = "ARGV")]
-    pub argv: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -171,35 +161,52 @@ pub enum PolicyArg {
     Always,
 }
 
+/// How an agent is launched: shared by `add` and `pool add`.
 #[derive(Debug, Args)]
-pub struct AddArgs {
-    pub name: String,
+pub struct AgentArgs {
     /// The agent's working folder.
     #[arg(long)]
     pub cwd: PathBuf,
     #[arg(long, value_enum, default_value = "claude")]
     pub runtime: RuntimeArg,
-    /// lazy: sleeps until a message wakes it; always: kept up.
-    #[arg(long, value_enum, default_value = "lazy")]
-    pub policy: PolicyArg,
-    /// A human-facing peer: it never auto-freshes.
-    #[arg(long)]
-    pub conversational: bool,
     /// Typed into every fresh session that starts without a task.
     #[arg(long, value_name = "TEXT")]
     pub initial_prompt: Option<String>,
     /// shell runtime: text on screen that means the program is ready.
     #[arg(long, value_name = "TEXT")]
     pub ready_pattern: Option<String>,
+    /// shell: the command to run; claude/codex: extra arguments.
+    #[arg(last = true, value_name = "ARGV")]
+    pub argv: Vec<String>,
+}
+
+impl From<RuntimeArg> for crate::peers::RuntimeKind {
+    fn from(r: RuntimeArg) -> Self {
+        match r {
+            RuntimeArg::Claude => crate::peers::RuntimeKind::Claude,
+            RuntimeArg::Codex => crate::peers::RuntimeKind::Codex,
+            RuntimeArg::Shell => crate::peers::RuntimeKind::Shell,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// lazy: sleeps until a message wakes it; always: kept up.
+    #[arg(long, value_enum, default_value = "lazy")]
+    pub policy: PolicyArg,
+    /// A human-facing peer: it never auto-freshes.
+    #[arg(long)]
+    pub conversational: bool,
     /// Park after this many idle seconds (default IAPEER_IDLE_SECS).
     #[arg(long, value_name = "SECS")]
     pub idle_secs: Option<u64>,
     /// Park sessions older than this (default IAPEER_MAX_AGE_SECS).
     #[arg(long, value_name = "SECS")]
     pub max_age_secs: Option<u64>,
-    /// shell: the command to run; claude/codex: extra arguments.
-    #[arg(last = true, value_name = "ARGV")]
-    pub argv: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -286,6 +293,15 @@ pub struct LogArgs {
     /// Keep printing new matching lines as they are written.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+/// `--fresh` / `--resume` as the request a wake makes (neither: a message).
+pub fn request(fresh: bool, resume: bool) -> Option<crate::wake_mode::Request> {
+    match (fresh, resume) {
+        (true, _) => Some(crate::wake_mode::Request::Fresh),
+        (_, true) => Some(crate::wake_mode::Request::Resume),
+        _ => None,
+    }
 }
 
 /// Anything clap gives us as an OsString that must be UTF-8.

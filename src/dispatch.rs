@@ -10,7 +10,6 @@ use crate::clock;
 use crate::ctx::Ctx;
 use crate::error::{Error, Refusal, Result};
 use crate::identity::Identity;
-use crate::lifecycle_log::Ev;
 use crate::markers::{Flag, Marker};
 use crate::pools::Pool;
 use crate::process::{self, Liveness};
@@ -129,13 +128,7 @@ fn try_deliver(
     }
     wake::deliver(ctx, member, runtime.as_ref(), &mut rec, task)?;
     ctx.log(
-        &ctx.record(Ev::Wake)
-            .identity(member)
-            .runtime(peer.runtime)
-            .outcome("delivered")
-            .session(&rec.session)
-            .topic(topic)
-            .task(Some(task))
+        &wake::delivered_line(ctx, member, &peer, &rec, topic, task)
             .reason(format!("dispatched by pool {}", pool.name)),
     )?;
     Ok(Some(Dispatched {

@@ -80,3 +80,39 @@ pub fn tail_lines(path: &Path, max: u64) -> std::io::Result<Vec<String>> {
         .map(str::to_owned)
         .collect())
 }
+
+/// The `*.json` definitions in `dir` as (stem, path), sorted by stem;
+/// temp files (a leading dot) are skipped and a missing folder is empty.
+pub fn json_files(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, "list", e)),
+    };
+    let mut files: Vec<(String, std::path::PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".json")?.to_owned();
+            (!stem.starts_with('.')).then(|| (stem, e.path()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Opens (creating) a lock file: 0600, never through a symlink.
+pub fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::unsafe_file(path, "it is a symlink"),
+            _ => Error::io(path, "open", e),
+        })
+}

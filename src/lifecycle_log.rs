@@ -448,15 +448,7 @@ impl LogWriter {
             if let Some(dir) = self.path.parent() {
                 crate::config::ensure_private_dir(dir, true)?;
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&self.lock_path)
-                .map_err(|e| Error::io(&self.lock_path, "open", e))?;
+            let file = crate::fsutil::open_lock_file(&self.lock_path)?;
             self.lock = Some(file);
         }
         Ok(())

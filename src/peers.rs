@@ -209,21 +209,7 @@ pub fn save(paths: &Paths, peer: &Peer) -> Result<()> {
 /// Every definition under `peers/`, sorted by name; a broken one is returned
 /// as its error, so one bad file never hides the others.
 pub fn load_all(paths: &Paths) -> Result<Vec<Result<Peer>>> {
-    let entries = match fs::read_dir(&paths.peers) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&paths.peers, "list", e)),
-    };
-    let mut names: Vec<(String, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let stem = name.strip_suffix(".json")?.to_owned();
-            (!stem.starts_with('.')).then(|| (stem, e.path()))
-        })
-        .collect();
-    names.sort();
-    Ok(names
+    Ok(crate::fsutil::json_files(&paths.peers)?
         .into_iter()
         .map(|(stem, path)| {
             let id = Identity::parse(&stem).map_err(|e| {

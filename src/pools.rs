@@ -200,21 +200,7 @@ pub fn load(paths: &Paths, name: &str) -> Result<Pool> {
 
 /// Every pool, sorted by name; a broken one as its error.
 pub fn load_all(paths: &Paths) -> Result<Vec<Result<Pool>>> {
-    let entries = match fs::read_dir(&paths.pools) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&paths.pools, "list", e)),
-    };
-    let mut files: Vec<(String, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let stem = name.strip_suffix(".json")?.to_owned();
-            (!stem.starts_with('.')).then(|| (stem, e.path()))
-        })
-        .collect();
-    files.sort();
-    Ok(files
+    Ok(crate::fsutil::json_files(&paths.pools)?
         .into_iter()
         .map(|(stem, path)| {
             let bytes = fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;

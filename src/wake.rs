@@ -472,6 +472,23 @@ fn refuse_if_needed(
     Ok(())
 }
 
+/// The start of every `wake` line about this ask.
+fn wake_line(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    ask: &Ask,
+    mode: Mode,
+    cause: Cause,
+) -> crate::lifecycle_log::Record {
+    ctx.record(Ev::Wake)
+        .identity(id)
+        .runtime(peer.runtime)
+        .mode(mode)
+        .cause(cause)
+        .topic(ask.topic.as_deref())
+}
+
 fn refusal_line(
     ctx: &Ctx,
     id: &Identity,
@@ -481,13 +498,7 @@ fn refusal_line(
     cause: Cause,
     error: &Error,
 ) -> crate::lifecycle_log::Record {
-    ctx.record(Ev::Wake)
-        .identity(id)
-        .runtime(peer.runtime)
-        .mode(mode)
-        .cause(cause)
-        .topic(ask.topic.as_deref())
-        .reason(error)
+    wake_line(ctx, id, peer, ask, mode, cause).reason(error)
 }
 
 /// Logs a refusal or failure; the refusal stands even if the line cannot
@@ -548,15 +559,14 @@ fn deliver_to_live(
     let delivered = match &ask.task {
         Some(task) => {
             deliver(ctx, id, runtime.as_ref(), &mut rec, task)?;
-            ctx.log(
-                &ctx.record(Ev::Wake)
-                    .identity(id)
-                    .runtime(peer.runtime)
-                    .outcome("delivered")
-                    .session(&rec.session)
-                    .topic(ask.topic.as_deref())
-                    .task(Some(task)),
-            )?;
+            ctx.log(&delivered_line(
+                ctx,
+                id,
+                peer,
+                &rec,
+                ask.topic.as_deref(),
+                task,
+            ))?;
             true
         }
         None => false,
@@ -717,14 +727,28 @@ fn decision_line(
     cause: Cause,
     session: &str,
 ) -> crate::lifecycle_log::Record {
+    wake_line(ctx, id, peer, ask, mode, cause)
+        .session(session)
+        .task(ask.task.as_deref())
+}
+
+/// The line that records a task typed into a running session: a `wake`
+/// that launched nothing.
+pub fn delivered_line(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    rec: &SessionRecord,
+    topic: Option<&str>,
+    task: &str,
+) -> crate::lifecycle_log::Record {
     ctx.record(Ev::Wake)
         .identity(id)
         .runtime(peer.runtime)
-        .mode(mode)
-        .cause(cause)
-        .session(session)
-        .topic(ask.topic.as_deref())
-        .task(ask.task.as_deref())
+        .outcome("delivered")
+        .session(&rec.session)
+        .topic(topic)
+        .task(Some(task))
 }
 
 /// Starts the session in tmux and writes its `.session` (still starting).

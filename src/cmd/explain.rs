@@ -14,7 +14,7 @@ use crate::peers::Peer;
 use crate::process::{self, Liveness};
 use crate::supervise;
 use crate::wake::{self, Ask, Gathered, Plan};
-use crate::wake_mode::{Mode, Request};
+use crate::wake_mode::Mode;
 
 #[derive(Debug, Serialize)]
 struct Explanation {
@@ -36,13 +36,7 @@ pub fn run(app: &App, args: ExplainArgs) -> Result<i32> {
     let peer = ctx.peer(&id)?;
     ctx.state.check(&id)?;
     let ask = Ask {
-        request: if args.fresh {
-            Some(Request::Fresh)
-        } else if args.resume {
-            Some(Request::Resume)
-        } else {
-            None
-        },
+        request: crate::cli::request(args.fresh, args.resume),
         topic: args.topic,
         task: None,
     };

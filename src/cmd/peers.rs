@@ -1,13 +1,13 @@
 //! `iapeer add`, `iapeer rm`, `iapeer ls`: peer definitions.
 
-use crate::cli::{AddArgs, LsArgs, PolicyArg, RmArgs, RuntimeArg};
+use crate::cli::{AddArgs, LsArgs, PolicyArg, RmArgs};
 use crate::cmd::App;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::lifecycle_log::Ev;
 use crate::markers::LockFailure;
-use crate::peers::{self, Peer, Policy, RuntimeKind};
+use crate::peers::{self, Peer, Policy};
 use crate::supervise::{self, Settled};
 
 pub fn add(app: &App, args: AddArgs) -> Result<i32> {
@@ -22,27 +22,22 @@ pub fn add(app: &App, args: AddArgs) -> Result<i32> {
             format!("edit that file, or `iapeer rm {id}` first"),
         ));
     }
-    let cwd = crate::cli::absolute(args.cwd)?;
-    let runtime = match args.runtime {
-        RuntimeArg::Claude => RuntimeKind::Claude,
-        RuntimeArg::Codex => RuntimeKind::Codex,
-        RuntimeArg::Shell => RuntimeKind::Shell,
-    };
+    let agent = args.agent;
     let peer = Peer {
         name: id.to_string(),
-        cwd,
-        runtime,
-        command: (!args.argv.is_empty()).then_some(args.argv),
+        cwd: crate::cli::absolute(agent.cwd)?,
+        runtime: agent.runtime.into(),
+        command: (!agent.argv.is_empty()).then_some(agent.argv),
         policy: match args.policy {
             PolicyArg::Lazy => Policy::Lazy,
             PolicyArg::Always => Policy::Always,
         },
         conversational: args.conversational,
-        initial_prompt: args.initial_prompt,
+        initial_prompt: agent.initial_prompt,
         external_supervisor: None,
         idle_secs: args.idle_secs,
         max_age_secs: args.max_age_secs,
-        ready_pattern: args.ready_pattern,
+        ready_pattern: agent.ready_pattern,
         interfaces: None,
         pool: None,
     };

@@ -1,12 +1,11 @@
 //! `iapeer pool add|rm|ls`.
 
-use crate::cli::{LsArgs, PoolAddArgs, PoolCommand, RmArgs, RuntimeArg};
+use crate::cli::{LsArgs, PoolAddArgs, PoolCommand, RmArgs};
 use crate::cmd::App;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::markers::Marker;
-use crate::peers::RuntimeKind;
 use crate::pools::{self, Pool, Template};
 
 pub fn run(app: &App, cmd: PoolCommand) -> Result<i32> {
@@ -38,15 +37,11 @@ fn add(app: &App, args: PoolAddArgs) -> Result<i32> {
         idle_secs: args.idle_secs,
         quiet_secs: args.quiet_secs,
         template: Template {
-            cwd: crate::cli::absolute(args.cwd)?,
-            runtime: match args.runtime {
-                RuntimeArg::Claude => RuntimeKind::Claude,
-                RuntimeArg::Codex => RuntimeKind::Codex,
-                RuntimeArg::Shell => RuntimeKind::Shell,
-            },
-            command: (!args.argv.is_empty()).then_some(args.argv),
-            initial_prompt: args.initial_prompt,
-            ready_pattern: args.ready_pattern,
+            cwd: crate::cli::absolute(args.agent.cwd)?,
+            runtime: args.agent.runtime.into(),
+            command: (!args.agent.argv.is_empty()).then_some(args.agent.argv),
+            initial_prompt: args.agent.initial_prompt,
+            ready_pattern: args.agent.ready_pattern,
             max_age_secs: None,
         },
     };

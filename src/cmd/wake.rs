@@ -6,19 +6,12 @@ use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::wake::{self, Ask, Report, Woke};
-use crate::wake_mode::Request;
 
 pub fn run(app: &App, args: WakeArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let ask = Ask {
-        request: if args.fresh {
-            Some(Request::Fresh)
-        } else if args.resume {
-            Some(Request::Resume)
-        } else {
-            None
-        },
+        request: crate::cli::request(args.fresh, args.resume),
         topic: args.topic,
         task: args.task,
     };

@@ -16,25 +16,13 @@ pub struct DaemonLock {
     _file: File,
 }
 
-fn open(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::io(path, "open", e))
-}
-
 /// How long a starting daemon waits for the lock: a daemon just killed can
 /// leave it held for a moment by a child between fork and exec.
 const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Takes the lock, or says who holds it.
 pub fn acquire(path: &Path) -> Result<DaemonLock> {
-    let mut file = open(path)?;
+    let mut file = crate::fsutil::open_lock_file(path)?;
     let start = std::time::Instant::now();
     let taken = loop {
         match file.try_lock() {

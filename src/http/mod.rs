@@ -71,10 +71,12 @@ pub fn settings(config: &Config, allow_remote: bool) -> Result<Option<Settings>>
     }
     let token = match &config.http_token_file {
         Some(path) => Some(read_token(path)?),
-        None if !loopback => return Err(Error::Usage(format!(
+        None if !loopback => {
+            return Err(Error::Usage(format!(
             "IAPEER_HTTP_ADDR={addr} is reachable from other machines: set IAPEER_HTTP_TOKEN_FILE \
                  to a 0600 file holding a bearer token of 16 characters or more"
-        ))),
+        )))
+        }
         None => None,
     };
     Ok(Some(Settings { addr, token }))
@@ -332,6 +334,13 @@ fn events(shared: &Shared, request: Request, backlog: Option<&str>, last_id: Opt
             return;
         }
     };
+    // Positioned before the head goes out: everything logged after the
+    // client has the head is in the stream.
+    let mut follower = match (resume, backlog) {
+        (Some(pos), _) => Follower::at(log, pos),
+        (None, Some(_)) => Follower::from_start(log),
+        (None, None) => Follower::at_end(log),
+    };
     let head_only = *request.method() == Method::Head;
     let mut out = request.into_writer();
     // The stream's head, written here so each event can be flushed as it
@@ -341,11 +350,6 @@ fn events(shared: &Shared, request: Request, backlog: Option<&str>, last_id: Opt
     if send(&mut out, head.as_bytes()).is_err() || head_only {
         return;
     }
-    let mut follower = match (resume, backlog) {
-        (Some(pos), _) => Follower::at(log, pos),
-        (None, Some(_)) => Follower::from_start(log),
-        (None, None) => Follower::at_end(log),
-    };
     let mut first = follower.poll();
     if let (None, Some(n)) = (resume, backlog) {
         let keep = first.len().saturating_sub(n);

@@ -421,13 +421,7 @@ fn tmux_servers_launched_by_the_daemon_do_not_inherit_its_blocked_signals() {
     );
     let _d = home.daemon();
     home.wait_line("keeper", "up", |e| e.str("ev") == Some("ready"));
-    let out = std::process::Command::new("tmux")
-        .arg("-S")
-        .arg(home.path().join("run/keeper.sock"))
-        .args(["display-message", "-p", "#{pid}"])
-        .output()
-        .unwrap();
-    let server = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let server = home.tmux_server_pid("keeper");
     let status = std::fs::read_to_string(format!("/proc/{server}/status")).unwrap();
     let blocked = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
     assert_eq!(

@@ -77,13 +77,7 @@ fn a_killed_tmux_server_is_a_death_not_a_hang() {
     let _d = home.daemon();
     assert_eq!(code(&home.run(&["wake", "alice"])), 0);
     let socket = home.path().join("run/alice.sock");
-    let out = std::process::Command::new("tmux")
-        .arg("-S")
-        .arg(&socket)
-        .args(["display-message", "-p", "#{pid}"])
-        .output()
-        .unwrap();
-    let server: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let server = home.tmux_server_pid("alice");
     // SAFETY: killing the tmux server this test started.
     unsafe { libc::kill(server, libc::SIGKILL) };
     let line = home.wait_line("alice", "the death", |e| {

@@ -120,6 +120,20 @@ impl Home {
         out
     }
 
+    /// The pid of the tmux server holding `name`'s session.
+    pub fn tmux_server_pid(&self, name: &str) -> i32 {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(self.path().join("run").join(format!("{name}.sock")))
+            .args(["display-message", "-p", "#{pid}"])
+            .output()
+            .expect("run tmux");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a tmux server pid")
+    }
+
     /// Kills the pane process of a live session, as a crash would.
     pub fn kill_session_process(&self, name: &str, signal: i32) {
         let pid = self.session(name).expect("a live session")["pane_pid"]
