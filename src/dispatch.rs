@@ -67,9 +67,19 @@ pub fn dispatch(
             return Ok(done);
         }
     }
-    // None free: grow by one, lowest index first.
+    // None free: grow by one, lowest index first. The member's lock is
+    // taken without waiting: one held is being grown by another dispatch,
+    // and waiting for it would put two tasks in one member.
     for member in members.iter().filter(|m| !running(m)) {
         if ctx.state.flag(member, Flag::Stopped)?.is_some() {
+            continue;
+        }
+        let Some(lock) = ctx.state.try_lock(member)? else {
+            continue;
+        };
+        ctx.state.check(member)?;
+        if ctx.state.session(member)?.is_some() {
+            // Came up since the scan (a dispatch that finished growing it).
             continue;
         }
         let ask = Ask {
@@ -77,7 +87,7 @@ pub fn dispatch(
             topic: topic.map(str::to_owned),
             task: Some(task.to_owned()),
         };
-        match wake::wake(ctx, member, &ask) {
+        match wake::wake_locked(ctx, member, &ask, &lock) {
             Ok(w) => {
                 return Ok(Dispatched {
                     member: member.clone(),

@@ -63,11 +63,21 @@ fn default_runtime() -> RuntimeKind {
 pub const DEFAULT_QUIET_SECS: u64 = 10;
 
 impl Pool {
-    /// The members, in index order.
+    /// The members, in index order. (`validate` guarantees the range fits
+    /// and every name is an identity.)
     pub fn members(&self) -> Vec<Identity> {
-        (self.start_index..self.start_index.saturating_add(self.max))
-            .filter_map(|i| Identity::parse(&format!("{}{i}", self.prefix)).ok())
+        (0..self.max)
+            .filter_map(|position| Identity::parse(&self.member_name(position)).ok())
             .collect()
+    }
+
+    /// `prefix + (start_index + position)`, computed without overflow.
+    fn member_name(&self, position: u32) -> String {
+        format!(
+            "{}{}",
+            self.prefix,
+            u64::from(self.start_index) + u64::from(position)
+        )
     }
 
     pub fn quiet_ms(&self) -> i64 {
@@ -80,7 +90,7 @@ impl Pool {
     pub fn member(&self, position: u32) -> Peer {
         let t = &self.template;
         Peer {
-            name: format!("{}{}", self.prefix, self.start_index + position),
+            name: self.member_name(position),
             cwd: t.cwd.clone(),
             runtime: t.runtime,
             command: t.command.clone(),
@@ -121,6 +131,15 @@ impl Pool {
             return bad(
                 format!("prefix {:?} cannot start peer names", self.prefix),
                 "use letters, digits, '-' and '_', starting with a letter or digit",
+            );
+        }
+        if u64::from(self.start_index) + u64::from(self.max) > u64::from(u32::MAX) {
+            return bad(
+                format!(
+                    "start_index {} + max {} runs past the largest index",
+                    self.start_index, self.max
+                ),
+                "use a smaller start_index",
             );
         }
         if self.max == 0 || self.max > MAX_MEMBERS || self.min > self.max {
@@ -325,6 +344,9 @@ mod tests {
             ("ok", 0, 0, 0),
             ("ok", 0, 0, 5000),
             (&*"x".repeat(63), 5, 0, 10),
+            // Regression: this range overflowed u32, panicking in debug and
+            // wrapping to p0 (someone else's peer) in release.
+            ("p", u32::MAX, 0, 2),
         ] {
             let p = pool(prefix, start, min, max);
             assert!(

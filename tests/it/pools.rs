@@ -396,3 +396,64 @@ fn colliding_pools_are_refused_and_pool_rm_cleans_up() {
     }
     assert!(!home.has("ccl-auto-13", "session"));
 }
+
+/// Regression: two dispatches growing the pool at once both picked the
+/// first sleeping member; the second waited for its lock, then typed its
+/// task into the session the first had just started.
+#[test]
+fn concurrent_dispatches_that_grow_the_pool_never_share_a_member() {
+    let home = Home::new();
+    let cwd = home.workdir("g");
+    let out = home.run(&[
+        "pool",
+        "add",
+        "g",
+        "--prefix",
+        "g-",
+        "--min",
+        "0",
+        "--max",
+        "3",
+        "--cwd",
+        cwd.to_str().unwrap(),
+        "--runtime",
+        "shell",
+        "--quiet-secs",
+        "30",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            home.iapeer()
+                .args(["dispatch", "g", "--task", &format!("job {i}")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut members: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+            stdout(&out).trim().to_owned()
+        })
+        .collect();
+    members.sort();
+    assert_eq!(members, ["g-0", "g-1", "g-2"], "one task per member");
+    let tasks: Vec<String> = (0..3)
+        .map(|i| {
+            home.session(&format!("g-{i}")).unwrap()["task"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut sorted = tasks.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["job 0", "job 1", "job 2"], "{tasks:?}");
+}
