@@ -188,7 +188,14 @@ impl fmt::Display for Error {
                         f.write_str("; check its owner and permissions")
                     }
                     io::ErrorKind::StorageFull => f.write_str("; free some disk space"),
-                    _ => Ok(()),
+                    io::ErrorKind::QuotaExceeded => f.write_str("; the disk quota is used up"),
+                    io::ErrorKind::ReadOnlyFilesystem => {
+                        f.write_str("; its file system is mounted read-only")
+                    }
+                    io::ErrorKind::NotFound => {
+                        f.write_str("; check that the folder exists (and IAPEER_HOME)")
+                    }
+                    _ => f.write_str("; check the disk, then retry"),
                 }
             }
             Error::Refused(r) => r.fmt(f),

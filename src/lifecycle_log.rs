@@ -2,8 +2,8 @@
 //!
 //! One JSON object per line, fields in a fixed order (the order of
 //! [`Record`]'s fields), values strings or numbers only, so that `grep` and
-//! `jq` both work. The schema is documented in `LOG.md` beside this file's
-//! crate; `fixtures/lifecycle.golden.jsonl` pins it.
+//! `jq` both work. The schema is documented in `lifecycle_log.md` beside
+//! this file; `fixtures/lifecycle.golden.jsonl` pins it.
 //!
 //! Appending: every line is one `write()` on an `O_APPEND` descriptor,
 //! followed by `fdatasync`, under an exclusive `flock` on
@@ -93,8 +93,6 @@ pub enum Action {
     Alive,
     /// A session died while a delivered task was in flight.
     CrashedWhileWorking,
-    /// A boot that never became ready within the deadline.
-    BootTimeout,
     // daemon
     Started,
     Stopping,
@@ -114,7 +112,6 @@ impl Action {
             Action::TickError => "tick-error",
             Action::Alive => "alive",
             Action::CrashedWhileWorking => "crashed-while-working",
-            Action::BootTimeout => "boot-timeout",
             Action::Started => "started",
             Action::Stopping => "stopping",
             Action::Reloaded => "reloaded",

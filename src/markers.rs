@@ -95,6 +95,13 @@ impl Flag {
     }
 }
 
+/// A flag marker removed by `take_flag`, byte for byte.
+#[derive(Clone, Debug)]
+pub struct TakenFlag {
+    flag: Flag,
+    bytes: Vec<u8>,
+}
+
 /// What a boolean marker said: when it was written and why, when the
 /// writer said so (a `touch`-made marker says neither).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -187,6 +194,24 @@ impl StateDir {
             format!("{}\n{reason}\n", clock::format_ms(now))
         };
         self.write(id, flag.marker(), body.as_bytes())
+    }
+
+    /// Removes a flag marker, returning what it held so a launch that
+    /// never happened can put it back (`restore_flag`).
+    pub fn take_flag(&self, id: &Identity, flag: Flag) -> Result<Option<TakenFlag>> {
+        let Some(bytes) = self.read_bounded(id, flag.marker(), FLAG_MAX)? else {
+            return Ok(None);
+        };
+        self.remove(id, flag.marker())?;
+        Ok(Some(TakenFlag { flag, bytes }))
+    }
+
+    /// Puts a taken marker back as it was, unless one was written since.
+    pub fn restore_flag(&self, id: &Identity, taken: &TakenFlag) -> Result<()> {
+        if self.exists(id, taken.flag.marker())? {
+            return Ok(());
+        }
+        self.write(id, taken.flag.marker(), &taken.bytes)
     }
 
     // ---- .deaths ----------------------------------------------------------

@@ -1,5 +1,6 @@
 //! Processes as the kernel sees them: whether a session's process is alive,
-//! from the process itself (a pidfd on Linux, kqueue on macOS), never from
+//! from the process itself (a pidfd on Linux, kqueue on macOS; the process
+//! table where a kernel has no pidfds), never from
 //! `kill(pid, 0)`, which reads a zombie as alive and cannot tell a recycled
 //! pid from the original.
 //!
@@ -135,7 +136,44 @@ pub fn liveness(pid: i32, start: Option<u64>) -> Liveness {
         Ok(None) => Liveness::Dead,
         Ok(Some(h)) if h.has_exited() => Liveness::Dead,
         Ok(Some(_)) => Liveness::Alive,
+        // No pidfds here (a kernel before 5.3, or a sandbox refusing the
+        // call): the process table still tells.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            table_liveness(pid, start)
+        }
         Err(_) => Liveness::Unknown,
+    }
+}
+
+/// Liveness from the process table (`/proc/<pid>/stat`): gone, a zombie
+/// or another process with that pid is dead; anything else alive.
+pub fn table_liveness(pid: i32, start: Option<u64>) -> Liveness {
+    #[cfg(target_os = "linux")]
+    {
+        if pid <= 0 {
+            return Liveness::Dead;
+        }
+        let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Liveness::Dead,
+            Err(_) => return Liveness::Unknown,
+        };
+        let Some(close) = stat.rfind(')') else {
+            return Liveness::Unknown;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let state = fields.first().copied().unwrap_or("");
+        let started = fields.get(19).and_then(|f| f.parse::<u64>().ok());
+        if matches!(state, "Z" | "X" | "x") || start.is_some() && started != start {
+            Liveness::Dead
+        } else {
+            Liveness::Alive
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pid, start);
+        Liveness::Unknown
     }
 }
 
@@ -360,6 +398,28 @@ mod tests {
         assert_eq!(zombie_exit(pid, start), Some(Exit::Signal(15)));
         child.wait().unwrap();
         assert_eq!(liveness(pid, start), Liveness::Dead);
+    }
+
+    #[test]
+    fn the_process_table_fallback_agrees_with_the_handle() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = start_time(pid);
+        assert_eq!(table_liveness(pid, start), Liveness::Alive);
+        assert_eq!(
+            table_liveness(pid, start.map(|s| s + 1)),
+            Liveness::Dead,
+            "recycled"
+        );
+        child.kill().unwrap();
+        let h = ProcessHandle::open(pid, start).unwrap();
+        if let Some(h) = h {
+            assert!(h.wait_exit(Duration::from_secs(5)));
+        }
+        assert_eq!(table_liveness(pid, start), Liveness::Dead, "a zombie");
+        child.wait().unwrap();
+        assert_eq!(table_liveness(pid, start), Liveness::Dead, "reaped");
+        assert_eq!(table_liveness(0, None), Liveness::Dead);
     }
 
     #[test]

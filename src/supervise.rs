@@ -90,18 +90,20 @@ fn outcome(action: Action) -> &'static str {
     }
 }
 
-/// Records the death of a recorded session: journal, then finish.
+/// Records the death of a recorded session: journal, then finish. `peer`
+/// is the definition the caller acts on (the daemon keeps the last good
+/// one while the file is broken).
 pub fn record_death(
     ctx: &Ctx,
     id: &Identity,
+    peer: Option<&Peer>,
     mut rec: SessionRecord,
     status: ExitStatus,
-) -> Result<Action> {
+) -> Result<()> {
     let last_lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
-    let peer = ctx.peer(id).ok();
     let new_eager = ctx.state.flag(id, Flag::NewEager)?.is_some();
     let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
-    let action = death_action(new_eager, peer.as_ref().map(|p| p.policy), stopped);
+    let action = death_action(new_eager, peer.map(|p| p.policy), stopped);
     rec.ending = Some(Ending {
         kind: EndKind::Death,
         action: action.as_str().to_owned(),
@@ -113,8 +115,7 @@ pub fn record_death(
         boot: false,
     });
     ctx.state.write_session(id, &rec)?;
-    finish_ending(ctx, id, rec, false)?;
-    Ok(action)
+    finish_ending(ctx, id, rec, false)
 }
 
 /// Records a boot that failed (it exited, or missed its deadline): a death,
@@ -316,9 +317,7 @@ fn source_name(ctx: &Ctx) -> &'static str {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Settled {
     /// No session (none recorded, or it just ended).
-    None {
-        ended: Option<Action>,
-    },
+    None,
     Alive(Box<SessionRecord>),
     Unknown(String),
 }
@@ -331,9 +330,8 @@ pub fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> 
         return adopt_orphan(ctx, id, peer);
     };
     if rec.ending.is_some() {
-        let action = rec.ending.as_ref().and_then(|e| parse_action(&e.action));
         finish_ending(ctx, id, rec, true)?;
-        return Ok(Settled::None { ended: action });
+        return Ok(Settled::None);
     }
     if rec.is_launching() {
         return finish_launch(ctx, id, rec);
@@ -342,10 +340,8 @@ pub fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> 
         SessionState::Alive => Ok(Settled::Alive(Box::new(rec))),
         SessionState::Unknown(why) => Ok(Settled::Unknown(why)),
         SessionState::Dead(status) => {
-            let action = record_death(ctx, id, rec, status)?;
-            Ok(Settled::None {
-                ended: Some(action),
-            })
+            record_death(ctx, id, peer, rec, status)?;
+            Ok(Settled::None)
         }
     }
 }
@@ -381,7 +377,7 @@ fn finish_launch(ctx: &Ctx, id: &Identity, mut rec: SessionRecord) -> Result<Set
             ctx.host.end_strays(&rec.socket, None);
             ctx.host.kill(&rec.socket, id.as_str(), None)?;
             ctx.state.remove(id, Marker::Session)?;
-            Ok(Settled::None { ended: None })
+            Ok(Settled::None)
         }
     }
 }
@@ -392,13 +388,13 @@ fn finish_launch(ctx: &Ctx, id: &Identity, mut rec: SessionRecord) -> Result<Set
 fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> {
     let socket = ctx.config.paths.socket(id.as_str());
     if !socket.exists() {
-        return Ok(Settled::None { ended: None });
+        return Ok(Settled::None);
     }
     match ctx.host.probe(&socket, id.as_str()) {
         Probe::Gone => {
             ctx.host.end_strays(&socket, None);
             ctx.host.kill(&socket, id.as_str(), None)?;
-            Ok(Settled::None { ended: None })
+            Ok(Settled::None)
         }
         Probe::Unknown(why) => Ok(Settled::Unknown(why)),
         Probe::Alive { pane_pid, .. } => {
@@ -452,10 +448,8 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
                 task_at: None,
                 ending: None,
             };
-            let action = record_death(ctx, id, rec, status)?;
-            Ok(Settled::None {
-                ended: Some(action),
-            })
+            record_death(ctx, id, peer, rec, status)?;
+            Ok(Settled::None)
         }
     }
 }
@@ -550,8 +544,6 @@ pub struct LiveFacts {
     pub launching: bool,
     pub liveness: Liveness,
     pub ready: bool,
-    /// Someone (a wake) holds the identity's lock right now.
-    pub lock_held: bool,
     pub age_ms: i64,
     /// Since the last sign of activity; `None` when not worth computing.
     pub idle_ms: Option<i64>,
@@ -597,19 +589,14 @@ pub fn decide(f: &PassFacts) -> PassAction {
         return PassAction::FinishEnding;
     }
     if s.launching {
-        // Under its launcher's lock it is simply starting.
-        return if s.lock_held {
-            PassAction::Nothing
-        } else {
-            PassAction::FinishLaunch
-        };
+        // Its launcher holds the lock if it is still at work, and then the
+        // worker acting on this finds the lock held and leaves it be.
+        return PassAction::FinishLaunch;
     }
     match s.liveness {
         // Unknown is never a death.
         Liveness::Unknown => PassAction::Nothing,
-        Liveness::Dead if s.lock_held => PassAction::Nothing,
         Liveness::Dead => PassAction::RecordDeath,
-        Liveness::Alive if s.lock_held => PassAction::Nothing,
         Liveness::Alive if !s.ready && s.age_ms > s.boot_deadline_ms => PassAction::BootTimeout,
         Liveness::Alive if !s.ready => PassAction::CheckBoot,
         Liveness::Alive if f.stopped => PassAction::Park(Action::ParkedStopped),
@@ -636,7 +623,6 @@ mod pass_tests {
             launching: false,
             liveness,
             ready: true,
-            lock_held: false,
             age_ms: 1_000,
             idle_ms: Some(10),
             idle_limit_ms: 3_600_000,
@@ -680,14 +666,8 @@ mod pass_tests {
         s.launching = true;
         rows.push((
             "a launch whose launcher died is finished",
-            facts(Some(s.clone())),
-            FinishLaunch,
-        ));
-        s.lock_held = true;
-        rows.push((
-            "a launch under its launcher: starting",
             facts(Some(s)),
-            Nothing,
+            FinishLaunch,
         ));
         rows.push((
             "dead: record the death",
@@ -697,21 +677,6 @@ mod pass_tests {
         rows.push((
             "unknown is never a death",
             facts(Some(live(Unknown))),
-            Nothing,
-        ));
-        let mut s = live(Dead);
-        s.lock_held = true;
-        rows.push((
-            "dead while its wake holds the lock: the wake handles it",
-            facts(Some(s)),
-            Nothing,
-        ));
-        let mut s = live(Alive);
-        s.ready = false;
-        s.lock_held = true;
-        rows.push((
-            "starting under its wake: boot grace",
-            facts(Some(s)),
             Nothing,
         ));
         let mut s = live(Alive);
@@ -762,48 +727,73 @@ mod pass_tests {
 
 // ---- the impure half of a pass -------------------------------------------
 
+/// How a pass learns when a live session was last active.
+#[derive(Clone, Copy, Debug)]
+pub enum Activity {
+    /// From the session record, and the latest a worker measured (if any):
+    /// cheap enough for the daemon's loop.
+    Known(Option<EpochMs>),
+    /// Also from the runtime's own records or tmux, when the record alone
+    /// says idle: for a worker, which may take its time.
+    Measure,
+}
+
+/// What a pass reads before deciding.
+#[derive(Debug)]
+pub struct Gathered {
+    pub facts: PassFacts,
+    pub record: Option<SessionRecord>,
+    /// The latest activity the idle time was computed from, if it was.
+    pub activity: Option<EpochMs>,
+}
+
 /// Reads the facts for `decide`. `present`, from a directory scan, spares
-/// reading files that do not exist; `lock_held` is what the caller knows.
+/// reading files that do not exist.
 pub fn gather_pass(
     ctx: &Ctx,
     id: &Identity,
     peer: Option<&Peer>,
     present: Option<crate::markers::Present>,
-    lock_held: bool,
-) -> Result<(PassFacts, Option<SessionRecord>)> {
+    how: Activity,
+) -> Result<Gathered> {
     let now = ctx.now();
     let external = peer.is_some_and(|p| p.external_supervisor.is_some());
     let may_have = |m: Marker| present.is_none_or(|p| p.has(m));
-    let mut facts = PassFacts {
-        external,
-        policy: peer.map(|p| p.policy),
-        stopped: false,
-        new_eager: false,
-        session: None,
+    let mut g = Gathered {
+        facts: PassFacts {
+            external,
+            policy: peer.map(|p| p.policy),
+            stopped: false,
+            new_eager: false,
+            session: None,
+        },
+        record: None,
+        activity: None,
     };
     if external {
-        return Ok((facts, None));
+        return Ok(g);
     }
-    facts.stopped = may_have(Marker::Stopped) && ctx.state.flag(id, Flag::Stopped)?.is_some();
-    facts.new_eager = may_have(Marker::NewEager) && ctx.state.flag(id, Flag::NewEager)?.is_some();
-    let rec = if may_have(Marker::Session) {
-        ctx.state.session(id)?
-    } else {
-        None
-    };
-    facts.session = rec
-        .as_ref()
-        .map(|r| live_facts(ctx, peer, r, lock_held, now));
-    Ok((facts, rec))
+    let f = &mut g.facts;
+    f.stopped = may_have(Marker::Stopped) && ctx.state.flag(id, Flag::Stopped)?.is_some();
+    f.new_eager = may_have(Marker::NewEager) && ctx.state.flag(id, Flag::NewEager)?.is_some();
+    if may_have(Marker::Session) {
+        g.record = ctx.state.session(id)?;
+    }
+    if let Some(rec) = &g.record {
+        let (live, activity) = live_facts(ctx, peer, rec, how, now);
+        g.facts.session = Some(live);
+        g.activity = activity;
+    }
+    Ok(g)
 }
 
 fn live_facts(
     ctx: &Ctx,
     peer: Option<&Peer>,
     rec: &SessionRecord,
-    lock_held: bool,
+    how: Activity,
     now: EpochMs,
-) -> LiveFacts {
+) -> (LiveFacts, Option<EpochMs>) {
     let cfg = &ctx.config;
     let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
     let idle_limit_ms = peer
@@ -819,26 +809,26 @@ fn live_facts(
         process::liveness(rec.pane_pid, rec.pane_start)
     };
     let lazy = peer.is_none_or(|p| p.policy == Policy::Lazy);
-    let idle_ms = (liveness == Liveness::Alive && rec.is_ready() && lazy).then(|| {
-        let cheap = now.saturating_sub(cheap_activity(rec, started));
-        if cheap <= idle_limit_ms {
-            cheap
-        } else {
-            now.saturating_sub(activity(ctx, peer, rec, started))
+    let activity = (liveness == Liveness::Alive && rec.is_ready() && lazy).then(|| {
+        let cheap = cheap_activity(rec, started);
+        match how {
+            Activity::Known(seen) => cheap.max(seen.unwrap_or(0)),
+            Activity::Measure if now.saturating_sub(cheap) <= idle_limit_ms => cheap,
+            Activity::Measure => activity(ctx, peer, rec, started),
         }
     });
-    LiveFacts {
+    let live = LiveFacts {
         ending: rec.ending.is_some(),
         launching: rec.is_launching(),
         liveness,
         ready: rec.is_ready(),
-        lock_held,
         age_ms: now.saturating_sub(started),
-        idle_ms,
+        idle_ms: activity.map(|a| now.saturating_sub(a).max(0)),
         idle_limit_ms,
         max_age_ms,
         boot_deadline_ms: cfg.boot_deadline.as_millis() as i64,
-    }
+    };
+    (live, activity)
 }
 
 /// The latest activity the record itself shows: start, ready, last task.
@@ -893,6 +883,9 @@ pub struct PassOutcome {
     pub woke: Option<std::result::Result<crate::wake::Woke, crate::wake::WakeFailure>>,
     /// Someone else held the lock: nothing was done.
     pub busy: bool,
+    /// The session's latest activity, as measured (for the daemon's loop,
+    /// which does not measure it itself).
+    pub activity: Option<EpochMs>,
 }
 
 /// One pass over one identity, under its wake lock (skipped if another
@@ -908,6 +901,7 @@ pub fn run_pass(
         actions: Vec::new(),
         woke: None,
         busy: false,
+        activity: None,
     };
     let Some(lock) = ctx.state.try_lock(id)? else {
         outcome.busy = true;
@@ -916,7 +910,12 @@ pub fn run_pass(
     // A settled death may call for a relaunch; a relaunch may be refused.
     // Three rounds cover every chain (end → launch).
     for _ in 0..3 {
-        let (facts, rec) = gather_pass(ctx, id, peer, None, false)?;
+        let Gathered {
+            facts,
+            record: rec,
+            activity,
+        } = gather_pass(ctx, id, peer, None, Activity::Measure)?;
+        outcome.activity = outcome.activity.or(activity);
         let action = decide(&facts);
         match (&action, rec) {
             (PassAction::Nothing | PassAction::SkipExternal, _) => break,
@@ -933,7 +932,7 @@ pub fn run_pass(
             }
             (PassAction::RecordDeath, Some(rec)) => {
                 let status = exit_status(ctx, &rec);
-                record_death(ctx, id, rec, status)?;
+                record_death(ctx, id, peer, rec, status)?;
             }
             (PassAction::Park(a), Some(rec)) => {
                 let idle_seconds = match a {

@@ -325,7 +325,7 @@ pub fn wake_locked(
             )
             .into())
         }
-        Settled::None { .. } => {}
+        Settled::None => {}
     }
 
     let now = ctx.now();
@@ -612,18 +612,31 @@ fn launch(
     // Log the decision before acting on it: if the line cannot be
     // written, nothing is launched.
     ctx.log(&decision_line(ctx, id, peer, ask, mode, cause, &session))?;
-    if decision.consume.idle_reaped {
-        ctx.state.remove(id, Marker::IdleReaped)?;
-    }
-    if decision.consume.new_eager {
-        ctx.state.remove(id, Marker::NewEager)?;
+    let mut taken = Vec::new();
+    for (consume, flag) in [
+        (decision.consume.idle_reaped, Flag::IdleReaped),
+        (decision.consume.new_eager, Flag::NewEager),
+    ] {
+        if consume {
+            taken.extend(ctx.state.take_flag(id, flag)?);
+        }
     }
 
     let mut plan = match (mode, &resume_target) {
         (Mode::Resume, Some(target)) => runtime.resume(peer, target),
         _ => runtime.fresh(peer, &session),
     };
-    let mut rec = start(ctx, id, peer, &plan, mode, cause, &session, ask)?;
+    let mut rec = start(ctx, id, peer, &plan, mode, cause, &session, ask).inspect_err(|_| {
+        // Nothing launched (no record left behind): the markers still say
+        // what they said, for the next wake.
+        if matches!(ctx.state.session(id), Ok(None)) {
+            for t in &taken {
+                if let Err(e) = ctx.state.restore_flag(id, t) {
+                    tracing::error!("{e}");
+                }
+            }
+        }
+    })?;
     let gate_deadline = deadline.min(Instant::now() + ctx.config.ready_gate);
     let mut boot = await_ready(ctx, id, peer, runtime, &rec, gate_deadline);
 

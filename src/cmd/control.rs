@@ -31,7 +31,15 @@ pub fn stop(app: &App, args: NameArg) -> Result<i32> {
     ctx.log(&ctx.record(Ev::Stop).identity(&id).reason("operator stop"))?;
     ctx.state
         .set_flag(&id, Flag::Stopped, ctx.now(), "operator stop")?;
-    let _lock = lock_or_refuse(&ctx, &id)?;
+    let _lock = lock_or_refuse(&ctx, &id).inspect_err(|e| {
+        if matches!(e, Error::Refused(Refusal::LockHeld { .. })) {
+            eprintln!(
+                "{id}: the stop is in force (.stopped is written; no wake starts it), but its \
+                 session could not be parked yet; the daemon parks it once the lock is free, \
+                 or run `iapeer stop {id}` again"
+            );
+        }
+    })?;
     match supervise::settle(&ctx, &id, Some(&peer))? {
         Settled::Alive(rec) => {
             supervise::park(&ctx, &id, *rec, Action::ParkedStopped, None)?;
@@ -42,7 +50,7 @@ pub fn stop(app: &App, args: NameArg) -> Result<i32> {
         Settled::Unknown(why) => {
             println!("{id}: stopped; whether its session is alive is unknown ({why}); the daemon will park it");
         }
-        Settled::None { .. } => println!("{id}: stopped (it was not running)"),
+        Settled::None => println!("{id}: stopped (it was not running)"),
     }
     Ok(0)
 }

@@ -58,6 +58,10 @@ pub enum Event {
 /// How long a worker that found the lock held waits before looking again
 /// (the holder's own writes usually bring us back sooner).
 const BUSY_RETRY: Duration = Duration::from_millis(250);
+/// How often a session left starting by a dead waker has its screen read.
+const CHECK_BOOT_EVERY: Duration = Duration::from_secs(1);
+/// Stands in for "never" where an instant must be given.
+const FAR: Duration = Duration::from_secs(365 * 86_400);
 /// The metrics file is rewritten at most this often (and on every tick).
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 /// Temp files older than this were left by a killed writer.
@@ -77,13 +81,21 @@ pub struct Supervisor {
     /// Identities that changed while busy: look again when the worker ends.
     again: HashSet<Identity>,
     /// No launch before this time (crash-loop guard, failed launches).
-    backoff: HashMap<Identity, EpochMs>,
-    revisit: BTreeMap<EpochMs, BTreeSet<Identity>>,
+    /// Kept as monotonic instants, so the wall clock jumping neither
+    /// stretches nor shortens a wait.
+    backoff: HashMap<Identity, Backoff>,
+    revisit: BTreeMap<Instant, BTreeSet<Identity>>,
+    /// The latest activity a worker measured precisely (transcripts, tmux)
+    /// per live identity. The loop itself reads only the session record,
+    /// so a slow probe never holds it up.
+    seen: HashMap<Identity, EpochMs>,
     /// Session pids registered with the death watch.
     watched: HashMap<Identity, i32>,
     /// The last tick-error logged per identity, so one broken file is not
-    /// logged on every pass.
+    /// logged on every pass: for reading its state, and for a launch that
+    /// failed before deciding anything (a broken definition, say).
     errors: HashMap<Identity, String>,
+    launch_errors: HashMap<Identity, String>,
     deaths: DeathWatch,
     /// Counters folded from the log: replayed at start, then followed, so
     /// CLI processes' lines count as well as ours.
@@ -91,6 +103,23 @@ pub struct Supervisor {
     follower: crate::lifecycle_log::Follower,
     metrics_written: Option<Instant>,
     metrics_dirty: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    /// Set by the crash-loop guard, which a change to the identity's files
+    /// (`iapeer reset`) may lift early.
+    crash_loop: bool,
+}
+
+impl Backoff {
+    fn after(wait: Duration) -> Self {
+        Backoff {
+            until: Instant::now() + wait,
+            crash_loop: false,
+        }
+    }
 }
 
 /// Figures from one full pass.
@@ -120,8 +149,10 @@ impl Supervisor {
             again: HashSet::new(),
             backoff: HashMap::new(),
             revisit: BTreeMap::new(),
+            seen: HashMap::new(),
             watched: HashMap::new(),
             errors: HashMap::new(),
+            launch_errors: HashMap::new(),
             deaths,
             metrics: Arc::default(),
             follower: crate::lifecycle_log::Follower::from_start(&log),
@@ -212,33 +243,49 @@ impl Supervisor {
         }
     }
 
-    /// Re-reads every definition. A broken one is logged (once) and skipped.
+    /// Re-reads every definition (at start and on SIGHUP). A broken one is
+    /// logged once and its last good version kept, as for a single change.
     pub fn reload_peers(&mut self) -> Result<usize> {
         self.sync_pools();
-        self.peers.clear();
-        for loaded in peers::load_all(&self.ctx.config.paths)? {
-            match loaded {
-                Ok(p) => {
-                    self.broken.remove(&p.name);
-                    self.peers.insert(p.identity(), p);
-                }
-                Err(e) => tracing::error!("{e}"),
-            }
+        let stems: BTreeSet<String> = crate::fsutil::json_files(&self.ctx.config.paths.peers)?
+            .into_iter()
+            .map(|(stem, _)| stem)
+            .collect();
+        self.peers.retain(|id, _| stems.contains(id.as_str()));
+        self.broken.retain(|stem, _| stems.contains(stem));
+        for stem in &stems {
+            self.load_peer(stem);
         }
         Ok(self.peers.len())
     }
 
+    /// `peers/<stem>.json` changed: re-read it and look at that identity.
     fn reload_peer(&mut self, stem: &str) {
+        if let Some(id) = self.load_peer(stem) {
+            self.pass(&id, None);
+        }
+    }
+
+    /// Reads one definition. A broken one is logged (once per distinct
+    /// error) and the last good one kept, so a bad edit never orphans a
+    /// running peer. Returns the identity, if the name is one.
+    fn load_peer(&mut self, stem: &str) -> Option<Identity> {
         let Ok(id) = Identity::parse(stem) else {
             tracing::warn!("peers/{stem}.json: not a valid peer name; ignored");
-            return;
+            return None;
         };
         match peers::load(&self.ctx.config.paths, &id) {
             Ok(p) => {
                 self.broken.remove(stem);
+                // A launch that failed may work with the new definition.
+                self.launch_errors.remove(&id);
+                if self.backoff.get(&id).is_some_and(|b| !b.crash_loop) {
+                    self.backoff.remove(&id);
+                }
                 self.peers.insert(id.clone(), p);
             }
             Err(Error::NoPeer { .. }) => {
+                self.broken.remove(stem);
                 self.peers.remove(&id);
             }
             Err(e) => {
@@ -248,10 +295,9 @@ impl Supervisor {
                     self.tick_error(&id, &e);
                     self.broken.insert(stem.to_owned(), msg);
                 }
-                // Keep acting on the last good definition.
             }
         }
-        self.pass(&id, None);
+        Some(id)
     }
 
     /// Looks at every identity: those with a definition and those with
@@ -282,14 +328,20 @@ impl Supervisor {
         }
         let now = self.ctx.now();
         let peer = self.peers.get(id);
-        let (facts, rec) = match supervise::gather_pass(&self.ctx, id, peer, present, false) {
-            Ok(found) => found,
+        let activity = supervise::Activity::Known(self.seen.get(id).copied());
+        let supervise::Gathered {
+            facts, record: rec, ..
+        } = match supervise::gather_pass(&self.ctx, id, peer, present, activity) {
+            Ok(g) => g,
             Err(e) => {
                 self.tick_error(id, &e);
                 return false;
             }
         };
         self.errors.remove(id);
+        if facts.session.is_none() {
+            self.seen.remove(id);
+        }
         match (&facts.session, &rec) {
             (Some(s), Some(r)) if s.liveness == Liveness::Alive => {
                 if self.watched.get(id) != Some(&r.pane_pid)
@@ -305,20 +357,20 @@ impl Supervisor {
             }
         }
         if let Some(at) = supervise::revisit_at(&facts, rec.as_ref(), now) {
-            self.schedule(id, at);
+            self.schedule(id, self.instant_at(at));
         }
         let action = supervise::decide(&facts);
         match action {
             PassAction::Nothing => false,
             PassAction::SkipExternal => false,
-            PassAction::Launch if self.backoff.get(id).is_some_and(|&t| t > now) => {
-                let at = self.backoff[id];
-                self.schedule(id, at);
+            PassAction::Launch if self.backed_off(id) => {
+                let until = self.backoff[id].until;
+                self.schedule(id, until);
                 false
             }
             PassAction::CheckBoot => {
                 // Look at the screen now and then until the deadline.
-                self.schedule(id, now + 1000);
+                self.schedule(id, Instant::now() + CHECK_BOOT_EVERY);
                 self.spawn(id);
                 true
             }
@@ -360,7 +412,7 @@ impl Supervisor {
         let ctx = Arc::clone(&self.ctx);
         let events = self.events.clone();
         let peer = self.peers.get(id).cloned();
-        let launch_allowed = self.backoff.get(id).is_none_or(|&t| t <= ctx.now());
+        let launch_allowed = !self.backed_off(id);
         let id = id.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("pass-{id}"))
@@ -380,34 +432,48 @@ impl Supervisor {
     /// A worker finished: note refusals and failures, then look again.
     pub fn done(&mut self, id: &Identity, outcome: Result<PassOutcome>) {
         self.busy.remove(id);
-        let now = self.ctx.now();
+        let now = Instant::now();
         match outcome {
             Err(e) => self.tick_error(id, &e),
             Ok(out) => {
                 if out.busy {
-                    self.schedule(id, now + BUSY_RETRY.as_millis() as i64);
+                    self.schedule(id, now + BUSY_RETRY);
+                }
+                if let Some(at) = out.activity {
+                    self.seen.insert(id.clone(), at);
                 }
                 match out.woke {
                     Some(Ok(_)) => {
                         self.backoff.remove(id);
+                        self.launch_errors.remove(id);
                     }
                     Some(Err(f)) => {
-                        let until = match &f.error {
+                        let backoff = match &f.error {
                             Error::Refused(Refusal::CrashLoop { retry_after_ms, .. }) => {
-                                *retry_after_ms
+                                Some(Backoff {
+                                    until: self.instant_at(*retry_after_ms),
+                                    crash_loop: true,
+                                })
                             }
                             Error::Refused(Refusal::LockHeld { .. }) => {
-                                now + BUSY_RETRY.as_millis() as i64
+                                Some(Backoff::after(BUSY_RETRY))
                             }
                             // Stopped or external: the next file event says when.
-                            Error::Refused(_) => now,
-                            _ => now + self.ctx.config.tick.as_millis() as i64,
+                            Error::Refused(_) => None,
+                            // A failed launch: again at the next tick.
+                            _ => Some(Backoff::after(self.ctx.config.tick)),
                         };
-                        if until > now {
-                            self.backoff.insert(id.clone(), until);
-                            self.schedule(id, until);
+                        if let Some(b) = backoff.filter(|b| b.until > now) {
+                            self.backoff.insert(id.clone(), b);
+                            self.schedule(id, b.until);
                         }
-                        tracing::info!("{id}: {}", f.error);
+                        if f.cause.is_none() {
+                            // Not a decision, so the wake logged nothing.
+                            let e = f.error;
+                            log_once(&self.ctx, &mut self.launch_errors, id, &e);
+                        } else {
+                            tracing::info!("{id}: {}", f.error);
+                        }
                     }
                     None => {}
                 }
@@ -418,34 +484,66 @@ impl Supervisor {
     }
 
     fn tick_error(&mut self, id: &Identity, e: &Error) {
-        let msg = e.to_string();
-        if self.errors.get(id) == Some(&msg) {
-            return;
-        }
-        tracing::warn!("{id}: {msg}");
-        let line = self
-            .ctx
-            .record(Ev::Supervise)
-            .identity(id)
-            .action(Action::TickError)
-            .error(&msg);
-        if let Err(e) = self.ctx.log(&line) {
-            tracing::error!("{e}");
-        }
-        self.errors.insert(id.clone(), msg);
+        log_once(&self.ctx, &mut self.errors, id, e);
     }
 
-    fn schedule(&mut self, id: &Identity, at: EpochMs) {
+    fn schedule(&mut self, id: &Identity, at: Instant) {
         self.revisit.entry(at).or_default().insert(id.clone());
     }
 
+    /// The monotonic instant of a wall-clock time, as seen now.
+    fn instant_at(&self, at: EpochMs) -> Instant {
+        let wait = u64::try_from(at.saturating_sub(self.ctx.now())).unwrap_or(0);
+        Instant::now()
+            .checked_add(Duration::from_millis(wait))
+            .unwrap_or_else(|| Instant::now() + FAR)
+    }
+
+    /// Whether a launch is held back for this identity now.
+    fn backed_off(&self, id: &Identity) -> bool {
+        self.backoff
+            .get(id)
+            .is_some_and(|b| b.until > Instant::now())
+    }
+
+    /// A file of this identity changed. A crash-loop backoff is asked of the
+    /// guard again: `iapeer reset` (or an edited `.deaths`) lifts it at once.
+    fn changed(&mut self, id: &Identity) {
+        if !self.backoff.get(id).is_some_and(|b| b.crash_loop) {
+            return;
+        }
+        let policy = crate::wake::guard_policy(&self.ctx);
+        match self.ctx.state.deaths(id) {
+            Ok(d) => match d.ring.guard(self.ctx.now(), policy) {
+                crate::crash_ring::Guard::Allow => {
+                    self.backoff.remove(id);
+                }
+                crate::crash_ring::Guard::Refuse { retry_after_ms, .. } => {
+                    let until = self.instant_at(retry_after_ms);
+                    self.backoff.insert(
+                        id.clone(),
+                        Backoff {
+                            until,
+                            crash_loop: true,
+                        },
+                    );
+                }
+            },
+            // Let a worker meet it and report it.
+            Err(_) => {
+                self.backoff.remove(id);
+            }
+        }
+    }
+
     /// When the loop must wake up next for a scheduled look.
-    fn next_revisit(&self) -> Option<EpochMs> {
+    fn next_revisit(&self) -> Option<Instant> {
         self.revisit.keys().next().copied()
     }
 
-    fn due(&mut self, now: EpochMs) -> BTreeSet<Identity> {
-        let later = self.revisit.split_off(&(now + 1));
+    fn due(&mut self, now: Instant) -> BTreeSet<Identity> {
+        // Everything at or before `now`.
+        let later = self.revisit.split_off(&(now + Duration::from_nanos(1)));
         let due = std::mem::replace(&mut self.revisit, later);
         due.into_values().flatten().collect()
     }
@@ -604,6 +702,24 @@ pub fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// Logs a `tick-error` unless it is the one last logged for `id` in `seen`.
+fn log_once(ctx: &Ctx, seen: &mut HashMap<Identity, String>, id: &Identity, e: &Error) {
+    let msg = e.to_string();
+    if seen.get(id) == Some(&msg) {
+        return;
+    }
+    tracing::warn!("{id}: {msg}");
+    let line = ctx
+        .record(Ev::Supervise)
+        .identity(id)
+        .action(Action::TickError)
+        .error(&msg);
+    if let Err(e) = ctx.log(&line) {
+        tracing::error!("{e}");
+    }
+    seen.insert(id.clone(), msg);
+}
+
 fn status_line(sup: &Supervisor) -> String {
     format!("{} peer(s), {} live session(s)", sup.peers(), sup.alive())
 }
@@ -616,11 +732,9 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
     let watchdog_every = notifier.watchdog_every();
     let mut next_watchdog = watchdog_every.map(|w| Instant::now() + w);
     loop {
-        let now_ms = ctx.now();
         let mut wake_at = next_tick;
         if let Some(at) = sup.next_revisit() {
-            let wait = Duration::from_millis(at.saturating_sub(now_ms).max(0) as u64);
-            wake_at = wake_at.min(Instant::now() + wait);
+            wake_at = wake_at.min(at);
         }
         if let Some(w) = next_watchdog {
             wake_at = wake_at.min(w);
@@ -658,7 +772,11 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
                     notifier.ready(&status_line(sup));
                     full = true;
                 }
-                Event::Changed(id) | Event::Died(id) => {
+                Event::Changed(id) => {
+                    sup.changed(&id);
+                    dirty.insert(id);
+                }
+                Event::Died(id) => {
                     dirty.insert(id);
                 }
                 Event::PeerChanged(stem) => sup.reload_peer(&stem),
@@ -675,7 +793,7 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
             next_tick = now + tick;
             sup.verbose();
         }
-        dirty.extend(sup.due(ctx.now()));
+        dirty.extend(sup.due(Instant::now()));
         if full {
             match sup.full_pass() {
                 Ok(_) => notifier.status(&status_line(sup)),

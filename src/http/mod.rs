@@ -120,6 +120,10 @@ struct Shared {
     ctx: Arc<Ctx>,
     metrics: Arc<Mutex<Metrics>>,
     token: Option<String>,
+    /// Bound to a loopback address without a token: requests must name a
+    /// loopback host, so a web page whose name resolves to 127.0.0.1 (DNS
+    /// rebinding) cannot read the dashboard from a browser.
+    loopback_only: bool,
     /// Bumped whenever lifecycle.log changes.
     changes: Arc<(Mutex<u64>, Condvar)>,
     streams: AtomicUsize,
@@ -160,6 +164,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         ctx,
         metrics,
+        loopback_only: settings.token.is_none() && local.ip().is_loopback(),
         token: settings.token,
         changes,
         streams: AtomicUsize::new(0),
@@ -232,6 +237,21 @@ fn handle(shared: &Shared, request: Request) {
             .with_header(header("Allow", "GET, HEAD"));
         let _ = request.respond(response);
         return;
+    }
+    if shared.loopback_only {
+        let host = request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Host"))
+            .map(|h| h.value.as_str());
+        if !host.is_none_or(is_loopback_host) {
+            let response = error(
+                403,
+                "this dashboard answers to a loopback host only: open it as http://127.0.0.1:PORT/ or http://localhost:PORT/",
+            );
+            let _ = request.respond(response);
+            return;
+        }
     }
     if let Some(token) = &shared.token {
         let bearer = request
@@ -440,6 +460,24 @@ fn error(code: u16, message: &str) -> Response<std::io::Cursor<Vec<u8>>> {
         .with_header(header("Content-Type", "application/json"))
 }
 
+/// Whether a `Host` header names this machine's loopback: `localhost`,
+/// `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.starts_with(':') => v6,
+            _ => return false,
+        }
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Compares without leaking where the first difference is.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -458,5 +496,27 @@ mod tests {
         assert!(same("abcdefghijklmnop", "abcdefghijklmnop"));
         assert!(!same("abcdefghijklmnop", "abcdefghijklmnoq"));
         assert!(!same("abc", "abcd"));
+    }
+
+    #[test]
+    fn only_loopback_hosts_pass() {
+        for (host, want) in [
+            ("127.0.0.1:7077", true),
+            ("127.0.0.1", true),
+            ("127.1.2.3:80", true),
+            ("localhost:7077", true),
+            ("LocalHost", true),
+            ("[::1]:7077", true),
+            ("[::1]", true),
+            ("evil.example:7077", false),
+            ("localhost.evil.example", false),
+            ("10.0.0.1:7077", false),
+            ("[::2]:7077", false),
+            ("[::1", false),
+            ("[::1]x", false),
+            ("", false),
+        ] {
+            assert_eq!(is_loopback_host(host), want, "{host:?}");
+        }
     }
 }

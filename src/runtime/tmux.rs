@@ -244,7 +244,10 @@ impl Host for Tmux {
                 return Err(Error::failed(
                     format!("launching {} in tmux", spec.name),
                     e.to_string(),
-                    "check that tmux works (`tmux -V`) and see the daemon log",
+                    format!(
+                        "check that tmux runs here (`tmux -V`) and that {} is writable",
+                        spec.socket.parent().unwrap_or(spec.socket).display()
+                    ),
                 ))
             }
         };
@@ -263,7 +266,7 @@ impl Host for Tmux {
             return Probe::Gone;
         }
         let target = format!("={name}");
-        let fmt = "#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{session_activity}\t#{pid}";
+        let fmt = "#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_activity}\t#{pid}";
         match self.run(
             socket,
             &[os("list-panes"), os("-t"), os(&target), os("-F"), os(fmt)],
@@ -492,6 +495,7 @@ fn parse_probe(text: &str) -> Probe {
             status,
         };
     }
+    // The window's last output (tmux keeps whole seconds).
     let activity_ms = f
         .get(4)
         .and_then(|s| s.parse::<i64>().ok())
@@ -634,10 +638,16 @@ fn call(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<Str
     if status.success() {
         Ok(out)
     } else {
-        Err(CallError::Failed(if err.trim().is_empty() {
-            format!("exit {status}")
-        } else {
+        use std::os::unix::process::ExitStatusExt;
+        Err(CallError::Failed(if !err.trim().is_empty() {
             err
+        } else if let Some(code) = status.code() {
+            format!("nothing, and exited with code {code}")
+        } else {
+            format!(
+                "nothing, and was killed by signal {}",
+                status.signal().unwrap_or(0)
+            )
         }))
     }
 }

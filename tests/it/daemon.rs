@@ -127,6 +127,50 @@ fn an_idle_session_is_parked_and_the_next_wake_resumes_it() {
     );
 }
 
+/// CPU time a process and the children it waited for (its tmux calls)
+/// have used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime, stime, cutime, cstime
+    fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_session_that_keeps_working_is_not_parked_until_it_goes_quiet() {
+    let mut home = home();
+    home.set("IAPEER_IDLE_SECS", "2");
+    // Output for about 4 s (tmux sees the activity; the record does not),
+    // then quiet.
+    let script =
+        "i=0; while [ $i -lt 20 ]; do echo tick $i; i=$((i+1)); sleep 0.2; done; sleep 1000";
+    home.add("busy", &["--runtime", "shell", "--", "sh", "-c", script]);
+    let d = home.daemon();
+    let cpu_before = cpu_ticks(d.pid());
+    assert_eq!(code(&home.run(&["wake", "busy"])), 0);
+    let ready = home.wait_line("busy", "ready", |e| e.str("ev") == Some("ready"));
+    let parked = home.wait_line("busy", "the park", action("reaped-idle"));
+    let worked_ms = parked.ts_ms().unwrap() - ready.ts_ms().unwrap();
+    assert!(
+        worked_ms >= 4_000,
+        "parked {worked_ms} ms after ready, while it was still printing"
+    );
+    // Measuring the screen's activity is done now and then, not in a loop
+    // (which takes most of a core): a fifth of one is plenty.
+    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as u64;
+    let used = cpu_ticks(d.pid()) - cpu_before;
+    assert!(
+        used < ticks_per_sec * worked_ms as u64 / 5_000,
+        "{used} ticks of CPU in {worked_ms} ms"
+    );
+}
+
 #[test]
 fn a_script_touching_stopped_parks_and_removing_it_brings_an_always_peer_back() {
     let home = home();
@@ -225,6 +269,17 @@ fn an_always_peer_is_relaunched_and_one_that_dies_at_once_stops_at_the_guard() {
     let status: serde_json::Value =
         serde_json::from_str(&stdout(&home.run(&["status", "crasher", "--json"]))).unwrap();
     assert_eq!(status["peers"][0]["lifecycle_state"], "crash-looping");
+
+    // `iapeer reset` lifts the guard at once, not when the window ends.
+    assert_eq!(code(&home.run(&["reset", "crasher"])), 0);
+    wait_until(
+        Duration::from_secs(10),
+        "relaunched after the reset",
+        || home.count("crasher", |e| e.str("mode") == Some("fail")) == 6,
+    );
+    wait_until(Duration::from_secs(10), "the guard again", || {
+        home.count("crasher", |e| e.str("cause") == Some("crash-loop")) == 2
+    });
 }
 
 #[test]
@@ -287,6 +342,35 @@ fn sighup_reloads_and_new_definitions_are_seen_at_once() {
         home.lines_any("daemon")
             .iter()
             .any(|e| e.str("action") == Some("reloaded"))
+    });
+
+    // A definition broken before a reload is reported, and the peer stays
+    // supervised: its death is seen. It cannot be launched from a broken
+    // file; once the file is fixed it is, at once.
+    let file = home.path().join("peers/keeper.json");
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, "{ not json").unwrap();
+    d.signal(libc::SIGHUP);
+    home.wait_line(
+        "keeper",
+        "the broken definition reported",
+        action("tick-error"),
+    );
+    wait_until(Duration::from_secs(5), "reloaded twice", || {
+        home.lines_any("daemon")
+            .iter()
+            .filter(|e| e.str("action") == Some("reloaded"))
+            .count()
+            == 2
+    });
+    home.kill_session_process("keeper", libc::SIGKILL);
+    // Recorded as the `always` peer it still is.
+    home.wait_line("keeper", "the death", action("always-on-relaunch"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(home.count("keeper", |e| e.str("ev") == Some("ready")), 1);
+    std::fs::write(&file, good).unwrap();
+    wait_until(Duration::from_secs(10), "relaunched", || {
+        home.count("keeper", |e| e.str("ev") == Some("ready")) == 2
     });
 }
 

@@ -95,6 +95,10 @@ fn a_killed_tmux_server_is_a_death_not_a_hang() {
 fn tmux_missing_from_path_is_a_clear_error() {
     let home = Home::new();
     home.add("alice", &[]);
+    std::fs::create_dir_all(home.lifecycle()).unwrap();
+    let reaped = "2026-11-21T04:44:14.821Z\nidle 3600s\n";
+    std::fs::write(home.marker("alice", "idle-reaped"), reaped).unwrap();
+    std::fs::write(home.marker("alice", "new-eager"), "").unwrap();
     let out = home
         .iapeer()
         .env("PATH", "/nonexistent")
@@ -110,6 +114,10 @@ fn tmux_missing_from_path_is_a_clear_error() {
     let fail = home.lines("alice", "wake").pop().unwrap();
     assert_eq!(fail.str("cause"), Some("launch-failed"));
     assert!(!home.has("alice", "session"));
+    // Nothing launched, so nothing was consumed.
+    let read = |m| std::fs::read_to_string(home.marker("alice", m)).unwrap();
+    assert_eq!(read("idle-reaped"), reaped);
+    assert_eq!(read("new-eager"), "");
 }
 
 fn set_fsize(pid: i32, limit: Option<u64>) {

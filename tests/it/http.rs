@@ -362,6 +362,14 @@ fn bad_requests_get_proper_status_codes() {
         400
     );
     assert_eq!(get(&format!("{base}/events?backlog=many")).status(), 400);
+    // A page whose name was pointed at 127.0.0.1 (DNS rebinding) is refused.
+    match ureq::get(&format!("{base}/peers"))
+        .set("Host", "evil.example")
+        .call()
+    {
+        Err(ureq::Error::Status(403, _)) => {}
+        other => panic!("a foreign Host should be 403: {other:?}"),
+    }
     let page = get(&format!("{base}/"));
     assert_eq!(page.status(), 200);
     assert!(page.into_string().unwrap().contains("EventSource"));
@@ -373,7 +381,7 @@ fn bad_requests_get_proper_status_codes() {
     drop(streams);
     wait_until(Duration::from_secs(20), "slots to free", || {
         let mut s = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
-        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let mut status = [0u8; 12];
         s.read_exact(&mut status).is_ok() && &status == b"HTTP/1.1 200"

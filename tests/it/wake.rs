@@ -393,6 +393,19 @@ fn a_held_wake_lock_is_exit_6() {
     let out = wake(&home, &["alice"]);
     assert_eq!(code(&out), 6, "{}", stderr(&out));
     assert_eq!(json(&out)["cause"], "wake-lock-held");
+
+    // A stop meeting the held lock is exit 6 too, but the stop is in force
+    // and says so.
+    let out = home.run(&["stop", "alice"]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the stop is in force"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(home.has("alice", "stopped"));
+    assert_eq!(code(&home.run(&["start", "alice"])), 0);
+
     drop(lock);
     assert_eq!(code(&wake(&home, &["alice"])), 0);
 }
