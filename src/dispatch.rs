@@ -7,6 +7,7 @@
 //! member's wake lock, so two dispatches never pick the same member.
 
 use crate::clock;
+use crate::conversation;
 use crate::ctx::Ctx;
 use crate::error::{Error, Refusal, Result};
 use crate::identity::Identity;
@@ -129,8 +130,10 @@ fn try_deliver(
     let now = ctx.now();
     let started = rec.started_ms().unwrap_or(now);
     let runtime = crate::runtime::for_peer(&ctx.config, &peer);
-    let last = supervise::activity(ctx, Some(&peer), &rec, started);
-    if !is_free(&rec, last, runtime.mid_turn(&peer), pool.quiet_ms(), now) {
+    let last = supervise::activity(ctx, member, Some(&peer), &rec, started);
+    let mid_turn = conversation::live(ctx, runtime.as_ref(), &peer, member, &rec)
+        .and_then(|c| runtime.mid_turn(&c));
+    if !is_free(&rec, last, mid_turn, pool.quiet_ms(), now) {
         return Ok(None);
     }
     if let Some(t) = topic.filter(|t| !t.trim().is_empty()) {

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod cmd;
 pub mod config;
+pub mod conversation;
 pub mod crash_ring;
 pub mod ctx;
 pub mod daemon;

@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use crate::clock::EpochMs;
+use crate::conversation;
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::identity::Identity;
@@ -175,8 +176,15 @@ pub fn finish_ending(ctx: &Ctx, id: &Identity, rec: SessionRecord, recovering: b
         // The marker first: if we die after the kill, the next wake must
         // still know this was a park.
         if !(recovering && ctx.state.exists(id, Marker::IdleReaped)?) {
+            // Naming the conversation it was on, so the wake resumes that
+            // one and not a neighbour's in the same folder.
+            let on = ctx.peer(id).ok().and_then(|peer| {
+                let runtime = crate::runtime::for_peer(&ctx.config, &peer);
+                conversation::live(ctx, runtime.as_ref(), &peer, id, &rec)
+            });
+            let reason = conversation::park_reason(&ending.action, on.map(|c| c.id).as_deref());
             ctx.state
-                .set_flag(id, Flag::IdleReaped, ending.at_ms, &ending.action)?;
+                .set_flag(id, Flag::IdleReaped, ending.at_ms, &reason)?;
         }
     }
     let line = ending_record(ctx, &rec, &ending);
@@ -780,7 +788,7 @@ pub fn gather_pass(
         g.record = ctx.state.session(id)?;
     }
     if let Some(rec) = &g.record {
-        let (live, activity) = live_facts(ctx, peer, rec, how, now);
+        let (live, activity) = live_facts(ctx, id, peer, rec, how, now);
         g.facts.session = Some(live);
         g.activity = activity;
     }
@@ -789,6 +797,7 @@ pub fn gather_pass(
 
 fn live_facts(
     ctx: &Ctx,
+    id: &Identity,
     peer: Option<&Peer>,
     rec: &SessionRecord,
     how: Activity,
@@ -814,7 +823,7 @@ fn live_facts(
         match how {
             Activity::Known(seen) => cheap.max(seen.unwrap_or(0)),
             Activity::Measure if now.saturating_sub(cheap) <= idle_limit_ms => cheap,
-            Activity::Measure => activity(ctx, peer, rec, started),
+            Activity::Measure => activity(ctx, id, peer, rec, started),
         }
     });
     let live = LiveFacts {
@@ -840,9 +849,15 @@ pub fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
 }
 
 /// The latest activity from every source (DESIGN §11): the record, and the
-/// runtime's own records (Claude/Codex transcripts) or tmux's activity time
-/// for a shell.
-pub fn activity(ctx: &Ctx, peer: Option<&Peer>, rec: &SessionRecord, started: EpochMs) -> EpochMs {
+/// runtime's own records of the conversation the session is on (Claude and
+/// Codex) or tmux's activity time for a shell.
+pub fn activity(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    rec: &SessionRecord,
+    started: EpochMs,
+) -> EpochMs {
     let cheap = cheap_activity(rec, started);
     let Some(peer) = peer else { return cheap };
     let own = match peer.runtime {
@@ -850,7 +865,11 @@ pub fn activity(ctx: &Ctx, peer: Option<&Peer>, rec: &SessionRecord, started: Ep
             Probe::Alive { activity_ms, .. } => activity_ms,
             _ => None,
         },
-        _ => crate::runtime::for_peer(&ctx.config, peer).last_activity(peer),
+        _ => {
+            let runtime = crate::runtime::for_peer(&ctx.config, peer);
+            conversation::live(ctx, runtime.as_ref(), peer, id, rec)
+                .and_then(|c| runtime.activity(&c))
+        }
     };
     cheap.max(own.unwrap_or(0))
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::clock::{self, EpochMs};
+use crate::conversation;
 use crate::crash_ring::{CrashRing, Guard, Policy as GuardPolicy};
 use crate::ctx::Ctx;
 use crate::error::{Error, Refusal, Result};
@@ -125,17 +126,19 @@ pub fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gath
         tracing::warn!("{}: {problem}", state.path_of(id, Marker::Deaths).display());
     }
     let runtime = runtime::for_peer(&ctx.config, peer);
+    let idle_reaped = state.flag(id, Flag::IdleReaped)?;
+    let parked_reason = idle_reaped.as_ref().and_then(|f| f.reason.as_deref());
     Ok(Gathered {
         external: peer.external_supervisor.clone(),
         stopped: state.flag(id, Flag::Stopped)?.is_some(),
         alive,
         cwd_exists: peer.cwd.is_dir(),
         ring: deaths.ring,
-        idle_reaped: state.flag(id, Flag::IdleReaped)?.is_some(),
+        resume_target: conversation::resume_target(ctx, runtime.as_ref(), peer, id, parked_reason),
+        idle_reaped: idle_reaped.is_some(),
         new_eager: state.flag(id, Flag::NewEager)?.is_some(),
         stored_topic: state.topic(id)?,
         conversational: peer.is_conversational(),
-        resume_target: runtime.resume_target(peer),
     })
 }
 
@@ -680,7 +683,7 @@ fn launch(
     let latency_ms = decided.elapsed().as_millis() as u64;
     rec.ready_at = Some(clock::format_ms(ctx.now()));
     if rec.resume_ref.is_none() {
-        rec.resume_ref = runtime.resume_target(peer);
+        rec.resume_ref = conversation::live(ctx, runtime, peer, id, &rec).map(|c| c.id);
     }
     ctx.state.write_session(id, &rec)?;
     match ask

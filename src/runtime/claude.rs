@@ -10,9 +10,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{argv, cwd_forms, last_timestamp, screen_has, LaunchPlan, Runtime, Screen};
+use super::{
+    argv, cwd_forms, last_timestamp, screen_has, Conversation, LaunchPlan, Runtime, Screen,
+};
 use crate::clock::EpochMs;
 use crate::config::Config;
+use crate::conversation;
 use crate::fsutil;
 use crate::peers::{Peer, RuntimeKind};
 
@@ -80,15 +83,39 @@ impl Claude {
         found.into_iter().map(|(_, p)| p).collect()
     }
 
-    /// The current transcript: `/clear` starts a new one, so it is the one
-    /// with the newest entry among the recently modified.
-    pub fn current_transcript(&self, cwd: &Path) -> Option<PathBuf> {
-        self.transcripts(cwd)
+    /// The folder's recent transcripts, newest entry first: `/clear`
+    /// starts a new one, so recently modified ones are ranked by their last
+    /// entry (Claude re-saves old files while idle).
+    fn recent(&self, cwd: &Path) -> Vec<Conversation> {
+        let mut ranked: Vec<(Option<EpochMs>, PathBuf)> = self
+            .transcripts(cwd)
             .into_iter()
             .take(CANDIDATES)
             .map(|p| (last_timestamp(&p), p))
-            .max_by_key(|(ts, _)| *ts)
-            .map(|(_, p)| p)
+            .collect();
+        ranked.sort_by_key(|(ts, _)| std::cmp::Reverse(*ts));
+        ranked
+            .into_iter()
+            .filter_map(|(_, p)| Some(Conversation::at(stem(&p)?, p)))
+            .collect()
+    }
+
+    /// Transcript `id`: in the folder's own project directories first, then
+    /// in any (the slug scheme has changed between versions).
+    fn find(&self, cwd: &Path, id: &str) -> Option<PathBuf> {
+        if !conversation::is_id(id) {
+            return None;
+        }
+        let file = format!("{id}.jsonl");
+        let own = cwd_forms(cwd)
+            .into_iter()
+            .map(|f| self.projects.join(slug(&f)).join(&file));
+        let any = fs::read_dir(&self.projects)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(&file));
+        own.chain(any).find(|p| p.is_file())
     }
 }
 
@@ -117,16 +144,19 @@ impl Runtime for Claude {
         }
     }
 
-    fn resume_target(&self, peer: &Peer) -> Option<String> {
-        let path = self.current_transcript(&peer.cwd)?;
-        path.file_stem().map(|s| s.to_string_lossy().into_owned())
+    fn conversations(&self, peer: &Peer) -> Vec<Conversation> {
+        self.recent(&peer.cwd)
     }
 
-    fn last_activity(&self, peer: &Peer) -> Option<EpochMs> {
-        let transcript = self.current_transcript(&peer.cwd)?;
-        let own = last_timestamp(&transcript);
+    fn conversation(&self, peer: &Peer, id: &str) -> Option<Conversation> {
+        let path = self.find(&peer.cwd, id)?;
+        Some(Conversation::at(id.to_owned(), path))
+    }
+
+    fn activity(&self, conversation: &Conversation) -> Option<EpochMs> {
+        let own = last_timestamp(&conversation.path);
         // Subagents write their own transcripts while the main one is quiet.
-        let subagents = transcript.with_extension("").join("subagents");
+        let subagents = conversation.path.with_extension("").join("subagents");
         let sub = jsonl_files(&subagents)
             .into_iter()
             .filter_map(|(_, p)| last_timestamp(&p))
@@ -137,8 +167,8 @@ impl Runtime for Claude {
     /// A turn is over when the last entry is the assistant's with a final
     /// stop reason; a user entry (a prompt, a tool result) or a `tool_use`
     /// stop means it is still working.
-    fn mid_turn(&self, peer: &Peer) -> Option<bool> {
-        let entry = super::last_turn_entry(&self.current_transcript(&peer.cwd)?)?;
+    fn mid_turn(&self, conversation: &Conversation) -> Option<bool> {
+        let entry = super::last_turn_entry(&conversation.path)?;
         match entry.get("type")?.as_str()? {
             "user" => Some(true),
             _ => match entry
@@ -183,6 +213,10 @@ pub fn slug(path: &Path) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect()
+}
+
+fn stem(path: &Path) -> Option<String> {
+    Some(path.file_stem()?.to_string_lossy().into_owned())
 }
 
 fn jsonl_files(dir: &Path) -> Vec<(SystemTime, PathBuf)> {
@@ -259,7 +293,16 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(c.resume_target(&peer).as_deref(), Some("new"));
+        let ids: Vec<String> = c.conversations(&peer).into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["new", "old", "resaved"]);
+        let found = c.conversation(&peer, "old").unwrap();
+        assert!(found.path.ends_with("old.jsonl"));
+        assert_eq!(
+            found.began,
+            crate::clock::parse_rfc3339("2026-01-01T00:00:00Z")
+        );
+        assert!(c.conversation(&peer, "gone").is_none());
+        assert!(c.conversation(&peer, "../old").is_none());
     }
 
     #[test]
@@ -302,7 +345,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.last_activity(&peer),
+            c.activity(&c.conversation(&peer, "s1").unwrap()),
             crate::clock::parse_rfc3339("2026-01-01T01:00:00Z")
         );
     }

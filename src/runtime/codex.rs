@@ -6,14 +6,16 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{argv, cwd_forms, last_timestamp, screen_has, LaunchPlan, Runtime, Screen};
-use crate::clock::EpochMs;
+use super::{argv, cwd_forms, screen_has, Conversation, LaunchPlan, Runtime, Screen};
 use crate::config::Config;
+use crate::conversation;
 use crate::fsutil;
 use crate::peers::{Peer, RuntimeKind};
 
 /// How many rollouts, newest first, are opened looking for a peer's.
 const SCAN_LIMIT: usize = 2000;
+/// How many of a folder's newest rollouts are candidates for being current.
+const RECENT: usize = 8;
 const DIALOGS: &[&str] = &[
     "Sign in with ChatGPT",
     "Allow Codex to work in this folder",
@@ -43,20 +45,36 @@ impl Codex {
         }
     }
 
-    /// The newest rollout recorded for `cwd`, with its id.
-    pub fn newest_rollout(&self, cwd: &Path) -> Option<(PathBuf, String)> {
+    /// The newest rollouts recorded for `cwd` (at most `RECENT`).
+    pub fn rollouts(&self, cwd: &Path) -> Vec<Conversation> {
         let forms = cwd_forms(cwd);
         newest_first(&self.sessions, 3)
             .into_iter()
             .take(SCAN_LIMIT)
-            .find_map(|path| {
+            .filter_map(|path| {
                 let meta = rollout_meta(&path)?;
                 let cwd = meta.cwd?;
                 forms
                     .iter()
                     .any(|f| Path::new(&cwd) == f)
-                    .then_some((path, meta.id))
+                    .then(|| Conversation::at(meta.id, path))
             })
+            .take(RECENT)
+            .collect()
+    }
+
+    /// Rollout `id`, found by its file name and confirmed by its meta line.
+    pub fn rollout(&self, id: &str) -> Option<Conversation> {
+        if !conversation::is_id(id) {
+            return None;
+        }
+        let suffix = format!("-{id}.jsonl");
+        newest_first(&self.sessions, 3)
+            .into_iter()
+            .take(SCAN_LIMIT)
+            .filter(|p| p.to_string_lossy().ends_with(&suffix))
+            .find(|p| rollout_meta(p).is_some_and(|m| m.id == id))
+            .map(|path| Conversation::at(id.to_owned(), path))
     }
 }
 
@@ -83,13 +101,12 @@ impl Runtime for Codex {
         }
     }
 
-    fn resume_target(&self, peer: &Peer) -> Option<String> {
-        self.newest_rollout(&peer.cwd).map(|(_, id)| id)
+    fn conversations(&self, peer: &Peer) -> Vec<Conversation> {
+        self.rollouts(&peer.cwd)
     }
 
-    fn last_activity(&self, peer: &Peer) -> Option<EpochMs> {
-        let (path, _) = self.newest_rollout(&peer.cwd)?;
-        last_timestamp(&path)
+    fn conversation(&self, _peer: &Peer, id: &str) -> Option<Conversation> {
+        self.rollout(id)
     }
 
     fn submit_delay(&self) -> std::time::Duration {
@@ -202,8 +219,19 @@ mod tests {
             "rollout-2026-01-03T10-00-00-ccc.jsonl",
             r#"{"timestamp":"2026-01-03T10:00:00Z","type":"session_meta","payload":{"id":"ccc","cwd":"/elsewhere"}}"#,
         );
-        let (_, id) = c.newest_rollout(Path::new("/srv/app")).unwrap();
-        assert_eq!(id, "bbb");
-        assert!(c.newest_rollout(Path::new("/nowhere")).is_none());
+        let ids: Vec<String> = c
+            .rollouts(Path::new("/srv/app"))
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["bbb", "aaa"]);
+        assert!(c.rollouts(Path::new("/nowhere")).is_empty());
+        assert_eq!(c.rollout("aaa").map(|r| r.id).as_deref(), Some("aaa"));
+        assert!(
+            c.rollout("ccc").is_some(),
+            "found by id, whatever its folder"
+        );
+        assert!(c.rollout("zzz").is_none());
+        assert!(c.rollout("../aaa").is_none());
     }
 }

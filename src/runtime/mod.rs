@@ -33,24 +33,51 @@ pub enum Screen {
     ResumeFailed(String),
 }
 
+/// One conversation a runtime keeps on disk (a Claude transcript, a Codex
+/// rollout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    pub path: PathBuf,
+    /// Its first entry's time, when it records one.
+    pub began: Option<EpochMs>,
+}
+
+impl Conversation {
+    pub fn at(id: String, path: PathBuf) -> Self {
+        let began = first_timestamp(&path);
+        Conversation { id, path, began }
+    }
+}
+
 pub trait Runtime: Send + Sync {
     fn kind(&self) -> RuntimeKind;
     /// A fresh launch; `session` is a new UUID the runtime may pin.
     fn fresh(&self, peer: &Peer, session: &str) -> LaunchPlan;
     /// A launch that continues `resume_ref`.
     fn resume(&self, peer: &Peer, resume_ref: &str) -> LaunchPlan;
-    /// The conversation a resume would continue now, if there is one.
-    fn resume_target(&self, peer: &Peer) -> Option<String>;
-    /// When the agent last did something, by its own records; `None` when
-    /// the runtime keeps none (then tmux's activity time is used).
-    fn last_activity(&self, peer: &Peer) -> Option<EpochMs>;
-    /// Reads the screen during a boot.
-    fn screen(&self, peer: &Peer, text: &str) -> Screen;
-    /// Whether the agent is mid-turn (working on something) by its own
-    /// records; `None` when the runtime cannot tell.
-    fn mid_turn(&self, _peer: &Peer) -> Option<bool> {
+    /// The most recent conversations recorded for the peer's folder, most
+    /// recent first; empty for a runtime that keeps none. Which of them is
+    /// whose is decided in [`crate::conversation`].
+    fn conversations(&self, _peer: &Peer) -> Vec<Conversation> {
+        Vec::new()
+    }
+    /// The conversation `id`, wherever it is kept, if it still exists.
+    fn conversation(&self, _peer: &Peer, _id: &str) -> Option<Conversation> {
         None
     }
+    /// When the agent last did something in `conversation`, by its own
+    /// records.
+    fn activity(&self, conversation: &Conversation) -> Option<EpochMs> {
+        last_timestamp(&conversation.path)
+    }
+    /// Whether the agent is mid-turn (working on something) in
+    /// `conversation`; `None` when the runtime cannot tell.
+    fn mid_turn(&self, _conversation: &Conversation) -> Option<bool> {
+        None
+    }
+    /// Reads the screen during a boot.
+    fn screen(&self, peer: &Peer, text: &str) -> Screen;
     /// How long to let a pasted text settle before pressing Enter: TUIs
     /// that treat fast input as part of the paste need a moment.
     fn submit_delay(&self) -> std::time::Duration {
@@ -77,6 +104,15 @@ pub(crate) fn cwd_forms(cwd: &Path) -> Vec<PathBuf> {
         }
     }
     forms
+}
+
+/// The first `timestamp` among the first lines of a JSONL file.
+pub(crate) fn first_timestamp(path: &Path) -> Option<EpochMs> {
+    let lines = fsutil::head_lines(path, 64 * 1024).ok()?;
+    lines.iter().take(50).find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v.get("timestamp")?.as_str().and_then(clock::parse_rfc3339)
+    })
 }
 
 /// The newest `timestamp` among the last lines of a JSONL file.

@@ -2,7 +2,6 @@
 //! activity time; ready at once, or when `ready_pattern` shows on screen.
 
 use super::{LaunchPlan, Runtime, Screen};
-use crate::clock::EpochMs;
 use crate::peers::{Peer, RuntimeKind};
 
 #[derive(Debug)]
@@ -22,14 +21,6 @@ impl Runtime for Shell {
 
     fn resume(&self, peer: &Peer, _resume_ref: &str) -> LaunchPlan {
         self.fresh(peer, "")
-    }
-
-    fn resume_target(&self, _peer: &Peer) -> Option<String> {
-        None
-    }
-
-    fn last_activity(&self, _peer: &Peer) -> Option<EpochMs> {
-        None
     }
 
     fn screen(&self, peer: &Peer, text: &str) -> Screen {

@@ -171,6 +171,34 @@ fn a_session_that_keeps_working_is_not_parked_until_it_goes_quiet() {
     );
 }
 
+/// A neighbour working in the same folder (as pool members do) does not
+/// keep an idle peer awake: each is judged by its own conversation.
+#[test]
+fn an_idle_peer_is_parked_while_a_neighbour_in_its_folder_works() {
+    let mut home = home();
+    home.set("IAPEER_IDLE_SECS", "2");
+    let shared = home.workdir("shared");
+    for name in ["idle", "busy"] {
+        let out = home.run(&["add", name, "--cwd", shared.to_str().unwrap()]);
+        assert_eq!(code(&out), 0);
+    }
+    let _d = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "idle"])), 0);
+    assert_eq!(code(&home.run(&["wake", "busy", "--task", "work 8"])), 0);
+    let busy_ready = home.wait_line("busy", "ready", |e| e.str("ev") == Some("ready"));
+    let parked = home.wait_line("idle", "the idle peer parked", action("reaped-idle"));
+    let after_ms = parked.ts_ms().unwrap() - busy_ready.ts_ms().unwrap();
+    assert!(
+        after_ms < 7_000,
+        "parked {after_ms} ms after the neighbour started its 8 s of work"
+    );
+    assert_eq!(
+        home.count("busy", action("reaped-idle")),
+        0,
+        "the working one is not parked"
+    );
+}
+
 #[test]
 fn a_script_touching_stopped_parks_and_removing_it_brings_an_always_peer_back() {
     let home = home();

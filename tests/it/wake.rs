@@ -556,3 +556,156 @@ fn initial_prompt_is_typed_into_a_fresh_session_without_a_task() {
         home.claude_messages(&session) == ["read TODO.md"]
     });
 }
+
+/// The user messages of the Codex rollout `id` in this home.
+fn codex_messages(home: &Home, id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![home.path().join("codex").join("sessions")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.to_string_lossy().ends_with(&format!("-{id}.jsonl")) {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for line in text.lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    if v["payload"]["role"] == "user" {
+                        out.push(
+                            v["payload"]["content"][0]["text"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Two peers in one folder (as every member of a pool is): each resumes
+/// its own conversation, never the neighbour's newer one.
+#[test]
+fn peers_sharing_a_folder_each_resume_their_own_conversation() {
+    for runtime in ["claude", "codex"] {
+        let home = Home::new();
+        let shared = home.workdir("shared");
+        for name in ["a", "b"] {
+            let out = home.run(&[
+                "add",
+                name,
+                "--cwd",
+                shared.to_str().unwrap(),
+                "--runtime",
+                runtime,
+            ]);
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+        }
+        let messages = |id: &str| match runtime {
+            "claude" => home.claude_messages(id),
+            _ => codex_messages(&home, id),
+        };
+        let ref_of = |name: &str| {
+            home.session(name).unwrap()["resume_ref"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{runtime}: {name} has a conversation"))
+                .to_owned()
+        };
+        assert_eq!(
+            code(&wake(&home, &["b", "--topic", "t", "--task", "b1"])),
+            0
+        );
+        assert_eq!(
+            code(&wake(&home, &["a", "--topic", "t", "--task", "a1"])),
+            0
+        );
+        let (a1, b1) = (ref_of("a"), ref_of("b"));
+        assert_ne!(a1, b1, "{runtime}: each launch has its own conversation");
+
+        // a parks while b, in the same folder, goes on and writes newer
+        // entries: a's wake must still continue a's conversation.
+        park(&home, "a");
+        let reason = std::fs::read_to_string(home.marker("a", "idle-reaped")).ok();
+        assert_eq!(code(&wake(&home, &["b", "--task", "b2"])), 0);
+        wait_until(Duration::from_secs(5), "b's task recorded", || {
+            messages(&b1) == ["b1", "b2"]
+        });
+        let r = json(&wake(&home, &["a", "--topic", "t", "--task", "a2"]));
+        assert_eq!(r["cause"], "idle-reaped-resume", "{runtime}: {r}");
+        assert_eq!(ref_of("a"), a1, "{runtime}: parked with {reason:?}");
+        wait_until(
+            Duration::from_secs(5),
+            "a's task in a's conversation",
+            || messages(&a1) == ["a1", "a2"],
+        );
+        assert_eq!(messages(&b1), ["b1", "b2"], "{runtime}: b's untouched");
+
+        // And the other way round, while a is the live one.
+        park(&home, "b");
+        assert_eq!(code(&wake(&home, &["a", "--task", "a3"])), 0);
+        let r = json(&wake(&home, &["b", "--topic", "t"]));
+        assert_eq!(r["cause"], "idle-reaped-resume", "{runtime}: {r}");
+        assert_eq!(ref_of("b"), b1, "{runtime}");
+    }
+}
+
+/// `/clear` moves a Claude session to a new transcript: a park names that
+/// one, even with a neighbour live in the same folder, and the wake resumes
+/// it.
+#[test]
+fn a_park_after_clear_resumes_the_cleared_conversation_not_a_neighbours() {
+    let home = Home::new();
+    let shared = home.workdir("shared");
+    for name in ["a", "b"] {
+        let out = home.run(&["add", name, "--cwd", shared.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    assert_eq!(
+        code(&wake(&home, &["a", "--topic", "t", "--task", "a1"])),
+        0
+    );
+    let first = home.session("a").unwrap()["resume_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(code(&wake(&home, &["a", "--task", "/clear"])), 0);
+    wait_until(Duration::from_secs(5), "/clear handled", || {
+        !home.claude_messages(&first).is_empty()
+            && home.claude_messages(&first) == ["a1"]
+            && count_transcripts(&home) == 2
+    });
+    // b starts after a's /clear: its transcript is newer, but it is b's.
+    assert_eq!(
+        code(&wake(&home, &["b", "--topic", "t", "--task", "b1"])),
+        0
+    );
+    let b1 = home.session("b").unwrap()["resume_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    park(&home, "a");
+    let reason = std::fs::read_to_string(home.marker("a", "idle-reaped")).unwrap();
+    let cleared = reason
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("conversation="))
+        .unwrap_or_else(|| panic!("the park names a conversation: {reason:?}"))
+        .to_owned();
+    assert_ne!(cleared, first, "the /clear moved it");
+    assert_ne!(cleared, b1, "not the neighbour's");
+    assert_eq!(home.claude_messages(&cleared), ["/clear"]);
+    let r = json(&wake(&home, &["a", "--topic", "t"]));
+    assert_eq!(r["cause"], "idle-reaped-resume", "{r}");
+    assert_eq!(home.session("a").unwrap()["resume_ref"], cleared.as_str());
+}
+
+fn count_transcripts(home: &Home) -> usize {
+    std::fs::read_dir(home.path().join("claude").join("projects"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| f.path().extension().is_some_and(|x| x == "jsonl"))
+        .count()
+}
