@@ -2,29 +2,41 @@
 //!
 //! Runtimes record conversations by folder, and peers can share a folder
 //! (every member of a pool does), so "the newest conversation for the cwd"
-//! may be a neighbour's. An identity's conversation is the one its session
-//! was launched on (`.session`'s `resume_ref`) or parked with (the
-//! `conversation=` word on the `.idle-reaped` reason line). A newer one is
-//! taken for its own `/clear` only when it began after the session did and
-//! no other identity holds it; with nothing known, the folder's newest
-//! conversation that no other identity holds is the one.
+//! (DESIGN §11) is only safe to go by when nobody else works there. The
+//! rules:
+//!
+//! - A peer alone in its folder is on the conversation its session knows
+//!   (`.session`'s `resume_ref`) or a newer one begun after the session
+//!   started: its `/clear`. Asleep, it resumes the one its park named (the
+//!   `conversation=` word on the `.idle-reaped` reason line), else the
+//!   folder's newest.
+//! - A peer with neighbours is on exactly the conversation its session
+//!   knows: a newer one could be a neighbour's, so a `/clear` there is not
+//!   followed. A session that does not know its conversation yet (a fresh
+//!   Codex) takes the newest begun since it started that no neighbour
+//!   holds, unless a neighbour is in the same position. Asleep, it resumes
+//!   exactly the conversation its park named, if no neighbour holds it, and
+//!   otherwise starts fresh.
 
 use std::collections::HashSet;
 
 use crate::clock::EpochMs;
 use crate::ctx::Ctx;
 use crate::identity::Identity;
-use crate::peers::Peer;
+use crate::markers::Flag;
+use crate::peers::{Peer, RuntimeKind};
 use crate::runtime::{Conversation, Runtime};
 use crate::session::SessionRecord;
 
 /// The word a park marker's reason line carries the conversation in.
 const WORD: &str = "conversation=";
 
-/// A conversation id as runtimes make them (UUIDs and the like): it is
-/// used in file names, so nothing that could leave a folder.
+/// A conversation id as runtimes make them (UUIDs and the like). It ends up
+/// in file names and on a command line, so nothing that could leave a
+/// folder or read as an option.
 pub fn is_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -46,30 +58,59 @@ pub fn parked_with(reason: &str) -> Option<&str> {
         .filter(|c| is_id(c))
 }
 
-/// Picks an identity's conversation among `recent` (the folder's, most
-/// recent first). `known`: the one its session is on; `since`: when that
-/// session began, or `None` to follow nothing newer than `known`;
-/// `held_elsewhere`: whether another identity holds an id (asked lazily: it
-/// reads every identity's files).
-pub fn pick<'c>(
+/// What the other peers in an identity's folder hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Neighbours {
+    /// Other peers of the same runtime work in this folder.
+    pub any: bool,
+    /// The conversations they are on or were parked with.
+    pub held: HashSet<String>,
+    /// One of them is live on a conversation it does not know yet.
+    pub unsure: bool,
+}
+
+/// A live session's conversation among `recent` (the folder's, most recent
+/// first, down to `known` at most). `known_ref`: what the session's record
+/// says; `known`: that conversation, if it exists; `since`: when the session
+/// started.
+pub fn pick_live<'c>(
     recent: &'c [Conversation],
+    known_ref: Option<&str>,
     known: Option<&'c Conversation>,
-    since: Option<EpochMs>,
-    held_elsewhere: &mut dyn FnMut(&str) -> bool,
+    since: EpochMs,
+    n: &Neighbours,
 ) -> Option<&'c Conversation> {
-    if known.is_some() && since.is_none() {
-        return known;
+    let begun_since = |c: &&Conversation| c.began.is_some_and(|b| b >= since);
+    let newer = || {
+        recent
+            .iter()
+            .take_while(|c| Some(c.id.as_str()) != known_ref)
+            .find(begun_since)
+    };
+    match (known_ref, n.any) {
+        (_, false) => newer().or(known),
+        (Some(_), true) => known,
+        (None, true) if n.unsure => None,
+        (None, true) => recent
+            .iter()
+            .filter(begun_since)
+            .find(|c| !n.held.contains(&c.id)),
     }
-    for c in recent {
-        if known.is_some_and(|k| k.id == c.id) {
-            break;
-        }
-        let before = since.is_some_and(|s| c.began.is_none_or(|b| b < s));
-        if !before && !held_elsewhere(&c.id) {
-            return Some(c);
-        }
+}
+
+/// The conversation a wake of a sleeping identity resumes. `parked`: what
+/// its park marker names; `parked_found`: that conversation, if it exists.
+pub fn pick_resume<'c>(
+    recent: &'c [Conversation],
+    parked: Option<&str>,
+    parked_found: Option<&'c Conversation>,
+    n: &Neighbours,
+) -> Option<&'c Conversation> {
+    match parked {
+        Some(_) => parked_found.filter(|c| !n.held.contains(&c.id)),
+        None if n.any => None,
+        None => recent.first(),
     }
-    known
 }
 
 /// The conversation a live session is on now.
@@ -80,19 +121,25 @@ pub fn live(
     id: &Identity,
     rec: &SessionRecord,
 ) -> Option<Conversation> {
-    let known = rec
-        .resume_ref
-        .as_deref()
-        .and_then(|r| runtime.conversation(peer, r));
-    let recent = runtime.conversations(peer);
-    let mut held = Held::new(ctx, id);
-    let since = Some(rec.started_ms().unwrap_or(EpochMs::MAX));
-    pick(&recent, known.as_ref(), since, &mut |c| held.has(c)).cloned()
+    if runtime.kind() == RuntimeKind::Shell {
+        return None; // it keeps no conversations
+    }
+    let known_ref = rec.resume_ref.as_deref().filter(|r| is_id(r));
+    let known = known_ref.and_then(|r| runtime.conversation(peer, r));
+    let neighbours = ctx.neighbours(peer);
+    let n = match (known_ref, neighbours.is_empty()) {
+        // The record settles it: nothing else to read.
+        (Some(_), false) => return known,
+        (None, false) => held(ctx, id, &neighbours),
+        (_, true) => Neighbours::default(),
+    };
+    let recent = runtime.conversations(peer, known_ref);
+    let since = rec.started_ms().unwrap_or(EpochMs::MAX);
+    pick_live(&recent, known_ref, known.as_ref(), since, &n).cloned()
 }
 
-/// The conversation a resume of a sleeping identity would continue: the
-/// one it was parked with while it exists, else the folder's newest that
-/// no other identity holds.
+/// The conversation a resume of sleeping `id` would continue, given what
+/// its park marker says (`parked_reason`).
 pub fn resume_target(
     ctx: &Ctx,
     runtime: &dyn Runtime,
@@ -100,69 +147,48 @@ pub fn resume_target(
     id: &Identity,
     parked_reason: Option<&str>,
 ) -> Option<String> {
-    if let Some(c) = parked_reason
-        .and_then(parked_with)
-        .and_then(|c| runtime.conversation(peer, c))
-    {
-        return Some(c.id);
-    }
-    let recent = runtime.conversations(peer);
-    let mut held = Held::new(ctx, id);
-    pick(&recent, None, None, &mut |c| held.has(c)).map(|c| c.id.clone())
-}
-
-/// The conversations other identities hold, read on first use.
-struct Held<'a> {
-    ctx: &'a Ctx,
-    except: &'a Identity,
-    ids: Option<HashSet<String>>,
-}
-
-impl<'a> Held<'a> {
-    fn new(ctx: &'a Ctx, except: &'a Identity) -> Self {
-        Held {
-            ctx,
-            except,
-            ids: None,
-        }
-    }
-
-    fn has(&mut self, conversation: &str) -> bool {
-        let (ctx, except) = (self.ctx, self.except);
-        self.ids
-            .get_or_insert_with(|| held_by_others(ctx, except))
-            .contains(conversation)
-    }
-}
-
-/// Every conversation another identity holds: a live session's
-/// `resume_ref`, a parked one's recorded conversation. Files that cannot be
-/// read hold nothing.
-fn held_by_others(ctx: &Ctx, except: &Identity) -> HashSet<String> {
-    use crate::markers::{Flag, Marker};
-    let state = &ctx.state;
-    let Ok(all) = state.scan() else {
-        return HashSet::new();
+    let parked = parked_reason.and_then(parked_with);
+    let found = parked.and_then(|c| runtime.conversation(peer, c));
+    let neighbours = ctx.neighbours(peer);
+    let n = if neighbours.is_empty() {
+        Neighbours::default()
+    } else {
+        held(ctx, id, &neighbours)
     };
-    let mut ids = HashSet::new();
-    for (id, present) in all.iter().filter(|(id, _)| *id != except) {
-        if present.has(Marker::Session) {
-            if let Ok(Some(rec)) = state.session(id) {
-                ids.extend(rec.resume_ref);
+    let recent = match (parked, n.any) {
+        (None, false) => runtime.conversations(peer, None),
+        _ => Vec::new(),
+    };
+    pick_resume(&recent, parked, found.as_ref(), &n).map(|c| c.id.clone())
+}
+
+/// What `neighbours` hold: a live session's `resume_ref`, a parked one's
+/// named conversation. A file that cannot be read holds nothing.
+fn held(ctx: &Ctx, me: &Identity, neighbours: &[Identity]) -> Neighbours {
+    let state = &ctx.state;
+    let mut n = Neighbours {
+        any: true,
+        ..Neighbours::default()
+    };
+    for id in neighbours.iter().filter(|id| *id != me) {
+        if let Ok(Some(rec)) = state.session(id) {
+            match rec.resume_ref {
+                Some(r) => {
+                    n.held.insert(r);
+                }
+                None => n.unsure = true,
             }
         }
-        if present.has(Marker::IdleReaped) {
-            if let Ok(Some(flag)) = state.flag(id, Flag::IdleReaped) {
-                ids.extend(
-                    flag.reason
-                        .as_deref()
-                        .and_then(parked_with)
-                        .map(str::to_owned),
-                );
-            }
+        if let Ok(Some(flag)) = state.flag(id, Flag::IdleReaped) {
+            n.held.extend(
+                flag.reason
+                    .as_deref()
+                    .and_then(parked_with)
+                    .map(str::to_owned),
+            );
         }
     }
-    ids
+    n
 }
 
 #[cfg(test)]
@@ -183,7 +209,16 @@ mod tests {
         for ok in ["3f2a-11", "abc_DEF", "a"] {
             assert!(is_id(ok), "{ok}");
         }
-        for bad in ["", "../x", "a/b", "a.b", "a b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a.b",
+            "a b",
+            "-rf",
+            "--x",
+            &"x".repeat(129),
+        ] {
             assert!(!is_id(bad), "{bad}");
         }
     }
@@ -199,11 +234,41 @@ mod tests {
         assert_eq!(parked_with("by hand"), None);
     }
 
-    /// One row per way an identity's conversation is chosen.
+    /// name, known ref, known conversation, since, neighbours, expected.
+    type LiveRow<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a Conversation>,
+        EpochMs,
+        Neighbours,
+        Option<&'a str>,
+    );
+    /// name, parked ref, parked conversation, neighbours, expected.
+    type ResumeRow<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a Conversation>,
+        Neighbours,
+        Option<&'a str>,
+    );
+
+    fn alone() -> Neighbours {
+        Neighbours::default()
+    }
+
+    fn beside(held: &[&str], unsure: bool) -> Neighbours {
+        Neighbours {
+            any: true,
+            held: held.iter().map(|h| (*h).to_owned()).collect(),
+            unsure,
+        }
+    }
+
+    /// One row per way a live session's conversation is chosen. The folder
+    /// holds, most recent first: n2 (begun at 300), n1 (200), mine (100),
+    /// old (10).
     #[test]
-    fn pick_table() {
-        // Most recent first: n2 (another member's, began at 300), n1 (began
-        // at 200, nobody's), mine (began at 100), old (began at 10).
+    fn pick_live_table() {
         let recent = [
             conv("n2", Some(300)),
             conv("n1", Some(200)),
@@ -211,80 +276,55 @@ mod tests {
             conv("old", Some(10)),
         ];
         let mine = conv("mine", Some(100));
-        let held = ["n2"];
-        struct Row {
-            name: &'static str,
-            known: Option<&'static Conversation>,
-            since: Option<EpochMs>,
-            want: Option<&'static str>,
-        }
-        let mine: &'static Conversation = Box::leak(Box::new(mine));
-        let rows = [
-            Row {
-                name: "parked with a known one: exactly it",
-                known: Some(mine),
-                since: None,
-                want: Some("mine"),
-            },
-            Row {
-                name: "live, a newer unheld one began after it: its /clear",
-                known: Some(mine),
-                since: Some(150),
-                want: Some("n1"),
-            },
-            Row {
-                name: "live, newer ones began before the session: its own",
-                known: Some(mine),
-                since: Some(250),
-                want: Some("mine"),
-            },
-            Row {
-                name: "live, the only newer one is held elsewhere: its own",
-                known: Some(mine),
-                since: Some(210),
-                want: Some("mine"),
-            },
-            Row {
-                name: "nothing known, no session: newest nobody holds",
-                known: None,
-                since: None,
-                want: Some("n1"),
-            },
-            Row {
-                name: "nothing known, live: newest begun since, unheld",
-                known: None,
-                since: Some(50),
-                want: Some("n1"),
-            },
-            Row {
-                name: "nothing known, live, nothing begun since: none",
-                known: None,
-                since: Some(400),
-                want: None,
-            },
+        #[rustfmt::skip]
+        let rows: [LiveRow; 9] = [
+            ("alone: a newer one begun after the session is its /clear",
+             Some("mine"), Some(&mine), 150, alone(), Some("n2")),
+            ("alone: newer ones begun before the session are not",
+             Some("mine"), Some(&mine), 350, alone(), Some("mine")),
+            ("alone: a known one not written yet, nothing newer",
+             Some("gone"), None, 350, alone(), None),
+            ("alone: nothing known, the newest begun since it started",
+             None, None, 150, alone(), Some("n2")),
+            ("beside others: exactly the known one, never a newer one",
+             Some("mine"), Some(&mine), 50, beside(&[], false), Some("mine")),
+            ("beside others: a known one not written yet is no other",
+             Some("gone"), None, 50, beside(&[], false), None),
+            ("beside others, nothing known: the newest nobody holds",
+             None, None, 150, beside(&["n2"], false), Some("n1")),
+            ("beside others, nothing known, none begun since",
+             None, None, 250, beside(&["n2"], false), None),
+            ("beside another that does not know its own either: unsure",
+             None, None, 150, beside(&[], true), None),
         ];
-        for row in rows {
-            let mut asked = Vec::new();
-            let got = pick(&recent, row.known, row.since, &mut |c| {
-                asked.push(c.to_owned());
-                held.contains(&c)
-            });
-            assert_eq!(got.map(|c| c.id.as_str()), row.want, "{}", row.name);
-            assert!(
-                !asked.iter().any(|a| a == "mine" || a == "old"),
-                "{}: asked past the known one: {asked:?}",
-                row.name
-            );
+        for (name, known_ref, known, since, n, want) in rows {
+            let got = pick_live(&recent, known_ref, known, since, &n);
+            assert_eq!(got.map(|c| c.id.as_str()), want, "{name}");
         }
     }
 
     #[test]
-    fn a_known_one_is_taken_without_reading_anyone_elses_files() {
-        let recent = [conv("mine", Some(100))];
+    fn pick_resume_table() {
+        let recent = [conv("n1", Some(200)), conv("mine", Some(100))];
         let mine = conv("mine", Some(100));
-        let got = pick(&recent, Some(&mine), Some(50), &mut |_| {
-            panic!("asked who holds a conversation")
-        });
-        assert_eq!(got.map(|c| c.id.as_str()), Some("mine"));
+        #[rustfmt::skip]
+        let rows: [ResumeRow; 6] = [
+            ("alone, parked with one: that one",
+             Some("mine"), Some(&mine), alone(), Some("mine")),
+            ("alone, parked with one that is gone: nothing",
+             Some("gone"), None, alone(), None),
+            ("alone, the park named none: the folder's newest",
+             None, None, alone(), Some("n1")),
+            ("beside others, parked with one: that one",
+             Some("mine"), Some(&mine), beside(&["n1"], false), Some("mine")),
+            ("beside others that hold it: nothing (never two on one)",
+             Some("mine"), Some(&mine), beside(&["mine"], false), None),
+            ("beside others, the park named none: nothing, not a guess",
+             None, None, beside(&[], false), None),
+        ];
+        for (name, parked, found, n, want) in rows {
+            let got = pick_resume(&recent, parked, found, &n);
+            assert_eq!(got.map(|c| c.id.as_str()), want, "{name}");
+        }
     }
 }

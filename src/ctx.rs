@@ -1,7 +1,10 @@
 //! What every operation works with: configuration, the state directory, the
 //! session host, the decision log, who is acting, and the clock.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::clock::{self, EpochMs};
 use crate::config::Config;
@@ -9,7 +12,7 @@ use crate::error::Result;
 use crate::identity::Identity;
 use crate::lifecycle_log::{LogWriter, Record, Source};
 use crate::markers::StateDir;
-use crate::peers::{self, Peer};
+use crate::peers::{self, Peer, RuntimeKind};
 use crate::runtime::tmux::{Host, Tmux};
 
 /// The wall clock a context reads; tests inject one that jumps.
@@ -22,7 +25,21 @@ pub struct Ctx {
     log: Mutex<LogWriter>,
     pub source: Source,
     clock: Clock,
+    folders: Mutex<Option<Folders>>,
 }
+
+/// Which peers work in which folder, for each runtime: read from `peers/`
+/// and read again when that folder changes.
+#[derive(Debug)]
+struct Folders {
+    changed: Option<SystemTime>,
+    read_at: Instant,
+    peers: HashMap<(RuntimeKind, PathBuf), Vec<Identity>>,
+}
+
+/// How long a reading of `peers/` is trusted while its change time says
+/// nothing changed (two quick writes can share one coarse timestamp).
+const FOLDERS_FRESH: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,6 +68,7 @@ impl Ctx {
             log,
             source,
             clock: Arc::new(clock::now_ms),
+            folders: Mutex::new(None),
         })
     }
 
@@ -80,4 +98,44 @@ impl Ctx {
     pub fn peer(&self, id: &Identity) -> Result<Peer> {
         peers::load(&self.config.paths, id)
     }
+
+    /// The other peers of `peer`'s runtime working in its folder (pool
+    /// members share one): their conversations are recorded beside its own.
+    pub fn neighbours(&self, peer: &Peer) -> Vec<Identity> {
+        let dir = &self.config.paths.peers;
+        let changed = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
+        let mut folders = self.folders.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = folders
+            .as_ref()
+            .is_none_or(|f| f.changed != changed || f.read_at.elapsed() > FOLDERS_FRESH);
+        if stale {
+            let mut peers: HashMap<_, Vec<Identity>> = HashMap::new();
+            for p in peers::load_all(&self.config.paths)
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+            {
+                peers
+                    .entry((p.runtime, folder(&p.cwd)))
+                    .or_default()
+                    .push(p.identity());
+            }
+            *folders = Some(Folders {
+                changed,
+                read_at: Instant::now(),
+                peers,
+            });
+        }
+        let me = peer.identity();
+        folders
+            .as_ref()
+            .and_then(|f| f.peers.get(&(peer.runtime, folder(&peer.cwd))))
+            .map(|ids| ids.iter().filter(|id| **id != me).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A folder as runtimes record it: with symlinks resolved when it exists.
+fn folder(cwd: &Path) -> PathBuf {
+    cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf())
 }

@@ -130,9 +130,9 @@ fn try_deliver(
     let now = ctx.now();
     let started = rec.started_ms().unwrap_or(now);
     let runtime = crate::runtime::for_peer(&ctx.config, &peer);
-    let last = supervise::activity(ctx, member, Some(&peer), &rec, started);
-    let mid_turn = conversation::live(ctx, runtime.as_ref(), &peer, member, &rec)
-        .and_then(|c| runtime.mid_turn(&c));
+    let on = conversation::live(ctx, runtime.as_ref(), &peer, member, &rec);
+    let last = supervise::activity_on(ctx, runtime.as_ref(), &peer, &rec, started, on.as_ref());
+    let mid_turn = on.and_then(|c| runtime.mid_turn(&c));
     if !is_free(&rec, last, mid_turn, pool.quiet_ms(), now) {
         return Ok(None);
     }

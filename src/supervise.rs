@@ -19,9 +19,10 @@ use crate::error::Result;
 use crate::identity::Identity;
 use crate::lifecycle_log::{self, Action, Ev, Record};
 use crate::markers::{Flag, Marker};
-use crate::peers::{Peer, Policy};
+use crate::peers::{Peer, Policy, RuntimeKind};
 use crate::process::{self, Liveness};
 use crate::runtime::tmux::{ExitStatus, Probe};
+use crate::runtime::{Conversation, Runtime};
 use crate::session::{EndKind, Ending, SessionRecord};
 use crate::wake_mode::{Cause, Mode};
 
@@ -858,20 +859,31 @@ pub fn activity(
     rec: &SessionRecord,
     started: EpochMs,
 ) -> EpochMs {
-    let cheap = cheap_activity(rec, started);
-    let Some(peer) = peer else { return cheap };
+    let Some(peer) = peer else {
+        return cheap_activity(rec, started);
+    };
+    let runtime = crate::runtime::for_peer(&ctx.config, peer);
+    let on = conversation::live(ctx, runtime.as_ref(), peer, id, rec);
+    activity_on(ctx, runtime.as_ref(), peer, rec, started, on.as_ref())
+}
+
+/// [`activity`], given the conversation the session is on.
+pub fn activity_on(
+    ctx: &Ctx,
+    runtime: &dyn Runtime,
+    peer: &Peer,
+    rec: &SessionRecord,
+    started: EpochMs,
+    on: Option<&Conversation>,
+) -> EpochMs {
     let own = match peer.runtime {
-        crate::peers::RuntimeKind::Shell => match ctx.host.probe(&rec.socket, &rec.identity) {
+        RuntimeKind::Shell => match ctx.host.probe(&rec.socket, &rec.identity) {
             Probe::Alive { activity_ms, .. } => activity_ms,
             _ => None,
         },
-        _ => {
-            let runtime = crate::runtime::for_peer(&ctx.config, peer);
-            conversation::live(ctx, runtime.as_ref(), peer, id, rec)
-                .and_then(|c| runtime.activity(&c))
-        }
+        _ => on.and_then(|c| runtime.activity(c)),
     };
-    cheap.max(own.unwrap_or(0))
+    cheap_activity(rec, started).max(own.unwrap_or(0))
 }
 
 /// When a pass should look at this identity again even if nothing happens:

@@ -97,6 +97,7 @@ impl Claude {
         ranked
             .into_iter()
             .filter_map(|(_, p)| Some(Conversation::at(stem(&p)?, p)))
+            .filter(|c| conversation::is_id(&c.id))
             .collect()
     }
 
@@ -144,7 +145,7 @@ impl Runtime for Claude {
         }
     }
 
-    fn conversations(&self, peer: &Peer) -> Vec<Conversation> {
+    fn conversations(&self, peer: &Peer, _until: Option<&str>) -> Vec<Conversation> {
         self.recent(&peer.cwd)
     }
 
@@ -293,7 +294,11 @@ mod tests {
             None,
         )
         .unwrap();
-        let ids: Vec<String> = c.conversations(&peer).into_iter().map(|c| c.id).collect();
+        let ids: Vec<String> = c
+            .conversations(&peer, None)
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         assert_eq!(ids, ["new", "old", "resaved"]);
         let found = c.conversation(&peer, "old").unwrap();
         assert!(found.path.ends_with("old.jsonl"));

@@ -45,22 +45,27 @@ impl Codex {
         }
     }
 
-    /// The newest rollouts recorded for `cwd` (at most `RECENT`).
-    pub fn rollouts(&self, cwd: &Path) -> Vec<Conversation> {
+    /// The newest rollouts recorded for `cwd` (at most `RECENT`), down to
+    /// rollout `until`.
+    pub fn rollouts(&self, cwd: &Path, until: Option<&str>) -> Vec<Conversation> {
         let forms = cwd_forms(cwd);
-        newest_first(&self.sessions, 3)
-            .into_iter()
-            .take(SCAN_LIMIT)
-            .filter_map(|path| {
-                let meta = rollout_meta(&path)?;
-                let cwd = meta.cwd?;
-                forms
-                    .iter()
-                    .any(|f| Path::new(&cwd) == f)
-                    .then(|| Conversation::at(meta.id, path))
-            })
-            .take(RECENT)
-            .collect()
+        let mut out = Vec::new();
+        for path in newest_first(&self.sessions, 3).into_iter().take(SCAN_LIMIT) {
+            let Some(meta) = rollout_meta(&path) else {
+                continue;
+            };
+            let last = until == Some(meta.id.as_str());
+            let ours = meta
+                .cwd
+                .is_some_and(|c| forms.iter().any(|f| Path::new(&c) == f));
+            if ours && conversation::is_id(&meta.id) {
+                out.push(Conversation::at(meta.id, path));
+            }
+            if last || out.len() == RECENT {
+                break;
+            }
+        }
+        out
     }
 
     /// Rollout `id`, found by its file name and confirmed by its meta line.
@@ -101,8 +106,8 @@ impl Runtime for Codex {
         }
     }
 
-    fn conversations(&self, peer: &Peer) -> Vec<Conversation> {
-        self.rollouts(&peer.cwd)
+    fn conversations(&self, peer: &Peer, until: Option<&str>) -> Vec<Conversation> {
+        self.rollouts(&peer.cwd, until)
     }
 
     fn conversation(&self, _peer: &Peer, id: &str) -> Option<Conversation> {
@@ -220,12 +225,18 @@ mod tests {
             r#"{"timestamp":"2026-01-03T10:00:00Z","type":"session_meta","payload":{"id":"ccc","cwd":"/elsewhere"}}"#,
         );
         let ids: Vec<String> = c
-            .rollouts(Path::new("/srv/app"))
+            .rollouts(Path::new("/srv/app"), None)
             .into_iter()
             .map(|r| r.id)
             .collect();
         assert_eq!(ids, ["bbb", "aaa"]);
-        assert!(c.rollouts(Path::new("/nowhere")).is_empty());
+        assert!(c.rollouts(Path::new("/nowhere"), None).is_empty());
+        let until: Vec<String> = c
+            .rollouts(Path::new("/srv/app"), Some("bbb"))
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(until, ["bbb"], "nothing older than `until` is read");
         assert_eq!(c.rollout("aaa").map(|r| r.id).as_deref(), Some("aaa"));
         assert!(
             c.rollout("ccc").is_some(),

@@ -57,9 +57,11 @@ pub trait Runtime: Send + Sync {
     /// A launch that continues `resume_ref`.
     fn resume(&self, peer: &Peer, resume_ref: &str) -> LaunchPlan;
     /// The most recent conversations recorded for the peer's folder, most
-    /// recent first; empty for a runtime that keeps none. Which of them is
-    /// whose is decided in [`crate::conversation`].
-    fn conversations(&self, _peer: &Peer) -> Vec<Conversation> {
+    /// recent first, with ids that are safe to use (see
+    /// [`crate::conversation::is_id`]); `until`: none older than this one is
+    /// needed. Empty for a runtime that keeps none. Which of them is whose
+    /// is decided in [`crate::conversation`].
+    fn conversations(&self, _peer: &Peer, _until: Option<&str>) -> Vec<Conversation> {
         Vec::new()
     }
     /// The conversation `id`, wherever it is kept, if it still exists.

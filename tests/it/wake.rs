@@ -651,17 +651,20 @@ fn peers_sharing_a_folder_each_resume_their_own_conversation() {
     }
 }
 
-/// `/clear` moves a Claude session to a new transcript: a park names that
-/// one, even with a neighbour live in the same folder, and the wake resumes
-/// it.
+fn parked_conversation(home: &Home, name: &str) -> Option<String> {
+    let reason = std::fs::read_to_string(home.marker(name, "idle-reaped")).unwrap();
+    reason
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("conversation="))
+        .map(str::to_owned)
+}
+
+/// `/clear` moves a Claude session to a new transcript: for a peer alone
+/// in its folder the park names that one and the wake resumes it.
 #[test]
-fn a_park_after_clear_resumes_the_cleared_conversation_not_a_neighbours() {
+fn a_park_after_clear_resumes_the_cleared_conversation() {
     let home = Home::new();
-    let shared = home.workdir("shared");
-    for name in ["a", "b"] {
-        let out = home.run(&["add", name, "--cwd", shared.to_str().unwrap()]);
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-    }
+    home.add("a", &[]);
     assert_eq!(
         code(&wake(&home, &["a", "--topic", "t", "--task", "a1"])),
         0
@@ -672,32 +675,59 @@ fn a_park_after_clear_resumes_the_cleared_conversation_not_a_neighbours() {
         .to_owned();
     assert_eq!(code(&wake(&home, &["a", "--task", "/clear"])), 0);
     wait_until(Duration::from_secs(5), "/clear handled", || {
-        !home.claude_messages(&first).is_empty()
-            && home.claude_messages(&first) == ["a1"]
-            && count_transcripts(&home) == 2
+        count_transcripts(&home) == 2
     });
-    // b starts after a's /clear: its transcript is newer, but it is b's.
+    park(&home, "a");
+    let cleared = parked_conversation(&home, "a").expect("the park names a conversation");
+    assert_ne!(cleared, first, "the /clear moved it");
+    assert_eq!(home.claude_messages(&cleared), ["/clear"]);
+    let r = json(&wake(&home, &["a", "--topic", "t", "--task", "a2"]));
+    assert_eq!(r["cause"], "idle-reaped-resume", "{r}");
+    assert_eq!(home.session("a").unwrap()["resume_ref"], cleared.as_str());
+    wait_until(Duration::from_secs(5), "the task in it", || {
+        home.claude_messages(&cleared) == ["/clear", "a2"]
+    });
+}
+
+/// A `/clear` beside a neighbour cannot be told from the neighbour's own
+/// start: neither of them takes it, and each resumes what it was launched
+/// on.
+#[test]
+fn a_neighbours_clear_is_never_taken() {
+    let home = Home::new();
+    let shared = home.workdir("shared");
+    for name in ["a", "b"] {
+        let out = home.run(&["add", name, "--cwd", shared.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    assert_eq!(
+        code(&wake(&home, &["a", "--topic", "t", "--task", "a1"])),
+        0
+    );
     assert_eq!(
         code(&wake(&home, &["b", "--topic", "t", "--task", "b1"])),
         0
     );
-    let b1 = home.session("b").unwrap()["resume_ref"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ref_of = |name: &str| {
+        home.session(name).unwrap()["resume_ref"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (a1, b1) = (ref_of("a"), ref_of("b"));
+    assert_eq!(code(&wake(&home, &["a", "--task", "/clear"])), 0);
+    wait_until(Duration::from_secs(5), "/clear handled", || {
+        count_transcripts(&home) == 3
+    });
+    park(&home, "b");
+    assert_eq!(parked_conversation(&home, "b"), Some(b1.clone()));
     park(&home, "a");
-    let reason = std::fs::read_to_string(home.marker("a", "idle-reaped")).unwrap();
-    let cleared = reason
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("conversation="))
-        .unwrap_or_else(|| panic!("the park names a conversation: {reason:?}"))
-        .to_owned();
-    assert_ne!(cleared, first, "the /clear moved it");
-    assert_ne!(cleared, b1, "not the neighbour's");
-    assert_eq!(home.claude_messages(&cleared), ["/clear"]);
-    let r = json(&wake(&home, &["a", "--topic", "t"]));
-    assert_eq!(r["cause"], "idle-reaped-resume", "{r}");
-    assert_eq!(home.session("a").unwrap()["resume_ref"], cleared.as_str());
+    assert_eq!(parked_conversation(&home, "a"), Some(a1.clone()));
+    for (name, own) in [("b", &b1), ("a", &a1)] {
+        let r = json(&wake(&home, &[name, "--topic", "t"]));
+        assert_eq!(r["cause"], "idle-reaped-resume", "{name}: {r}");
+        assert_eq!(&ref_of(name), own, "{name}");
+    }
 }
 
 fn count_transcripts(home: &Home) -> usize {
