@@ -25,6 +25,9 @@ pub fn init_cli(verbose: u8) {
         .try_init();
 }
 
+/// How many diagnostic lines may wait for the file writer.
+const DIAGNOSTIC_LINES_QUEUED: usize = 1024;
+
 /// The daemon's diagnostics: stderr under journald (`JOURNAL_STREAM`), else
 /// a daily file under `logs/daemon/` (seven kept). Keep the guard for the
 /// life of the program: dropping it flushes and stops the writer.
@@ -58,7 +61,14 @@ pub fn init_daemon(
                 "check the directory",
             )
         })?;
-    let (writer, guard) = tracing_appender::non_blocking(appender);
+    // The default queue holds 128,000 lines, allocated up front: 4 MiB of a
+    // daemon that otherwise needs less than that. Diagnostics are few; past
+    // this many queued (a stalled disk) lines are dropped rather than
+    // stalling decisions, which have their own durable log.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(DIAGNOSTIC_LINES_QUEUED)
+        .lossy(true)
+        .finish(appender);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter(verbose, "info"))
         .with_writer(writer)
