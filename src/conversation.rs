@@ -13,8 +13,9 @@
 //! - A peer with neighbours is on exactly the conversation its session
 //!   knows: a newer one could be a neighbour's, so a `/clear` there is not
 //!   followed. A session that does not know its conversation yet (a fresh
-//!   Codex) takes the newest begun since it started that no neighbour
-//!   holds, unless a neighbour is in the same position. Asleep, it resumes
+//!   Codex) is on the one its processes hold open, where the system says;
+//!   else on the newest begun since it started that no neighbour holds,
+//!   unless a neighbour is in the same position. Asleep, it resumes
 //!   exactly the conversation its park named, if no neighbour holds it, and
 //!   otherwise starts fresh.
 
@@ -25,6 +26,7 @@ use crate::ctx::Ctx;
 use crate::identity::Identity;
 use crate::markers::Flag;
 use crate::peers::{Peer, RuntimeKind};
+use crate::process;
 use crate::runtime::{Conversation, Runtime};
 use crate::session::SessionRecord;
 
@@ -125,6 +127,12 @@ pub fn live(
         return None; // it keeps no conversations
     }
     let known_ref = rec.resume_ref.as_deref().filter(|r| is_id(r));
+    if known_ref.is_none() {
+        let open = process::session_open_files(rec.pane_pid);
+        if let Some(c) = runtime.conversation_open(&open) {
+            return Some(c);
+        }
+    }
     let known = known_ref.and_then(|r| runtime.conversation(peer, r));
     let neighbours = ctx.neighbours(peer);
     let n = match (known_ref, neighbours.is_empty()) {

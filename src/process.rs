@@ -239,6 +239,25 @@ pub fn session_members(sid: i32) -> Vec<i32> {
     }
 }
 
+/// The files session `sid` (its leader and every member) has open, as the
+/// system names them; empty where that cannot be read (not Linux, another
+/// user's process).
+pub fn session_open_files(sid: i32) -> Vec<std::path::PathBuf> {
+    if sid <= 0 {
+        return Vec::new();
+    }
+    std::iter::once(sid)
+        .chain(session_members(sid))
+        .flat_map(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        })
+        .collect()
+}
+
 /// Is `ancestor` the process itself or one of its ancestors?
 pub fn is_ancestor(ancestor: i32, mut pid: i32) -> Option<bool> {
     #[cfg(target_os = "linux")]
@@ -434,6 +453,18 @@ mod tests {
         assert_eq!(zombie_exit(pid, None), Some(Exit::Code(42)));
         child.wait().unwrap();
         assert_eq!(zombie_exit(pid, None), None, "reaped");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn open_files_name_what_a_process_holds() {
+        let dir = assert_fs::TempDir::new().unwrap();
+        let path = dir.path().join("held.jsonl");
+        let _held = std::fs::File::create(&path).unwrap();
+        let open = session_open_files(std::process::id() as i32);
+        let real = path.canonicalize().unwrap();
+        assert!(open.contains(&real), "{open:?}");
+        assert!(session_open_files(0).is_empty());
     }
 
     #[test]

@@ -114,6 +114,18 @@ impl Runtime for Codex {
         self.rollout(id)
     }
 
+    /// Codex keeps its rollout open for the life of the session.
+    fn conversation_open(&self, open: &[PathBuf]) -> Option<Conversation> {
+        open.iter().find_map(|path| {
+            let name = path.file_name()?.to_str()?;
+            if !(name.starts_with("rollout-") && name.ends_with(".jsonl")) {
+                return None;
+            }
+            let meta = rollout_meta(path).filter(|m| conversation::is_id(&m.id))?;
+            Some(Conversation::at(meta.id, path.clone()))
+        })
+    }
+
     fn submit_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(150)
     }

@@ -68,6 +68,12 @@ pub trait Runtime: Send + Sync {
     fn conversation(&self, _peer: &Peer, _id: &str) -> Option<Conversation> {
         None
     }
+    /// The conversation among a session's open files, for a runtime that
+    /// keeps its conversation open while it runs: an exact answer where
+    /// the folder alone cannot tell.
+    fn conversation_open(&self, _open: &[PathBuf]) -> Option<Conversation> {
+        None
+    }
     /// When the agent last did something in `conversation`, by its own
     /// records.
     fn activity(&self, conversation: &Conversation) -> Option<EpochMs> {

@@ -739,3 +739,46 @@ fn count_transcripts(home: &Home) -> usize {
         .filter(|f| f.path().extension().is_some_and(|x| x == "jsonl"))
         .count()
 }
+
+/// Codex picks its own conversation id, learned after the launch: two
+/// members of one folder coming up at once each learn their own (from the
+/// rollout their session holds open), never each other's.
+#[test]
+fn codex_members_launched_together_each_learn_their_own_rollout() {
+    let home = Home::new();
+    let shared = home.workdir("shared");
+    let names = ["c1", "c2", "c3"];
+    for name in names {
+        let out = home.run(&[
+            "add",
+            name,
+            "--cwd",
+            shared.to_str().unwrap(),
+            "--runtime",
+            "codex",
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let children: Vec<_> = names
+        .iter()
+        .map(|name| {
+            home.iapeer()
+                .args(["wake", name, "--task", &format!("task for {name}")])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    for name in names {
+        let id = home.session(name).unwrap()["resume_ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} learned its rollout"))
+            .to_owned();
+        wait_until(Duration::from_secs(5), "the task recorded", || {
+            codex_messages(&home, &id) == [format!("task for {name}")]
+        });
+    }
+}
