@@ -5,11 +5,11 @@
 //! (DESIGN §11) is only safe to go by when nobody else works there. The
 //! rules:
 //!
-//! - A peer alone in its folder is on the conversation its session knows
-//!   (`.session`'s `resume_ref`) or a newer one begun after the session
-//!   started: its `/clear`. Asleep, it resumes the one its park named (the
-//!   `conversation=` word on the `.idle-reaped` reason line), else the
-//!   folder's newest.
+//! - A peer alone in its folder is on the folder's newest conversation
+//!   (DESIGN §11: `/clear` starts a new one, `/resume` returns to an old
+//!   one), else the one its session knows (`.session`'s `resume_ref`).
+//!   Asleep, it resumes the one its park named (the `conversation=` word on
+//!   the `.idle-reaped` reason line), else the folder's newest.
 //! - A peer with neighbours is on exactly the conversation its session
 //!   knows: a newer one could be a neighbour's, so a `/clear` there is not
 //!   followed. A session that does not know its conversation yet (a fresh
@@ -72,9 +72,8 @@ pub struct Neighbours {
 }
 
 /// A live session's conversation among `recent` (the folder's, most recent
-/// first, down to `known` at most). `known_ref`: what the session's record
-/// says; `known`: that conversation, if it exists; `since`: when the session
-/// started.
+/// first). `known_ref`: what the session's record says; `known`: that
+/// conversation, if it exists; `since`: when the session started.
 pub fn pick_live<'c>(
     recent: &'c [Conversation],
     known_ref: Option<&str>,
@@ -83,14 +82,8 @@ pub fn pick_live<'c>(
     n: &Neighbours,
 ) -> Option<&'c Conversation> {
     let begun_since = |c: &&Conversation| c.began.is_some_and(|b| b >= since);
-    let newer = || {
-        recent
-            .iter()
-            .take_while(|c| Some(c.id.as_str()) != known_ref)
-            .find(begun_since)
-    };
     match (known_ref, n.any) {
-        (_, false) => newer().or(known),
+        (_, false) => recent.first().or(known),
         (Some(_), true) => known,
         (None, true) if n.unsure => None,
         (None, true) => recent
@@ -127,9 +120,10 @@ pub fn live(
         return None; // it keeps no conversations
     }
     let known_ref = rec.resume_ref.as_deref().filter(|r| is_id(r));
-    if known_ref.is_none() {
-        let open = process::session_open_files(rec.pane_pid);
-        if let Some(c) = runtime.conversation_open(&open) {
+    let same_process = rec.pane_pid > 0
+        && (rec.pane_start.is_none() || process::start_time(rec.pane_pid) == rec.pane_start);
+    if known_ref.is_none() && same_process {
+        if let Some(c) = runtime.conversation_held(peer, rec.pane_pid) {
             return Some(c);
         }
     }
@@ -286,14 +280,14 @@ mod tests {
         let mine = conv("mine", Some(100));
         #[rustfmt::skip]
         let rows: [LiveRow; 9] = [
-            ("alone: a newer one begun after the session is its /clear",
+            ("alone: the newest (its /clear)",
              Some("mine"), Some(&mine), 150, alone(), Some("n2")),
-            ("alone: newer ones begun before the session are not",
-             Some("mine"), Some(&mine), 350, alone(), Some("mine")),
-            ("alone: a known one not written yet, nothing newer",
-             Some("gone"), None, 350, alone(), None),
-            ("alone: nothing known, the newest begun since it started",
-             None, None, 150, alone(), Some("n2")),
+            ("alone: the newest even if begun before the session (a /resume)",
+             Some("mine"), Some(&mine), 350, alone(), Some("n2")),
+            ("alone: a known one not written yet, the folder's newest",
+             Some("gone"), None, 350, alone(), Some("n2")),
+            ("alone, nothing known (found running): the folder's newest",
+             None, None, 350, alone(), Some("n2")),
             ("beside others: exactly the known one, never a newer one",
              Some("mine"), Some(&mine), 50, beside(&[], false), Some("mine")),
             ("beside others: a known one not written yet is no other",
@@ -309,6 +303,13 @@ mod tests {
             let got = pick_live(&recent, known_ref, known, since, &n);
             assert_eq!(got.map(|c| c.id.as_str()), want, "{name}");
         }
+    }
+
+    #[test]
+    fn alone_with_nothing_listed_the_known_one() {
+        let mine = conv("mine", Some(100));
+        let got = pick_live(&[], Some("mine"), Some(&mine), 50, &alone());
+        assert_eq!(got.map(|c| c.id.as_str()), Some("mine"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct Ctx {
     log: Mutex<LogWriter>,
     pub source: Source,
     clock: Clock,
-    folders: Mutex<Option<Folders>>,
+    folders: Mutex<Option<Arc<Folders>>>,
 }
 
 /// Which peers work in which folder, for each runtime: read from `peers/`
@@ -39,7 +39,17 @@ struct Folders {
 
 /// How long a reading of `peers/` is trusted while its change time says
 /// nothing changed (two quick writes can share one coarse timestamp).
-const FOLDERS_FRESH: Duration = Duration::from_secs(10);
+const FOLDERS_FRESH: Duration = Duration::from_secs(60);
+
+impl Default for Folders {
+    fn default() -> Self {
+        Folders {
+            changed: None,
+            read_at: Instant::now(),
+            peers: HashMap::new(),
+        }
+    }
+}
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,36 +112,47 @@ impl Ctx {
     /// The other peers of `peer`'s runtime working in its folder (pool
     /// members share one): their conversations are recorded beside its own.
     pub fn neighbours(&self, peer: &Peer) -> Vec<Identity> {
-        let dir = &self.config.paths.peers;
-        let changed = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
-        let mut folders = self.folders.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = folders
-            .as_ref()
-            .is_none_or(|f| f.changed != changed || f.read_at.elapsed() > FOLDERS_FRESH);
-        if stale {
-            let mut peers: HashMap<_, Vec<Identity>> = HashMap::new();
-            for p in peers::load_all(&self.config.paths)
-                .unwrap_or_default()
-                .into_iter()
-                .flatten()
-            {
-                peers
-                    .entry((p.runtime, folder(&p.cwd)))
-                    .or_default()
-                    .push(p.identity());
-            }
-            *folders = Some(Folders {
-                changed,
-                read_at: Instant::now(),
-                peers,
-            });
-        }
+        let folders = self.folders();
         let me = peer.identity();
         folders
-            .as_ref()
-            .and_then(|f| f.peers.get(&(peer.runtime, folder(&peer.cwd))))
+            .peers
+            .get(&(peer.runtime, folder(&peer.cwd)))
             .map(|ids| ids.iter().filter(|id| **id != me).cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Who works where, read again when `peers/` has changed. The reading
+    /// happens outside the lock, and one that fails keeps the last good.
+    fn folders(&self) -> Arc<Folders> {
+        let dir = &self.config.paths.peers;
+        let changed = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
+        let last = self
+            .folders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(f) = &last {
+            if f.changed == changed && f.read_at.elapsed() < FOLDERS_FRESH {
+                return Arc::clone(f);
+            }
+        }
+        let Ok(all) = peers::load_all(&self.config.paths) else {
+            return last.unwrap_or_default();
+        };
+        let mut peers: HashMap<_, Vec<Identity>> = HashMap::new();
+        for p in all.into_iter().flatten() {
+            peers
+                .entry((p.runtime, folder(&p.cwd)))
+                .or_default()
+                .push(p.identity());
+        }
+        let fresh = Arc::new(Folders {
+            changed,
+            read_at: Instant::now(),
+            peers,
+        });
+        *self.folders.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&fresh));
+        fresh
     }
 }
 

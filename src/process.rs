@@ -258,6 +258,23 @@ pub fn session_open_files(sid: i32) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// A process's command line, where the system says (Linux); empty
+/// otherwise.
+pub fn cmdline(pid: i32) -> Vec<String> {
+    if pid <= 0 {
+        return Vec::new();
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Is `ancestor` the process itself or one of its ancestors?
 pub fn is_ancestor(ancestor: i32, mut pid: i32) -> Option<bool> {
     #[cfg(target_os = "linux")]

@@ -408,6 +408,10 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
         Probe::Unknown(why) => Ok(Settled::Unknown(why)),
         Probe::Alive { pane_pid, .. } => {
             let now = ctx.now();
+            // Its command line may say which conversation it is on.
+            let resume_ref = peer.and_then(|p| {
+                crate::runtime::for_peer(&ctx.config, p).launched_on(&process::cmdline(pane_pid))
+            });
             let rec = SessionRecord {
                 identity: id.to_string(),
                 runtime: peer.map_or("unknown", |p| p.runtime.as_str()).to_owned(),
@@ -416,7 +420,7 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
                 pane_pid,
                 started_at: crate::clock::format_ms(now),
                 mode: "adopted".into(),
-                resume_ref: None,
+                resume_ref,
                 topic: None,
                 task: None,
                 session: uuid::Uuid::new_v4().to_string(),

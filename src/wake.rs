@@ -683,7 +683,12 @@ fn launch(
     let latency_ms = decided.elapsed().as_millis() as u64;
     rec.ready_at = Some(clock::format_ms(ctx.now()));
     if rec.resume_ref.is_none() {
-        rec.resume_ref = conversation::live(ctx, runtime, peer, id, &rec).map(|c| c.id);
+        // Learned now (Codex picks its own id): only a conversation begun
+        // since the launch can be this launch's.
+        let started = rec.started_ms().unwrap_or(EpochMs::MAX);
+        rec.resume_ref = conversation::live(ctx, runtime, peer, id, &rec)
+            .filter(|c| c.began.is_some_and(|b| b >= started))
+            .map(|c| c.id);
     }
     ctx.state.write_session(id, &rec)?;
     match ask

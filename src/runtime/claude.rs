@@ -154,6 +154,17 @@ impl Runtime for Claude {
         Some(Conversation::at(id.to_owned(), path))
     }
 
+    fn launched_on(&self, argv: &[String]) -> Option<String> {
+        argv.iter().enumerate().find_map(|(i, a)| {
+            let id = match a.split_once('=') {
+                Some(("--session-id" | "--resume", v)) => v,
+                _ if matches!(a.as_str(), "--session-id" | "--resume" | "-r") => argv.get(i + 1)?,
+                _ => return None,
+            };
+            conversation::is_id(id).then(|| id.to_owned())
+        })
+    }
+
     fn activity(&self, conversation: &Conversation) -> Option<EpochMs> {
         let own = last_timestamp(&conversation.path);
         // Subagents write their own transcripts while the main one is quiet.
@@ -353,6 +364,30 @@ mod tests {
             c.activity(&c.conversation(&peer, "s1").unwrap()),
             crate::clock::parse_rfc3339("2026-01-01T01:00:00Z")
         );
+    }
+
+    #[test]
+    fn a_command_line_says_which_conversation() {
+        let home = TempDir::new().unwrap();
+        let c = claude(home.path());
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let rows: [(&[&str], Option<&str>); 6] = [
+            (
+                &["claude", "--session-id", "abc-1", "--model", "x"],
+                Some("abc-1"),
+            ),
+            (
+                &["node", "/usr/bin/claude", "--resume", "abc-2"],
+                Some("abc-2"),
+            ),
+            (&["claude", "--resume=abc-3"], Some("abc-3")),
+            (&["claude", "-r", "abc-4"], Some("abc-4")),
+            (&["claude", "--resume", "../x"], None),
+            (&["claude", "--resume"], None),
+        ];
+        for (line, want) in rows {
+            assert_eq!(c.launched_on(&argv(line)).as_deref(), want, "{line:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::conversation;
 use crate::fsutil;
 use crate::peers::{Peer, RuntimeKind};
+use crate::process;
 
 /// How many rollouts, newest first, are opened looking for a peer's.
 const SCAN_LIMIT: usize = 2000;
@@ -50,7 +51,10 @@ impl Codex {
     pub fn rollouts(&self, cwd: &Path, until: Option<&str>) -> Vec<Conversation> {
         let forms = cwd_forms(cwd);
         let mut out = Vec::new();
-        for path in newest_first(&self.sessions, 3).into_iter().take(SCAN_LIMIT) {
+        for path in newest_first(&self.sessions, 3, SCAN_LIMIT)
+            .into_iter()
+            .take(SCAN_LIMIT)
+        {
             let Some(meta) = rollout_meta(&path) else {
                 continue;
             };
@@ -69,14 +73,15 @@ impl Codex {
     }
 
     /// Rollout `id`, found by its file name and confirmed by its meta line.
+    /// Only names are listed, so it looks as far back as it must: a
+    /// conversation parked long ago is still found.
     pub fn rollout(&self, id: &str) -> Option<Conversation> {
         if !conversation::is_id(id) {
             return None;
         }
         let suffix = format!("-{id}.jsonl");
-        newest_first(&self.sessions, 3)
+        newest_first(&self.sessions, 3, usize::MAX)
             .into_iter()
-            .take(SCAN_LIMIT)
             .filter(|p| p.to_string_lossy().ends_with(&suffix))
             .find(|p| rollout_meta(p).is_some_and(|m| m.id == id))
             .map(|path| Conversation::at(id.to_owned(), path))
@@ -114,16 +119,43 @@ impl Runtime for Codex {
         self.rollout(id)
     }
 
-    /// Codex keeps its rollout open for the life of the session.
-    fn conversation_open(&self, open: &[PathBuf]) -> Option<Conversation> {
-        open.iter().find_map(|path| {
-            let name = path.file_name()?.to_str()?;
-            if !(name.starts_with("rollout-") && name.ends_with(".jsonl")) {
-                return None;
+    /// Codex keeps its rollout open for the life of the session: the one
+    /// rollout of this folder under `sessions/` that the session's
+    /// processes hold is its conversation (none if they hold several).
+    fn conversation_held(&self, peer: &Peer, pid: i32) -> Option<Conversation> {
+        let sessions = self.sessions.canonicalize().ok()?;
+        let forms = cwd_forms(&peer.cwd);
+        let mut held: Vec<Conversation> = Vec::new();
+        for path in process::session_open_files(pid) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !(path.starts_with(&sessions)
+                && name.starts_with("rollout-")
+                && name.ends_with(".jsonl"))
+            {
+                continue;
             }
-            let meta = rollout_meta(path).filter(|m| conversation::is_id(&m.id))?;
-            Some(Conversation::at(meta.id, path.clone()))
-        })
+            let Some(meta) = rollout_meta(&path).filter(|m| conversation::is_id(&m.id)) else {
+                continue;
+            };
+            let ours = meta
+                .cwd
+                .as_deref()
+                .is_some_and(|c| forms.iter().any(|f| Path::new(c) == f));
+            if ours && !held.iter().any(|h| h.id == meta.id) {
+                held.push(Conversation::at(meta.id, path));
+            }
+        }
+        match held.len() {
+            1 => held.pop(),
+            _ => None,
+        }
+    }
+
+    fn launched_on(&self, argv: &[String]) -> Option<String> {
+        let at = argv.iter().position(|a| a == "resume")?;
+        argv.get(at + 1)
+            .filter(|id| conversation::is_id(id))
+            .cloned()
     }
 
     fn submit_delay(&self) -> std::time::Duration {
@@ -169,7 +201,7 @@ pub fn rollout_meta(path: &Path) -> Option<RolloutMeta> {
 
 /// Files `depth` directory levels down, newest first (the YYYY/MM/DD names
 /// and the timestamped file names sort by time).
-fn newest_first(dir: &Path, depth: usize) -> Vec<PathBuf> {
+fn newest_first(dir: &Path, depth: usize, limit: usize) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -188,8 +220,8 @@ fn newest_first(dir: &Path, depth: usize) -> Vec<PathBuf> {
     }
     let mut out = Vec::new();
     for sub in names.into_iter().filter(|p| p.is_dir()) {
-        out.extend(newest_first(&sub, depth - 1));
-        if out.len() >= SCAN_LIMIT {
+        out.extend(newest_first(&sub, depth - 1, limit));
+        if out.len() >= limit {
             break;
         }
     }

@@ -68,10 +68,16 @@ pub trait Runtime: Send + Sync {
     fn conversation(&self, _peer: &Peer, _id: &str) -> Option<Conversation> {
         None
     }
-    /// The conversation among a session's open files, for a runtime that
-    /// keeps its conversation open while it runs: an exact answer where
-    /// the folder alone cannot tell.
-    fn conversation_open(&self, _open: &[PathBuf]) -> Option<Conversation> {
+    /// The conversation session `pid` holds open, for a runtime that keeps
+    /// its conversation open while it runs: an exact answer where the
+    /// folder alone cannot tell.
+    fn conversation_held(&self, _peer: &Peer, _pid: i32) -> Option<Conversation> {
+        None
+    }
+    /// The conversation a command line of this runtime was launched on, as
+    /// far as the command line says (a session found running without a
+    /// record).
+    fn launched_on(&self, _argv: &[String]) -> Option<String> {
         None
     }
     /// When the agent last did something in `conversation`, by its own

@@ -310,6 +310,29 @@ fn an_always_peer_is_relaunched_and_one_that_dies_at_once_stops_at_the_guard() {
     });
 }
 
+/// A live session whose record was lost is adopted, not launched again,
+/// and its command line says which conversation it is on, so a neighbour's
+/// is never taken for it.
+#[test]
+fn a_session_found_without_a_record_is_adopted_on_its_own_conversation() {
+    let home = home();
+    let shared = home.workdir("shared");
+    for name in ["a", "b"] {
+        let out = home.run(&["add", name, "--cwd", shared.to_str().unwrap()]);
+        assert_eq!(code(&out), 0);
+    }
+    assert_eq!(code(&home.run(&["wake", "a"])), 0);
+    assert_eq!(code(&home.run(&["wake", "b", "--task", "newer"])), 0);
+    let own = home.session("a").unwrap()["resume_ref"].clone();
+    let pid = pane_pid(&home, "a");
+    std::fs::remove_file(home.marker("a", "session")).unwrap();
+    let _d = home.daemon();
+    home.wait_line("a", "adopted", action("adopted"));
+    let rec = home.session("a").expect("a record again");
+    assert_eq!(rec["pane_pid"], pid);
+    assert_eq!(rec["resume_ref"], own);
+}
+
 #[test]
 fn sigterm_leaves_sessions_running_and_a_new_daemon_adopts_them() {
     let home = home();
