@@ -46,9 +46,12 @@ fn main() {
         run(&["start", "bench"]);
     }
 
-    let socket = home.path().join("bare.sock");
     let mut bare = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
+    for run in 0..RUNS {
+        // A socket per run: the server of the previous run may still be
+        // exiting after its last session was killed, and a client that
+        // reaches it then fails ("server exited unexpectedly").
+        let socket = home.path().join(format!("bare-{run}.sock"));
         let t = Instant::now();
         tmux(
             &socket,
