@@ -113,7 +113,6 @@ pub fn live(
     ctx: &Ctx,
     runtime: &dyn Runtime,
     peer: &Peer,
-    id: &Identity,
     rec: &SessionRecord,
 ) -> Option<Conversation> {
     if runtime.kind() == RuntimeKind::Shell {
@@ -127,26 +126,27 @@ pub fn live(
             return Some(c);
         }
     }
-    let known = known_ref.and_then(|r| runtime.conversation(peer, r));
+    let known = || known_ref.and_then(|r| runtime.conversation(peer, r));
     let neighbours = ctx.neighbours(peer);
     let n = match (known_ref, neighbours.is_empty()) {
         // The record settles it: nothing else to read.
-        (Some(_), false) => return known,
-        (None, false) => held(ctx, id, &neighbours),
+        (Some(_), false) => return known(),
+        (None, false) => held(ctx, &neighbours),
         (_, true) => Neighbours::default(),
     };
     let recent = runtime.conversations(peer, known_ref);
+    // Alone, the known one only matters when nothing is listed.
+    let known = if recent.is_empty() { known() } else { None };
     let since = rec.started_ms().unwrap_or(EpochMs::MAX);
     pick_live(&recent, known_ref, known.as_ref(), since, &n).cloned()
 }
 
-/// The conversation a resume of sleeping `id` would continue, given what
+/// The conversation a resume of a sleeping peer would continue, given what
 /// its park marker says (`parked_reason`).
 pub fn resume_target(
     ctx: &Ctx,
     runtime: &dyn Runtime,
     peer: &Peer,
-    id: &Identity,
     parked_reason: Option<&str>,
 ) -> Option<String> {
     let parked = parked_reason.and_then(parked_with);
@@ -155,7 +155,7 @@ pub fn resume_target(
     let n = if neighbours.is_empty() {
         Neighbours::default()
     } else {
-        held(ctx, id, &neighbours)
+        held(ctx, &neighbours)
     };
     let recent = match (parked, n.any) {
         (None, false) => runtime.conversations(peer, None),
@@ -166,13 +166,13 @@ pub fn resume_target(
 
 /// What `neighbours` hold: a live session's `resume_ref`, a parked one's
 /// named conversation. A file that cannot be read holds nothing.
-fn held(ctx: &Ctx, me: &Identity, neighbours: &[Identity]) -> Neighbours {
+fn held(ctx: &Ctx, neighbours: &[Identity]) -> Neighbours {
     let state = &ctx.state;
     let mut n = Neighbours {
         any: true,
         ..Neighbours::default()
     };
-    for id in neighbours.iter().filter(|id| *id != me) {
+    for id in neighbours {
         if let Ok(Some(rec)) = state.session(id) {
             match rec.resume_ref {
                 Some(r) => {

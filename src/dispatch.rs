@@ -130,7 +130,7 @@ fn try_deliver(
     let now = ctx.now();
     let started = rec.started_ms().unwrap_or(now);
     let runtime = crate::runtime::for_peer(&ctx.config, &peer);
-    let on = conversation::live(ctx, runtime.as_ref(), &peer, member, &rec);
+    let on = conversation::live(ctx, runtime.as_ref(), &peer, &rec);
     let last = supervise::activity_on(ctx, runtime.as_ref(), &peer, &rec, started, on.as_ref());
     let mid_turn = on.and_then(|c| runtime.mid_turn(&c));
     if !is_free(&rec, last, mid_turn, pool.quiet_ms(), now) {

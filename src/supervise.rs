@@ -181,7 +181,7 @@ pub fn finish_ending(ctx: &Ctx, id: &Identity, rec: SessionRecord, recovering: b
             // one and not a neighbour's in the same folder.
             let on = ctx.peer(id).ok().and_then(|peer| {
                 let runtime = crate::runtime::for_peer(&ctx.config, &peer);
-                conversation::live(ctx, runtime.as_ref(), &peer, id, &rec)
+                conversation::live(ctx, runtime.as_ref(), &peer, &rec)
             });
             let reason = conversation::park_reason(&ending.action, on.map(|c| c.id).as_deref());
             ctx.state
@@ -793,7 +793,7 @@ pub fn gather_pass(
         g.record = ctx.state.session(id)?;
     }
     if let Some(rec) = &g.record {
-        let (live, activity) = live_facts(ctx, id, peer, rec, how, now);
+        let (live, activity) = live_facts(ctx, peer, rec, how, now);
         g.facts.session = Some(live);
         g.activity = activity;
     }
@@ -802,7 +802,6 @@ pub fn gather_pass(
 
 fn live_facts(
     ctx: &Ctx,
-    id: &Identity,
     peer: Option<&Peer>,
     rec: &SessionRecord,
     how: Activity,
@@ -828,7 +827,7 @@ fn live_facts(
         match how {
             Activity::Known(seen) => cheap.max(seen.unwrap_or(0)),
             Activity::Measure if now.saturating_sub(cheap) <= idle_limit_ms => cheap,
-            Activity::Measure => activity(ctx, id, peer, rec, started),
+            Activity::Measure => activity(ctx, peer, rec, started),
         }
     });
     let live = LiveFacts {
@@ -856,18 +855,12 @@ pub fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
 /// The latest activity from every source (DESIGN §11): the record, and the
 /// runtime's own records of the conversation the session is on (Claude and
 /// Codex) or tmux's activity time for a shell.
-pub fn activity(
-    ctx: &Ctx,
-    id: &Identity,
-    peer: Option<&Peer>,
-    rec: &SessionRecord,
-    started: EpochMs,
-) -> EpochMs {
+pub fn activity(ctx: &Ctx, peer: Option<&Peer>, rec: &SessionRecord, started: EpochMs) -> EpochMs {
     let Some(peer) = peer else {
         return cheap_activity(rec, started);
     };
     let runtime = crate::runtime::for_peer(&ctx.config, peer);
-    let on = conversation::live(ctx, runtime.as_ref(), peer, id, rec);
+    let on = conversation::live(ctx, runtime.as_ref(), peer, rec);
     activity_on(ctx, runtime.as_ref(), peer, rec, started, on.as_ref())
 }
 

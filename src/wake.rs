@@ -134,7 +134,7 @@ pub fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gath
         alive,
         cwd_exists: peer.cwd.is_dir(),
         ring: deaths.ring,
-        resume_target: conversation::resume_target(ctx, runtime.as_ref(), peer, id, parked_reason),
+        resume_target: conversation::resume_target(ctx, runtime.as_ref(), peer, parked_reason),
         idle_reaped: idle_reaped.is_some(),
         new_eager: state.flag(id, Flag::NewEager)?.is_some(),
         stored_topic: state.topic(id)?,
@@ -686,7 +686,7 @@ fn launch(
         // Learned now (Codex picks its own id): only a conversation begun
         // since the launch can be this launch's.
         let started = rec.started_ms().unwrap_or(EpochMs::MAX);
-        rec.resume_ref = conversation::live(ctx, runtime, peer, id, &rec)
+        rec.resume_ref = conversation::live(ctx, runtime, peer, &rec)
             .filter(|c| c.began.is_some_and(|b| b >= started))
             .map(|c| c.id);
     }
