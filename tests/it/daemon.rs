@@ -328,7 +328,11 @@ fn a_session_found_without_a_record_is_adopted_on_its_own_conversation() {
     std::fs::remove_file(home.marker("a", "session")).unwrap();
     let _d = home.daemon();
     home.wait_line("a", "adopted", action("adopted"));
-    let rec = home.session("a").expect("a record again");
+    // The decision is logged first, the record written right after.
+    wait_until(Duration::from_secs(5), "a record again", || {
+        home.session("a").is_some()
+    });
+    let rec = home.session("a").unwrap();
     assert_eq!(rec["pane_pid"], pid);
     assert_eq!(rec["resume_ref"], own);
 }

@@ -674,8 +674,8 @@ fn a_park_after_clear_resumes_the_cleared_conversation() {
         .unwrap()
         .to_owned();
     assert_eq!(code(&wake(&home, &["a", "--task", "/clear"])), 0);
-    wait_until(Duration::from_secs(5), "/clear handled", || {
-        count_transcripts(&home) == 2
+    wait_until(Duration::from_secs(5), "/clear recorded", || {
+        cleared_into(&home, &[&first])
     });
     park(&home, "a");
     let cleared = parked_conversation(&home, "a").expect("the park names a conversation");
@@ -716,8 +716,8 @@ fn a_neighbours_clear_is_never_taken() {
     };
     let (a1, b1) = (ref_of("a"), ref_of("b"));
     assert_eq!(code(&wake(&home, &["a", "--task", "/clear"])), 0);
-    wait_until(Duration::from_secs(5), "/clear handled", || {
-        count_transcripts(&home) == 3
+    wait_until(Duration::from_secs(5), "/clear recorded", || {
+        cleared_into(&home, &[&a1, &b1])
     });
     park(&home, "b");
     assert_eq!(parked_conversation(&home, "b"), Some(b1.clone()));
@@ -730,14 +730,21 @@ fn a_neighbours_clear_is_never_taken() {
     }
 }
 
-fn count_transcripts(home: &Home) -> usize {
+/// Has a transcript other than `before` recorded a `/clear` as its first
+/// message?
+fn cleared_into(home: &Home, before: &[&String]) -> bool {
     std::fs::read_dir(home.path().join("claude").join("projects"))
         .into_iter()
         .flatten()
         .flatten()
         .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-        .filter(|f| f.path().extension().is_some_and(|x| x == "jsonl"))
-        .count()
+        .filter_map(|f| Some(f.path().file_stem()?.to_str()?.to_owned()))
+        .filter(|id| !before.contains(&id))
+        .any(|id| {
+            home.claude_messages(&id)
+                .first()
+                .is_some_and(|m| m == "/clear")
+        })
 }
 
 /// Codex picks its own conversation id, learned after the launch: two
