@@ -178,24 +178,44 @@ pub fn load(paths: &Paths, id: &Identity) -> Result<Peer> {
 
 /// Parses a definition; `expected` is the identity its file name gives.
 pub fn parse(file: &Path, bytes: &[u8], expected: Option<&Identity>) -> Result<Peer> {
-    let peer: Peer = serde_json::from_slice(bytes).map_err(|e| {
+    let peer: Peer = decode_definition(
+        file,
+        bytes,
+        "peer",
+        "fix the JSON, or remove the file and `iapeer add` the peer again",
+    )?;
+    peer.validate(file)?;
+    check_defined_name(file, &peer.name, expected.map(Identity::as_str))?;
+    Ok(peer)
+}
+
+/// Decodes a definition file's JSON (a `what`: peer, pool); `again` says how
+/// to start over when it is broken.
+pub(crate) fn decode_definition<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    bytes: &[u8],
+    what: &str,
+    again: &str,
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
         Error::input(
             file.display().to_string(),
-            format!("not a valid peer definition ({e})"),
-            "fix the JSON, or remove the file and `iapeer add` the peer again",
+            format!("not a valid {what} definition ({e})"),
+            again,
         )
-    })?;
-    peer.validate(file)?;
-    if let Some(id) = expected {
-        if peer.name != id.as_str() {
-            return Err(Error::input(
-                file.display().to_string(),
-                format!("it defines {:?}, but its file name says {id}", peer.name),
-                format!("set \"name\": \"{id}\" or rename the file"),
-            ));
-        }
+    })
+}
+
+/// A definition must define the name its file is named after.
+pub(crate) fn check_defined_name(file: &Path, defined: &str, expected: Option<&str>) -> Result<()> {
+    match expected {
+        Some(name) if defined != name => Err(Error::input(
+            file.display().to_string(),
+            format!("it defines {defined:?}, but its file name says {name}"),
+            format!("set \"name\": \"{name}\" or rename the file"),
+        )),
+        _ => Ok(()),
     }
-    Ok(peer)
 }
 
 /// Writes a definition atomically.
@@ -221,7 +241,8 @@ pub fn load_all(paths: &Paths) -> Result<Vec<Result<Peer>>> {
         .collect())
 }
 
-fn read_definition(file: &Path) -> Result<Vec<u8>> {
+/// Reads a definition file: a regular file of reasonable size.
+pub(crate) fn read_definition(file: &Path) -> Result<Vec<u8>> {
     let meta = fs::metadata(file).map_err(|e| Error::io(file, "read", e))?;
     if !meta.is_file() {
         return Err(Error::unsafe_file(file, "it is not a regular file"));
@@ -230,7 +251,7 @@ fn read_definition(file: &Path) -> Result<Vec<u8>> {
         return Err(Error::unsafe_file(
             file,
             format!(
-                "it is {} bytes; a peer definition is at most {DEFINITION_MAX}",
+                "it is {} bytes; a definition is at most {DEFINITION_MAX}",
                 meta.len()
             ),
         ));

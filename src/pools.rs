@@ -6,7 +6,6 @@
 //! relaunched), the others `lazy` and parked after the pool's idle time.
 //! Nothing outside the range is ever touched, whatever its name looks like.
 
-use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
@@ -183,36 +182,27 @@ pub fn pool_file(paths: &Paths, name: &str) -> PathBuf {
 
 /// Parses a pool definition; `expected` is the name its file gives.
 pub fn parse(file: &Path, bytes: &[u8], expected: Option<&str>) -> Result<Pool> {
-    let pool: Pool = serde_json::from_slice(bytes).map_err(|e| {
-        Error::input(
-            file.display().to_string(),
-            format!("not a valid pool definition ({e})"),
-            "fix the JSON, or remove the file and `iapeer pool add` it again",
-        )
-    })?;
+    let pool: Pool = peers::decode_definition(
+        file,
+        bytes,
+        "pool",
+        "fix the JSON, or remove the file and `iapeer pool add` it again",
+    )?;
     pool.validate(file)?;
-    if let Some(name) = expected {
-        if pool.name != name {
-            return Err(Error::input(
-                file.display().to_string(),
-                format!("it defines {:?}, but its file name says {name}", pool.name),
-                format!("set \"name\": \"{name}\" or rename the file"),
-            ));
-        }
-    }
+    peers::check_defined_name(file, &pool.name, expected)?;
     Ok(pool)
 }
 
 pub fn load(paths: &Paths, name: &str) -> Result<Pool> {
     Identity::parse(name)?;
     let file = pool_file(paths, name);
-    let bytes = fs::read(&file).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => Error::input(
+    let bytes = peers::read_definition(&file).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => Error::input(
             format!("pool {name}"),
             format!("it is not defined ({} does not exist)", file.display()),
             "see `iapeer pool ls`, or define it with `iapeer pool add`",
         ),
-        _ => Error::io(&file, "read", e),
+        e => e,
     })?;
     parse(&file, &bytes, Some(name))
 }
@@ -222,7 +212,7 @@ pub fn load_all(paths: &Paths) -> Result<Vec<Result<Pool>>> {
     Ok(crate::fsutil::json_files(&paths.pools)?
         .into_iter()
         .map(|(stem, path)| {
-            let bytes = fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
+            let bytes = peers::read_definition(&path)?;
             parse(&path, &bytes, Some(&stem))
         })
         .collect())
@@ -312,6 +302,20 @@ mod tests {
                 max_age_secs: None,
             },
         }
+    }
+
+    #[test]
+    fn a_pool_file_is_read_like_a_peer_definition_regular_and_bounded() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let paths = Paths::for_home(home.path(), None, 1000);
+        std::fs::create_dir_all(pool_file(&paths, "dir")).unwrap();
+        let err = load(&paths, "dir").unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        std::fs::write(pool_file(&paths, "big"), vec![b' '; 2 * 1024 * 1024]).unwrap();
+        let err = load(&paths, "big").unwrap_err().to_string();
+        assert!(err.contains("a definition is at most"), "{err}");
+        let err = load(&paths, "none").unwrap_err().to_string();
+        assert!(err.contains("it is not defined"), "{err}");
     }
 
     #[test]
