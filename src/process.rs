@@ -258,21 +258,31 @@ pub fn session_open_files(sid: i32) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// A process's command line, where the system says (Linux); empty
-/// otherwise.
-pub fn cmdline(pid: i32) -> Vec<String> {
+/// A process's command line, argument for argument as the system keeps it
+/// (Linux); empty where it cannot be read.
+pub fn cmdline(pid: i32) -> Vec<std::ffi::OsString> {
     if pid <= 0 {
         return Vec::new();
     }
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|bytes| {
-            bytes
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
+        .map(split_cmdline)
         .unwrap_or_default()
+}
+
+/// `/proc/<pid>/cmdline`: arguments each ended by a NUL. An empty argument
+/// stays one.
+fn split_cmdline(mut bytes: Vec<u8>) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    if bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    bytes
+        .split(|b| *b == 0)
+        .map(|a| std::ffi::OsString::from_vec(a.to_vec()))
+        .collect()
 }
 
 /// Is `ancestor` the process itself or one of its ancestors?
@@ -482,6 +492,27 @@ mod tests {
         let real = path.canonicalize().unwrap();
         assert!(open.contains(&real), "{open:?}");
         assert!(session_open_files(0).is_empty());
+    }
+
+    #[test]
+    fn a_command_line_is_split_argument_for_argument() {
+        let rows: [(&[u8], &[&str]); 4] = [
+            (b"", &[]),
+            (b"sleep\x0030\x00", &["sleep", "30"]),
+            (b"sh\x00-c\x00\x00", &["sh", "-c", ""]),
+            (b"no-terminator", &["no-terminator"]),
+        ];
+        for (bytes, want) in rows {
+            assert_eq!(split_cmdline(bytes.to_vec()), want, "{bytes:?}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_command_line_is_read_from_the_system() {
+        let mine: Vec<_> = std::env::args_os().collect();
+        assert_eq!(cmdline(std::process::id() as i32), mine);
+        assert!(cmdline(0).is_empty());
     }
 
     #[test]

@@ -410,7 +410,11 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
             let now = ctx.now();
             // Its command line may say which conversation it is on.
             let resume_ref = peer.and_then(|p| {
-                crate::runtime::for_peer(&ctx.config, p).launched_on(&process::cmdline(pane_pid))
+                let argv: Vec<String> = process::cmdline(pane_pid)
+                    .into_iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                crate::runtime::for_peer(&ctx.config, p).launched_on(&argv)
             });
             let rec = SessionRecord {
                 identity: id.to_string(),

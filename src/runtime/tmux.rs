@@ -406,7 +406,6 @@ impl Host for Tmux {
 /// tmux processes (clients and servers: a server is a fork of the client
 /// that started it) whose command line launched a session on `socket`.
 fn launches_on(socket: &Path) -> Vec<i32> {
-    let wanted = socket.as_os_str().as_encoded_bytes();
     let mut out = Vec::new();
     #[cfg(target_os = "linux")]
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -423,12 +422,11 @@ fn launches_on(socket: &Path) -> Vec<i32> {
         if !is_tmux {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let on_socket = args.windows(2).any(|w| w[0] == b"-S" && w[1] == wanted);
-        if on_socket && args.iter().any(|a| *a == b"new-session") {
+        let args = process::cmdline(pid);
+        let on_socket = args
+            .windows(2)
+            .any(|w| w[0] == "-S" && w[1] == socket.as_os_str());
+        if on_socket && args.iter().any(|a| a == "new-session") {
             out.push(pid);
         }
     }
@@ -437,7 +435,7 @@ fn launches_on(socket: &Path) -> Vec<i32> {
         let Ok(ps) = Command::new("ps").args(["-axo", "pid=,command="]).output() else {
             return out;
         };
-        let wanted = String::from_utf8_lossy(wanted).into_owned();
+        let wanted = socket.to_string_lossy().into_owned();
         for line in String::from_utf8_lossy(&ps.stdout).lines() {
             let line = line.trim_start();
             let Some((pid, cmd)) = line.split_once(' ') else {
