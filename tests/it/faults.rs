@@ -159,10 +159,10 @@ fn a_full_disk_holds_the_decision_back_and_the_daemon_keeps_running() {
 
     home.kill_session_process("keeper", libc::SIGKILL);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        d.child.try_wait().unwrap().is_none(),
-        "the daemon keeps running"
-    );
+    if let Some(status) = d.child.try_wait().unwrap() {
+        let stderr = std::fs::read_to_string(home.path().join("daemon.stderr"));
+        panic!("the daemon did not keep running: it exited {status}; stderr: {stderr:?}");
+    }
     assert_eq!(
         std::fs::metadata(&log).unwrap().len(),
         full - 10,
