@@ -99,25 +99,17 @@ pub fn record_death(
     ctx: &Ctx,
     id: &Identity,
     peer: Option<&Peer>,
-    mut rec: SessionRecord,
+    rec: SessionRecord,
     status: ExitStatus,
 ) -> Result<()> {
     let last_lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
     let new_eager = ctx.state.flag(id, Flag::NewEager)?.is_some();
     let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
     let action = death_action(new_eager, peer.map(|p| p.policy), stopped);
-    rec.ending = Some(Ending {
-        kind: EndKind::Death,
-        action: action.as_str().to_owned(),
-        at_ms: ctx.now(),
-        idle_seconds: None,
-        exit_status: Some(status.to_string()),
-        last_lines: last_lines.filter(|l| !l.is_empty()),
-        source: source_name(ctx).to_owned(),
-        boot: false,
-    });
-    ctx.state.write_session(id, &rec)?;
-    finish_ending(ctx, id, rec, false)
+    let mut ending = ending_now(ctx, EndKind::Death, action.as_str());
+    ending.exit_status = Some(status.to_string());
+    ending.last_lines = last_lines.filter(|l| !l.is_empty());
+    end(ctx, id, rec, ending)
 }
 
 /// Records a boot that failed (it exited, or missed its deadline): a death,
@@ -125,23 +117,16 @@ pub fn record_death(
 pub fn record_boot_failure(
     ctx: &Ctx,
     id: &Identity,
-    mut rec: SessionRecord,
+    rec: SessionRecord,
     cause: Cause,
     status: Option<ExitStatus>,
     last_lines: Option<String>,
 ) -> Result<()> {
-    rec.ending = Some(Ending {
-        kind: EndKind::Death,
-        action: cause.as_str().to_owned(),
-        at_ms: ctx.now(),
-        idle_seconds: None,
-        exit_status: status.map(|s| s.to_string()),
-        last_lines: last_lines.filter(|l| !l.is_empty()),
-        source: source_name(ctx).to_owned(),
-        boot: true,
-    });
-    ctx.state.write_session(id, &rec)?;
-    finish_ending(ctx, id, rec, false)
+    let mut ending = ending_now(ctx, EndKind::Death, cause.as_str());
+    ending.exit_status = status.map(|s| s.to_string());
+    ending.last_lines = last_lines.filter(|l| !l.is_empty());
+    ending.boot = true;
+    end(ctx, id, rec, ending)
 }
 
 /// Parks a live session: iapeer ends it cleanly and it stays
@@ -149,20 +134,32 @@ pub fn record_boot_failure(
 pub fn park(
     ctx: &Ctx,
     id: &Identity,
-    mut rec: SessionRecord,
+    rec: SessionRecord,
     action: Action,
     idle_seconds: Option<u64>,
 ) -> Result<()> {
-    rec.ending = Some(Ending {
-        kind: EndKind::Park,
-        action: action.as_str().to_owned(),
+    let mut ending = ending_now(ctx, EndKind::Park, action.as_str());
+    ending.idle_seconds = idle_seconds;
+    end(ctx, id, rec, ending)
+}
+
+/// An end of `kind`, logged as `action`, happening now, by this process.
+fn ending_now(ctx: &Ctx, kind: EndKind, action: &str) -> Ending {
+    Ending {
+        kind,
+        action: action.to_owned(),
         at_ms: ctx.now(),
-        idle_seconds,
+        idle_seconds: None,
         exit_status: None,
         last_lines: None,
         source: source_name(ctx).to_owned(),
         boot: false,
-    });
+    }
+}
+
+/// Journals `ending` in the record, then carries it out.
+fn end(ctx: &Ctx, id: &Identity, mut rec: SessionRecord, ending: Ending) -> Result<()> {
+    rec.ending = Some(ending);
     ctx.state.write_session(id, &rec)?;
     finish_ending(ctx, id, rec, false)
 }
