@@ -17,6 +17,8 @@ pub struct Counts {
     pub refusals: usize,
 }
 
+/// Which lines end a session. Written out here on purpose rather than
+/// taken from `iapeer::why`: the checker must not share the code it checks.
 fn is_end(e: &Entry) -> bool {
     match e.str("ev") {
         Some("supervise") => matches!(
