@@ -1,8 +1,6 @@
 //! Shared test scaffolding: a private home per test, the binary, and a
 //! bounded wait instead of bare sleeps.
 
-#![allow(dead_code)]
-
 pub mod invariants;
 
 use std::path::{Path, PathBuf};
@@ -53,11 +51,6 @@ impl Home {
     pub fn set(&mut self, key: &str, value: &str) -> &mut Self {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.into(), value.into()));
-        self
-    }
-
-    pub fn unset(&mut self, key: &str) -> &mut Self {
-        self.env.retain(|(k, _)| k != key);
         self
     }
 
