@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{
-    argv, cwd_forms, last_timestamp, screen_has, Conversation, LaunchPlan, Runtime, Screen,
+    argv, cwd_forms, entry_timestamp, last_timestamp, screen_has, Conversation, LaunchPlan,
+    Runtime, Screen,
 };
 use crate::clock::EpochMs;
 use crate::config::Config;
@@ -51,9 +52,19 @@ impl Claude {
 
     /// Transcripts recorded for `cwd`, most recently modified first.
     pub fn transcripts(&self, cwd: &Path) -> Vec<PathBuf> {
+        self.found(cwd).into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// [`Self::transcripts`], each with what its first lines say.
+    fn found(&self, cwd: &Path) -> Vec<(PathBuf, Head)> {
         let forms = cwd_forms(cwd);
+        let ours = |head: &Head| {
+            head.cwd
+                .as_deref()
+                .map(|c| forms.iter().any(|f| Path::new(c) == f))
+        };
         let slugs: Vec<String> = forms.iter().map(|f| slug(f)).collect();
-        let mut found: Vec<(SystemTime, PathBuf)> = Vec::new();
+        let mut found: Vec<(SystemTime, PathBuf, Head)> = Vec::new();
         let by_slug: Vec<PathBuf> = slugs
             .iter()
             .map(|s| self.projects.join(s))
@@ -62,9 +73,7 @@ impl Claude {
         for dir in &by_slug {
             // Several folders can share a slug (`/a/b-c`, `/a/b/c`): keep the
             // transcripts that say they were ours, or say nothing.
-            found.extend(jsonl_files(dir).into_iter().filter(|(_, p)| {
-                recorded_cwd(p).is_none_or(|c| forms.iter().any(|f| Path::new(&c) == f))
-            }));
+            found.extend(with_heads(dir).filter(|(_, _, head)| ours(head).is_none_or(|ours| ours)));
         }
         if found.is_empty() {
             let Ok(dirs) = fs::read_dir(&self.projects) else {
@@ -74,31 +83,36 @@ impl Claude {
                 if by_slug.contains(&dir) {
                     continue;
                 }
-                found.extend(jsonl_files(&dir).into_iter().filter(|(_, p)| {
-                    recorded_cwd(p).is_some_and(|c| forms.iter().any(|f| Path::new(&c) == f))
-                }));
+                found.extend(with_heads(&dir).filter(|(_, _, head)| ours(head) == Some(true)));
             }
         }
         found.sort_by_key(|f| std::cmp::Reverse(f.0));
-        found.into_iter().map(|(_, p)| p).collect()
+        found.into_iter().map(|(_, p, head)| (p, head)).collect()
     }
 
     /// The folder's recent transcripts, newest entry first: `/clear`
     /// starts a new one, so recently modified ones are ranked by their last
     /// entry (Claude re-saves old files while idle).
     fn recent(&self, cwd: &Path) -> Vec<Conversation> {
-        let mut ranked: Vec<(Option<EpochMs>, PathBuf)> = self
-            .transcripts(cwd)
+        let mut ranked: Vec<(Option<EpochMs>, Conversation)> = self
+            .found(cwd)
             .into_iter()
             .take(CANDIDATES)
-            .map(|p| (last_timestamp(&p), p))
+            .filter_map(|(path, head)| {
+                let id = stem(&path).filter(|id| conversation::is_id(id))?;
+                let last = last_timestamp(&path);
+                Some((
+                    last,
+                    Conversation {
+                        id,
+                        path,
+                        began: head.began,
+                    },
+                ))
+            })
             .collect();
         ranked.sort_by_key(|(ts, _)| std::cmp::Reverse(*ts));
-        ranked
-            .into_iter()
-            .filter_map(|(_, p)| Some(Conversation::at(stem(&p)?, p)))
-            .filter(|c| conversation::is_id(&c.id))
-            .collect()
+        ranked.into_iter().map(|(_, c)| c).collect()
     }
 
     /// Transcript `id`: in the folder's own project directories first, then
@@ -151,7 +165,12 @@ impl Runtime for Claude {
 
     fn conversation(&self, peer: &Peer, id: &str) -> Option<Conversation> {
         let path = self.find(&peer.cwd, id)?;
-        Some(Conversation::at(id.to_owned(), path))
+        let began = head(&path).began;
+        Some(Conversation {
+            id: id.to_owned(),
+            path,
+            began,
+        })
     }
 
     fn launched_on(&self, argv: &[String]) -> Option<String> {
@@ -245,12 +264,41 @@ fn jsonl_files(dir: &Path) -> Vec<(SystemTime, PathBuf)> {
         .collect()
 }
 
-/// The `cwd` a transcript records in its first entries.
-fn recorded_cwd(path: &Path) -> Option<String> {
-    let lines = fsutil::head_lines(path, 64 * 1024).ok()?;
-    lines.iter().take(50).find_map(|l| {
-        let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        v.get("cwd")?.as_str().map(str::to_owned)
+/// What a transcript's first entries say: the folder it was recorded in,
+/// and when it began.
+#[derive(Debug, Default)]
+struct Head {
+    cwd: Option<String>,
+    began: Option<EpochMs>,
+}
+
+fn head(path: &Path) -> Head {
+    let mut head = Head::default();
+    let Ok(lines) = fsutil::head_lines(path, 64 * 1024) else {
+        return head;
+    };
+    for line in lines.iter().take(50) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if head.cwd.is_none() {
+            head.cwd = v.get("cwd").and_then(|c| c.as_str()).map(str::to_owned);
+        }
+        if head.began.is_none() {
+            head.began = entry_timestamp(&v);
+        }
+        if head.cwd.is_some() && head.began.is_some() {
+            break;
+        }
+    }
+    head
+}
+
+/// The transcripts in `dir`, each with its modification time and head.
+fn with_heads(dir: &Path) -> impl Iterator<Item = (SystemTime, PathBuf, Head)> {
+    jsonl_files(dir).into_iter().map(|(mtime, p)| {
+        let head = head(&p);
+        (mtime, p, head)
     })
 }
 

@@ -6,7 +6,10 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{argv, cwd_forms, screen_has, Conversation, LaunchPlan, Runtime, Screen};
+use super::{
+    argv, cwd_forms, entry_timestamp, screen_has, Conversation, LaunchPlan, Runtime, Screen,
+};
+use crate::clock::EpochMs;
 use crate::config::Config;
 use crate::conversation;
 use crate::fsutil;
@@ -36,6 +39,18 @@ pub struct Codex {
 pub struct RolloutMeta {
     pub id: String,
     pub cwd: Option<String>,
+    /// When the session began, as the line says.
+    pub began: Option<EpochMs>,
+}
+
+impl RolloutMeta {
+    fn at(self, path: PathBuf) -> Conversation {
+        Conversation {
+            id: self.id,
+            path,
+            began: self.began,
+        }
+    }
 }
 
 impl Codex {
@@ -61,9 +76,10 @@ impl Codex {
             let last = until == Some(meta.id.as_str());
             let ours = meta
                 .cwd
-                .is_some_and(|c| forms.iter().any(|f| Path::new(&c) == f));
+                .as_deref()
+                .is_some_and(|c| forms.iter().any(|f| Path::new(c) == f));
             if ours && conversation::is_id(&meta.id) {
-                out.push(Conversation::at(meta.id, path));
+                out.push(meta.at(path));
             }
             if last || out.len() == RECENT {
                 break;
@@ -83,8 +99,7 @@ impl Codex {
         newest_first(&self.sessions, 3, usize::MAX)
             .into_iter()
             .filter(|p| p.to_string_lossy().ends_with(&suffix))
-            .find(|p| rollout_meta(p).is_some_and(|m| m.id == id))
-            .map(|path| Conversation::at(id.to_owned(), path))
+            .find_map(|p| Some(rollout_meta(&p).filter(|m| m.id == id)?.at(p)))
     }
 }
 
@@ -142,7 +157,7 @@ impl Runtime for Codex {
                 .as_deref()
                 .is_some_and(|c| forms.iter().any(|f| Path::new(c) == f));
             if ours && !held.iter().any(|h| h.id == meta.id) {
-                held.push(Conversation::at(meta.id, path));
+                held.push(meta.at(path));
             }
         }
         match held.len() {
@@ -196,6 +211,7 @@ pub fn rollout_meta(path: &Path) -> Option<RolloutMeta> {
     Some(RolloutMeta {
         id: body.get("id")?.as_str()?.to_owned(),
         cwd: body.get("cwd").and_then(|c| c.as_str()).map(str::to_owned),
+        began: entry_timestamp(&v).or_else(|| entry_timestamp(body)),
     })
 }
 

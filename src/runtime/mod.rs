@@ -43,13 +43,6 @@ pub struct Conversation {
     pub began: Option<EpochMs>,
 }
 
-impl Conversation {
-    pub fn at(id: String, path: PathBuf) -> Self {
-        let began = first_timestamp(&path);
-        Conversation { id, path, began }
-    }
-}
-
 pub trait Runtime: Send + Sync {
     fn kind(&self) -> RuntimeKind;
     /// A fresh launch; `session` is a new UUID the runtime may pin.
@@ -120,22 +113,18 @@ pub(crate) fn cwd_forms(cwd: &Path) -> Vec<PathBuf> {
     forms
 }
 
-/// The first `timestamp` among the first lines of a JSONL file.
-pub(crate) fn first_timestamp(path: &Path) -> Option<EpochMs> {
-    let lines = fsutil::head_lines(path, 64 * 1024).ok()?;
-    lines.iter().take(50).find_map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        v.get("timestamp")?.as_str().and_then(clock::parse_rfc3339)
-    })
-}
-
 /// The newest `timestamp` among the last lines of a JSONL file.
 pub(crate) fn last_timestamp(path: &Path) -> Option<EpochMs> {
     let lines = fsutil::tail_lines(path, 64 * 1024).ok()?;
-    lines.iter().rev().find_map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        v.get("timestamp")?.as_str().and_then(clock::parse_rfc3339)
-    })
+    lines
+        .iter()
+        .rev()
+        .find_map(|line| entry_timestamp(&serde_json::from_str(line).ok()?))
+}
+
+/// A JSON entry's RFC 3339 `timestamp`.
+pub(crate) fn entry_timestamp(v: &serde_json::Value) -> Option<EpochMs> {
+    v.get("timestamp")?.as_str().and_then(clock::parse_rfc3339)
 }
 
 /// The last conversation entry (`user` or `assistant`) among the last lines
