@@ -120,6 +120,16 @@ fn tmux_missing_from_path_is_a_clear_error() {
     assert_eq!(read("new-eager"), "");
 }
 
+/// The log's size between appends: under the writers' lock, so a short
+/// write caught before its writer takes the fragment back is not seen.
+fn settled_len(log: &std::path::Path) -> u64 {
+    let mut lock = log.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = std::fs::File::open(lock).unwrap();
+    lock.lock().unwrap();
+    std::fs::metadata(log).unwrap().len()
+}
+
 fn set_fsize(pid: i32, limit: Option<u64>) {
     let lim = libc::rlimit {
         rlim_cur: limit.unwrap_or(libc::RLIM_INFINITY),
@@ -163,11 +173,7 @@ fn a_full_disk_holds_the_decision_back_and_the_daemon_keeps_running() {
         let stderr = std::fs::read_to_string(home.path().join("daemon.stderr"));
         panic!("the daemon did not keep running: it exited {status}; stderr: {stderr:?}");
     }
-    assert_eq!(
-        std::fs::metadata(&log).unwrap().len(),
-        full - 10,
-        "no partial line left behind"
-    );
+    assert_eq!(settled_len(&log), full - 10, "no partial line left behind");
     assert_eq!(
         home.count("keeper", |e| e.str("ev") == Some("supervise")),
         0,
