@@ -4,9 +4,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use iapeer::crash_ring::{CrashRing, Policy};
-use iapeer::lifecycle_log::{Ev, LogWriter, Record, Source};
-use iapeer::wake_mode::{resolve_wake_mode, Facts, Request};
+use iapeer::core::crash_ring::{CrashRing, Policy};
+use iapeer::core::record::Record;
+use iapeer::core::vocab::{Ev, Source};
+use iapeer::core::wake_mode::{resolve_wake_mode, Facts, Request};
+use iapeer::store::log::LogWriter;
 
 fn main() {
     let dir = assert_fs::TempDir::new().expect("temp dir");
@@ -17,11 +19,11 @@ fn main() {
 
 fn durable_appends(dir: &std::path::Path) {
     let mut w = LogWriter::at(&dir.join("lifecycle.log"), 5 * 1024 * 1024, 5);
-    let record = Record::new(iapeer::clock::now_ms(), Ev::Wake, Source::Cli)
+    let record = Record::new(iapeer::core::clock::now_ms(), Ev::Wake, Source::Cli)
         .identity("alice")
         .runtime("claude")
-        .mode(iapeer::wake_mode::Mode::Fresh)
-        .cause(iapeer::wake_mode::Cause::CrashOrSelfClose);
+        .mode(iapeer::core::vocab::Mode::Fresh)
+        .cause(iapeer::core::vocab::Cause::CrashOrSelfClose);
     for _ in 0..50 {
         w.append(&record).expect("append");
     }
@@ -63,7 +65,7 @@ fn decisions() {
             can_resume: i & 8 == 0,
         };
         let d = resolve_wake_mode(black_box(&f));
-        fresh += u64::from(d.mode == iapeer::wake_mode::Mode::Fresh);
+        fresh += u64::from(d.mode == iapeer::core::vocab::Mode::Fresh);
     }
     let total = start.elapsed();
     black_box(fresh);

@@ -15,10 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use iapeer::config::Config;
-use iapeer::ctx::Ctx;
+use iapeer::core::vocab::Source;
 use iapeer::daemon::Supervisor;
-use iapeer::lifecycle_log::Source;
+use iapeer::engine::ctx::Ctx;
+use iapeer::store::config::Config;
 
 const RUNS: usize = 100;
 

@@ -6,7 +6,9 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use iapeer::lifecycle_log::{Ev, LogWriter, Record, Source};
+use iapeer::core::record::Record;
+use iapeer::core::vocab::{Ev, Source};
+use iapeer::store::log::LogWriter;
 
 const RUNS: usize = 200;
 
@@ -42,7 +44,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
         let t = Instant::now();
         w.append(
-            &Record::new(iapeer::clock::now_ms(), Ev::Reset, Source::Cli)
+            &Record::new(iapeer::core::clock::now_ms(), Ev::Reset, Source::Cli)
                 .identity("b")
                 .reason(&marker),
         )

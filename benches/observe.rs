@@ -5,8 +5,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use iapeer::lifecycle_log::{Action, Ev, LogWriter, Record, Source};
-use iapeer::wake_mode::{Cause, Mode};
+use iapeer::core::record::Record;
+use iapeer::core::vocab::{Action, Ev, Source};
+use iapeer::core::vocab::{Cause, Mode};
+use iapeer::store::log::LogWriter;
 
 const TARGET: u64 = 25 * 1024 * 1024;
 
@@ -72,7 +74,7 @@ fn main() {
         "built {} lines, {:.1} MiB, in {} files",
         n,
         written as f64 / 1048576.0,
-        iapeer::lifecycle_log::log_files(&log).expect("files").len()
+        iapeer::store::log::log_files(&log).expect("files").len()
     );
     let bin = env!("CARGO_BIN_EXE_iapeer");
     let time = |args: &[&str]| {

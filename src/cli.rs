@@ -180,12 +180,12 @@ pub struct AgentArgs {
     pub argv: Vec<String>,
 }
 
-impl From<RuntimeArg> for crate::peers::RuntimeKind {
+impl From<RuntimeArg> for crate::core::peer::RuntimeKind {
     fn from(r: RuntimeArg) -> Self {
         match r {
-            RuntimeArg::Claude => crate::peers::RuntimeKind::Claude,
-            RuntimeArg::Codex => crate::peers::RuntimeKind::Codex,
-            RuntimeArg::Shell => crate::peers::RuntimeKind::Shell,
+            RuntimeArg::Claude => crate::core::peer::RuntimeKind::Claude,
+            RuntimeArg::Codex => crate::core::peer::RuntimeKind::Codex,
+            RuntimeArg::Shell => crate::core::peer::RuntimeKind::Shell,
         }
     }
 }
@@ -296,10 +296,10 @@ pub struct LogArgs {
 }
 
 /// `--fresh` / `--resume` as the request a wake makes (neither: a message).
-pub fn request(fresh: bool, resume: bool) -> Option<crate::wake_mode::Request> {
+pub fn request(fresh: bool, resume: bool) -> Option<crate::core::wake_mode::Request> {
     match (fresh, resume) {
-        (true, _) => Some(crate::wake_mode::Request::Fresh),
-        (_, true) => Some(crate::wake_mode::Request::Resume),
+        (true, _) => Some(crate::core::wake_mode::Request::Fresh),
+        (_, true) => Some(crate::core::wake_mode::Request::Resume),
         _ => None,
     }
 }

@@ -33,7 +33,7 @@ const DIAGNOSTIC_LINES_QUEUED: usize = 1024;
 /// life of the program: dropping it flushes and stops the writer.
 pub fn init_daemon(
     verbose: u8,
-    config: &crate::config::Config,
+    config: &crate::store::config::Config,
 ) -> crate::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
     let decisions = config.paths.lifecycle_log.display();
     if std::env::var_os("JOURNAL_STREAM").is_some() {
@@ -47,7 +47,7 @@ pub fn init_daemon(
         return Ok(None);
     }
     let dir = &config.paths.daemon_log_dir;
-    crate::config::ensure_private_dir(dir, true)?;
+    crate::store::config::ensure_private_dir(dir, true)?;
     let appender = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix("iapeer")

@@ -4,37 +4,29 @@
 //! crashed ones back, refuses to feed a crash loop, and records every
 //! decision with its cause in one durable JSONL log.
 //!
-//! The contract (file formats, decisions, CLI, exit codes, log schema) is
-//! DESIGN.md. The decisions are pure functions ([`wake_mode`],
-//! [`crash_ring`]); everything that touches files, processes or tmux sits
-//! around them.
+//! The folders are layers, and dependencies point one way (a test in
+//! `tests/it/layers.rs` holds them to it):
+//!
+//! - front ends — [`cmd`] (one file per verb, parsed by [`cli`]),
+//!   [`daemon`] (the loop and its sources), [`http`] (the dashboard);
+//! - [`engine`] — acting on one identity under its wake lock: ending a
+//!   session, waking, the supervise pass, dispatch, status;
+//! - [`runtime`] — the `Runtime` and `Host` traits, tmux, claude, codex, shell;
+//! - [`store`] (files: configuration, markers, definitions, the log) and
+//!   [`os`] (processes);
+//! - [`core`] — pure: identities, time, the log's vocabulary, the session
+//!   record, definitions, and every decision (`wake_mode`, `crash_ring`,
+//!   `wake_plan`, `pass`), tested as tables.
 
 pub mod cli;
-pub mod clock;
 pub mod cmd;
-pub mod config;
-pub mod conversation;
-pub mod crash_ring;
-pub mod ctx;
+pub mod core;
 pub mod daemon;
 pub mod diagnostics;
-pub mod dispatch;
-pub mod error;
-pub mod fsutil;
+pub mod engine;
 pub mod http;
-pub mod identity;
-pub mod lifecycle_log;
-pub mod markers;
-pub mod metrics;
-pub mod peers;
-pub mod pools;
-pub mod process;
+pub mod os;
 pub mod runtime;
-pub mod session;
-pub mod status;
-pub mod supervise;
-pub mod wake;
-pub mod wake_mode;
-pub mod why;
+pub mod store;
 
-pub use error::{Error, Result};
+pub use self::core::error::{Error, Result};

@@ -8,10 +8,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let file = Path::new("peers/x.json");
-    match iapeer::peers::parse(file, data, None) {
+    match iapeer::core::peer::parse(file, data, None) {
         Ok(peer) => {
             let saved = serde_json::to_vec(&peer).expect("a loaded peer serializes");
-            let again = iapeer::peers::parse(file, &saved, None).expect("a saved peer loads");
+            let again = iapeer::core::peer::parse(file, &saved, None).expect("a saved peer loads");
             assert_eq!(peer, again);
         }
         Err(e) => assert!(e.to_string().contains("peers/x.json")),

@@ -1,7 +1,7 @@
 //! `.session` records: parsed, they serialize and parse back unchanged.
 #![no_main]
 
-use iapeer::session::SessionRecord;
+use iapeer::core::session::SessionRecord;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

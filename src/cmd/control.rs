@@ -2,16 +2,16 @@
 
 use crate::cli::NameArg;
 use crate::cmd::App;
-use crate::ctx::Ctx;
-use crate::error::{Error, Refusal, Result};
-use crate::identity::Identity;
-use crate::lifecycle_log::{Action, Ev};
-use crate::markers::{Flag, LockFailure, Marker};
-use crate::peers::Policy;
-use crate::supervise::{self, Settled};
-use crate::wake::{self, Ask};
+use crate::core::error::{Error, Refusal, Result};
+use crate::core::identity::Identity;
+use crate::core::peer::Policy;
+use crate::core::vocab::{Action, Ev};
+use crate::core::wake_plan::Ask;
+use crate::engine::ctx::Ctx;
+use crate::engine::ending::Settled;
+use crate::store::markers::{Flag, LockFailure, Marker};
 
-fn lock_or_refuse(ctx: &Ctx, id: &Identity) -> Result<crate::markers::WakeLock> {
+fn lock_or_refuse(ctx: &Ctx, id: &Identity) -> Result<crate::store::markers::WakeLock> {
     match ctx.state.lock(id, ctx.config.wake_lock_wait) {
         Ok(l) => Ok(l),
         Err(LockFailure::Held { waited }) => Err(Error::Refused(Refusal::LockHeld {
@@ -40,9 +40,9 @@ pub fn stop(app: &App, args: NameArg) -> Result<i32> {
             );
         }
     })?;
-    match supervise::settle(&ctx, &id, Some(&peer))? {
+    match crate::engine::ending::settle(&ctx, &id, Some(&peer))? {
         Settled::Alive(rec) => {
-            supervise::park(&ctx, &id, *rec, Action::ParkedStopped, None)?;
+            crate::engine::ending::park(&ctx, &id, *rec, Action::ParkedStopped, None)?;
             println!(
                 "{id}: stopped; its session was parked and will resume after `iapeer start {id}`"
             );
@@ -70,7 +70,7 @@ pub fn start(app: &App, args: NameArg) -> Result<i32> {
         }),
     )?;
     if peer.policy == Policy::Always && peer.external_supervisor.is_none() {
-        return match wake::wake(&ctx, &id, &Ask::default()) {
+        return match crate::engine::wake::wake(&ctx, &id, &Ask::default()) {
             Ok(_) => {
                 println!("{id}: started and up");
                 Ok(0)

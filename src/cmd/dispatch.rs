@@ -2,16 +2,14 @@
 
 use crate::cli::DispatchArgs;
 use crate::cmd::App;
-use crate::ctx::Ctx;
-use crate::dispatch;
-use crate::error::Result;
-use crate::pools;
-use crate::wake::{Report, Woke};
+use crate::core::error::Result;
+use crate::engine::ctx::Ctx;
+use crate::engine::wake::{Report, Woke};
 
 pub fn run(app: &App, args: DispatchArgs) -> Result<i32> {
     let ctx = Ctx::open(app.config.clone(), app.source)?;
-    let pool = pools::load(&ctx.config.paths, &args.pool)?;
-    let result = dispatch::dispatch(&ctx, &pool, &args.task, args.topic.as_deref());
+    let pool = crate::store::definitions::load_pool(&ctx.config.paths, &args.pool)?;
+    let result = crate::engine::dispatch::dispatch(&ctx, &pool, &args.task, args.topic.as_deref());
     match &result {
         Ok(d) => {
             let how = match &d.woke {

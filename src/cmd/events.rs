@@ -6,10 +6,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::cli::EventsArgs;
-use crate::clock;
 use crate::cmd::App;
-use crate::error::{Error, Result};
-use crate::lifecycle_log::{Entry, Follower};
+use crate::core::error::{Error, Result};
+use crate::core::record::Entry;
+use crate::store::log::Follower;
 
 /// How often a follower looks for new lines.
 const POLL: Duration = Duration::from_millis(50);
@@ -18,9 +18,10 @@ pub fn run(app: &App, args: EventsArgs) -> Result<i32> {
     let path = &app.config.paths.lifecycle_log;
     let since = match &args.since {
         Some(s) => Some(
-            clock::parse_rfc3339(s)
+            crate::core::clock::parse_rfc3339(s)
                 .or_else(|| {
-                    clock::parse_duration(s).map(|d| clock::now_ms() - d.as_millis() as i64)
+                    crate::core::clock::parse_duration(s)
+                        .map(|d| crate::core::clock::now_ms() - d.as_millis() as i64)
                 })
                 .ok_or_else(|| {
                     Error::Usage(format!(

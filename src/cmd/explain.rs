@@ -4,17 +4,15 @@
 use serde::Serialize;
 
 use crate::cli::ExplainArgs;
-use crate::clock;
 use crate::cmd::App;
-use crate::ctx::Ctx;
-use crate::error::Result;
-use crate::identity::Identity;
-use crate::markers::Flag;
-use crate::peers::Peer;
-use crate::process::{self, Liveness};
-use crate::supervise;
-use crate::wake::{self, Ask, Gathered, Plan};
-use crate::wake_mode::Mode;
+use crate::core::error::Result;
+use crate::core::identity::Identity;
+use crate::core::peer::Peer;
+use crate::core::session::Liveness;
+use crate::core::vocab::Mode;
+use crate::core::wake_plan::{Ask, Gathered, Plan};
+use crate::engine::ctx::Ctx;
+use crate::store::markers::Flag;
 
 #[derive(Debug, Serialize)]
 struct Explanation {
@@ -41,12 +39,12 @@ pub fn run(app: &App, args: ExplainArgs) -> Result<i32> {
         task: None,
     };
     if let Some(topic) = &ask.topic {
-        crate::markers::check_topic(topic)?;
+        crate::store::markers::check_topic(topic)?;
     }
     let now = ctx.now();
     let mut notes = Vec::new();
     let (alive, settle_death) = recorded_session(&ctx, &id, &mut notes)?;
-    let mut g = wake::gather(&ctx, &id, &peer, alive)?;
+    let mut g = crate::engine::wake::gather(&ctx, &id, &peer, alive)?;
     if settle_death {
         // A wake would first record that death, exactly as the daemon
         // would: one more death, and no park marker.
@@ -60,7 +58,7 @@ pub fn run(app: &App, args: ExplainArgs) -> Result<i32> {
         &id,
         &peer,
         &g,
-        wake::plan(&g, &ask, now, wake::guard_policy(&ctx)),
+        crate::core::wake_plan::plan(&g, &ask, now, crate::engine::wake::guard_policy(&ctx)),
         notes,
     );
     if args.json {
@@ -93,7 +91,7 @@ fn recorded_session(ctx: &Ctx, id: &Identity, notes: &mut Vec<String>) -> Result
         ));
         return Ok((false, false));
     }
-    match process::liveness(rec.pane_pid, rec.pane_start) {
+    match crate::os::process::liveness(rec.pane_pid, rec.pane_start) {
         Liveness::Alive => Ok((true, false)),
         Liveness::Unknown => {
             notes.push(format!(
@@ -105,8 +103,11 @@ fn recorded_session(ctx: &Ctx, id: &Identity, notes: &mut Vec<String>) -> Result
         Liveness::Dead => {
             let new_eager = ctx.state.flag(id, Flag::NewEager)?.is_some();
             let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
-            let action =
-                supervise::death_action(new_eager, ctx.peer(id).ok().map(|p| p.policy), stopped);
+            let action = crate::core::pass::death_action(
+                new_eager,
+                ctx.peer(id).ok().map(|p| p.policy),
+                stopped,
+            );
             notes.push(format!(
                 "its recorded session (pid {}) has died; a wake would first record the death ({})",
                 rec.pane_pid,
@@ -162,7 +163,7 @@ fn explain(
             e.outcome = "refused";
             e.mode = Some(Mode::Refused);
             e.cause = Some("crash-loop".into());
-            e.retry_after = Some(clock::format_ms(retry_after_ms));
+            e.retry_after = Some(crate::core::clock::format_ms(retry_after_ms));
             e.notes
                 .push(format!("{counted} deaths inside the crash-loop window"));
         }

@@ -6,12 +6,13 @@ use std::io::Write;
 use serde_json::Value;
 
 use crate::cli::LogArgs;
-use crate::clock::{self, EpochMs};
 use crate::cmd::App;
-use crate::error::{Error, Result};
-use crate::identity::Identity;
-use crate::lifecycle_log::{self, Entry, Ev};
-use crate::wake_mode::Cause;
+use crate::core::clock::EpochMs;
+use crate::core::error::{Error, Result};
+use crate::core::identity::Identity;
+use crate::core::record::Entry;
+use crate::core::vocab::Cause;
+use crate::core::vocab::Ev;
 
 /// The order fields are shown in: the order they are written in.
 pub const FIELD_ORDER: &[&str] = &[
@@ -136,10 +137,10 @@ impl Filter {
 
 /// `--since`/`--until`: a duration back from now, or an RFC 3339 time.
 fn when(flag: &str, s: &str, now: EpochMs) -> Result<EpochMs> {
-    if let Some(ms) = clock::parse_rfc3339(s) {
+    if let Some(ms) = crate::core::clock::parse_rfc3339(s) {
         return Ok(ms);
     }
-    match clock::parse_duration(s) {
+    match crate::core::clock::parse_duration(s) {
         Some(d) => Ok(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
         None => Err(Error::Usage(format!(
             "{flag} {s:?} is neither a duration (90s, 15m, 1h, 2d) nor an RFC 3339 time"
@@ -148,12 +149,12 @@ fn when(flag: &str, s: &str, now: EpochMs) -> Result<EpochMs> {
 }
 
 pub fn run(app: &App, args: LogArgs) -> Result<i32> {
-    let filter = Filter::from_args(&args, clock::now_ms())?;
+    let filter = Filter::from_args(&args, crate::core::clock::now_ms())?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut broken_pipe = false;
     let path = &app.config.paths.lifecycle_log;
-    let stats = lifecycle_log::for_each_matching(
+    let stats = crate::store::log::for_each_matching(
         path,
         |raw| filter.may_match(raw),
         |entry| {
@@ -173,7 +174,7 @@ pub fn run(app: &App, args: LogArgs) -> Result<i32> {
     }
     if args.follow && !broken_pipe {
         drop(out);
-        let mut follower = lifecycle_log::Follower::at_end(&app.config.paths.lifecycle_log);
+        let mut follower = crate::store::log::Follower::at_end(&app.config.paths.lifecycle_log);
         super::events::stream(&mut follower, |entry| {
             if !filter.may_match(&entry.line) || !filter.matches(entry) {
                 return Some(String::new());
@@ -256,7 +257,7 @@ mod tests {
 
     #[test]
     fn filters() {
-        let now = clock::parse_rfc3339("2026-11-21T05:00:00Z").unwrap();
+        let now = crate::core::clock::parse_rfc3339("2026-11-21T05:00:00Z").unwrap();
         let args = |peer: Option<&str>, since: Option<&str>, ev: Option<&str>| LogArgs {
             peer: peer.map(str::to_owned),
             since: since.map(str::to_owned),

@@ -13,9 +13,9 @@ pub mod wake;
 pub mod why;
 
 use crate::cli::{Cli, Command};
-use crate::config::Config;
-use crate::error::Result;
-use crate::lifecycle_log::Source;
+use crate::core::error::Result;
+use crate::core::vocab::Source;
+use crate::store::config::Config;
 
 /// What every command starts from.
 #[derive(Debug)]

@@ -2,13 +2,13 @@
 
 use crate::cli::{AddArgs, LsArgs, PolicyArg, RmArgs};
 use crate::cmd::App;
-use crate::ctx::Ctx;
-use crate::error::{Error, Result};
-use crate::identity::Identity;
-use crate::lifecycle_log::Ev;
-use crate::markers::LockFailure;
-use crate::peers::{self, Peer, Policy};
-use crate::supervise::{self, Settled};
+use crate::core::error::{Error, Result};
+use crate::core::identity::Identity;
+use crate::core::peer::{Peer, Policy};
+use crate::core::vocab::Ev;
+use crate::engine::ctx::Ctx;
+use crate::engine::ending::Settled;
+use crate::store::markers::LockFailure;
 
 pub fn add(app: &App, args: AddArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
@@ -43,7 +43,7 @@ pub fn add(app: &App, args: AddArgs) -> Result<i32> {
     };
     // The same checks a load makes, before anything is written.
     let body = serde_json::to_vec_pretty(&peer).expect("a peer always serializes");
-    peers::parse(&file, &body, Some(&id)).map_err(|e| match e {
+    crate::core::peer::parse(&file, &body, Some(&id)).map_err(|e| match e {
         Error::Input { problem, hint, .. } => Error::Usage(format!("{problem}; {hint}")),
         e => e,
     })?;
@@ -53,7 +53,7 @@ pub fn add(app: &App, args: AddArgs) -> Result<i32> {
             peer.cwd.display()
         );
     }
-    peers::save(paths, &peer)?;
+    crate::store::definitions::save_peer(paths, &peer)?;
     println!("{id}: defined in {}", file.display());
     Ok(0)
 }
@@ -96,14 +96,14 @@ pub fn remove_peer(ctx: &Ctx, id: &Identity, peer: Option<&Peer>, force: bool) -
     let _lock = match ctx.state.lock(id, ctx.config.wake_lock_wait) {
         Ok(l) => l,
         Err(LockFailure::Held { waited }) => {
-            return Err(Error::Refused(crate::error::Refusal::LockHeld {
+            return Err(Error::Refused(crate::core::error::Refusal::LockHeld {
                 identity: id.to_string(),
                 waited_ms: waited.as_millis() as u64,
             }))
         }
         Err(LockFailure::Error(e)) => return Err(e),
     };
-    let live = match supervise::settle(ctx, id, peer)? {
+    let live = match crate::engine::ending::settle(ctx, id, peer)? {
         Settled::Alive(_) if !force => {
             return Err(Error::failed(
                 format!("peer {id}"),
@@ -144,7 +144,7 @@ pub fn remove_peer(ctx: &Ctx, id: &Identity, peer: Option<&Peer>, force: bool) -
 }
 
 pub fn ls(app: &App, args: LsArgs) -> Result<i32> {
-    let all = peers::load_all(&app.config.paths)?;
+    let all = crate::store::definitions::load_peers(&app.config.paths)?;
     if args.json {
         let items: Vec<serde_json::Value> = all
             .iter()

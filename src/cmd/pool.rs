@@ -2,11 +2,11 @@
 
 use crate::cli::{LsArgs, PoolAddArgs, PoolCommand, RmArgs};
 use crate::cmd::App;
-use crate::ctx::Ctx;
-use crate::error::{Error, Result};
-use crate::identity::Identity;
-use crate::markers::Marker;
-use crate::pools::{self, Pool, Template};
+use crate::core::error::{Error, Result};
+use crate::core::identity::Identity;
+use crate::core::pool::{Pool, Template};
+use crate::engine::ctx::Ctx;
+use crate::store::markers::Marker;
 
 pub fn run(app: &App, cmd: PoolCommand) -> Result<i32> {
     match cmd {
@@ -20,7 +20,7 @@ fn add(app: &App, args: PoolAddArgs) -> Result<i32> {
     Identity::parse(&args.name)?;
     app.config.ensure_home()?;
     let paths = &app.config.paths;
-    let file = pools::pool_file(paths, &args.name);
+    let file = crate::store::definitions::pool_file(paths, &args.name);
     if file.exists() {
         return Err(Error::input(
             format!("pool {}", args.name),
@@ -47,13 +47,13 @@ fn add(app: &App, args: PoolAddArgs) -> Result<i32> {
     };
     // The checks a load makes, before anything is written.
     let body = serde_json::to_vec(&pool).expect("a pool always serializes");
-    pools::parse(&file, &body, Some(&pool.name)).map_err(|e| match e {
+    crate::core::pool::parse(&file, &body, Some(&pool.name)).map_err(|e| match e {
         Error::Input { problem, hint, .. } => Error::Usage(format!("{problem}; {hint}")),
         e => e,
     })?;
-    pools::check_collisions(paths, &pool)?;
-    pools::save(paths, &pool)?;
-    let written = pools::sync(paths, &pool)?;
+    crate::store::definitions::check_collisions(paths, &pool)?;
+    crate::store::definitions::save_pool(paths, &pool)?;
+    let written = crate::store::definitions::sync_pool(paths, &pool)?;
     let members = pool.members();
     println!(
         "pool {}: {} members, {}..{} ({} kept up), {written} definition(s) written",
@@ -79,7 +79,7 @@ fn look_alikes(app: &App, pool: &Pool) -> Result<Vec<String>> {
         pool.members().iter().map(|m| m.to_string()).collect();
     let stem = pool.prefix.trim_end_matches(['-', '_']);
     let mut out = std::collections::BTreeSet::new();
-    for p in crate::peers::load_all(&app.config.paths)?
+    for p in crate::store::definitions::load_pools(&app.config.paths)?
         .into_iter()
         .flatten()
     {
@@ -92,7 +92,7 @@ fn look_alikes(app: &App, pool: &Pool) -> Result<Vec<String>> {
 
 fn rm(app: &App, args: RmArgs) -> Result<i32> {
     let ctx = Ctx::open(app.config.clone(), app.source)?;
-    let pool = pools::load(&ctx.config.paths, &args.name)?;
+    let pool = crate::store::definitions::load_pool(&ctx.config.paths, &args.name)?;
     let members = pool.members();
     if !args.force {
         let live: Vec<&str> = members
@@ -109,7 +109,7 @@ fn rm(app: &App, args: RmArgs) -> Result<i32> {
         }
     }
     // The pool goes first, so nothing recreates its members meanwhile.
-    let file = pools::pool_file(&ctx.config.paths, &pool.name);
+    let file = crate::store::definitions::pool_file(&ctx.config.paths, &pool.name);
     std::fs::remove_file(&file).map_err(|e| Error::io(&file, "remove", e))?;
     for m in &members {
         let peer = ctx
@@ -135,7 +135,7 @@ fn ls(app: &App, args: LsArgs) -> Result<i32> {
     let mut rows = vec![["POOL", "MEMBERS", "MIN", "MAX", "UP", "STATES"]
         .map(String::from)
         .to_vec()];
-    for loaded in pools::load_all(&ctx.config.paths)? {
+    for loaded in crate::store::definitions::load_pools(&ctx.config.paths)? {
         let pool = match loaded {
             Ok(p) => p,
             Err(e) => {
@@ -150,7 +150,7 @@ fn ls(app: &App, args: LsArgs) -> Result<i32> {
                 let state = ctx
                     .peer(m)
                     .map(|p| {
-                        crate::status::peer_status(&ctx, &p, None, now)
+                        crate::engine::status::peer_status(&ctx, &p, None, now)
                             .lifecycle_state
                             .as_str()
                     })

@@ -7,11 +7,11 @@ use std::time::Duration;
 use nix::sys::signal::{self, SigHandler, Signal};
 
 use crate::cmd::App;
-use crate::ctx::Ctx;
-use crate::error::{Error, Result};
-use crate::identity::Identity;
-use crate::markers::Flag;
-use crate::process::{self, ProcessHandle};
+use crate::core::error::{Error, Result};
+use crate::core::identity::Identity;
+use crate::engine::ctx::Ctx;
+use crate::os::process::ProcessHandle;
+use crate::store::markers::Flag;
 
 pub fn run(app: &App) -> Result<i32> {
     let Some(name) = std::env::var_os("IAPEER_IDENTITY") else {
@@ -76,8 +76,8 @@ pub fn run(app: &App) -> Result<i32> {
 
 /// Is this process running inside the session? By ancestry where /proc
 /// tells it, else by the tmux socket we were started under.
-fn inside(rec: &crate::session::SessionRecord) -> bool {
-    match process::is_ancestor(rec.pane_pid, std::process::id() as i32) {
+fn inside(rec: &crate::core::session::SessionRecord) -> bool {
+    match crate::os::process::is_ancestor(rec.pane_pid, std::process::id() as i32) {
         Some(answer) => answer,
         None => std::env::var("TMUX")
             .ok()

@@ -2,10 +2,11 @@
 
 use crate::cli::WakeArgs;
 use crate::cmd::App;
-use crate::ctx::Ctx;
-use crate::error::Result;
-use crate::identity::Identity;
-use crate::wake::{self, Ask, Report, Woke};
+use crate::core::error::Result;
+use crate::core::identity::Identity;
+use crate::core::wake_plan::Ask;
+use crate::engine::ctx::Ctx;
+use crate::engine::wake::{Report, Woke};
 
 pub fn run(app: &App, args: WakeArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
@@ -15,7 +16,7 @@ pub fn run(app: &App, args: WakeArgs) -> Result<i32> {
         topic: args.topic,
         task: args.task,
     };
-    let result = wake::wake(&ctx, &id, &ask);
+    let result = crate::engine::wake::wake(&ctx, &id, &ask);
     if args.json {
         println!(
             "{}",

@@ -4,14 +4,13 @@
 use serde::Serialize;
 
 use crate::cli::WhyArgs;
-use crate::clock;
 use crate::cmd::App;
-use crate::crash_ring::Guard;
-use crate::ctx::Ctx;
-use crate::error::Result;
-use crate::identity::Identity;
-use crate::lifecycle_log::{self, Entry};
-use crate::why::{self, History};
+use crate::core::crash_ring::Guard;
+use crate::core::error::Result;
+use crate::core::history::History;
+use crate::core::identity::Identity;
+use crate::core::record::Entry;
+use crate::engine::ctx::Ctx;
 
 #[derive(Debug, Serialize)]
 struct Answer {
@@ -35,7 +34,7 @@ pub fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
     let peer = ctx.peer(&id)?;
     let key = format!("\"identity\":\"{id}\"");
     let mut mine: Vec<Entry> = Vec::new();
-    lifecycle_log::for_each_matching(
+    crate::store::log::for_each_matching(
         &ctx.config.paths.lifecycle_log,
         |raw| raw.contains(&key),
         |e| {
@@ -45,14 +44,14 @@ pub fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
             true
         },
     )?;
-    let mut history = why::history(&mine);
+    let mut history = crate::core::history::history(&mine);
     if !verbose {
         history.lines.clear();
     }
     let now = ctx.now();
-    let status = crate::status::peer_status(&ctx, &peer, mine.last(), now);
+    let status = crate::engine::status::peer_status(&ctx, &peer, mine.last(), now);
     let ring = ctx.state.deaths(&id)?.ring;
-    let policy = crate::wake::guard_policy(&ctx);
+    let policy = crate::engine::wake::guard_policy(&ctx);
     let answer = Answer {
         identity: id.to_string(),
         state: status.lifecycle_state.as_str().to_owned(),
@@ -61,7 +60,9 @@ pub fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
             max: ctx.config.crashloop_max,
             window_secs: ctx.config.crashloop_window.as_secs(),
             retry_after: match ring.guard(now, policy) {
-                Guard::Refuse { retry_after_ms, .. } => Some(clock::format_ms(retry_after_ms)),
+                Guard::Refuse { retry_after_ms, .. } => {
+                    Some(crate::core::clock::format_ms(retry_after_ms))
+                }
                 Guard::Allow => None,
             },
         },
@@ -78,14 +79,14 @@ pub fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn human(a: &Answer, session: Option<&crate::status::SessionInfo>) -> String {
+fn human(a: &Answer, session: Option<&crate::engine::status::SessionInfo>) -> String {
     let h = &a.history;
     let mut out = format!("{} is {}", a.identity, a.state);
     if let Some(s) = session {
         out.push_str(&format!(
             " (session {}, up {})",
             short(&s.session),
-            why::human_secs(s.age_secs)
+            crate::core::history::human_secs(s.age_secs)
         ));
     }
     out.push_str(".\n");
@@ -99,7 +100,7 @@ fn human(a: &Answer, session: Option<&crate::status::SessionInfo>) -> String {
             out.push_str(&format!(
                 "It last came up {mode} at {} ({cause}): {}.",
                 b.ts,
-                why::cause_sentence(cause, b.topic.as_deref())
+                crate::core::history::cause_sentence(cause, b.topic.as_deref())
             ));
             match &h.ready {
                 Some(r) => out.push_str(&format!(" Ready in {} ms.\n", r.latency_ms.unwrap_or(0))),
@@ -130,7 +131,11 @@ fn human(a: &Answer, session: Option<&crate::status::SessionInfo>) -> String {
             } else {
                 "Its last session"
             };
-            out.push_str(&format!("{which} {} ({}).\n", why::end_sentence(e), e.ts));
+            out.push_str(&format!(
+                "{which} {} ({}).\n",
+                crate::core::history::end_sentence(e),
+                e.ts
+            ));
             if let Some(task) = &h.previous_task {
                 out.push_str(&format!(
                     "It was working on a task when it died: {task:?}\n"
@@ -146,7 +151,7 @@ fn human(a: &Answer, session: Option<&crate::status::SessionInfo>) -> String {
     if let Some(e) = &h.since_end {
         out.push_str(&format!(
             "That session has since {} ({}).\n",
-            why::end_sentence(e),
+            crate::core::history::end_sentence(e),
             e.ts
         ));
         push_screen(&mut out, e);
@@ -174,7 +179,7 @@ fn human(a: &Answer, session: Option<&crate::status::SessionInfo>) -> String {
             out.push_str(&format!(
                 "  {} {cause}: {}",
                 r.ts,
-                why::cause_sentence(cause, None)
+                crate::core::history::cause_sentence(cause, None)
             ));
             if let Some(at) = &r.retry_after {
                 out.push_str(&format!(" (retry after {at})"));
@@ -191,7 +196,7 @@ fn human(a: &Answer, session: Option<&crate::status::SessionInfo>) -> String {
     out
 }
 
-fn push_screen(out: &mut String, e: &why::Line) {
+fn push_screen(out: &mut String, e: &crate::core::history::Line) {
     if let Some(lines) = e.last_lines.as_deref().filter(|l| !l.trim().is_empty()) {
         out.push_str("  Its last screen lines:\n");
         for l in lines

@@ -9,8 +9,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::Event;
-use crate::identity::Identity;
-use crate::process::ProcessHandle;
+use crate::core::identity::Identity;
+use crate::os::process::ProcessHandle;
 
 enum Command {
     Watch(Identity, ProcessHandle),

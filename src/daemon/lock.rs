@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 
 /// Held while the daemon runs; released when dropped (or when the process
 /// dies, however it dies).
@@ -22,7 +22,7 @@ const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Takes the lock, or says who holds it.
 pub fn acquire(path: &Path) -> Result<DaemonLock> {
-    let mut file = crate::fsutil::open_lock_file(path)?;
+    let mut file = crate::store::fsutil::open_lock_file(path)?;
     let start = std::time::Instant::now();
     let taken = loop {
         match file.try_lock() {

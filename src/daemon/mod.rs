@@ -1,7 +1,7 @@
 //! The supervisor process (DESIGN §7): one loop fed by three sources — file
 //! events (`watcher`), session deaths (`deaths`) and a periodic tick — plus
 //! signals. Every event is a hint naming an identity; the loop re-reads that
-//! identity from disk and decides with the pure `supervise::decide`. Disk is
+//! identity from disk and decides with the pure `crate::core::pass::decide`. Disk is
 //! the source of truth, so a CLI acting in another process is seen at once,
 //! and nothing is lost across a restart.
 //!
@@ -20,16 +20,17 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::EpochMs;
-use crate::config::Config;
-use crate::ctx::Ctx;
-use crate::error::{Error, Refusal, Result};
-use crate::identity::Identity;
-use crate::lifecycle_log::{Action, Ev, Source};
-use crate::markers::Present;
-use crate::peers::{self, Peer};
-use crate::process::Liveness;
-use crate::supervise::{self, PassAction, PassOutcome};
+use crate::core::clock::EpochMs;
+use crate::core::error::{Error, Refusal, Result};
+use crate::core::identity::Identity;
+use crate::core::pass::PassAction;
+use crate::core::peer::Peer;
+use crate::core::session::Liveness;
+use crate::core::vocab::{Action, Ev, Source};
+use crate::engine::ctx::Ctx;
+use crate::engine::supervise::PassOutcome;
+use crate::store::config::Config;
+use crate::store::markers::Present;
 
 use self::deaths::DeathWatch;
 use self::signals::Sig;
@@ -99,8 +100,8 @@ pub struct Supervisor {
     deaths: DeathWatch,
     /// Counters folded from the log: replayed at start, then followed, so
     /// CLI processes' lines count as well as ours.
-    metrics: Arc<std::sync::Mutex<crate::metrics::Metrics>>,
-    follower: crate::lifecycle_log::Follower,
+    metrics: Arc<std::sync::Mutex<crate::core::metrics::Metrics>>,
+    follower: crate::store::log::Follower,
     metrics_written: Option<Instant>,
     metrics_dirty: bool,
 }
@@ -155,7 +156,7 @@ impl Supervisor {
             launch_errors: HashMap::new(),
             deaths,
             metrics: Arc::default(),
-            follower: crate::lifecycle_log::Follower::from_start(&log),
+            follower: crate::store::log::Follower::from_start(&log),
             metrics_written: None,
             metrics_dirty: true,
         };
@@ -165,7 +166,7 @@ impl Supervisor {
     }
 
     /// The live metrics, shared with the HTTP server.
-    pub fn metrics(&self) -> Arc<std::sync::Mutex<crate::metrics::Metrics>> {
+    pub fn metrics(&self) -> Arc<std::sync::Mutex<crate::core::metrics::Metrics>> {
         Arc::clone(&self.metrics)
     }
 
@@ -210,9 +211,9 @@ impl Supervisor {
         let peers: Vec<Peer> = self.peers.values().cloned().collect();
         let text = {
             let metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
-            crate::status::prometheus(&self.ctx, &peers, &metrics)
+            crate::engine::status::prometheus(&self.ctx, &peers, &metrics)
         };
-        match crate::fsutil::write_atomic(&path, text.as_bytes()) {
+        match crate::store::fsutil::write_atomic(&path, text.as_bytes()) {
             Ok(()) => {
                 self.metrics_written = Some(Instant::now());
                 self.metrics_dirty = false;
@@ -229,10 +230,10 @@ impl Supervisor {
     /// out of date (their changes then arrive as peer events).
     pub fn sync_pools(&self) {
         let paths = &self.ctx.config.paths;
-        match crate::pools::load_all(paths) {
+        match crate::store::definitions::load_pools(paths) {
             Ok(all) => {
                 for pool in all {
-                    match pool.and_then(|p| crate::pools::sync(paths, &p)) {
+                    match pool.and_then(|p| crate::store::definitions::sync_pool(paths, &p)) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!("wrote {n} pool member definition(s)"),
                         Err(e) => tracing::error!("{e}"),
@@ -247,10 +248,11 @@ impl Supervisor {
     /// logged once and its last good version kept, as for a single change.
     pub fn reload_peers(&mut self) -> Result<usize> {
         self.sync_pools();
-        let stems: BTreeSet<String> = crate::fsutil::json_files(&self.ctx.config.paths.peers)?
-            .into_iter()
-            .map(|(stem, _)| stem)
-            .collect();
+        let stems: BTreeSet<String> =
+            crate::store::fsutil::json_files(&self.ctx.config.paths.peers)?
+                .into_iter()
+                .map(|(stem, _)| stem)
+                .collect();
         self.peers.retain(|id, _| stems.contains(id.as_str()));
         self.broken.retain(|stem, _| stems.contains(stem));
         for stem in &stems {
@@ -274,7 +276,7 @@ impl Supervisor {
             tracing::warn!("peers/{stem}.json: not a valid peer name; ignored");
             return None;
         };
-        match peers::load(&self.ctx.config.paths, &id) {
+        match crate::store::definitions::load_peer(&self.ctx.config.paths, &id) {
             Ok(p) => {
                 self.broken.remove(stem);
                 // A launch that failed may work with the new definition.
@@ -309,7 +311,7 @@ impl Supervisor {
         for id in &ids {
             let present = scan.get(id).copied().unwrap_or_default();
             stats.identities += 1;
-            if present.has(crate::markers::Marker::Session) {
+            if present.has(crate::store::markers::Marker::Session) {
                 stats.alive += 1;
             }
             if self.pass(id, Some(present)) {
@@ -328,10 +330,10 @@ impl Supervisor {
         }
         let now = self.ctx.now();
         let peer = self.peers.get(id);
-        let activity = supervise::Activity::Known(self.seen.get(id).copied());
-        let supervise::Gathered {
+        let activity = crate::engine::supervise::Activity::Known(self.seen.get(id).copied());
+        let crate::engine::supervise::Gathered {
             facts, record: rec, ..
-        } = match supervise::gather_pass(&self.ctx, id, peer, present, activity) {
+        } = match crate::engine::supervise::gather_pass(&self.ctx, id, peer, present, activity) {
             Ok(g) => g,
             Err(e) => {
                 self.tick_error(id, &e);
@@ -356,10 +358,10 @@ impl Supervisor {
                 }
             }
         }
-        if let Some(at) = supervise::revisit_at(&facts, rec.as_ref(), now) {
+        if let Some(at) = crate::core::pass::revisit_at(&facts, rec.as_ref(), now) {
             self.schedule(id, self.instant_at(at));
         }
-        let action = supervise::decide(&facts);
+        let action = crate::core::pass::decide(&facts);
         match action {
             PassAction::Nothing => false,
             PassAction::SkipExternal => false,
@@ -419,7 +421,12 @@ impl Supervisor {
             .spawn({
                 let id = id.clone();
                 move || {
-                    let outcome = supervise::run_pass(&ctx, &id, peer.as_ref(), launch_allowed);
+                    let outcome = crate::engine::supervise::run_pass(
+                        &ctx,
+                        &id,
+                        peer.as_ref(),
+                        launch_allowed,
+                    );
                     let _ = events.send(Event::Done(id, outcome));
                 }
             });
@@ -512,13 +519,13 @@ impl Supervisor {
         if !self.backoff.get(id).is_some_and(|b| b.crash_loop) {
             return;
         }
-        let policy = crate::wake::guard_policy(&self.ctx);
+        let policy = crate::engine::wake::guard_policy(&self.ctx);
         match self.ctx.state.deaths(id) {
             Ok(d) => match d.ring.guard(self.ctx.now(), policy) {
-                crate::crash_ring::Guard::Allow => {
+                crate::core::crash_ring::Guard::Allow => {
                     self.backoff.remove(id);
                 }
-                crate::crash_ring::Guard::Refuse { retry_after_ms, .. } => {
+                crate::core::crash_ring::Guard::Refuse { retry_after_ms, .. } => {
                     let until = self.instant_at(retry_after_ms);
                     self.backoff.insert(
                         id.clone(),
@@ -575,7 +582,7 @@ impl Supervisor {
             if self
                 .ctx
                 .state
-                .exists(&id, crate::markers::Marker::Session)
+                .exists(&id, crate::store::markers::Marker::Session)
                 .unwrap_or(true)
             {
                 continue;
@@ -583,7 +590,7 @@ impl Supervisor {
             let Ok(Some(_lock)) = self.ctx.state.try_lock(&id) else {
                 continue;
             };
-            if let Err(e) = supervise::settle(&self.ctx, &id, self.peers.get(&id)) {
+            if let Err(e) = crate::engine::ending::settle(&self.ctx, &id, self.peers.get(&id)) {
                 self.tick_error(&id, &e);
             }
         }
@@ -595,7 +602,7 @@ impl Supervisor {
             return;
         };
         for (id, present) in scan {
-            if !present.has(crate::markers::Marker::Session) {
+            if !present.has(crate::store::markers::Marker::Session) {
                 continue;
             }
             // A session still booting under its launcher's lock is that
@@ -608,7 +615,7 @@ impl Supervisor {
             };
             if rec.ending.is_none()
                 && rec.is_ready()
-                && crate::process::liveness(rec.pane_pid, rec.pane_start) == Liveness::Alive
+                && crate::os::process::liveness(rec.pane_pid, rec.pane_start) == Liveness::Alive
             {
                 let line = self
                     .ctx

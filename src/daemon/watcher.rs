@@ -12,8 +12,8 @@ use notify::event::EventKind;
 use notify::{RecursiveMode, Watcher};
 
 use super::Event;
-use crate::error::{Error, Result};
-use crate::identity::Identity;
+use crate::core::error::{Error, Result};
+use crate::core::identity::Identity;
 
 pub struct FileWatch {
     _watcher: notify::RecommendedWatcher,
@@ -25,7 +25,7 @@ impl std::fmt::Debug for FileWatch {
     }
 }
 
-pub fn start(paths: &crate::config::Paths, events: Sender<Event>) -> Result<FileWatch> {
+pub fn start(paths: &crate::store::config::Paths, events: Sender<Event>) -> Result<FileWatch> {
     let (lifecycle, peers, pools, logs) =
         (&paths.lifecycle, &paths.peers, &paths.pools, &paths.log_dir);
     let lifecycle_dir = lifecycle.to_path_buf();

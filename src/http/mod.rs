@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
-use crate::config::Config;
-use crate::ctx::Ctx;
-use crate::error::{Error, Result};
-use crate::lifecycle_log::{Follower, Position};
-use crate::metrics::Metrics;
+use crate::core::error::{Error, Result};
+use crate::core::metrics::Metrics;
+use crate::engine::ctx::Ctx;
+use crate::store::config::Config;
+use crate::store::log::{Follower, Position};
 
 /// Concurrent event streams at most; more get 503.
 pub const MAX_STREAMS: usize = 32;
@@ -281,7 +281,7 @@ fn handle(shared: &Shared, request: Request) {
 
 fn peers(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
     let ctx = &shared.ctx;
-    let all = match crate::peers::load_all(&ctx.config.paths) {
+    let all = match crate::store::definitions::load_peers(&ctx.config.paths) {
         Ok(p) => p,
         Err(e) => return error(500, &e.to_string()),
     };
@@ -290,21 +290,22 @@ fn peers(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let statuses = crate::status::with_metrics(ctx, all, &metrics, |_| None);
-    let doc = crate::status::document(ctx, &statuses, true);
+    let statuses = crate::engine::status::with_metrics(ctx, all, &metrics, |_| None);
+    let doc = crate::engine::status::document(ctx, &statuses, true);
     Response::from_data(doc.to_string().into_bytes())
         .with_header(header("Content-Type", "application/json"))
 }
 
 fn metrics(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
     let ctx = &shared.ctx;
-    let peers: Vec<crate::peers::Peer> = match crate::peers::load_all(&ctx.config.paths) {
-        Ok(p) => p.into_iter().flatten().collect(),
-        Err(e) => return error(500, &e.to_string()),
-    };
+    let peers: Vec<crate::core::peer::Peer> =
+        match crate::store::definitions::load_peers(&ctx.config.paths) {
+            Ok(p) => p.into_iter().flatten().collect(),
+            Err(e) => return error(500, &e.to_string()),
+        };
     let text = {
         let metrics = shared.metrics.lock().unwrap_or_else(|p| p.into_inner());
-        crate::status::prometheus(ctx, &peers, &metrics)
+        crate::engine::status::prometheus(ctx, &peers, &metrics)
     };
     Response::from_data(text.into_bytes()).with_header(header(
         "Content-Type",

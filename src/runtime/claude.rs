@@ -14,11 +14,9 @@ use super::{
     argv, cwd_forms, entry_timestamp, last_timestamp, screen_has, Conversation, LaunchPlan,
     Runtime, Screen,
 };
-use crate::clock::EpochMs;
-use crate::config::Config;
-use crate::conversation;
-use crate::fsutil;
-use crate::peers::{Peer, RuntimeKind};
+use crate::core::clock::EpochMs;
+use crate::core::peer::{Peer, RuntimeKind};
+use crate::store::config::Config;
 
 /// How many of the most recently modified transcripts are ranked by their
 /// last entry when looking for the current one.
@@ -99,7 +97,7 @@ impl Claude {
             .into_iter()
             .take(CANDIDATES)
             .filter_map(|(path, head)| {
-                let id = stem(&path).filter(|id| conversation::is_id(id))?;
+                let id = stem(&path).filter(|id| crate::engine::conversation::is_id(id))?;
                 let last = last_timestamp(&path);
                 Some((
                     last,
@@ -118,7 +116,7 @@ impl Claude {
     /// Transcript `id`: in the folder's own project directories first, then
     /// in any (the slug scheme has changed between versions).
     fn find(&self, cwd: &Path, id: &str) -> Option<PathBuf> {
-        if !conversation::is_id(id) {
+        if !crate::engine::conversation::is_id(id) {
             return None;
         }
         let file = format!("{id}.jsonl");
@@ -180,7 +178,7 @@ impl Runtime for Claude {
                 _ if matches!(a.as_str(), "--session-id" | "--resume" | "-r") => argv.get(i + 1)?,
                 _ => return None,
             };
-            conversation::is_id(id).then(|| id.to_owned())
+            crate::engine::conversation::is_id(id).then(|| id.to_owned())
         })
     }
 
@@ -274,7 +272,7 @@ struct Head {
 
 fn head(path: &Path) -> Head {
     let mut head = Head::default();
-    let Ok(lines) = fsutil::head_lines(path, 64 * 1024) else {
+    let Ok(lines) = crate::store::fsutil::head_lines(path, 64 * 1024) else {
         return head;
     };
     for line in lines.iter().take(50) {
@@ -347,7 +345,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         // Re-saved later, but its last entry is older.
         write_transcript(&dir, "resaved", "/srv/app", "2025-12-01T00:00:00Z");
-        let peer = crate::peers::parse(
+        let peer = crate::core::peer::parse(
             Path::new("a.json"),
             br#"{"name":"a","cwd":"/srv/app"}"#,
             None,
@@ -363,7 +361,7 @@ mod tests {
         assert!(found.path.ends_with("old.jsonl"));
         assert_eq!(
             found.began,
-            crate::clock::parse_rfc3339("2026-01-01T00:00:00Z")
+            crate::core::clock::parse_rfc3339("2026-01-01T00:00:00Z")
         );
         assert!(c.conversation(&peer, "gone").is_none());
         assert!(c.conversation(&peer, "../old").is_none());
@@ -402,7 +400,7 @@ mod tests {
             "/srv/app",
             "2026-01-01T01:00:00Z",
         );
-        let peer = crate::peers::parse(
+        let peer = crate::core::peer::parse(
             Path::new("a.json"),
             br#"{"name":"a","cwd":"/srv/app"}"#,
             None,
@@ -410,7 +408,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.activity(&c.conversation(&peer, "s1").unwrap()),
-            crate::clock::parse_rfc3339("2026-01-01T01:00:00Z")
+            crate::core::clock::parse_rfc3339("2026-01-01T01:00:00Z")
         );
     }
 
@@ -443,7 +441,8 @@ mod tests {
         let home = TempDir::new().unwrap();
         let c = claude(home.path());
         let peer =
-            crate::peers::parse(Path::new("a.json"), br#"{"name":"a","cwd":"/x"}"#, None).unwrap();
+            crate::core::peer::parse(Path::new("a.json"), br#"{"name":"a","cwd":"/x"}"#, None)
+                .unwrap();
         let ready = "✻ Welcome\n╭────╮\n│ > Try \"fix lint\" │\n╰────╯\n  ? for shortcuts";
         assert_eq!(c.screen(&peer, ready), Screen::Ready);
         let trust = "Do you trust the files in this folder?\n❯ 1. Yes, proceed\n";

@@ -9,12 +9,9 @@ use std::path::{Path, PathBuf};
 use super::{
     argv, cwd_forms, entry_timestamp, screen_has, Conversation, LaunchPlan, Runtime, Screen,
 };
-use crate::clock::EpochMs;
-use crate::config::Config;
-use crate::conversation;
-use crate::fsutil;
-use crate::peers::{Peer, RuntimeKind};
-use crate::process;
+use crate::core::clock::EpochMs;
+use crate::core::peer::{Peer, RuntimeKind};
+use crate::store::config::Config;
 
 /// How many rollouts, newest first, are opened looking for a peer's.
 const SCAN_LIMIT: usize = 2000;
@@ -78,7 +75,7 @@ impl Codex {
                 .cwd
                 .as_deref()
                 .is_some_and(|c| forms.iter().any(|f| Path::new(c) == f));
-            if ours && conversation::is_id(&meta.id) {
+            if ours && crate::engine::conversation::is_id(&meta.id) {
                 out.push(meta.at(path));
             }
             if last || out.len() == RECENT {
@@ -92,7 +89,7 @@ impl Codex {
     /// Only names are listed, so it looks as far back as it must: a
     /// conversation parked long ago is still found.
     pub fn rollout(&self, id: &str) -> Option<Conversation> {
-        if !conversation::is_id(id) {
+        if !crate::engine::conversation::is_id(id) {
             return None;
         }
         let suffix = format!("-{id}.jsonl");
@@ -141,7 +138,7 @@ impl Runtime for Codex {
         let sessions = self.sessions.canonicalize().ok()?;
         let forms = cwd_forms(&peer.cwd);
         let mut held: Vec<Conversation> = Vec::new();
-        for path in process::session_open_files(pid) {
+        for path in crate::os::process::session_open_files(pid) {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if !(path.starts_with(&sessions)
                 && name.starts_with("rollout-")
@@ -149,7 +146,9 @@ impl Runtime for Codex {
             {
                 continue;
             }
-            let Some(meta) = rollout_meta(&path).filter(|m| conversation::is_id(&m.id)) else {
+            let Some(meta) =
+                rollout_meta(&path).filter(|m| crate::engine::conversation::is_id(&m.id))
+            else {
                 continue;
             };
             let ours = meta
@@ -169,7 +168,7 @@ impl Runtime for Codex {
     fn launched_on(&self, argv: &[String]) -> Option<String> {
         let at = argv.iter().position(|a| a == "resume")?;
         argv.get(at + 1)
-            .filter(|id| conversation::is_id(id))
+            .filter(|id| crate::engine::conversation::is_id(id))
             .cloned()
     }
 
@@ -199,7 +198,7 @@ impl Runtime for Codex {
 /// Reads a rollout's `session_meta`: `{"type":"session_meta","payload":{id,
 /// cwd,…}}`, or the older form with `id` (and maybe `cwd`) at the top.
 pub fn rollout_meta(path: &Path) -> Option<RolloutMeta> {
-    let first = fsutil::head_lines(path, 64 * 1024)
+    let first = crate::store::fsutil::head_lines(path, 64 * 1024)
         .ok()?
         .into_iter()
         .next()?;

@@ -5,16 +5,18 @@
 
 pub mod claude;
 pub mod codex;
+#[cfg(test)]
+pub mod fake;
+pub mod host;
 pub mod shell;
 pub mod tmux;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::clock::{self, EpochMs};
-use crate::config::Config;
-use crate::fsutil;
-use crate::peers::{Peer, RuntimeKind};
+use crate::core::clock::EpochMs;
+use crate::core::peer::{Peer, RuntimeKind};
+use crate::store::config::Config;
 
 /// What one launch runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +53,7 @@ pub trait Runtime: Send + Sync {
     fn resume(&self, peer: &Peer, resume_ref: &str) -> LaunchPlan;
     /// The most recent conversations recorded for the peer's folder, most
     /// recent first, with ids that are safe to use (see
-    /// [`crate::conversation::is_id`]); `until`: none older than this one is
+    /// [`crate::engine::conversation::is_id`]); `until`: none older than this one is
     /// needed. Empty for a runtime that keeps none. Which of them is whose
     /// is decided in [`crate::conversation`].
     fn conversations(&self, _peer: &Peer, _until: Option<&str>) -> Vec<Conversation> {
@@ -115,7 +117,7 @@ pub(crate) fn cwd_forms(cwd: &Path) -> Vec<PathBuf> {
 
 /// The newest `timestamp` among the last lines of a JSONL file.
 pub(crate) fn last_timestamp(path: &Path) -> Option<EpochMs> {
-    let lines = fsutil::tail_lines(path, 64 * 1024).ok()?;
+    let lines = crate::store::fsutil::tail_lines(path, 64 * 1024).ok()?;
     lines
         .iter()
         .rev()
@@ -124,13 +126,15 @@ pub(crate) fn last_timestamp(path: &Path) -> Option<EpochMs> {
 
 /// A JSON entry's RFC 3339 `timestamp`.
 pub(crate) fn entry_timestamp(v: &serde_json::Value) -> Option<EpochMs> {
-    v.get("timestamp")?.as_str().and_then(clock::parse_rfc3339)
+    v.get("timestamp")?
+        .as_str()
+        .and_then(crate::core::clock::parse_rfc3339)
 }
 
 /// The last conversation entry (`user` or `assistant`) among the last lines
 /// of a JSONL file.
 pub(crate) fn last_turn_entry(path: &Path) -> Option<serde_json::Value> {
-    let lines = fsutil::tail_lines(path, 64 * 1024).ok()?;
+    let lines = crate::store::fsutil::tail_lines(path, 64 * 1024).ok()?;
     lines.iter().rev().find_map(|line| {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         matches!(v.get("type")?.as_str()?, "user" | "assistant").then_some(v)

@@ -2,7 +2,7 @@
 //! activity time; ready at once, or when `ready_pattern` shows on screen.
 
 use super::{LaunchPlan, Runtime, Screen};
-use crate::peers::{Peer, RuntimeKind};
+use crate::core::peer::{Peer, RuntimeKind};
 
 #[derive(Debug)]
 pub struct Shell;

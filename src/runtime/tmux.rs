@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::clock::EpochMs;
-use crate::error::{Error, Result};
-use crate::process;
+use crate::core::error::{Error, Result};
+use crate::runtime::host::{last_lines, ExitStatus, Host, LaunchSpec, Launched, Probe};
 
 /// How long one tmux call may take before it counts as "unknown".
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,89 +34,6 @@ set -g exit-empty on
 set -g destroy-unattached off
 set -g mouse on
 ";
-
-/// How a pane's process ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExitStatus {
-    Code(i32),
-    Signal(i32),
-    /// tmux did not keep it (3.3a sometimes loses it), or never saw it.
-    Unknown,
-}
-
-impl From<process::Exit> for ExitStatus {
-    fn from(e: process::Exit) -> Self {
-        match e {
-            process::Exit::Code(c) => ExitStatus::Code(c),
-            process::Exit::Signal(s) => ExitStatus::Signal(s),
-        }
-    }
-}
-
-impl std::fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "{c}"),
-            ExitStatus::Signal(s) => write!(f, "signal {s}"),
-            ExitStatus::Unknown => f.write_str("unknown"),
-        }
-    }
-}
-
-/// What tmux says about a peer's session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Probe {
-    Alive {
-        pane_pid: i32,
-        activity_ms: Option<EpochMs>,
-        /// The tmux server's own pid.
-        server_pid: Option<i32>,
-    },
-    Dead {
-        pane_pid: i32,
-        status: ExitStatus,
-    },
-    /// No server, or no such session on it.
-    Gone,
-    /// tmux did not answer in time, or answered something unexpected.
-    Unknown(String),
-}
-
-/// Everything a launch needs.
-#[derive(Clone, Debug)]
-pub struct LaunchSpec<'a> {
-    pub socket: &'a Path,
-    pub name: &'a str,
-    pub cwd: &'a Path,
-    pub argv: &'a [OsString],
-    /// Set in the session's environment.
-    pub env: &'a [(String, OsString)],
-}
-
-/// What a launch started.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Launched {
-    pub pane_pid: i32,
-}
-
-/// The session host. tmux is the real one; tests wrap it to count calls.
-pub trait Host: Send + Sync {
-    fn launch(&self, spec: &LaunchSpec<'_>) -> Result<Launched>;
-    fn probe(&self, socket: &Path, name: &str) -> Probe;
-    /// The last `lines` non-empty-trailing lines of the pane.
-    fn capture(&self, socket: &Path, name: &str, lines: usize) -> Result<String>;
-    /// Types `text` literally (paste buffer), then presses Enter after
-    /// `settle`.
-    fn deliver(&self, socket: &Path, name: &str, text: &str, settle: Duration) -> Result<()>;
-    /// Ends the session: SIGTERM then SIGKILL to its processes (when the
-    /// pane process is known and still the one started at `start`), then
-    /// the server; removes the socket.
-    fn kill(&self, socket: &Path, name: &str, pane: Option<(i32, Option<u64>)>) -> Result<()>;
-    /// Ends every tmux process started to launch on `socket` (the client
-    /// and the server of a launch whose launcher died) except the server
-    /// `keep`. Returns how many it ended.
-    fn end_strays(&self, socket: &Path, keep: Option<i32>) -> usize;
-}
 
 /// The real tmux.
 #[derive(Debug, Clone)]
@@ -165,7 +81,7 @@ impl Tmux {
         if std::fs::read_to_string(&self.conf).is_ok_and(|c| c == TMUX_CONF) {
             return Ok(());
         }
-        crate::fsutil::write_atomic(&self.conf, TMUX_CONF.as_bytes())
+        crate::store::fsutil::write_atomic(&self.conf, TMUX_CONF.as_bytes())
     }
 
     fn missing_tmux(&self) -> Error {
@@ -358,7 +274,7 @@ impl Host for Tmux {
 
     fn kill(&self, socket: &Path, name: &str, pane: Option<(i32, Option<u64>)>) -> Result<()> {
         if let Some((pid, start)) = pane {
-            process::terminate_group(pid, start, KILL_GRACE);
+            crate::os::process::terminate_group(pid, start, KILL_GRACE);
         }
         if socket.exists() {
             match self.run(socket, &[os("kill-server")], None) {
@@ -393,7 +309,11 @@ impl Host for Tmux {
                 socket.display()
             );
             // A server's panes die with it (they get SIGHUP).
-            process::terminate_group(pid, process::start_time(pid), Duration::from_secs(1));
+            crate::os::process::terminate_group(
+                pid,
+                crate::os::process::start_time(pid),
+                Duration::from_secs(1),
+            );
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -422,7 +342,7 @@ fn launches_on(socket: &Path) -> Vec<i32> {
         if !is_tmux {
             continue;
         }
-        let args = process::cmdline(pid);
+        let args = crate::os::process::cmdline(pid);
         let on_socket = args
             .windows(2)
             .any(|w| w[0] == "-S" && w[1] == socket.as_os_str());
@@ -503,22 +423,6 @@ fn parse_probe(text: &str) -> Probe {
         activity_ms,
         server_pid: f.get(5).and_then(|s| s.parse::<i32>().ok()),
     }
-}
-
-/// The last `n` lines of what the program wrote: without tmux's own
-/// "Pane is dead" banner and without the blank rows below the text.
-pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.starts_with("Pane is dead"))
-        .collect();
-    let end = lines
-        .iter()
-        .rposition(|l| !l.is_empty())
-        .map_or(0, |i| i + 1);
-    let start = end.saturating_sub(n);
-    lines[start..end].join("\n")
 }
 
 /// Every tmux process starts clean, whatever this process did to its own

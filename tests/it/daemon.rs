@@ -26,7 +26,7 @@ fn session_id(home: &Home, name: &str) -> String {
         .to_owned()
 }
 
-fn action(a: &'static str) -> impl Fn(&iapeer::lifecycle_log::Entry) -> bool {
+fn action(a: &'static str) -> impl Fn(&iapeer::core::record::Entry) -> bool {
     move |e| e.str("action") == Some(a)
 }
 
@@ -360,8 +360,8 @@ fn sigterm_leaves_sessions_running_and_a_new_daemon_adopts_them() {
     );
     for pid in pids {
         assert_eq!(
-            iapeer::process::liveness(pid, None),
-            iapeer::process::Liveness::Alive
+            iapeer::os::process::liveness(pid, None),
+            iapeer::core::session::Liveness::Alive
         );
     }
     let wakes = home.lines_any("wake").len();

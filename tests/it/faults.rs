@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use iapeer::config::Config;
-use iapeer::ctx::Ctx;
-use iapeer::error::{Error, Refusal};
-use iapeer::identity::Identity;
-use iapeer::lifecycle_log::Source;
-use iapeer::wake::{self, Ask};
+use iapeer::core::error::{Error, Refusal};
+use iapeer::core::identity::Identity;
+use iapeer::core::vocab::Source;
+use iapeer::core::wake_plan::Ask;
+use iapeer::engine::ctx::Ctx;
+use iapeer::store::config::Config;
 
 use crate::support::{code, stderr, wait_until, Home};
 
@@ -34,7 +34,7 @@ fn the_crash_loop_guard_survives_the_wall_clock_jumping() {
     let home = Home::new();
     home.add("sh", &["--runtime", "shell", "--", "sleep", "600"]);
     let id = Identity::parse("sh").unwrap();
-    let t = iapeer::clock::now_ms();
+    let t = iapeer::core::clock::now_ms();
     let clock = Arc::new(AtomicI64::new(t));
     let ctx = ctx_with_clock(&home, Arc::clone(&clock));
     std::fs::create_dir_all(home.lifecycle()).unwrap();
@@ -44,7 +44,7 @@ fn the_crash_loop_guard_survives_the_wall_clock_jumping() {
     // The clock jumps back a day: those deaths are now "in the future".
     // They count as now, and the guard lifts one window later, not a day.
     clock.store(t - DAY, Ordering::SeqCst);
-    match wake::wake(&ctx, &id, &Ask::default()) {
+    match iapeer::engine::wake::wake(&ctx, &id, &Ask::default()) {
         Err(f) => match f.error {
             Error::Refused(Refusal::CrashLoop { retry_after_ms, .. }) => {
                 assert_eq!(retry_after_ms, t - DAY + 60_000)
@@ -58,7 +58,7 @@ fn the_crash_loop_guard_survives_the_wall_clock_jumping() {
     assert_eq!(stored, vec![t - DAY; 3], "clamped to the new now");
     clock.store(t - DAY + 60_000, Ordering::SeqCst);
     assert!(
-        wake::wake(&ctx, &id, &Ask::default()).is_ok(),
+        iapeer::engine::wake::wake(&ctx, &id, &Ask::default()).is_ok(),
         "the guard lifts a window later"
     );
 
@@ -67,7 +67,7 @@ fn the_crash_loop_guard_survives_the_wall_clock_jumping() {
     home.run(&["start", "sh"]);
     std::fs::write(&deaths, format!("[{},{},{}]", t - 3, t - 2, t - 1)).unwrap();
     clock.store(t + DAY, Ordering::SeqCst);
-    assert!(wake::wake(&ctx, &id, &Ask::default()).is_ok());
+    assert!(iapeer::engine::wake::wake(&ctx, &id, &Ask::default()).is_ok());
 }
 
 #[test]
@@ -198,6 +198,6 @@ fn a_full_disk_holds_the_decision_back_and_the_daemon_keeps_running() {
         1,
         "recorded once"
     );
-    let (_, stats) = iapeer::lifecycle_log::read_all(&log).unwrap();
+    let (_, stats) = iapeer::store::log::read_all(&log).unwrap();
     assert_eq!(stats.skipped, 0);
 }

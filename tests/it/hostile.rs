@@ -271,7 +271,7 @@ fn garbage_deaths_read_as_none_and_are_reported() {
         assert_eq!(e["outcome"], "launch", "no deaths: not refused");
     }
     // Negative and future numbers are numbers: ancient, and "now".
-    let now = iapeer::clock::now_ms();
+    let now = iapeer::core::clock::now_ms();
     let day = 86_400_000;
     std::fs::write(
         &deaths,
@@ -288,7 +288,7 @@ fn garbage_deaths_read_as_none_and_are_reported() {
     let stored: Vec<i64> =
         serde_json::from_str(&std::fs::read_to_string(&deaths).unwrap()).unwrap();
     assert!(
-        stored.iter().all(|&d| d <= iapeer::clock::now_ms()),
+        stored.iter().all(|&d| d <= iapeer::core::clock::now_ms()),
         "clamped on write: {stored:?}"
     );
     let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -306,7 +306,7 @@ fn a_torn_last_log_line_is_skipped_and_the_next_line_is_whole() {
             .unwrap();
     }
     assert_eq!(code(&home.run(&["reset", "alice"])), 0);
-    let (entries, stats) = iapeer::lifecycle_log::read_all(&log).unwrap();
+    let (entries, stats) = iapeer::store::log::read_all(&log).unwrap();
     assert_eq!(stats.skipped, 1);
     assert_eq!(
         entries

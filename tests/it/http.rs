@@ -6,7 +6,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use iapeer::lifecycle_log::{Ev, LogWriter, Record, Source};
+use iapeer::core::record::Record;
+use iapeer::core::vocab::{Ev, Source};
+use iapeer::store::log::LogWriter;
 
 use crate::support::{code, stderr, wait_until, Daemon, Home};
 
@@ -125,7 +127,7 @@ fn small_buffer_client(addr: &str) -> TcpStream {
 fn append(home: &Home, reason: &str) {
     let mut w = LogWriter::at(&home.log_path(), 5 << 20, 5);
     w.append(
-        &Record::new(iapeer::clock::now_ms(), Ev::Reset, Source::Cli)
+        &Record::new(iapeer::core::clock::now_ms(), Ev::Reset, Source::Cli)
             .identity("probe")
             .reason(reason),
     )
@@ -219,7 +221,8 @@ fn reconnecting_with_last_event_id_misses_nothing_across_rotations() {
     let (_d, base) = dashboard(&mut home);
     let mut w = LogWriter::at(&home.log_path(), 700, 1000);
     let line = |i: u64| {
-        let mut r = Record::new(iapeer::clock::now_ms(), Ev::Reset, Source::Cli).identity("probe");
+        let mut r =
+            Record::new(iapeer::core::clock::now_ms(), Ev::Reset, Source::Cli).identity("probe");
         r.deaths = Some(i);
         r
     };
@@ -239,7 +242,7 @@ fn reconnecting_with_last_event_id_misses_nothing_across_rotations() {
         w.append(&line(i)).unwrap();
     }
     assert!(
-        iapeer::lifecycle_log::log_files(&home.log_path())
+        iapeer::store::log::log_files(&home.log_path())
             .unwrap()
             .len()
             > 5

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
-use iapeer::lifecycle_log::{self, Ev, LogWriter, Record, Source};
+use iapeer::core::record::Record;
+use iapeer::core::vocab::{Ev, Source};
+use iapeer::store::log::LogWriter;
 
 use crate::support::{fixtures, stderr, stdout, Home};
 
@@ -41,7 +43,7 @@ fn concurrent_appenders_lose_nothing_across_rotations() {
         assert!(w.wait().unwrap().success(), "a worker failed");
     }
 
-    let (entries, stats) = lifecycle_log::read_all(&log).unwrap();
+    let (entries, stats) = iapeer::store::log::read_all(&log).unwrap();
     assert_eq!(stats.skipped, 0, "torn lines found");
     let mut seen: HashMap<(u64, u64), usize> = HashMap::new();
     for e in &entries {
@@ -60,7 +62,7 @@ fn concurrent_appenders_lose_nothing_across_rotations() {
             assert!(seq > prev, "worker {w} out of order: {prev} then {seq}");
         }
     }
-    let files = lifecycle_log::log_files(&log).unwrap();
+    let files = iapeer::store::log::log_files(&log).unwrap();
     assert!(
         files.len() > 10,
         "expected many rotations, got {}",
@@ -93,7 +95,7 @@ fn append_worker() {
     // Keep everything, so the test can count every line.
     let mut w = LogWriter::at(std::path::Path::new(path), MAX_BYTES, 10_000);
     for seq in 0..lines {
-        let mut r = Record::new(iapeer::clock::now_ms(), Ev::Daemon, Source::Daemon)
+        let mut r = Record::new(iapeer::core::clock::now_ms(), Ev::Daemon, Source::Daemon)
             .identity(format!("w{worker}"))
             .reason("concurrency test line with some padding to make rotation frequent");
         r.pid = worker as u32;
@@ -136,14 +138,14 @@ fn log_command_reads_across_rotations_and_filters() {
     let log = home.log_path();
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     let mut w = LogWriter::at(&log, 1024, 100);
-    let now = iapeer::clock::now_ms();
+    let now = iapeer::core::clock::now_ms();
     for i in 0..60u64 {
         let who = if i % 3 == 0 { "alice" } else { "bob" };
         let mut r = Record::new(now - 1000 * (60 - i as i64), Ev::Reset, Source::Cli).identity(who);
         r.deaths = Some(i);
         w.append(&r).unwrap();
     }
-    assert!(lifecycle_log::log_files(&log).unwrap().len() > 3);
+    assert!(iapeer::store::log::log_files(&log).unwrap().len() > 3);
 
     let out = home.run(&["log", "--peer", "alice", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -162,7 +164,7 @@ fn log_command_reads_across_rotations_and_filters() {
         "oldest first, across files"
     );
 
-    let since = iapeer::clock::format_ms(now - 10_000);
+    let since = iapeer::core::clock::format_ms(now - 10_000);
     let out = home.run(&["log", "--since", &since, "--ev", "reset"]);
     let text = stdout(&out);
     assert_eq!(text.lines().count(), 10, "{text}");

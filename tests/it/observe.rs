@@ -206,15 +206,15 @@ fn events_follow_delivers_every_line_once_across_rotations() {
         w.join().unwrap();
     }
     // The end marker, written last.
-    let mut r = iapeer::lifecycle_log::Record::new(
-        iapeer::clock::now_ms(),
-        iapeer::lifecycle_log::Ev::Reset,
-        iapeer::lifecycle_log::Source::Cli,
+    let mut r = iapeer::core::record::Record::new(
+        iapeer::core::clock::now_ms(),
+        iapeer::core::vocab::Ev::Reset,
+        iapeer::core::vocab::Source::Cli,
     )
     .identity("alice")
     .outcome("last");
     r.deaths = Some(0);
-    iapeer::lifecycle_log::LogWriter::at(&home.log_path(), 2000, 200)
+    iapeer::store::log::LogWriter::at(&home.log_path(), 2000, 200)
         .append(&r)
         .unwrap();
     let lines = reader.join().unwrap();
@@ -222,7 +222,7 @@ fn events_follow_delivers_every_line_once_across_rotations() {
     let _ = follower.wait();
     let logged = home.entries();
     assert!(
-        iapeer::lifecycle_log::log_files(&home.log_path())
+        iapeer::store::log::log_files(&home.log_path())
             .unwrap()
             .len()
             > 5,

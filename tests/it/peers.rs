@@ -95,7 +95,7 @@ fn self_fresh_from_inside_ends_the_session_with_an_eager_marker() {
         0
     );
     wait_until(Duration::from_secs(10), "the agent to end", || {
-        iapeer::process::liveness(pid, None) == iapeer::process::Liveness::Dead
+        iapeer::os::process::liveness(pid, None) == iapeer::core::session::Liveness::Dead
     });
     assert!(home.has("alice", "new-eager"));
     let e: serde_json::Value =

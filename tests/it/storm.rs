@@ -36,7 +36,7 @@ fn seed() -> u64 {
     std::env::var("IAPEER_STORM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| iapeer::clock::now_ms() as u64 | 1)
+        .unwrap_or_else(|| iapeer::core::clock::now_ms() as u64 | 1)
 }
 
 fn storm_home() -> (Home, Vec<String>) {
@@ -285,7 +285,7 @@ fn many_clis_on_the_same_peers_at_once() {
         assert_eq!(n, 1, "reset by pid {pid} logged {n} times");
     }
     assert!(
-        iapeer::lifecycle_log::log_files(&home.log_path())
+        iapeer::store::log::log_files(&home.log_path())
             .unwrap()
             .len()
             > 2,

@@ -209,7 +209,7 @@ fn an_agent_that_dies_at_once_stops_at_the_crash_loop_guard() {
     let refused = home.lines("alice", "wake").pop().unwrap();
     assert_eq!(refused.str("cause"), Some("crash-loop"));
     assert_eq!(refused.u64("deaths"), Some(3));
-    assert!(iapeer::clock::parse_rfc3339(refused.str("retry_after").unwrap()).is_some());
+    assert!(iapeer::core::clock::parse_rfc3339(refused.str("retry_after").unwrap()).is_some());
     let deaths: Vec<i64> =
         serde_json::from_str(&std::fs::read_to_string(home.marker("alice", "deaths")).unwrap())
             .unwrap();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use iapeer::lifecycle_log::{self, Entry};
+use iapeer::core::record::Entry;
 
 /// What the log holds, counted.
 #[derive(Debug, Default, Clone)]
@@ -52,7 +52,7 @@ fn is_death(e: &Entry) -> bool {
 /// ended by now. `guard`: (max deaths, window ms).
 pub fn check(home: &Path, settled: bool, guard: (usize, i64)) -> Result<Counts, String> {
     let log = home.join("logs/iapeer/lifecycle.log");
-    let (entries, stats) = lifecycle_log::read_all(&log).map_err(|e| e.to_string())?;
+    let (entries, stats) = iapeer::store::log::read_all(&log).map_err(|e| e.to_string())?;
     if stats.skipped > 0 {
         return Err(format!("{} torn or unreadable log line(s)", stats.skipped));
     }
@@ -183,7 +183,9 @@ pub fn check_markers(dir: &Path) -> Result<(), String> {
         };
         let ext = name.split_once('.').map(|(_, x)| x).unwrap_or("");
         let ok = match ext {
-            "session" => serde_json::from_str::<iapeer::session::SessionRecord>(&text).is_ok(),
+            "session" => {
+                serde_json::from_str::<iapeer::core::session::SessionRecord>(&text).is_ok()
+            }
             "deaths" => serde_json::from_str::<Vec<i64>>(&text).is_ok(),
             "topic" => text.len() <= 257 && text.lines().count() <= 1,
             "idle-reaped" | "new-eager" | "stopped" => {
@@ -191,7 +193,7 @@ pub fn check_markers(dir: &Path) -> Result<(), String> {
                     || text
                         .lines()
                         .next()
-                        .and_then(iapeer::clock::parse_rfc3339)
+                        .and_then(iapeer::core::clock::parse_rfc3339)
                         .is_some()
             }
             "lock" => true,

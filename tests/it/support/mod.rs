@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use assert_fs::TempDir;
 
-use iapeer::lifecycle_log::{self, Entry};
+use iapeer::core::record::Entry;
 
 /// A temporary `IAPEER_HOME`, removed on drop unless IAPEER_TEST_KEEP is
 /// set; every tmux server started under it is killed on drop.
@@ -172,7 +172,7 @@ impl Home {
     }
 
     pub fn entries(&self) -> Vec<Entry> {
-        lifecycle_log::read_all(&self.log_path())
+        iapeer::store::log::read_all(&self.log_path())
             .map(|(e, _)| e)
             .unwrap_or_default()
     }

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 

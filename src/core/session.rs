@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::EpochMs;
+use crate::core::clock::EpochMs;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -101,6 +101,14 @@ impl SessionRecord {
     }
 
     pub fn started_ms(&self) -> Option<EpochMs> {
-        crate::clock::parse_rfc3339(&self.started_at)
+        crate::core::clock::parse_rfc3339(&self.started_at)
     }
+}
+
+/// Three-valued on purpose: "unknown" is never taken for a death.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    Dead,
+    Unknown,
 }

@@ -9,13 +9,13 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 
 /// The longest socket path we allow ourselves: `sun_path` is 104 bytes on
 /// macOS and 108 on Linux, both counting the trailing NUL.
 const SOCKET_PATH_MAX: usize = 103;
 /// The longest socket file name under `run/`: a 64-byte identity + `.sock`.
-const SOCKET_NAME_MAX: usize = crate::identity::MAX_LEN + ".sock".len();
+const SOCKET_NAME_MAX: usize = crate::core::identity::MAX_LEN + ".sock".len();
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -21,11 +21,11 @@ use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::stat::{self, Mode, SFlag};
 use nix::unistd::{self, UnlinkatFlags};
 
-use crate::clock::{self, EpochMs};
-use crate::crash_ring::CrashRing;
-use crate::error::{Error, Result};
-use crate::identity::Identity;
-use crate::session::SessionRecord;
+use crate::core::clock::EpochMs;
+use crate::core::crash_ring::CrashRing;
+use crate::core::error::{Error, Result};
+use crate::core::identity::Identity;
+use crate::core::session::SessionRecord;
 
 /// Longest topic, in bytes (DESIGN §2).
 pub const TOPIC_MAX: usize = 256;
@@ -189,9 +189,9 @@ impl StateDir {
     pub fn set_flag(&self, id: &Identity, flag: Flag, now: EpochMs, reason: &str) -> Result<()> {
         let reason = one_line(reason);
         let body = if reason.is_empty() {
-            format!("{}\n", clock::format_ms(now))
+            format!("{}\n", crate::core::clock::format_ms(now))
         } else {
-            format!("{}\n{reason}\n", clock::format_ms(now))
+            format!("{}\n{reason}\n", crate::core::clock::format_ms(now))
         };
         self.write(id, flag.marker(), body.as_bytes())
     }
@@ -224,7 +224,7 @@ impl StateDir {
             Some(Contents::TooBig { size }) => {
                 return Ok(garbage_deaths(format!(
                     "it is {size} bytes, more than a ring of {} deaths can be; read as no deaths",
-                    crate::crash_ring::CAPACITY
+                    crate::core::crash_ring::CAPACITY
                 )))
             }
             Some(Contents::Bytes(b)) => b,
@@ -603,7 +603,7 @@ pub fn parse_flag(bytes: &[u8]) -> FlagMarker {
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next();
-    let at_ms = first.and_then(clock::parse_rfc3339);
+    let at_ms = first.and_then(crate::core::clock::parse_rfc3339);
     // A first line that is not a timestamp is taken as the reason.
     let reason = match (first, at_ms) {
         (Some(line), None) => Some(line.to_owned()),
@@ -846,7 +846,7 @@ mod tests {
         }
         let huge: Vec<i64> = (0..5000).collect();
         let d = parse_deaths(serde_json::to_string(&huge).unwrap().as_bytes());
-        assert_eq!(d.ring.entries().len(), crate::crash_ring::CAPACITY);
+        assert_eq!(d.ring.entries().len(), crate::core::crash_ring::CAPACITY);
     }
 
     #[test]
@@ -927,7 +927,7 @@ mod tests {
                 proptest::prop_assert!(t.len() <= TOPIC_MAX && !t.contains('\n'));
             }
             let d = parse_deaths(&bytes);
-            proptest::prop_assert!(d.ring.entries().len() <= crate::crash_ring::CAPACITY);
+            proptest::prop_assert!(d.ring.entries().len() <= crate::core::crash_ring::CAPACITY);
             proptest::prop_assert!(d.ring.entries().windows(2).all(|w| w[0] <= w[1]));
             let _ = SessionRecord::parse(&bytes);
         }

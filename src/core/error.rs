@@ -6,8 +6,6 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::clock;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug)]
@@ -225,7 +223,7 @@ impl fmt::Display for Refusal {
                 "{identity} is crash-looping ({deaths} deaths in the last {window_secs}s); \
                  retry after {}, or inspect it with `iapeer why {identity}` \
                  and clear the guard with `iapeer reset {identity}`",
-                clock::format_ms(*retry_after_ms)
+                crate::core::clock::format_ms(*retry_after_ms)
             ),
             Refusal::External {
                 identity,

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::lifecycle_log::Entry;
+use crate::core::record::Entry;
 
 /// A peer's recent history, as the log tells it.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn the_golden_sample_explains_each_peer() {
-        let all = entries(include_str!("../fixtures/lifecycle.golden.jsonl"));
+        let all = entries(include_str!("../../fixtures/lifecycle.golden.jsonl"));
         let of = |id: &str| history(all.iter().filter(|e| e.identity() == Some(id)));
 
         let alice = of("alice");
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn every_decidable_cause_has_its_own_sentence() {
-        for c in crate::wake_mode::Cause::ALL {
+        for c in crate::core::vocab::Cause::ALL {
             let s = cause_sentence(c.as_str(), Some("t"));
             assert!(!s.starts_with("of "), "{c} has no sentence");
         }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::lifecycle_log::Entry;
+use crate::core::record::Entry;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PeerMetrics {
@@ -113,7 +113,7 @@ impl Metrics {
         m.last_event = Some(LastEvent {
             kind: action.unwrap_or(ev).to_owned(),
             ts: e.str("ts").unwrap_or("").to_owned(),
-            summary: crate::status::summary(e),
+            summary: e.summary(),
         });
     }
 
@@ -240,7 +240,7 @@ impl Metrics {
                 .iter()
                 .filter_map(|p| {
                     let ts = get(p).last_event?.ts;
-                    crate::clock::parse_rfc3339(&ts).map(|ms| (l(p), ms as f64 / 1000.0))
+                    crate::core::clock::parse_rfc3339(&ts).map(|ms| (l(p), ms as f64 / 1000.0))
                 })
                 .collect(),
         );
@@ -260,7 +260,7 @@ impl Metrics {
 /// Rebuilds metrics from the retained log (bounded by rotation).
 pub fn replay(log: &std::path::Path) -> crate::Result<Metrics> {
     let mut m = Metrics::default();
-    crate::lifecycle_log::for_each_entry(log, |e| {
+    crate::store::log::for_each_entry(log, |e| {
         m.apply(&e);
         true
     })?;
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn the_golden_sample_folds_into_counters() {
-        let golden = include_str!("../fixtures/lifecycle.golden.jsonl");
+        let golden = include_str!("../../fixtures/lifecycle.golden.jsonl");
         let lines: Vec<&str> = golden.lines().collect();
         let m = fold(&lines);
         let alice = &m.peers["alice"];

@@ -21,14 +21,13 @@
 
 use std::collections::HashSet;
 
-use crate::clock::EpochMs;
-use crate::ctx::Ctx;
-use crate::identity::Identity;
-use crate::markers::Flag;
-use crate::peers::{Peer, RuntimeKind};
-use crate::process;
+use crate::core::clock::EpochMs;
+use crate::core::identity::Identity;
+use crate::core::peer::{Peer, RuntimeKind};
+use crate::core::session::SessionRecord;
+use crate::engine::ctx::Ctx;
 use crate::runtime::{Conversation, Runtime};
-use crate::session::SessionRecord;
+use crate::store::markers::Flag;
 
 /// The word a park marker's reason line carries the conversation in.
 const WORD: &str = "conversation=";
@@ -120,7 +119,8 @@ pub fn live(
     }
     let known_ref = rec.resume_ref.as_deref().filter(|r| is_id(r));
     let same_process = rec.pane_pid > 0
-        && (rec.pane_start.is_none() || process::start_time(rec.pane_pid) == rec.pane_start);
+        && (rec.pane_start.is_none()
+            || crate::os::process::start_time(rec.pane_pid) == rec.pane_start);
     if known_ref.is_none() && same_process {
         if let Some(c) = runtime.conversation_held(peer, rec.pane_pid) {
             return Some(c);

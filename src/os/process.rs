@@ -12,13 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-/// Three-valued on purpose: "unknown" is never taken for a death.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Liveness {
-    Alive,
-    Dead,
-    Unknown,
-}
+use crate::core::session::Liveness;
 
 /// The process's start time (clock ticks after boot), to tell it from a
 /// later process that got the same pid. `None` where it cannot be read.

@@ -1,17 +1,12 @@
 //! Peer definitions, `peers/<name>.json` (DESIGN §3): who the agent is, where
 //! it works, how it is launched and how it is kept.
 
-use std::fs;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Paths;
-use crate::error::{Error, Result};
-use crate::identity::Identity;
-
-const DEFINITION_MAX: u64 = 1024 * 1024;
+use crate::core::error::{Error, Result};
+use crate::core::identity::Identity;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -163,19 +158,6 @@ impl Peer {
     }
 }
 
-/// Loads `peers/<id>.json`.
-pub fn load(paths: &Paths, id: &Identity) -> Result<Peer> {
-    let file = paths.peer_file(id.as_str());
-    let bytes = read_definition(&file).map_err(|e| match e {
-        Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => Error::NoPeer {
-            name: id.to_string(),
-            path: file.clone(),
-        },
-        e => e,
-    })?;
-    parse(&file, &bytes, Some(id))
-}
-
 /// Parses a definition; `expected` is the identity its file name gives.
 pub fn parse(file: &Path, bytes: &[u8], expected: Option<&Identity>) -> Result<Peer> {
     let peer: Peer = decode_definition(
@@ -216,47 +198,6 @@ pub(crate) fn check_defined_name(file: &Path, defined: &str, expected: Option<&s
         )),
         _ => Ok(()),
     }
-}
-
-/// Writes a definition atomically.
-pub fn save(paths: &Paths, peer: &Peer) -> Result<()> {
-    let file = paths.peer_file(&peer.name);
-    let mut body = serde_json::to_vec_pretty(peer).expect("a peer always serializes");
-    body.push(b'\n');
-    crate::fsutil::write_atomic(&file, &body)
-}
-
-/// Every definition under `peers/`, sorted by name; a broken one is returned
-/// as its error, so one bad file never hides the others.
-pub fn load_all(paths: &Paths) -> Result<Vec<Result<Peer>>> {
-    Ok(crate::fsutil::json_files(&paths.peers)?
-        .into_iter()
-        .map(|(stem, path)| {
-            let id = Identity::parse(&stem).map_err(|e| {
-                Error::input(path.display().to_string(), e.to_string(), "rename the file")
-            })?;
-            let bytes = read_definition(&path)?;
-            parse(&path, &bytes, Some(&id))
-        })
-        .collect())
-}
-
-/// Reads a definition file: a regular file of reasonable size.
-pub(crate) fn read_definition(file: &Path) -> Result<Vec<u8>> {
-    let meta = fs::metadata(file).map_err(|e| Error::io(file, "read", e))?;
-    if !meta.is_file() {
-        return Err(Error::unsafe_file(file, "it is not a regular file"));
-    }
-    if meta.len() > DEFINITION_MAX {
-        return Err(Error::unsafe_file(
-            file,
-            format!(
-                "it is {} bytes; a definition is at most {DEFINITION_MAX}",
-                meta.len()
-            ),
-        ));
-    }
-    fs::read(file).map_err(|e| Error::io(file, "read", e))
 }
 
 #[cfg(test)]

@@ -6,117 +6,29 @@
 //! log `ready` → deliver the task.
 //!
 //! The checks from "external" to "resolve_wake_mode" are one pure function,
-//! [`plan`], so `iapeer explain` shows exactly what a wake would do.
+//! [`crate::core::wake_plan::plan`], so `iapeer explain` shows exactly what
+//! a wake would do; this file gathers its facts and carries it out.
 
 use std::ffi::OsString;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::clock::{self, EpochMs};
-use crate::conversation;
-use crate::crash_ring::{CrashRing, Guard, Policy as GuardPolicy};
-use crate::ctx::Ctx;
-use crate::error::{Error, Refusal, Result};
-use crate::identity::Identity;
-use crate::lifecycle_log::Ev;
-use crate::markers::{Flag, LockFailure, Marker, WakeLock};
-use crate::peers::Peer;
-use crate::process;
-use crate::runtime::tmux::{self, ExitStatus, LaunchSpec, Probe};
-use crate::runtime::{self, Runtime, Screen};
-use crate::session::SessionRecord;
-use crate::supervise::{self, SessionState, Settled};
-use crate::wake_mode::{self, Cause, Decision, Facts, Mode, Request};
-
-/// Longest task text accepted.
-pub const TASK_MAX: usize = 256 * 1024;
-
-/// What the wake was asked.
-#[derive(Clone, Debug, Default)]
-pub struct Ask {
-    pub request: Option<Request>,
-    pub topic: Option<String>,
-    pub task: Option<String>,
-}
-
-impl Ask {
-    fn request(&self) -> Request {
-        self.request.unwrap_or(Request::Message)
-    }
-}
-
-/// The facts a wake is planned from, read from disk.
-#[derive(Clone, Debug)]
-pub struct Gathered {
-    pub external: Option<String>,
-    pub stopped: bool,
-    /// A live session (after settling).
-    pub alive: bool,
-    pub cwd_exists: bool,
-    pub ring: CrashRing,
-    pub idle_reaped: bool,
-    pub new_eager: bool,
-    pub stored_topic: Option<String>,
-    pub conversational: bool,
-    pub resume_target: Option<String>,
-}
-
-/// What a wake will do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Plan {
-    RefuseExternal(String),
-    RefuseStopped,
-    /// A live session wins: deliver the task, launch nothing.
-    Deliver,
-    CwdMissing,
-    CrashLoop {
-        counted: usize,
-        retry_after_ms: EpochMs,
-    },
-    Launch(Decision),
-    /// `resolve_wake_mode` said fail (nothing to resume).
-    Fail(Decision),
-}
-
-/// The pure middle of a wake: from the gathered facts, what happens.
-pub fn plan(g: &Gathered, ask: &Ask, now: EpochMs, guard: GuardPolicy) -> Plan {
-    if let Some(sup) = &g.external {
-        return Plan::RefuseExternal(sup.clone());
-    }
-    if g.stopped {
-        return Plan::RefuseStopped;
-    }
-    if g.alive {
-        return Plan::Deliver;
-    }
-    if !g.cwd_exists {
-        return Plan::CwdMissing;
-    }
-    if let Guard::Refuse {
-        counted,
-        retry_after_ms,
-    } = g.ring.guard(now, guard)
-    {
-        return Plan::CrashLoop {
-            counted,
-            retry_after_ms,
-        };
-    }
-    let decision = wake_mode::resolve_wake_mode(&Facts {
-        request: ask.request(),
-        idle_reaped: g.idle_reaped,
-        new_eager: g.new_eager,
-        stored_topic: g.stored_topic.as_deref(),
-        incoming_topic: ask.topic.as_deref(),
-        conversational: g.conversational,
-        can_resume: g.resume_target.is_some(),
-    });
-    match decision.mode {
-        Mode::Fail | Mode::Refused => Plan::Fail(decision),
-        Mode::Fresh | Mode::Resume => Plan::Launch(decision),
-    }
-}
+use crate::core::clock::EpochMs;
+use crate::core::crash_ring::Policy as GuardPolicy;
+use crate::core::error::{Error, Refusal, Result};
+use crate::core::identity::Identity;
+use crate::core::peer::Peer;
+use crate::core::session::SessionRecord;
+use crate::core::vocab::{Cause, Ev, Mode};
+use crate::core::wake_mode::Decision;
+use crate::core::wake_plan::{check_task, plan, Ask, Gathered, Plan};
+use crate::engine::boot::{await_ready, boot_failed, finish_interrupted, Boot, Interrupted};
+use crate::engine::ctx::Ctx;
+use crate::engine::ending::Settled;
+use crate::runtime::host::{LaunchSpec, Probe};
+use crate::runtime::{self, Runtime};
+use crate::store::markers::{Flag, LockFailure, Marker, WakeLock};
 
 /// Reads the facts for `plan`. `alive` is what the caller found.
 pub fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gathered> {
@@ -134,7 +46,12 @@ pub fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gath
         alive,
         cwd_exists: peer.cwd.is_dir(),
         ring: deaths.ring,
-        resume_target: conversation::resume_target(ctx, runtime.as_ref(), peer, parked_reason),
+        resume_target: crate::engine::conversation::resume_target(
+            ctx,
+            runtime.as_ref(),
+            peer,
+            parked_reason,
+        ),
         idle_reaped: idle_reaped.is_some(),
         new_eager: state.flag(id, Flag::NewEager)?.is_some(),
         stored_topic: state.topic(id)?,
@@ -247,36 +164,13 @@ impl Report {
     }
 }
 
-/// Validates a task text: no control characters but newline and tab (an
-/// escape sequence could end a bracketed paste early), and bounded.
-pub fn check_task(task: &str) -> Result<()> {
-    if task.len() > TASK_MAX {
-        return Err(Error::input(
-            "--task",
-            format!("it is {} bytes; a task is at most {TASK_MAX}", task.len()),
-            "put long instructions in a file and ask the agent to read it",
-        ));
-    }
-    if let Some(c) = task
-        .chars()
-        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
-    {
-        return Err(Error::input(
-            "--task",
-            format!("it contains the control character {:?}", c),
-            "remove control characters (newlines and tabs are fine)",
-        ));
-    }
-    Ok(())
-}
-
 /// Wakes `id`. Exit codes follow from the error (DESIGN §9).
 pub fn wake(ctx: &Ctx, id: &Identity, ask: &Ask) -> std::result::Result<Woke, WakeFailure> {
     if let Some(task) = &ask.task {
         check_task(task)?;
     }
     if let Some(topic) = &ask.topic {
-        crate::markers::check_topic(topic)?;
+        crate::store::markers::check_topic(topic)?;
     }
     let peer = ctx.peer(id)?;
     ctx.state.check(id)?;
@@ -318,7 +212,7 @@ pub fn wake_locked(
     let peer = ctx.peer(id)?;
     refuse_if_needed(ctx, id, &peer, ask)?;
 
-    match supervise::settle(ctx, id, Some(&peer))? {
+    match crate::engine::ending::settle(ctx, id, Some(&peer))? {
         Settled::Alive(rec) => return deliver_to_live(ctx, id, &peer, *rec, ask),
         Settled::Unknown(why) => {
             return Err(Error::failed(
@@ -381,7 +275,7 @@ pub fn wake_locked(
             let mut line =
                 refusal_line(ctx, id, &peer, ask, Mode::Refused, Cause::CrashLoop, &error);
             line.deaths = Some(counted as u64);
-            line.retry_after = Some(clock::format_ms(retry_after_ms));
+            line.retry_after = Some(crate::core::clock::format_ms(retry_after_ms));
             ctx.log(&line)?;
             Err(failure(Mode::Refused, Cause::CrashLoop, &peer, error))
         }
@@ -483,7 +377,7 @@ fn wake_line(
     ask: &Ask,
     mode: Mode,
     cause: Cause,
-) -> crate::lifecycle_log::Record {
+) -> crate::core::record::Record {
     ctx.record(Ev::Wake)
         .identity(id)
         .runtime(peer.runtime)
@@ -500,7 +394,7 @@ fn refusal_line(
     mode: Mode,
     cause: Cause,
     error: &Error,
-) -> crate::lifecycle_log::Record {
+) -> crate::core::record::Record {
     wake_line(ctx, id, peer, ask, mode, cause).reason(error)
 }
 
@@ -536,17 +430,12 @@ fn deliver_to_live(
 ) -> std::result::Result<Woke, WakeFailure> {
     let runtime = runtime::for_peer(&ctx.config, peer);
     if !rec.is_ready() {
-        // Its own wake died before the ready gate; finish that gate here.
-        let started = rec.started_ms().unwrap_or_else(|| ctx.now());
-        let elapsed = Duration::from_millis(ctx.now().saturating_sub(started).max(0) as u64);
-        let left = ctx.config.boot_deadline.saturating_sub(elapsed);
-        match await_ready(ctx, id, peer, runtime.as_ref(), &rec, Instant::now() + left) {
-            Boot::Ready => {
-                rec.ready_at = Some(clock::format_ms(ctx.now()));
-                ctx.state.write_session(id, &rec)?;
-            }
-            other => {
-                boot_failed(ctx, id, rec, other)?;
+        // Its own wake went away before the ready gate: finish that gate
+        // here, as the daemon would, waiting out the boot deadline.
+        let until = Instant::now() + ctx.config.boot_deadline;
+        match finish_interrupted(ctx, id, peer, rec, until)? {
+            Interrupted::Ready(ready) => rec = *ready,
+            Interrupted::Starting | Interrupted::Failed(_) => {
                 return Err(Error::failed(
                     id.to_string(),
                     "a session left starting by an interrupted wake never became ready",
@@ -591,7 +480,7 @@ pub fn deliver(
     ctx.host
         .deliver(&rec.socket, id.as_str(), task, runtime.submit_delay())?;
     rec.task = Some(task.to_owned());
-    rec.task_at = Some(clock::format_ms(ctx.now()));
+    rec.task_at = Some(crate::core::clock::format_ms(ctx.now()));
     ctx.state.write_session(id, rec)
 }
 
@@ -653,7 +542,7 @@ fn launch(
             Some((rec.pane_pid, rec.pane_start)),
         )?;
         ctx.state.remove(id, Marker::Session)?;
-        (mode, cause) = wake_mode::after_failed_resume();
+        (mode, cause) = crate::core::wake_mode::after_failed_resume();
         session = uuid::Uuid::new_v4().to_string();
         let mut line = decision_line(ctx, id, peer, ask, mode, cause, &session);
         line = line.reason(format!(
@@ -681,12 +570,12 @@ fn launch(
 
     // Ready: record it, then the topic, the trimmed ring, the ready line.
     let latency_ms = decided.elapsed().as_millis() as u64;
-    rec.ready_at = Some(clock::format_ms(ctx.now()));
+    rec.ready_at = Some(crate::core::clock::format_ms(ctx.now()));
     if rec.resume_ref.is_none() {
         // Learned now (Codex picks its own id): only a conversation begun
         // since the launch can be this launch's.
         let started = rec.started_ms().unwrap_or(EpochMs::MAX);
-        rec.resume_ref = conversation::live(ctx, runtime, peer, &rec)
+        rec.resume_ref = crate::engine::conversation::live(ctx, runtime, peer, &rec)
             .filter(|c| c.began.is_some_and(|b| b >= started))
             .map(|c| c.id);
     }
@@ -747,7 +636,7 @@ fn decision_line(
     mode: Mode,
     cause: Cause,
     session: &str,
-) -> crate::lifecycle_log::Record {
+) -> crate::core::record::Record {
     wake_line(ctx, id, peer, ask, mode, cause)
         .session(session)
         .task(ask.task.as_deref())
@@ -762,7 +651,7 @@ pub fn delivered_line(
     rec: &SessionRecord,
     topic: Option<&str>,
     task: &str,
-) -> crate::lifecycle_log::Record {
+) -> crate::core::record::Record {
     ctx.record(Ev::Wake)
         .identity(id)
         .runtime(peer.runtime)
@@ -807,7 +696,7 @@ fn start(
         cwd: peer.cwd.clone(),
         socket: socket.clone(),
         pane_pid: 0,
-        started_at: clock::format_ms(started),
+        started_at: crate::core::clock::format_ms(started),
         mode: mode.as_str().to_owned(),
         resume_ref: plan.resume_ref.clone(),
         topic: ask.topic.clone(),
@@ -849,185 +738,7 @@ fn start(
             failure(Mode::Fail, Cause::LaunchFailed, peer, error)
         })?;
     rec.pane_pid = launched.pane_pid;
-    rec.pane_start = process::start_time(launched.pane_pid);
+    rec.pane_start = crate::os::process::start_time(launched.pane_pid);
     ctx.state.write_session(id, &rec)?;
     Ok(rec)
-}
-
-/// How a boot went.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Boot {
-    Ready,
-    ResumeFailed(String),
-    Died {
-        status: ExitStatus,
-        last_lines: String,
-    },
-    TimedOut {
-        last_lines: String,
-    },
-}
-
-impl Boot {
-    fn describe(&self) -> String {
-        match self {
-            Boot::Ready => "ready".into(),
-            Boot::ResumeFailed(line) => format!("the runtime said: {line}"),
-            Boot::Died { status, last_lines } => {
-                let last = last_lines.lines().last().unwrap_or("").trim();
-                format!(
-                    "it exited during start-up (status {status}){}",
-                    if last.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {last}")
-                    }
-                )
-            }
-            Boot::TimedOut { .. } => "it did not become ready before the boot deadline".into(),
-        }
-    }
-}
-
-/// Waits for the ready gate: the runtime's ready screen, with no start-up
-/// dialog in the way; the process must stay alive meanwhile.
-pub fn await_ready(
-    ctx: &Ctx,
-    id: &Identity,
-    peer: &Peer,
-    runtime: &dyn Runtime,
-    rec: &SessionRecord,
-    deadline: Instant,
-) -> Boot {
-    let mut pause = Duration::from_millis(5);
-    loop {
-        let screen = ctx
-            .host
-            .capture(&rec.socket, id.as_str(), 60)
-            .unwrap_or_default();
-        if let SessionState::Dead(status) = supervise::session_state(ctx, rec) {
-            let screen = ctx
-                .host
-                .capture(&rec.socket, id.as_str(), supervise::LAST_LINES)
-                .unwrap_or(screen);
-            if let Screen::ResumeFailed(line) = runtime.screen(peer, &screen) {
-                return Boot::ResumeFailed(line);
-            }
-            return Boot::Died {
-                status,
-                last_lines: screen,
-            };
-        }
-        match runtime.screen(peer, &screen) {
-            Screen::Ready => return Boot::Ready,
-            Screen::ResumeFailed(line) => return Boot::ResumeFailed(line),
-            Screen::NotYet => {}
-        }
-        if Instant::now() >= deadline {
-            return Boot::TimedOut {
-                last_lines: tmux::last_lines(&screen, supervise::LAST_LINES),
-            };
-        }
-        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
-/// A boot that failed: kill it, record the death, log it as the failed
-/// wake; returns the cause it was logged with.
-pub fn boot_failed(ctx: &Ctx, id: &Identity, rec: SessionRecord, boot: Boot) -> Result<Cause> {
-    let (cause, status, last_lines) = match boot {
-        Boot::Ready => unreachable!("only failed boots are recorded"),
-        Boot::TimedOut { last_lines } => (Cause::BootTimeout, None, Some(last_lines)),
-        Boot::Died { status, last_lines } => (Cause::LaunchFailed, Some(status), Some(last_lines)),
-        Boot::ResumeFailed(line) => (Cause::LaunchFailed, None, Some(line)),
-    };
-    if cause == Cause::BootTimeout {
-        // Still running but never ready: end it before recording.
-        ctx.host.kill(
-            &rec.socket,
-            id.as_str(),
-            Some((rec.pane_pid, rec.pane_start)),
-        )?;
-    }
-    supervise::record_boot_failure(ctx, id, rec, cause, status, last_lines)?;
-    Ok(cause)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn facts() -> Gathered {
-        Gathered {
-            external: None,
-            stopped: false,
-            alive: false,
-            cwd_exists: true,
-            ring: CrashRing::default(),
-            idle_reaped: false,
-            new_eager: false,
-            stored_topic: None,
-            conversational: false,
-            resume_target: Some("abc".into()),
-        }
-    }
-
-    const GUARD: GuardPolicy = GuardPolicy {
-        max: 3,
-        window_ms: 300_000,
-    };
-    const NOW: EpochMs = 1_800_000_000_000;
-
-    #[test]
-    fn the_order_of_design_section_6() {
-        let ask = Ask::default();
-        let crash_loop = CrashRing::from_entries(vec![NOW - 3, NOW - 2, NOW - 1]);
-        // Each row turns on one more obstacle; the earliest one wins.
-        let mut g = facts();
-        g.external = Some("launchd".into());
-        g.stopped = true;
-        g.alive = true;
-        g.cwd_exists = false;
-        g.ring = crash_loop;
-        assert_eq!(
-            plan(&g, &ask, NOW, GUARD),
-            Plan::RefuseExternal("launchd".into())
-        );
-        g.external = None;
-        assert_eq!(plan(&g, &ask, NOW, GUARD), Plan::RefuseStopped);
-        g.stopped = false;
-        assert_eq!(plan(&g, &ask, NOW, GUARD), Plan::Deliver);
-        g.alive = false;
-        assert_eq!(plan(&g, &ask, NOW, GUARD), Plan::CwdMissing);
-        g.cwd_exists = true;
-        assert_eq!(
-            plan(&g, &ask, NOW, GUARD),
-            Plan::CrashLoop {
-                counted: 3,
-                retry_after_ms: NOW - 3 + 300_000
-            }
-        );
-        g.ring = CrashRing::default();
-        assert!(
-            matches!(plan(&g, &ask, NOW, GUARD), Plan::Launch(d) if d.cause == Cause::CrashOrSelfClose)
-        );
-        let resume = Ask {
-            request: Some(Request::Resume),
-            ..Ask::default()
-        };
-        g.resume_target = None;
-        assert!(
-            matches!(plan(&g, &resume, NOW, GUARD), Plan::Fail(d) if d.cause == Cause::AttachNothingToResume)
-        );
-    }
-
-    #[test]
-    fn tasks_with_control_characters_are_refused() {
-        assert!(check_task("fix \"it\"; $(rm -rf /)\nthen C-c Enter\tdone").is_ok());
-        for bad in ["\x1b[201~", "a\rb", "\x03", "\0"] {
-            assert_eq!(check_task(bad).unwrap_err().exit_code(), 2, "{bad:?}");
-        }
-        assert!(check_task(&"x".repeat(TASK_MAX + 1)).is_err());
-    }
 }

@@ -5,15 +5,15 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::clock::{self, EpochMs};
-use crate::crash_ring::Guard;
-use crate::ctx::Ctx;
-use crate::error::Result;
-use crate::identity::Identity;
-use crate::lifecycle_log::{self, Entry};
-use crate::markers::Flag;
-use crate::peers::Peer;
-use crate::process::{self, Liveness};
+use crate::core::clock::EpochMs;
+use crate::core::crash_ring::Guard;
+use crate::core::error::Result;
+use crate::core::identity::Identity;
+use crate::core::peer::Peer;
+use crate::core::record::Entry;
+use crate::core::session::Liveness;
+use crate::engine::ctx::Ctx;
+use crate::store::markers::Flag;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -78,7 +78,7 @@ pub struct PeerStatus {
     pub retry_after: Option<String>,
     pub last_decision: Option<LastDecision>,
     /// Counters and last events, folded from the retained log.
-    pub lifecycle_metrics: crate::metrics::PeerMetrics,
+    pub lifecycle_metrics: crate::core::metrics::PeerMetrics,
     /// Something on disk that needs a person (a refused marker, garbage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -86,10 +86,10 @@ pub struct PeerStatus {
 
 /// From one read of the whole log: the last line about each identity, and
 /// everyone's metrics.
-pub fn read_log(ctx: &Ctx) -> (HashMap<String, Entry>, crate::metrics::Metrics) {
+pub fn read_log(ctx: &Ctx) -> (HashMap<String, Entry>, crate::core::metrics::Metrics) {
     let mut last: HashMap<String, Entry> = HashMap::new();
-    let mut metrics = crate::metrics::Metrics::default();
-    let _ = lifecycle_log::for_each_entry(&ctx.config.paths.lifecycle_log, |e| {
+    let mut metrics = crate::core::metrics::Metrics::default();
+    let _ = crate::store::log::for_each_entry(&ctx.config.paths.lifecycle_log, |e| {
         metrics.apply(&e);
         if let Some(id) = e.identity() {
             last.insert(id.to_owned(), e);
@@ -122,10 +122,11 @@ pub fn peer_status(ctx: &Ctx, peer: &Peer, last: Option<&Entry>, now: EpochMs) -
         note(e);
         None
     });
-    let policy = crate::wake::guard_policy(ctx);
+    let policy = crate::engine::wake::guard_policy(ctx);
     let guard = deaths.guard(now, policy);
     let live = rec.as_ref().filter(|r| {
-        r.ending.is_none() && process::liveness(r.pane_pid, r.pane_start) != Liveness::Dead
+        r.ending.is_none()
+            && crate::os::process::liveness(r.pane_pid, r.pane_start) != Liveness::Dead
     });
     let state = if peer.external_supervisor.is_some() {
         LifecycleState::External
@@ -165,26 +166,19 @@ pub fn peer_status(ctx: &Ctx, peer: &Peer, last: Option<&Entry>, now: EpochMs) -
         session,
         deaths_in_window: deaths.count_in_window(now, policy.window_ms),
         retry_after: match guard {
-            Guard::Refuse { retry_after_ms, .. } => Some(clock::format_ms(retry_after_ms)),
+            Guard::Refuse { retry_after_ms, .. } => {
+                Some(crate::core::clock::format_ms(retry_after_ms))
+            }
             Guard::Allow => None,
         },
         last_decision: last.map(|e| LastDecision {
             ts: e.str("ts").unwrap_or("").to_owned(),
             ev: e.str("ev").unwrap_or("").to_owned(),
-            summary: summary(e),
+            summary: e.summary(),
         }),
         lifecycle_metrics: Default::default(),
         problem,
     }
-}
-
-/// `wake fresh crash-or-self-close`, `supervise reaped-idle`, …
-pub fn summary(e: &Entry) -> String {
-    let parts: Vec<&str> = ["ev", "mode", "action", "cause", "outcome"]
-        .iter()
-        .filter_map(|k| e.str(k))
-        .collect();
-    parts.join(" ")
 }
 
 /// Every peer's status (or one's).
@@ -195,7 +189,7 @@ pub fn collect(
     let (last, metrics) = read_log(ctx);
     let peers: Vec<std::result::Result<Peer, crate::Error>> = match only {
         Some(id) => vec![Ok(ctx.peer(id)?)],
-        None => crate::peers::load_all(&ctx.config.paths)?,
+        None => crate::store::definitions::load_peers(&ctx.config.paths)?,
     };
     Ok(with_metrics(ctx, peers, &metrics, |name| {
         last.get(name).cloned()
@@ -207,7 +201,7 @@ pub fn collect(
 pub fn with_metrics(
     ctx: &Ctx,
     peers: Vec<std::result::Result<Peer, crate::Error>>,
-    metrics: &crate::metrics::Metrics,
+    metrics: &crate::core::metrics::Metrics,
     last: impl Fn(&str) -> Option<Entry>,
 ) -> Vec<std::result::Result<PeerStatus, crate::Error>> {
     let now = ctx.now();
@@ -254,7 +248,7 @@ pub fn document(
 }
 
 /// The Prometheus text for the defined peers.
-pub fn prometheus(ctx: &Ctx, peers: &[Peer], metrics: &crate::metrics::Metrics) -> String {
+pub fn prometheus(ctx: &Ctx, peers: &[Peer], metrics: &crate::core::metrics::Metrics) -> String {
     let now = ctx.now();
     let states: std::collections::BTreeMap<String, &'static str> = peers
         .iter()

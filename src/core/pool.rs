@@ -6,15 +6,13 @@
 //! relaunched), the others `lazy` and parked after the pool's idle time.
 //! Nothing outside the range is ever touched, whatever its name looks like.
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Paths;
-use crate::error::{Error, Result};
-use crate::identity::Identity;
-use crate::peers::{self, Peer, Policy, RuntimeKind};
+use crate::core::error::{Error, Result};
+use crate::core::identity::Identity;
+use crate::core::peer::{Peer, Policy, RuntimeKind};
 
 /// A pool never has more members than this.
 pub const MAX_MEMBERS: u32 = 1000;
@@ -176,108 +174,17 @@ impl Pool {
     }
 }
 
-pub fn pool_file(paths: &Paths, name: &str) -> PathBuf {
-    paths.pools.join(format!("{name}.json"))
-}
-
 /// Parses a pool definition; `expected` is the name its file gives.
 pub fn parse(file: &Path, bytes: &[u8], expected: Option<&str>) -> Result<Pool> {
-    let pool: Pool = peers::decode_definition(
+    let pool: Pool = crate::core::peer::decode_definition(
         file,
         bytes,
         "pool",
         "fix the JSON, or remove the file and `iapeer pool add` it again",
     )?;
     pool.validate(file)?;
-    peers::check_defined_name(file, &pool.name, expected)?;
+    crate::core::peer::check_defined_name(file, &pool.name, expected)?;
     Ok(pool)
-}
-
-pub fn load(paths: &Paths, name: &str) -> Result<Pool> {
-    Identity::parse(name)?;
-    let file = pool_file(paths, name);
-    let bytes = peers::read_definition(&file).map_err(|e| match e {
-        Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => Error::input(
-            format!("pool {name}"),
-            format!("it is not defined ({} does not exist)", file.display()),
-            "see `iapeer pool ls`, or define it with `iapeer pool add`",
-        ),
-        e => e,
-    })?;
-    parse(&file, &bytes, Some(name))
-}
-
-/// Every pool, sorted by name; a broken one as its error.
-pub fn load_all(paths: &Paths) -> Result<Vec<Result<Pool>>> {
-    Ok(crate::fsutil::json_files(&paths.pools)?
-        .into_iter()
-        .map(|(stem, path)| {
-            let bytes = peers::read_definition(&path)?;
-            parse(&path, &bytes, Some(&stem))
-        })
-        .collect())
-}
-
-/// Refuses a pool whose members would take a name another peer or pool
-/// already has.
-pub fn check_collisions(paths: &Paths, pool: &Pool) -> Result<()> {
-    let mine: std::collections::BTreeSet<Identity> = pool.members().into_iter().collect();
-    for other in load_all(paths)?.into_iter().flatten() {
-        if other.name == pool.name {
-            continue;
-        }
-        if let Some(shared) = other.members().into_iter().find(|m| mine.contains(m)) {
-            return Err(Error::input(
-                format!("pool {}", pool.name),
-                format!(
-                    "its member {shared} is also a member of pool {}",
-                    other.name
-                ),
-                "give the pools different prefixes or index ranges",
-            ));
-        }
-    }
-    for m in &mine {
-        match peers::load(paths, m) {
-            Ok(p) if p.pool.as_deref() != Some(&pool.name) => {
-                return Err(Error::input(
-                    format!("pool {}", pool.name),
-                    format!(
-                        "its member {m} would replace the peer {m} defined in {}",
-                        paths.peer_file(m.as_str()).display()
-                    ),
-                    "pick a prefix or range that leaves existing peers alone, or remove that peer",
-                ))
-            }
-            Ok(_) | Err(Error::NoPeer { .. }) => {}
-            // A broken definition with that name is still someone's.
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Writes the pool's member definitions where they are missing or out of
-/// date; returns how many were written.
-pub fn sync(paths: &Paths, pool: &Pool) -> Result<usize> {
-    let mut written = 0;
-    for position in 0..pool.max {
-        let member = pool.member(position);
-        let current = peers::load(paths, &member.identity()).ok();
-        if current.as_ref() != Some(&member) {
-            peers::save(paths, &member)?;
-            written += 1;
-        }
-    }
-    Ok(written)
-}
-
-/// Writes a pool definition.
-pub fn save(paths: &Paths, pool: &Pool) -> Result<()> {
-    crate::config::ensure_private_dir(&paths.pools, true)?;
-    let mut body = serde_json::to_vec_pretty(pool).expect("a pool always serializes");
-    body.push(b'\n');
-    crate::fsutil::write_atomic(&pool_file(paths, &pool.name), &body)
 }
 
 #[cfg(test)]
@@ -302,20 +209,6 @@ mod tests {
                 max_age_secs: None,
             },
         }
-    }
-
-    #[test]
-    fn a_pool_file_is_read_like_a_peer_definition_regular_and_bounded() {
-        let home = assert_fs::TempDir::new().unwrap();
-        let paths = Paths::for_home(home.path(), None, 1000);
-        std::fs::create_dir_all(pool_file(&paths, "dir")).unwrap();
-        let err = load(&paths, "dir").unwrap_err().to_string();
-        assert!(err.contains("not a regular file"), "{err}");
-        std::fs::write(pool_file(&paths, "big"), vec![b' '; 2 * 1024 * 1024]).unwrap();
-        let err = load(&paths, "big").unwrap_err().to_string();
-        assert!(err.contains("a definition is at most"), "{err}");
-        let err = load(&paths, "none").unwrap_err().to_string();
-        assert!(err.contains("it is not defined"), "{err}");
     }
 
     #[test]

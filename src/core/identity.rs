@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::error::Error;
+use crate::core::error::Error;
 
 /// Longest identity, in bytes (all identities are ASCII).
 pub const MAX_LEN: usize = 64;

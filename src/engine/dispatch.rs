@@ -6,17 +6,15 @@
 //! time since its last task. The check and the delivery happen under the
 //! member's wake lock, so two dispatches never pick the same member.
 
-use crate::clock;
-use crate::conversation;
-use crate::ctx::Ctx;
-use crate::error::{Error, Refusal, Result};
-use crate::identity::Identity;
-use crate::markers::{Flag, Marker};
-use crate::pools::Pool;
-use crate::process::{self, Liveness};
-use crate::session::SessionRecord;
-use crate::supervise;
-use crate::wake::{self, Ask, WakeFailure, Woke};
+use crate::core::error::{Error, Refusal, Result};
+use crate::core::identity::Identity;
+use crate::core::pool::Pool;
+use crate::core::session::Liveness;
+use crate::core::session::SessionRecord;
+use crate::core::wake_plan::Ask;
+use crate::engine::ctx::Ctx;
+use crate::engine::wake::{WakeFailure, Woke};
+use crate::store::markers::{Flag, Marker};
 
 /// Where a task went.
 #[derive(Debug)]
@@ -34,15 +32,15 @@ pub const STALE_TURN_MS: i64 = 5 * 60 * 1000;
 /// Is a member's session free for a new task right now?
 pub fn is_free(
     rec: &SessionRecord,
-    last_activity: clock::EpochMs,
+    last_activity: crate::core::clock::EpochMs,
     mid_turn: Option<bool>,
     quiet_ms: i64,
-    now: clock::EpochMs,
+    now: crate::core::clock::EpochMs,
 ) -> bool {
     let task_at = rec
         .task_at
         .as_deref()
-        .and_then(clock::parse_rfc3339)
+        .and_then(crate::core::clock::parse_rfc3339)
         .unwrap_or(0);
     let since = now.saturating_sub(task_at.max(last_activity));
     let working = mid_turn == Some(true) && since < STALE_TURN_MS;
@@ -55,9 +53,9 @@ pub fn dispatch(
     task: &str,
     topic: Option<&str>,
 ) -> std::result::Result<Dispatched, WakeFailure> {
-    wake::check_task(task)?;
+    crate::core::wake_plan::check_task(task)?;
     if let Some(t) = topic {
-        crate::markers::check_topic(t)?;
+        crate::store::markers::check_topic(t)?;
     }
     let members = pool.members();
     let scan = ctx.state.scan()?;
@@ -88,7 +86,7 @@ pub fn dispatch(
             topic: topic.map(str::to_owned),
             task: Some(task.to_owned()),
         };
-        match wake::wake_locked(ctx, member, &ask, &lock) {
+        match crate::engine::wake::wake_locked(ctx, member, &ask, &lock) {
             Ok(w) => {
                 return Ok(Dispatched {
                     member: member.clone(),
@@ -124,14 +122,23 @@ fn try_deliver(
     let Some(mut rec) = ctx.state.session(member)? else {
         return Ok(None);
     };
-    if rec.is_launching() || process::liveness(rec.pane_pid, rec.pane_start) != Liveness::Alive {
+    if rec.is_launching()
+        || crate::os::process::liveness(rec.pane_pid, rec.pane_start) != Liveness::Alive
+    {
         return Ok(None);
     }
     let now = ctx.now();
     let started = rec.started_ms().unwrap_or(now);
     let runtime = crate::runtime::for_peer(&ctx.config, &peer);
-    let on = conversation::live(ctx, runtime.as_ref(), &peer, &rec);
-    let last = supervise::activity_on(ctx, runtime.as_ref(), &peer, &rec, started, on.as_ref());
+    let on = crate::engine::conversation::live(ctx, runtime.as_ref(), &peer, &rec);
+    let last = crate::engine::supervise::activity_on(
+        ctx,
+        runtime.as_ref(),
+        &peer,
+        &rec,
+        started,
+        on.as_ref(),
+    );
     let mid_turn = on.and_then(|c| runtime.mid_turn(&c));
     if !is_free(&rec, last, mid_turn, pool.quiet_ms(), now) {
         return Ok(None);
@@ -139,9 +146,9 @@ fn try_deliver(
     if let Some(t) = topic.filter(|t| !t.trim().is_empty()) {
         ctx.state.set_topic(member, t)?;
     }
-    wake::deliver(ctx, member, runtime.as_ref(), &mut rec, task)?;
+    crate::engine::wake::deliver(ctx, member, runtime.as_ref(), &mut rec, task)?;
     ctx.log(
-        &wake::delivered_line(ctx, member, &peer, &rec, topic, task)
+        &crate::engine::wake::delivered_line(ctx, member, &peer, &rec, topic, task)
             .reason(format!("dispatched by pool {}", pool.name)),
     )?;
     Ok(Some(Dispatched {
@@ -161,7 +168,7 @@ mod tests {
             cwd: "/tmp".into(),
             socket: "/tmp/m0.sock".into(),
             pane_pid: 1,
-            started_at: clock::format_ms(0),
+            started_at: crate::core::clock::format_ms(0),
             mode: "fresh".into(),
             resume_ref: None,
             topic: None,
@@ -169,8 +176,8 @@ mod tests {
             session: "s".into(),
             cause: "crash-or-self-close".into(),
             pane_start: None,
-            ready_at: ready.then(|| clock::format_ms(0)),
-            task_at: task_at.map(clock::format_ms),
+            ready_at: ready.then(|| crate::core::clock::format_ms(0)),
+            task_at: task_at.map(crate::core::clock::format_ms),
             ending: None,
         }
     }

@@ -3,9 +3,7 @@
 //! launch consumes. Pure: no I/O, no clock; the shell around it (`wake`)
 //! gathers the facts and carries the decision out.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
+use crate::core::vocab::{Cause, Mode};
 
 /// What the wake asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,117 +15,6 @@ pub enum Request {
     /// A message woke a sleeping peer (also how the daemon brings an
     /// `always` peer back).
     Message,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    Fresh,
-    Resume,
-    /// A refusal by policy (stopped, crash loop, external supervisor).
-    Refused,
-    /// The wake cannot be carried out (nothing to resume, no cwd, a boot
-    /// that never became ready, a lock held elsewhere).
-    Fail,
-}
-
-/// Every `cause` a wake can log (DESIGN §4–§6). The strings are a public
-/// interface: scripts and postmortem greps match on them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Cause {
-    FolderLaunch,
-    Attach,
-    AttachNothingToResume,
-    CrashOrSelfClose,
-    IdleReapedHuman,
-    IdleReapedHumanNoResume,
-    IdleReapedNewTopic,
-    IdleReapedResume,
-    IdleReapedNoResume,
-    /// A `.new-eager` request: the next start must be fresh.
-    NeedsEagerFresh,
-    ResumeFailedFresh,
-    CrashLoop,
-    Stopped,
-    ExternalSupervisor,
-    WakeLockHeld,
-    CwdMissing,
-    BootTimeout,
-    LaunchFailed,
-}
-
-impl Cause {
-    pub const ALL: [Cause; 18] = [
-        Cause::FolderLaunch,
-        Cause::Attach,
-        Cause::AttachNothingToResume,
-        Cause::CrashOrSelfClose,
-        Cause::IdleReapedHuman,
-        Cause::IdleReapedHumanNoResume,
-        Cause::IdleReapedNewTopic,
-        Cause::IdleReapedResume,
-        Cause::IdleReapedNoResume,
-        Cause::NeedsEagerFresh,
-        Cause::ResumeFailedFresh,
-        Cause::CrashLoop,
-        Cause::Stopped,
-        Cause::ExternalSupervisor,
-        Cause::WakeLockHeld,
-        Cause::CwdMissing,
-        Cause::BootTimeout,
-        Cause::LaunchFailed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::FolderLaunch => "folder-launch",
-            Cause::Attach => "attach",
-            Cause::AttachNothingToResume => "attach-nothing-to-resume",
-            Cause::CrashOrSelfClose => "crash-or-self-close",
-            Cause::IdleReapedHuman => "idle-reaped-human",
-            Cause::IdleReapedHumanNoResume => "idle-reaped-human-no-resume",
-            Cause::IdleReapedNewTopic => "idle-reaped-new-topic",
-            Cause::IdleReapedResume => "idle-reaped-resume",
-            Cause::IdleReapedNoResume => "idle-reaped-no-resume",
-            Cause::NeedsEagerFresh => "needs-eager-fresh",
-            Cause::ResumeFailedFresh => "resume-failed-fresh",
-            Cause::CrashLoop => "crash-loop",
-            Cause::Stopped => "stopped",
-            Cause::ExternalSupervisor => "external-supervisor",
-            Cause::WakeLockHeld => "wake-lock-held",
-            Cause::CwdMissing => "cwd-missing",
-            Cause::BootTimeout => "boot-timeout",
-            Cause::LaunchFailed => "launch-failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Cause> {
-        Cause::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Fresh => "fresh",
-            Mode::Resume => "resume",
-            Mode::Refused => "refused",
-            Mode::Fail => "fail",
-        }
-    }
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// The facts a decision is made from, all read before it.

@@ -6,14 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::clock::{self, EpochMs};
-use crate::config::Config;
-use crate::error::Result;
-use crate::identity::Identity;
-use crate::lifecycle_log::{LogWriter, Record, Source};
-use crate::markers::StateDir;
-use crate::peers::{self, Peer, RuntimeKind};
-use crate::runtime::tmux::{Host, Tmux};
+use crate::core::clock::EpochMs;
+use crate::core::error::Result;
+use crate::core::identity::Identity;
+use crate::core::peer::{Peer, RuntimeKind};
+use crate::core::record::Record;
+use crate::core::vocab::Source;
+use crate::runtime::host::Host;
+use crate::runtime::tmux::Tmux;
+use crate::store::config::Config;
+use crate::store::log::LogWriter;
+use crate::store::markers::StateDir;
 
 /// The wall clock a context reads; tests inject one that jumps.
 pub type Clock = Arc<dyn Fn() -> EpochMs + Send + Sync>;
@@ -77,7 +80,7 @@ impl Ctx {
             host,
             log,
             source,
-            clock: Arc::new(clock::now_ms),
+            clock: Arc::new(crate::core::clock::now_ms),
             folders: Mutex::new(None),
         })
     }
@@ -95,7 +98,7 @@ impl Ctx {
     }
 
     /// A record stamped now, from this process.
-    pub fn record(&self, ev: crate::lifecycle_log::Ev) -> Record {
+    pub fn record(&self, ev: crate::core::vocab::Ev) -> Record {
         Record::new(self.now(), ev, self.source)
     }
 
@@ -106,7 +109,7 @@ impl Ctx {
     }
 
     pub fn peer(&self, id: &Identity) -> Result<Peer> {
-        peers::load(&self.config.paths, id)
+        crate::store::definitions::load_peer(&self.config.paths, id)
     }
 
     /// The other peers of `peer`'s runtime working in its folder (pool
@@ -136,7 +139,7 @@ impl Ctx {
                 return Arc::clone(f);
             }
         }
-        let Ok(all) = peers::load_all(&self.config.paths) else {
+        let Ok(all) = crate::store::definitions::load_peers(&self.config.paths) else {
             return last.unwrap_or_default();
         };
         let mut peers: HashMap<_, Vec<Identity>> = HashMap::new();

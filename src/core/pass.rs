@@ -1,0 +1,284 @@
+//! One supervise pass over one identity, decided (DESIGN §7): from the
+//! facts read about it, what to do now ([`decide`]), what a death leads to
+//! ([`death_action`]), what an ending leaves the peer as ([`outcome`]), and
+//! when to look again ([`revisit_at`]). Pure: the engine reads the facts and
+//! carries the action out.
+
+use crate::core::clock::{self, EpochMs};
+use crate::core::peer::Policy;
+use crate::core::session::{Liveness, SessionRecord};
+use crate::core::vocab::{Action, Outcome};
+
+/// The supervise action for a death, given what is on disk (DESIGN §7):
+/// an eager request relaunches fresh now; an `always` peer is relaunched;
+/// anything else waits for the next message.
+pub fn death_action(new_eager: bool, policy: Option<Policy>, stopped: bool) -> Action {
+    if new_eager && !stopped {
+        Action::NeedsEagerFresh
+    } else if policy == Some(Policy::Always) && !stopped {
+        Action::AlwaysOnRelaunch
+    } else {
+        Action::ReapedGone
+    }
+}
+
+/// What an ending with `action` leaves the peer as.
+pub fn outcome(action: Action) -> Outcome {
+    match action {
+        Action::NeedsEagerFresh | Action::AlwaysOnRelaunch => Outcome::Relaunching,
+        Action::ReapedIdle | Action::ReapedMaxAge | Action::ParkedStopped => {
+            Outcome::ResumeEligible
+        }
+        _ => Outcome::FreshOnNextMessage,
+    }
+}
+
+/// The latest activity the record itself shows: start, ready, last task.
+pub fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
+    let parse = |s: &Option<String>| s.as_deref().and_then(clock::parse_rfc3339);
+    started
+        .max(parse(&rec.ready_at).unwrap_or(0))
+        .max(parse(&rec.task_at).unwrap_or(0))
+}
+
+/// When a pass should look at this identity again even if nothing happens:
+/// when it could turn idle, reach its max age, or miss its boot deadline.
+pub fn revisit_at(facts: &PassFacts, rec: Option<&SessionRecord>, now: EpochMs) -> Option<EpochMs> {
+    let (s, rec) = (facts.session.as_ref()?, rec?);
+    if s.liveness != Liveness::Alive {
+        return None;
+    }
+    let started = rec.started_ms().unwrap_or(now);
+    if !s.ready {
+        return Some(started.saturating_add(s.boot_deadline_ms).saturating_add(1));
+    }
+    let max_age = started.saturating_add(s.max_age_ms).saturating_add(1);
+    let idle = match (facts.policy, s.idle_ms) {
+        (Some(Policy::Always), _) | (_, None) => i64::MAX,
+        (_, Some(idle)) => now.saturating_add(s.idle_limit_ms - idle).saturating_add(1),
+    };
+    Some(max_age.min(idle))
+}
+
+/// What a pass knows about an identity, all read before deciding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassFacts {
+    pub external: bool,
+    /// `None`: state without a definition; treated as lazy.
+    pub policy: Option<Policy>,
+    pub stopped: bool,
+    pub new_eager: bool,
+    pub session: Option<LiveFacts>,
+}
+
+/// About a recorded session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveFacts {
+    /// Its end is journaled but unfinished.
+    pub ending: bool,
+    /// Recorded before tmux was asked, and not since (see `start`).
+    pub launching: bool,
+    pub liveness: Liveness,
+    pub ready: bool,
+    pub age_ms: i64,
+    /// Since the last sign of activity; `None` when not worth computing.
+    pub idle_ms: Option<i64>,
+    pub idle_limit_ms: i64,
+    pub max_age_ms: i64,
+    pub boot_deadline_ms: i64,
+}
+
+/// What a pass does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PassAction {
+    /// Another supervisor owns it: touch nothing.
+    SkipExternal,
+    Nothing,
+    /// Finish an end a killed process left journaled.
+    FinishEnding,
+    /// Finish (adopt or clear) a launch whose launcher died.
+    FinishLaunch,
+    /// Its session died: record the death (then maybe relaunch).
+    RecordDeath,
+    /// No session, and one is wanted now (`.new-eager`, or `always`).
+    Launch,
+    Park(Action),
+    /// Starting, but its waking process is gone: look at the screen.
+    CheckBoot,
+    /// Starting for longer than the boot deadline, its waker gone.
+    BootTimeout,
+}
+
+/// The pass decision, pure: DESIGN §7 in order.
+pub fn decide(f: &PassFacts) -> PassAction {
+    if f.external {
+        return PassAction::SkipExternal;
+    }
+    let Some(s) = &f.session else {
+        return if !f.stopped && (f.new_eager || f.policy == Some(Policy::Always)) {
+            PassAction::Launch
+        } else {
+            PassAction::Nothing
+        };
+    };
+    if s.ending {
+        return PassAction::FinishEnding;
+    }
+    if s.launching {
+        // Its launcher holds the lock if it is still at work, and then the
+        // worker acting on this finds the lock held and leaves it be.
+        return PassAction::FinishLaunch;
+    }
+    match s.liveness {
+        // Unknown is never a death.
+        Liveness::Unknown => PassAction::Nothing,
+        Liveness::Dead => PassAction::RecordDeath,
+        Liveness::Alive if !s.ready && s.age_ms > s.boot_deadline_ms => PassAction::BootTimeout,
+        Liveness::Alive if !s.ready => PassAction::CheckBoot,
+        Liveness::Alive if f.stopped => PassAction::Park(Action::ParkedStopped),
+        Liveness::Alive
+            if f.policy != Some(Policy::Always)
+                && s.idle_ms.is_some_and(|i| i > s.idle_limit_ms) =>
+        {
+            PassAction::Park(Action::ReapedIdle)
+        }
+        Liveness::Alive if s.age_ms > s.max_age_ms => PassAction::Park(Action::ReapedMaxAge),
+        Liveness::Alive => PassAction::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Liveness::*;
+    use PassAction::*;
+
+    fn live(liveness: Liveness) -> LiveFacts {
+        LiveFacts {
+            ending: false,
+            launching: false,
+            liveness,
+            ready: true,
+            age_ms: 1_000,
+            idle_ms: Some(10),
+            idle_limit_ms: 3_600_000,
+            max_age_ms: 14_400_000,
+            boot_deadline_ms: 240_000,
+        }
+    }
+
+    fn facts(session: Option<LiveFacts>) -> PassFacts {
+        PassFacts {
+            external: false,
+            policy: Some(Policy::Lazy),
+            stopped: false,
+            new_eager: false,
+            session,
+        }
+    }
+
+    #[test]
+    fn one_row_per_branch_of_design_section_7() {
+        let mut rows: Vec<(&str, PassFacts, PassAction)> = Vec::new();
+        let mut f = facts(Some(live(Alive)));
+        f.external = true;
+        rows.push(("external is never touched", f, SkipExternal));
+        rows.push(("asleep lazy: nothing", facts(None), Nothing));
+        let mut f = facts(None);
+        f.new_eager = true;
+        rows.push(("asleep with .new-eager: launch fresh now", f, Launch));
+        let mut f = facts(None);
+        f.policy = Some(Policy::Always);
+        rows.push(("asleep always: launch", f, Launch));
+        let mut f = facts(None);
+        f.policy = Some(Policy::Always);
+        f.stopped = true;
+        f.new_eager = true;
+        rows.push(("stopped: never launched", f, Nothing));
+        let mut s = live(Alive);
+        s.ending = true;
+        rows.push(("a journaled end is finished", facts(Some(s)), FinishEnding));
+        let mut s = live(Unknown);
+        s.launching = true;
+        rows.push((
+            "a launch whose launcher died is finished",
+            facts(Some(s)),
+            FinishLaunch,
+        ));
+        rows.push((
+            "dead: record the death",
+            facts(Some(live(Dead))),
+            RecordDeath,
+        ));
+        rows.push((
+            "unknown is never a death",
+            facts(Some(live(Unknown))),
+            Nothing,
+        ));
+        let mut s = live(Alive);
+        s.ready = false;
+        rows.push((
+            "starting, waker gone: check the screen",
+            facts(Some(s)),
+            CheckBoot,
+        ));
+        let mut s = live(Alive);
+        s.ready = false;
+        s.age_ms = 300_000;
+        rows.push(("starting past the deadline", facts(Some(s)), BootTimeout));
+        let mut f = facts(Some(live(Alive)));
+        f.stopped = true;
+        rows.push(("alive and stopped: park", f, Park(Action::ParkedStopped)));
+        let mut s = live(Alive);
+        s.idle_ms = Some(3_600_001);
+        rows.push((
+            "idle past the limit: park",
+            facts(Some(s.clone())),
+            Park(Action::ReapedIdle),
+        ));
+        let mut f = facts(Some(s));
+        f.policy = Some(Policy::Always);
+        rows.push(("always peers are never idle-parked", f, Nothing));
+        let mut s = live(Alive);
+        s.age_ms = 14_400_001;
+        rows.push((
+            "older than max age: park",
+            facts(Some(s)),
+            Park(Action::ReapedMaxAge),
+        ));
+        let mut s = live(Alive);
+        s.age_ms = 14_400_001;
+        s.idle_ms = Some(3_600_001);
+        rows.push((
+            "idle wins over max age",
+            facts(Some(s)),
+            Park(Action::ReapedIdle),
+        ));
+        rows.push(("alive and busy: nothing", facts(Some(live(Alive))), Nothing));
+        for (what, f, want) in rows {
+            assert_eq!(decide(&f), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn death_actions_follow_design_section_7() {
+        use Action::*;
+        let cases = [
+            (true, Some(Policy::Lazy), false, NeedsEagerFresh),
+            (true, Some(Policy::Always), false, NeedsEagerFresh),
+            (false, Some(Policy::Always), false, AlwaysOnRelaunch),
+            (false, Some(Policy::Lazy), false, ReapedGone),
+            (false, None, false, ReapedGone),
+            // A stopped peer is never relaunched.
+            (true, Some(Policy::Always), true, ReapedGone),
+            (false, Some(Policy::Always), true, ReapedGone),
+        ];
+        for (eager, policy, stopped, want) in cases {
+            assert_eq!(
+                death_action(eager, policy, stopped),
+                want,
+                "{eager} {policy:?} {stopped}"
+            );
+        }
+    }
+}

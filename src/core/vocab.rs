@@ -1,0 +1,299 @@
+//! The decision log's vocabulary as types (DESIGN §8): what kind of line
+//! (`ev`), what a wake decided (`mode`, `cause`), what a pass did
+//! (`action`), how it left the peer (`outcome`), and who wrote it. The
+//! strings are a public interface: scripts and postmortem greps match on
+//! them, and `store/log/schema.md` lists every one (a test checks it).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// `ev`: what kind of event a line records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ev {
+    Wake,
+    Ready,
+    Supervise,
+    Stop,
+    Start,
+    Reset,
+    Daemon,
+}
+
+impl Ev {
+    pub const ALL: [Ev; 7] = [
+        Ev::Wake,
+        Ev::Ready,
+        Ev::Supervise,
+        Ev::Stop,
+        Ev::Start,
+        Ev::Reset,
+        Ev::Daemon,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ev::Wake => "wake",
+            Ev::Ready => "ready",
+            Ev::Supervise => "supervise",
+            Ev::Stop => "stop",
+            Ev::Start => "start",
+            Ev::Reset => "reset",
+            Ev::Daemon => "daemon",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Ev> {
+        Ev::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
+/// `action`: what a supervise (or daemon) line did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    // supervise (DESIGN §8)
+    ReapedIdle,
+    ReapedMaxAge,
+    ReapedGone,
+    NeedsEagerFresh,
+    ParkedStopped,
+    AlwaysOnRelaunch,
+    TickError,
+    Alive,
+    /// A session died while a delivered task was in flight.
+    CrashedWhileWorking,
+    // daemon
+    Started,
+    Stopping,
+    Reloaded,
+    Adopted,
+}
+
+impl Action {
+    pub const ALL: [Action; 13] = [
+        Action::ReapedIdle,
+        Action::ReapedMaxAge,
+        Action::ReapedGone,
+        Action::NeedsEagerFresh,
+        Action::ParkedStopped,
+        Action::AlwaysOnRelaunch,
+        Action::TickError,
+        Action::Alive,
+        Action::CrashedWhileWorking,
+        Action::Started,
+        Action::Stopping,
+        Action::Reloaded,
+        Action::Adopted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ReapedIdle => "reaped-idle",
+            Action::ReapedMaxAge => "reaped-max-age",
+            Action::ReapedGone => "reaped-gone",
+            Action::NeedsEagerFresh => "needs-eager-fresh",
+            Action::ParkedStopped => "parked-stopped",
+            Action::AlwaysOnRelaunch => "always-on-relaunch",
+            Action::TickError => "tick-error",
+            Action::Alive => "alive",
+            Action::CrashedWhileWorking => "crashed-while-working",
+            Action::Started => "started",
+            Action::Stopping => "stopping",
+            Action::Reloaded => "reloaded",
+            Action::Adopted => "adopted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// Who wrote a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Cli,
+    Daemon,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Fresh,
+    Resume,
+    /// A refusal by policy (stopped, crash loop, external supervisor).
+    Refused,
+    /// The wake cannot be carried out (nothing to resume, no cwd, a boot
+    /// that never became ready, a lock held elsewhere).
+    Fail,
+}
+
+/// Every `cause` a wake can log (DESIGN §4–§6). The strings are a public
+/// interface: scripts and postmortem greps match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    FolderLaunch,
+    Attach,
+    AttachNothingToResume,
+    CrashOrSelfClose,
+    IdleReapedHuman,
+    IdleReapedHumanNoResume,
+    IdleReapedNewTopic,
+    IdleReapedResume,
+    IdleReapedNoResume,
+    /// A `.new-eager` request: the next start must be fresh.
+    NeedsEagerFresh,
+    ResumeFailedFresh,
+    CrashLoop,
+    Stopped,
+    ExternalSupervisor,
+    WakeLockHeld,
+    CwdMissing,
+    BootTimeout,
+    LaunchFailed,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 18] = [
+        Cause::FolderLaunch,
+        Cause::Attach,
+        Cause::AttachNothingToResume,
+        Cause::CrashOrSelfClose,
+        Cause::IdleReapedHuman,
+        Cause::IdleReapedHumanNoResume,
+        Cause::IdleReapedNewTopic,
+        Cause::IdleReapedResume,
+        Cause::IdleReapedNoResume,
+        Cause::NeedsEagerFresh,
+        Cause::ResumeFailedFresh,
+        Cause::CrashLoop,
+        Cause::Stopped,
+        Cause::ExternalSupervisor,
+        Cause::WakeLockHeld,
+        Cause::CwdMissing,
+        Cause::BootTimeout,
+        Cause::LaunchFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::FolderLaunch => "folder-launch",
+            Cause::Attach => "attach",
+            Cause::AttachNothingToResume => "attach-nothing-to-resume",
+            Cause::CrashOrSelfClose => "crash-or-self-close",
+            Cause::IdleReapedHuman => "idle-reaped-human",
+            Cause::IdleReapedHumanNoResume => "idle-reaped-human-no-resume",
+            Cause::IdleReapedNewTopic => "idle-reaped-new-topic",
+            Cause::IdleReapedResume => "idle-reaped-resume",
+            Cause::IdleReapedNoResume => "idle-reaped-no-resume",
+            Cause::NeedsEagerFresh => "needs-eager-fresh",
+            Cause::ResumeFailedFresh => "resume-failed-fresh",
+            Cause::CrashLoop => "crash-loop",
+            Cause::Stopped => "stopped",
+            Cause::ExternalSupervisor => "external-supervisor",
+            Cause::WakeLockHeld => "wake-lock-held",
+            Cause::CwdMissing => "cwd-missing",
+            Cause::BootTimeout => "boot-timeout",
+            Cause::LaunchFailed => "launch-failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Cause> {
+        Cause::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Fresh, Mode::Resume, Mode::Refused, Mode::Fail];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fresh => "fresh",
+            Mode::Resume => "resume",
+            Mode::Refused => "refused",
+            Mode::Fail => "fail",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `outcome`: what a line leaves the peer as, or what became of its
+/// subject (a task, a definition, the guard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Parked: the next wake may resume it.
+    ResumeEligible,
+    /// Ended on its own: the next message starts it fresh.
+    FreshOnNextMessage,
+    /// Ended, and being brought back now.
+    Relaunching,
+    /// A task typed into a running session (`wake` lines that launch nothing).
+    Delivered,
+    /// `stop` lines: `iapeer rm` removed the peer.
+    Removed,
+    /// `start` lines: the halt was lifted, or there was none.
+    Started,
+    WasNotStopped,
+    /// `reset` lines: the crash-loop ring was cleared.
+    GuardCleared,
+    /// Verbose `supervise` lines: another supervisor owns the peer.
+    Skipped,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 9] = [
+        Outcome::ResumeEligible,
+        Outcome::FreshOnNextMessage,
+        Outcome::Relaunching,
+        Outcome::Delivered,
+        Outcome::Removed,
+        Outcome::Started,
+        Outcome::WasNotStopped,
+        Outcome::GuardCleared,
+        Outcome::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::ResumeEligible => "resume-eligible",
+            Outcome::FreshOnNextMessage => "fresh-on-next-message",
+            Outcome::Relaunching => "relaunching",
+            Outcome::Delivered => "delivered",
+            Outcome::Removed => "removed",
+            Outcome::Started => "started",
+            Outcome::WasNotStopped => "was-not-stopped",
+            Outcome::GuardCleared => "guard-cleared",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,186 @@
+//! The ready gate of a boot (DESIGN §6): waiting for the runtime's ready
+//! screen, recording a boot that failed, and finishing a boot whose waking
+//! process went away — the same way whether the CLI or the daemon finds it.
+
+use std::time::{Duration, Instant};
+
+use crate::core::clock;
+use crate::core::error::Result;
+use crate::core::identity::Identity;
+use crate::core::peer::Peer;
+use crate::core::session::SessionRecord;
+use crate::core::vocab::{Cause, Ev, Mode};
+use crate::engine::ctx::Ctx;
+use crate::engine::ending::{self, SessionState, LAST_LINES};
+use crate::runtime::host::{self, ExitStatus};
+use crate::runtime::{self, Runtime, Screen};
+
+/// How a boot went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    Ready,
+    ResumeFailed(String),
+    Died {
+        status: ExitStatus,
+        last_lines: String,
+    },
+    TimedOut {
+        last_lines: String,
+    },
+}
+
+impl Boot {
+    pub fn describe(&self) -> String {
+        match self {
+            Boot::Ready => "ready".into(),
+            Boot::ResumeFailed(line) => format!("the runtime said: {line}"),
+            Boot::Died { status, last_lines } => {
+                let last = last_lines.lines().last().unwrap_or("").trim();
+                format!(
+                    "it exited during start-up (status {status}){}",
+                    if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {last}")
+                    }
+                )
+            }
+            Boot::TimedOut { .. } => "it did not become ready before the boot deadline".into(),
+        }
+    }
+}
+
+/// Waits for the ready gate: the runtime's ready screen, with no start-up
+/// dialog in the way; the process must stay alive meanwhile.
+pub fn await_ready(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    runtime: &dyn Runtime,
+    rec: &SessionRecord,
+    deadline: Instant,
+) -> Boot {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let screen = ctx
+            .host
+            .capture(&rec.socket, id.as_str(), 60)
+            .unwrap_or_default();
+        if let SessionState::Dead(status) = ending::session_state(ctx, rec) {
+            let screen = ctx
+                .host
+                .capture(&rec.socket, id.as_str(), LAST_LINES)
+                .unwrap_or(screen);
+            if let Screen::ResumeFailed(line) = runtime.screen(peer, &screen) {
+                return Boot::ResumeFailed(line);
+            }
+            return Boot::Died {
+                status,
+                last_lines: screen,
+            };
+        }
+        match runtime.screen(peer, &screen) {
+            Screen::Ready => return Boot::Ready,
+            Screen::ResumeFailed(line) => return Boot::ResumeFailed(line),
+            Screen::NotYet => {}
+        }
+        if Instant::now() >= deadline {
+            return Boot::TimedOut {
+                last_lines: host::last_lines(&screen, LAST_LINES),
+            };
+        }
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A boot that failed: kill it, record the death, log it as the failed
+/// wake; returns the cause it was logged with.
+pub fn boot_failed(ctx: &Ctx, id: &Identity, rec: SessionRecord, boot: Boot) -> Result<Cause> {
+    let (cause, status, last_lines) = match boot {
+        Boot::Ready => unreachable!("only failed boots are recorded"),
+        Boot::TimedOut { last_lines } => (Cause::BootTimeout, None, Some(last_lines)),
+        Boot::Died { status, last_lines } => (Cause::LaunchFailed, Some(status), Some(last_lines)),
+        Boot::ResumeFailed(line) => (Cause::LaunchFailed, None, Some(line)),
+    };
+    if cause == Cause::BootTimeout {
+        // Still running but never ready: end it before recording.
+        ctx.host.kill(
+            &rec.socket,
+            id.as_str(),
+            Some((rec.pane_pid, rec.pane_start)),
+        )?;
+    }
+    ending::record_boot_failure(ctx, id, rec, cause, status, last_lines)?;
+    Ok(cause)
+}
+
+/// What finishing an interrupted boot found.
+#[derive(Debug)]
+pub enum Interrupted {
+    /// It passed its ready gate: recorded, and its `ready` line logged.
+    Ready(Box<SessionRecord>),
+    /// Still starting, inside its boot deadline.
+    Starting,
+    /// It failed its boot (died, resume refused, deadline missed):
+    /// recorded as the failed wake it is, with this cause.
+    Failed(Cause),
+}
+
+/// A session left starting by a wake that went away. Waits for its ready
+/// gate until `until` (the daemon looks once; a wake waits out what is
+/// left of the boot deadline), then finishes the boot as its own wake
+/// would have: ready is recorded and logged once; a death, a refused
+/// resume or a missed deadline is a failed boot. The same from the CLI and
+/// the daemon. Call with the wake lock held.
+pub fn finish_interrupted(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    mut rec: SessionRecord,
+    until: Instant,
+) -> Result<Interrupted> {
+    let runtime = runtime::for_peer(&ctx.config, peer);
+    let now = ctx.now();
+    let started = rec.started_ms().unwrap_or(now);
+    let elapsed = Duration::from_millis(now.saturating_sub(started).max(0) as u64);
+    let left = ctx.config.boot_deadline.saturating_sub(elapsed);
+    let deadline = Instant::now() + left;
+    let until = until.min(deadline);
+    let boot = await_ready(ctx, id, peer, runtime.as_ref(), &rec, until);
+    match boot {
+        Boot::Ready => {
+            let now = ctx.now();
+            rec.ready_at = Some(clock::format_ms(now));
+            // A waker killed between its ready line and recording it: the
+            // line is there already, and is not written twice.
+            if !ending::log_has(ctx, &rec.session, |e| e.ev() == Some(Ev::Ready)) {
+                let mut line = ctx
+                    .record(Ev::Ready)
+                    .identity(id)
+                    .runtime(&rec.runtime)
+                    .session(&rec.session)
+                    .reason("the ready gate passed after the waking process had gone");
+                line.mode = Mode::parse(&rec.mode);
+                line.cause = Cause::parse(&rec.cause);
+                line.latency_ms = Some(now.saturating_sub(started).max(0) as u64);
+                ctx.log(&line)?;
+            }
+            ctx.state.write_session(id, &rec)?;
+            Ok(Interrupted::Ready(Box::new(rec)))
+        }
+        Boot::TimedOut { .. } if !left.is_zero() && until < deadline => Ok(Interrupted::Starting),
+        failed => Ok(Interrupted::Failed(boot_failed(ctx, id, rec, failed)?)),
+    }
+}
+
+/// A boot past its deadline with no definition to read its screen by: it
+/// can only have timed out.
+pub fn time_out(ctx: &Ctx, id: &Identity, rec: SessionRecord) -> Result<Cause> {
+    let last = ctx
+        .host
+        .capture(&rec.socket, id.as_str(), LAST_LINES)
+        .unwrap_or_default();
+    let last_lines = host::last_lines(&last, LAST_LINES);
+    boot_failed(ctx, id, rec, Boot::TimedOut { last_lines })
+}

@@ -1,0 +1,489 @@
+//! Every way a session ends (DESIGN §7), journaled.
+//!
+//! A session ends in one of two ways: a *park* (iapeer ended it cleanly:
+//! resume-eligible, never a death) or a *death* (it ended on its own, or
+//! its boot failed). Either way the end is first journaled into `.session`
+//! (`ending`), then carried out step by step, each step idempotent: the
+//! marker, the log line, the crash ring, the tmux server, and finally the
+//! removal of `.session`. A process killed anywhere in between leaves the
+//! journal behind, and whoever next looks at the identity (daemon or CLI,
+//! under the wake lock) finishes the same end — so an end is recorded
+//! exactly once, never twice and never lost. [`settle`] brings a recorded
+//! session in line with reality the same way for the CLI and the daemon.
+
+use std::time::Duration;
+
+use crate::core::clock::{self, EpochMs};
+use crate::core::error::Result;
+use crate::core::identity::Identity;
+use crate::core::pass::{death_action, outcome};
+use crate::core::peer::Peer;
+use crate::core::record::{Entry, Record};
+use crate::core::session::{EndKind, Ending, Liveness, SessionRecord};
+use crate::core::vocab::{Action, Cause, Ev, Mode, Outcome, Source};
+use crate::engine::conversation;
+use crate::engine::ctx::Ctx;
+use crate::os::process;
+use crate::runtime::host::{ExitStatus, Probe};
+use crate::store::log;
+use crate::store::markers::{Flag, Marker};
+
+/// Lines of the pane kept with a death.
+pub const LAST_LINES: usize = 15;
+/// A task delivered this recently before a death, or followed by activity
+/// this recent, was still being worked on.
+pub const QUIET: Duration = Duration::from_secs(30);
+
+/// What is true of a recorded session right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    Alive,
+    Dead(ExitStatus),
+    /// Cannot tell (the process could not be inspected); never a death.
+    Unknown(String),
+}
+
+/// Asks the process itself; tmux is asked only for how a dead one ended.
+pub fn session_state(ctx: &Ctx, rec: &SessionRecord) -> SessionState {
+    match process::liveness(rec.pane_pid, rec.pane_start) {
+        Liveness::Alive => SessionState::Alive,
+        Liveness::Unknown => SessionState::Unknown(format!("cannot inspect pid {}", rec.pane_pid)),
+        Liveness::Dead => SessionState::Dead(exit_status(ctx, rec)),
+    }
+}
+
+/// The exit status tmux kept. The process is known dead; tmux marks the
+/// pane dead when the pty closes and fills in the status only once it has
+/// reaped the process, so give it a moment. 3.3a sometimes never does.
+pub(crate) fn exit_status(ctx: &Ctx, rec: &SessionRecord) -> ExitStatus {
+    // Unreaped, the process itself still holds its status: the surest
+    // source, and the one tmux 3.3a sometimes never fills in.
+    if let Some(exit) = process::zombie_exit(rec.pane_pid, rec.pane_start) {
+        return exit.into();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    loop {
+        match ctx.host.probe(&rec.socket, &rec.identity) {
+            Probe::Dead { status, .. } if status != ExitStatus::Unknown => return status,
+            Probe::Dead { .. } | Probe::Alive { .. } if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => return ExitStatus::Unknown,
+        }
+    }
+}
+
+/// Records the death of a recorded session: journal, then finish. `peer`
+/// is the definition the caller acts on (the daemon keeps the last good
+/// one while the file is broken).
+pub fn record_death(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    rec: SessionRecord,
+    status: ExitStatus,
+) -> Result<()> {
+    let last_lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
+    let new_eager = ctx.state.flag(id, Flag::NewEager)?.is_some();
+    let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
+    let action = death_action(new_eager, peer.map(|p| p.policy), stopped);
+    let mut ending = ending_now(ctx, EndKind::Death, action.as_str());
+    ending.exit_status = Some(status.to_string());
+    ending.last_lines = last_lines.filter(|l| !l.is_empty());
+    end(ctx, id, rec, ending)
+}
+
+/// Records a boot that failed (it exited, or missed its deadline): a death,
+/// logged as the failed wake it is.
+pub fn record_boot_failure(
+    ctx: &Ctx,
+    id: &Identity,
+    rec: SessionRecord,
+    cause: Cause,
+    status: Option<ExitStatus>,
+    last_lines: Option<String>,
+) -> Result<()> {
+    let mut ending = ending_now(ctx, EndKind::Death, cause.as_str());
+    ending.exit_status = status.map(|s| s.to_string());
+    ending.last_lines = last_lines.filter(|l| !l.is_empty());
+    ending.boot = true;
+    end(ctx, id, rec, ending)
+}
+
+/// Parks a live session: iapeer ends it cleanly and it stays
+/// resume-eligible.
+pub fn park(
+    ctx: &Ctx,
+    id: &Identity,
+    rec: SessionRecord,
+    action: Action,
+    idle_seconds: Option<u64>,
+) -> Result<()> {
+    let mut ending = ending_now(ctx, EndKind::Park, action.as_str());
+    ending.idle_seconds = idle_seconds;
+    end(ctx, id, rec, ending)
+}
+
+/// An end of `kind`, logged as `action`, happening now, by this process.
+fn ending_now(ctx: &Ctx, kind: EndKind, action: &str) -> Ending {
+    Ending {
+        kind,
+        action: action.to_owned(),
+        at_ms: ctx.now(),
+        idle_seconds: None,
+        exit_status: None,
+        last_lines: None,
+        source: source_name(ctx).to_owned(),
+        boot: false,
+    }
+}
+
+/// Journals `ending` in the record, then carries it out.
+fn end(ctx: &Ctx, id: &Identity, mut rec: SessionRecord, ending: Ending) -> Result<()> {
+    rec.ending = Some(ending);
+    ctx.state.write_session(id, &rec)?;
+    finish_ending(ctx, id, rec, false)
+}
+
+/// Carries out a journaled end. `recovering`: the journal was found on
+/// disk, so steps already done by a killed process are skipped.
+pub fn finish_ending(ctx: &Ctx, id: &Identity, rec: SessionRecord, recovering: bool) -> Result<()> {
+    let Some(ending) = rec.ending.clone() else {
+        return Ok(());
+    };
+    if ending.kind == EndKind::Park {
+        // The marker first: if we die after the kill, the next wake must
+        // still know this was a park.
+        if !(recovering && ctx.state.exists(id, Marker::IdleReaped)?) {
+            // Naming the conversation it was on, so the wake resumes that
+            // one and not a neighbour's in the same folder.
+            let on = ctx.peer(id).ok().and_then(|peer| {
+                let runtime = crate::runtime::for_peer(&ctx.config, &peer);
+                conversation::live(ctx, runtime.as_ref(), &peer, &rec)
+            });
+            let reason = conversation::park_reason(&ending.action, on.map(|c| c.id).as_deref());
+            ctx.state
+                .set_flag(id, Flag::IdleReaped, ending.at_ms, &reason)?;
+        }
+    }
+    let line = ending_record(ctx, &rec, &ending);
+    if !(recovering && already_logged(ctx, &rec.session, &ending)) {
+        ctx.log(&line)?;
+    }
+    if ending.kind == EndKind::Death {
+        let mut deaths = ctx.state.deaths(id)?;
+        if let Some(problem) = &deaths.problem {
+            tracing::warn!(
+                "{}: {problem}",
+                ctx.state.path_of(id, Marker::Deaths).display()
+            );
+        }
+        if !deaths.ring.contains(ending.at_ms) {
+            deaths.ring.record(ending.at_ms, ctx.now());
+            ctx.state.write_deaths(id, &deaths.ring)?;
+        }
+        // It died on its own: a park marker left from before is stale.
+        ctx.state.remove(id, Marker::IdleReaped)?;
+        // An agent that asked for a fresh start was not interrupted.
+        let asked = ending.action == Action::NeedsEagerFresh.as_str();
+        if let Some(task) = task_in_flight(&rec, ending.at_ms).filter(|_| !asked) {
+            let crashed = ctx
+                .record(Ev::Supervise)
+                .identity(id)
+                .action(Action::CrashedWhileWorking)
+                .outcome(outcome_of(&ending))
+                .session(&rec.session)
+                .task(Some(task));
+            if !(recovering
+                && already_logged_action(ctx, &rec.session, Action::CrashedWhileWorking))
+            {
+                ctx.log(&crashed)?;
+            }
+        }
+    }
+    let pane = (ending.kind == EndKind::Park).then_some((rec.pane_pid, rec.pane_start));
+    ctx.host.kill(&rec.socket, id.as_str(), pane)?;
+    ctx.state.remove(id, Marker::Session)?;
+    Ok(())
+}
+
+fn outcome_of(ending: &Ending) -> Outcome {
+    Action::parse(&ending.action).map_or(Outcome::FreshOnNextMessage, outcome)
+}
+
+/// The log line an end is recorded with.
+fn ending_record(ctx: &Ctx, rec: &SessionRecord, ending: &Ending) -> Record {
+    let base = Record::new(ending.at_ms, Ev::Supervise, ctx.source).identity(&rec.identity);
+    let mut r = if ending.boot {
+        // A boot that failed is the failed outcome of its wake.
+        let mut r = base.runtime(&rec.runtime).mode(Mode::Fail);
+        r.cause = Cause::parse(&ending.action);
+        r.ev = Ev::Wake;
+        r
+    } else {
+        match Action::parse(&ending.action) {
+            Some(a) => base.action(a).outcome(outcome(a)),
+            None => base.reason(format!("ended: {}", ending.action)),
+        }
+    };
+    r = r
+        .session(&rec.session)
+        .last_lines(ending.last_lines.as_deref());
+    r.idle_seconds = ending.idle_seconds;
+    r.exit_status.clone_from(&ending.exit_status);
+    r
+}
+
+/// A task counts as in flight if it was delivered within `QUIET` of the
+/// death.
+fn task_in_flight(rec: &SessionRecord, died_at: EpochMs) -> Option<&str> {
+    let task = rec.task.as_deref()?;
+    let at = rec.task_at.as_deref().and_then(clock::parse_rfc3339)?;
+    let quiet = QUIET.as_millis() as i64;
+    (died_at.saturating_sub(at) <= quiet).then_some(task)
+}
+
+/// Whether a journaled end's line made it to the log before a crash. The
+/// comparison is on parsed fields: the launch line of the same session may
+/// carry the same word as a cause (`needs-eager-fresh`).
+fn already_logged(ctx: &Ctx, session: &str, ending: &Ending) -> bool {
+    log_has(ctx, session, |e| {
+        if ending.boot {
+            e.ev() == Some(Ev::Wake)
+                && e.str("mode") == Some("fail")
+                && e.str("cause") == Some(&ending.action)
+        } else {
+            e.ev() == Some(Ev::Supervise) && e.str("action") == Some(&ending.action)
+        }
+    })
+}
+
+fn already_logged_action(ctx: &Ctx, session: &str, action: Action) -> bool {
+    log_has(ctx, session, |e| {
+        e.ev() == Some(Ev::Supervise) && e.str("action") == Some(action.as_str())
+    })
+}
+
+/// Is there a line about `session` for which `matches` holds? Recovery is
+/// rare, so reading the retained log is affordable.
+pub(crate) fn log_has(ctx: &Ctx, session: &str, matches: impl Fn(&Entry) -> bool) -> bool {
+    if session.is_empty() {
+        return false;
+    }
+    let key = format!("\"session\":\"{session}\"");
+    let mut found = false;
+    let _ = log::for_each_matching(
+        &ctx.config.paths.lifecycle_log,
+        |raw| raw.contains(&key),
+        |e| {
+            if e.str("session") == Some(session) && matches(&e) {
+                found = true;
+                return false;
+            }
+            true
+        },
+    );
+    found
+}
+
+fn source_name(ctx: &Ctx) -> &'static str {
+    match ctx.source {
+        Source::Cli => "cli",
+        Source::Daemon => "daemon",
+    }
+}
+
+/// What settling an identity's recorded session found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// No session (none recorded, or it just ended).
+    None,
+    Alive(Box<SessionRecord>),
+    Unknown(String),
+}
+
+/// Brings the record in line with reality, as the daemon would: finishes
+/// an interrupted end, records a death, adopts an orphan. Call with the
+/// wake lock held.
+pub fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> {
+    let Some(rec) = ctx.state.session(id)? else {
+        return adopt_orphan(ctx, id, peer);
+    };
+    if rec.ending.is_some() {
+        finish_ending(ctx, id, rec, true)?;
+        return Ok(Settled::None);
+    }
+    if rec.is_launching() {
+        return finish_launch(ctx, id, rec);
+    }
+    match session_state(ctx, &rec) {
+        SessionState::Alive => Ok(Settled::Alive(Box::new(rec))),
+        SessionState::Unknown(why) => Ok(Settled::Unknown(why)),
+        SessionState::Dead(status) => {
+            record_death(ctx, id, peer, rec, status)?;
+            Ok(Settled::None)
+        }
+    }
+}
+
+/// A launch whose launcher died before it recorded the pane: adopt what
+/// came up, end whatever half-started, and never let a second server race
+/// this one for the socket. Not a death: the agent did nothing wrong.
+pub(crate) fn finish_launch(ctx: &Ctx, id: &Identity, mut rec: SessionRecord) -> Result<Settled> {
+    match ctx.host.probe(&rec.socket, id.as_str()) {
+        Probe::Alive {
+            pane_pid,
+            server_pid,
+            ..
+        } => {
+            ctx.host.end_strays(&rec.socket, server_pid);
+            rec.pane_pid = pane_pid;
+            rec.pane_start = process::start_time(pane_pid);
+            ctx.log(
+                &ctx.record(Ev::Daemon)
+                    .identity(id)
+                    .action(Action::Adopted)
+                    .session(&rec.session)
+                    .reason(format!(
+                        "its launcher died mid-launch; pid {pane_pid} came up"
+                    )),
+            )?;
+            // Still starting: the ready gate is checked as for any boot.
+            ctx.state.write_session(id, &rec)?;
+            Ok(Settled::Alive(Box::new(rec)))
+        }
+        Probe::Unknown(why) => Ok(Settled::Unknown(why)),
+        Probe::Dead { .. } | Probe::Gone => {
+            ctx.host.end_strays(&rec.socket, None);
+            ctx.host.kill(&rec.socket, id.as_str(), None)?;
+            ctx.state.remove(id, Marker::Session)?;
+            Ok(Settled::None)
+        }
+    }
+}
+
+/// A tmux session with no record (left by a tool, or by hand). A live one
+/// is adopted, so no second session is ever started; a dead one is a
+/// failed boot.
+fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> {
+    let socket = ctx.config.paths.socket(id.as_str());
+    if !socket.exists() {
+        return Ok(Settled::None);
+    }
+    match ctx.host.probe(&socket, id.as_str()) {
+        Probe::Gone => {
+            ctx.host.end_strays(&socket, None);
+            ctx.host.kill(&socket, id.as_str(), None)?;
+            Ok(Settled::None)
+        }
+        Probe::Unknown(why) => Ok(Settled::Unknown(why)),
+        Probe::Alive { pane_pid, .. } => {
+            let now = ctx.now();
+            // Its command line may say which conversation it is on.
+            let resume_ref = peer.and_then(|p| {
+                let argv: Vec<String> = process::cmdline(pane_pid)
+                    .into_iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                crate::runtime::for_peer(&ctx.config, p).launched_on(&argv)
+            });
+            let rec = SessionRecord {
+                identity: id.to_string(),
+                runtime: peer.map_or("unknown", |p| p.runtime.as_str()).to_owned(),
+                cwd: peer.map(|p| p.cwd.clone()).unwrap_or_default(),
+                socket,
+                pane_pid,
+                started_at: clock::format_ms(now),
+                mode: "adopted".into(),
+                resume_ref,
+                topic: None,
+                task: None,
+                session: uuid::Uuid::new_v4().to_string(),
+                cause: "adopted".into(),
+                pane_start: process::start_time(pane_pid),
+                ready_at: Some(clock::format_ms(now)),
+                task_at: None,
+                ending: None,
+            };
+            ctx.log(
+                &ctx.record(Ev::Daemon)
+                    .identity(id)
+                    .action(Action::Adopted)
+                    .session(&rec.session)
+                    .reason(format!(
+                        "a live tmux session (pid {pane_pid}) had no record"
+                    )),
+            )?;
+            ctx.state.write_session(id, &rec)?;
+            Ok(Settled::Alive(Box::new(rec)))
+        }
+        Probe::Dead { pane_pid, status } => {
+            let rec = SessionRecord {
+                identity: id.to_string(),
+                runtime: peer.map_or("unknown", |p| p.runtime.as_str()).to_owned(),
+                cwd: peer.map(|p| p.cwd.clone()).unwrap_or_default(),
+                socket,
+                pane_pid,
+                started_at: clock::format_ms(ctx.now()),
+                mode: "adopted".into(),
+                resume_ref: None,
+                topic: None,
+                task: None,
+                session: uuid::Uuid::new_v4().to_string(),
+                cause: "adopted".into(),
+                pane_start: None,
+                ready_at: None,
+                task_at: None,
+                ending: None,
+            };
+            record_death(ctx, id, peer, rec, status)?;
+            Ok(Settled::None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: recovery took a session's own launch line (cause
+    /// `needs-eager-fresh`) for its end line (action `needs-eager-fresh`)
+    /// and never logged the end.
+    #[test]
+    fn recovery_does_not_take_a_launch_line_for_an_end() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let config = crate::store::config::Config::from_lookup(|k| match k {
+            "IAPEER_HOME" => Some(home.path().into()),
+            "HOME" => Some(home.path().into()),
+            _ => None,
+        })
+        .unwrap();
+        let ctx = Ctx::open(config, Source::Daemon).unwrap();
+        let launch = ctx
+            .record(Ev::Wake)
+            .identity("a")
+            .mode(Mode::Fresh)
+            .cause(Cause::NeedsEagerFresh)
+            .session("s1");
+        ctx.log(&launch).unwrap();
+        let ending = Ending {
+            kind: EndKind::Death,
+            action: Action::NeedsEagerFresh.as_str().into(),
+            at_ms: 0,
+            idle_seconds: None,
+            exit_status: None,
+            last_lines: None,
+            source: "daemon".into(),
+            boot: false,
+        };
+        assert!(!already_logged(&ctx, "s1", &ending));
+        let end = ctx
+            .record(Ev::Supervise)
+            .identity("a")
+            .action(Action::NeedsEagerFresh)
+            .session("s1");
+        ctx.log(&end).unwrap();
+        assert!(already_logged(&ctx, "s1", &ending));
+        assert!(!already_logged(&ctx, "s2", &ending));
+    }
+}

@@ -1,0 +1,248 @@
+//! One supervise pass over one identity (DESIGN §7), under its wake lock:
+//! read the facts, let [`crate::core::pass::decide`] choose, carry the
+//! action out (an ending, a boot check, a relaunch), and repeat while one
+//! action leads to another (a death settled, then its relaunch).
+
+use std::time::Instant;
+
+use crate::core::clock::EpochMs;
+use crate::core::error::Result;
+use crate::core::identity::Identity;
+use crate::core::pass::{cheap_activity, decide, LiveFacts, PassAction, PassFacts};
+use crate::core::peer::{Peer, Policy, RuntimeKind};
+use crate::core::session::{Liveness, SessionRecord};
+use crate::core::vocab::Action;
+use crate::core::wake_plan::Ask;
+use crate::engine::boot::{self, Interrupted};
+use crate::engine::ctx::Ctx;
+use crate::engine::{conversation, ending, wake};
+use crate::os::process;
+use crate::runtime::host::Probe;
+use crate::runtime::{Conversation, Runtime};
+use crate::store::markers::{Flag, Marker};
+
+/// How a pass learns when a live session was last active.
+#[derive(Clone, Copy, Debug)]
+pub enum Activity {
+    /// From the session record, and the latest a worker measured (if any):
+    /// cheap enough for the daemon's loop.
+    Known(Option<EpochMs>),
+    /// Also from the runtime's own records or tmux, when the record alone
+    /// says idle: for a worker, which may take its time.
+    Measure,
+}
+
+/// What a pass reads before deciding.
+#[derive(Debug)]
+pub struct Gathered {
+    pub facts: PassFacts,
+    pub record: Option<SessionRecord>,
+    /// The latest activity the idle time was computed from, if it was.
+    pub activity: Option<EpochMs>,
+}
+
+/// Reads the facts for `decide`. `present`, from a directory scan, spares
+/// reading files that do not exist.
+pub fn gather_pass(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    present: Option<crate::store::markers::Present>,
+    how: Activity,
+) -> Result<Gathered> {
+    let now = ctx.now();
+    let external = peer.is_some_and(|p| p.external_supervisor.is_some());
+    let may_have = |m: Marker| present.is_none_or(|p| p.has(m));
+    let mut g = Gathered {
+        facts: PassFacts {
+            external,
+            policy: peer.map(|p| p.policy),
+            stopped: false,
+            new_eager: false,
+            session: None,
+        },
+        record: None,
+        activity: None,
+    };
+    if external {
+        return Ok(g);
+    }
+    let f = &mut g.facts;
+    f.stopped = may_have(Marker::Stopped) && ctx.state.flag(id, Flag::Stopped)?.is_some();
+    f.new_eager = may_have(Marker::NewEager) && ctx.state.flag(id, Flag::NewEager)?.is_some();
+    if may_have(Marker::Session) {
+        g.record = ctx.state.session(id)?;
+    }
+    if let Some(rec) = &g.record {
+        let (live, activity) = live_facts(ctx, peer, rec, how, now);
+        g.facts.session = Some(live);
+        g.activity = activity;
+    }
+    Ok(g)
+}
+
+fn live_facts(
+    ctx: &Ctx,
+    peer: Option<&Peer>,
+    rec: &SessionRecord,
+    how: Activity,
+    now: EpochMs,
+) -> (LiveFacts, Option<EpochMs>) {
+    let cfg = &ctx.config;
+    let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let idle_limit_ms = peer
+        .and_then(|p| p.idle_secs)
+        .map_or(cfg.idle.as_millis() as i64, secs);
+    let max_age_ms = peer
+        .and_then(|p| p.max_age_secs)
+        .map_or(cfg.max_age.as_millis() as i64, secs);
+    let started = rec.started_ms().unwrap_or(now);
+    let liveness = if rec.ending.is_some() || rec.is_launching() {
+        Liveness::Unknown
+    } else {
+        process::liveness(rec.pane_pid, rec.pane_start)
+    };
+    let lazy = peer.is_none_or(|p| p.policy == Policy::Lazy);
+    let activity = (liveness == Liveness::Alive && rec.is_ready() && lazy).then(|| {
+        let cheap = cheap_activity(rec, started);
+        match how {
+            Activity::Known(seen) => cheap.max(seen.unwrap_or(0)),
+            Activity::Measure if now.saturating_sub(cheap) <= idle_limit_ms => cheap,
+            Activity::Measure => activity(ctx, peer, rec, started),
+        }
+    });
+    let live = LiveFacts {
+        ending: rec.ending.is_some(),
+        launching: rec.is_launching(),
+        liveness,
+        ready: rec.is_ready(),
+        age_ms: now.saturating_sub(started),
+        idle_ms: activity.map(|a| now.saturating_sub(a).max(0)),
+        idle_limit_ms,
+        max_age_ms,
+        boot_deadline_ms: cfg.boot_deadline.as_millis() as i64,
+    };
+    (live, activity)
+}
+
+/// The latest activity from every source (DESIGN §11): the record, and the
+/// runtime's own records of the conversation the session is on (Claude and
+/// Codex) or tmux's activity time for a shell.
+pub fn activity(ctx: &Ctx, peer: Option<&Peer>, rec: &SessionRecord, started: EpochMs) -> EpochMs {
+    let Some(peer) = peer else {
+        return cheap_activity(rec, started);
+    };
+    let runtime = crate::runtime::for_peer(&ctx.config, peer);
+    let on = conversation::live(ctx, runtime.as_ref(), peer, rec);
+    activity_on(ctx, runtime.as_ref(), peer, rec, started, on.as_ref())
+}
+
+/// [`activity`], given the conversation the session is on.
+pub fn activity_on(
+    ctx: &Ctx,
+    runtime: &dyn Runtime,
+    peer: &Peer,
+    rec: &SessionRecord,
+    started: EpochMs,
+    on: Option<&Conversation>,
+) -> EpochMs {
+    let own = match peer.runtime {
+        RuntimeKind::Shell => match ctx.host.probe(&rec.socket, &rec.identity) {
+            Probe::Alive { activity_ms, .. } => activity_ms,
+            _ => None,
+        },
+        _ => on.and_then(|c| runtime.activity(c)),
+    };
+    cheap_activity(rec, started).max(own.unwrap_or(0))
+}
+
+/// What a locked pass did.
+#[derive(Debug)]
+pub struct PassOutcome {
+    /// Every action taken, in order.
+    pub actions: Vec<PassAction>,
+    /// A wake, if one ran.
+    pub woke: Option<std::result::Result<wake::Woke, wake::WakeFailure>>,
+    /// Someone else held the lock: nothing was done.
+    pub busy: bool,
+    /// The session's latest activity, as measured (for the daemon's loop,
+    /// which does not measure it itself).
+    pub activity: Option<EpochMs>,
+}
+
+/// One pass over one identity, under its wake lock (skipped if another
+/// process holds it: that process is acting on it). A death is settled and
+/// then, if wanted, the peer relaunched, in the same pass.
+pub fn run_pass(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    launch_allowed: bool,
+) -> Result<PassOutcome> {
+    let mut outcome = PassOutcome {
+        actions: Vec::new(),
+        woke: None,
+        busy: false,
+        activity: None,
+    };
+    let Some(lock) = ctx.state.try_lock(id)? else {
+        outcome.busy = true;
+        return Ok(outcome);
+    };
+    // A settled death may call for a relaunch; a relaunch may be refused.
+    // Three rounds cover every chain (end → launch).
+    for _ in 0..3 {
+        let Gathered {
+            facts,
+            record: rec,
+            activity,
+        } = gather_pass(ctx, id, peer, None, Activity::Measure)?;
+        outcome.activity = outcome.activity.or(activity);
+        let action = decide(&facts);
+        match (&action, rec) {
+            (PassAction::Nothing | PassAction::SkipExternal, _) => break,
+            (PassAction::Launch, _) if !launch_allowed => break,
+            (PassAction::Launch, _) => {
+                outcome.actions.push(action);
+                outcome.woke = Some(wake::wake_locked(ctx, id, &Ask::default(), &lock));
+                break;
+            }
+            (PassAction::FinishEnding, Some(rec)) => ending::finish_ending(ctx, id, rec, true)?,
+            (PassAction::FinishLaunch, Some(rec)) => {
+                ending::finish_launch(ctx, id, rec)?;
+            }
+            (PassAction::RecordDeath, Some(rec)) => {
+                let status = ending::exit_status(ctx, &rec);
+                ending::record_death(ctx, id, peer, rec, status)?;
+            }
+            (PassAction::Park(a), Some(rec)) => {
+                let idle_seconds = match a {
+                    Action::ReapedIdle => facts
+                        .session
+                        .as_ref()
+                        .and_then(|s| s.idle_ms)
+                        .map(|ms| (ms / 1000) as u64),
+                    _ => None,
+                };
+                ending::park(ctx, id, rec, *a, idle_seconds)?;
+            }
+            (PassAction::CheckBoot | PassAction::BootTimeout, Some(rec)) => match peer {
+                Some(peer) => {
+                    let found = boot::finish_interrupted(ctx, id, peer, rec, Instant::now())?;
+                    outcome.actions.push(action);
+                    if matches!(found, Interrupted::Starting) {
+                        break;
+                    }
+                    continue;
+                }
+                None if action == PassAction::BootTimeout => {
+                    boot::time_out(ctx, id, rec)?;
+                }
+                None => break,
+            },
+            (_, None) => break,
+        }
+        outcome.actions.push(action);
+    }
+    Ok(outcome)
+}

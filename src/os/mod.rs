@@ -1,0 +1,4 @@
+//! The operating system's processes: liveness that never mistakes "cannot
+//! tell" for "dead", death notifications, and the one `/proc` reader.
+
+pub mod process;

@@ -1,0 +1,200 @@
+//! A session host without tmux, for the engine's unit tests: each launch
+//! starts a real process (`sleep`, whatever the argv says), so liveness is
+//! read from the process itself exactly as in production, while the screen
+//! is whatever the test sets. It counts every call, and can be told to fail
+//! the next kill, so tests can pin what the engine asks of a host.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::core::error::{Error, Result};
+use crate::runtime::host::{ExitStatus, Host, LaunchSpec, Launched, Probe};
+
+/// How often each call was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    pub launch: usize,
+    pub probe: usize,
+    pub capture: usize,
+    pub deliver: usize,
+    pub kill: usize,
+    pub end_strays: usize,
+}
+
+#[derive(Debug)]
+struct Pane {
+    name: String,
+    child: Child,
+    screen: String,
+    delivered: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    panes: HashMap<PathBuf, Pane>,
+    calls: Calls,
+    fail_next_kill: bool,
+    screen_on_launch: String,
+}
+
+/// The fake host; clones share one state, so a test keeps a handle to the
+/// host it gave a context.
+#[derive(Clone, Debug, Default)]
+pub struct FakeHost(Arc<Mutex<Inner>>);
+
+impl FakeHost {
+    /// A host whose new panes show `screen` (what the ready gate reads).
+    pub fn showing(screen: &str) -> Self {
+        let host = FakeHost::default();
+        host.inner().screen_on_launch = screen.to_owned();
+        host
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn calls(&self) -> Calls {
+        self.inner().calls
+    }
+
+    /// The pane's process dies on its own (as a crash would), leaving its
+    /// pane behind, as tmux's `remain-on-exit` does.
+    pub fn crash(&self, socket: &Path) {
+        if let Some(pane) = self.inner().panes.get_mut(socket) {
+            let _ = pane.child.kill();
+            let _ = pane.child.wait();
+        }
+    }
+
+    /// The next `kill` fails (as a tmux that does not answer would).
+    pub fn fail_next_kill(&self) {
+        self.inner().fail_next_kill = true;
+    }
+
+    pub fn delivered(&self, socket: &Path) -> Vec<String> {
+        self.inner()
+            .panes
+            .get(socket)
+            .map(|p| p.delivered.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn has_session(&self, socket: &Path) -> bool {
+        self.inner().panes.contains_key(socket)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for pane in self.panes.values_mut() {
+            let _ = pane.child.kill();
+            let _ = pane.child.wait();
+        }
+    }
+}
+
+impl Host for FakeHost {
+    fn launch(&self, spec: &LaunchSpec<'_>) -> Result<Launched> {
+        let mut inner = self.inner();
+        inner.calls.launch += 1;
+        let child = Command::new("sleep")
+            .arg("3600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io(Path::new("sleep"), "start", e))?;
+        let pane_pid = child.id() as i32;
+        let screen = inner.screen_on_launch.clone();
+        inner.panes.insert(
+            spec.socket.to_path_buf(),
+            Pane {
+                name: spec.name.to_owned(),
+                child,
+                screen,
+                delivered: Vec::new(),
+            },
+        );
+        Ok(Launched { pane_pid })
+    }
+
+    fn probe(&self, socket: &Path, name: &str) -> Probe {
+        let mut inner = self.inner();
+        inner.calls.probe += 1;
+        let Some(pane) = inner.panes.get_mut(socket).filter(|p| p.name == name) else {
+            return Probe::Gone;
+        };
+        let pane_pid = pane.child.id() as i32;
+        match pane.child.try_wait() {
+            Ok(None) => Probe::Alive {
+                pane_pid,
+                activity_ms: None,
+                server_pid: None,
+            },
+            Ok(Some(status)) => Probe::Dead {
+                pane_pid,
+                status: match (
+                    status.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                ) {
+                    (Some(c), _) => ExitStatus::Code(c),
+                    (None, Some(s)) => ExitStatus::Signal(s),
+                    (None, None) => ExitStatus::Unknown,
+                },
+            },
+            Err(e) => Probe::Unknown(e.to_string()),
+        }
+    }
+
+    fn capture(&self, socket: &Path, _name: &str, _lines: usize) -> Result<String> {
+        let mut inner = self.inner();
+        inner.calls.capture += 1;
+        Ok(inner
+            .panes
+            .get(socket)
+            .map(|p| p.screen.clone())
+            .unwrap_or_default())
+    }
+
+    fn deliver(&self, socket: &Path, _name: &str, text: &str, _settle: Duration) -> Result<()> {
+        let mut inner = self.inner();
+        inner.calls.deliver += 1;
+        match inner.panes.get_mut(socket) {
+            Some(pane) => {
+                pane.delivered.push(text.to_owned());
+                Ok(())
+            }
+            None => Err(Error::failed(
+                socket.display().to_string(),
+                "no such session",
+                "launch it first",
+            )),
+        }
+    }
+
+    fn kill(&self, socket: &Path, _name: &str, _pane: Option<(i32, Option<u64>)>) -> Result<()> {
+        let mut inner = self.inner();
+        inner.calls.kill += 1;
+        if std::mem::take(&mut inner.fail_next_kill) {
+            return Err(Error::failed(
+                socket.display().to_string(),
+                "the host did not answer",
+                "retry",
+            ));
+        }
+        if let Some(mut pane) = inner.panes.remove(socket) {
+            let _ = pane.child.kill();
+            let _ = pane.child.wait();
+        }
+        Ok(())
+    }
+
+    fn end_strays(&self, _socket: &Path, _keep: Option<i32>) -> usize {
+        self.inner().calls.end_strays += 1;
+        0
+    }
+}

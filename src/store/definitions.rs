@@ -1,0 +1,180 @@
+//! Definition files on disk: `peers/<name>.json` and `pools/<name>.json`,
+//! read as untrusted input (a regular file of bounded size) and written
+//! atomically. What a definition means is `core::peer` and `core::pool`.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use crate::core::error::{Error, Result};
+use crate::core::identity::Identity;
+use crate::core::peer::{self, Peer};
+use crate::core::pool::{self, Pool};
+use crate::store::config::{self, Paths};
+use crate::store::fsutil;
+
+const DEFINITION_MAX: u64 = 1024 * 1024;
+
+/// Loads `peers/<id>.json`.
+pub fn load_peer(paths: &Paths, id: &Identity) -> Result<Peer> {
+    let file = paths.peer_file(id.as_str());
+    let bytes = read_definition(&file).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => Error::NoPeer {
+            name: id.to_string(),
+            path: file.clone(),
+        },
+        e => e,
+    })?;
+    peer::parse(&file, &bytes, Some(id))
+}
+
+/// Writes a definition atomically.
+pub fn save_peer(paths: &Paths, peer: &Peer) -> Result<()> {
+    let file = paths.peer_file(&peer.name);
+    let mut body = serde_json::to_vec_pretty(peer).expect("a peer always serializes");
+    body.push(b'\n');
+    fsutil::write_atomic(&file, &body)
+}
+
+/// Every definition under `peers/`, sorted by name; a broken one is returned
+/// as its error, so one bad file never hides the others.
+pub fn load_peers(paths: &Paths) -> Result<Vec<Result<Peer>>> {
+    Ok(fsutil::json_files(&paths.peers)?
+        .into_iter()
+        .map(|(stem, path)| {
+            let id = Identity::parse(&stem).map_err(|e| {
+                Error::input(path.display().to_string(), e.to_string(), "rename the file")
+            })?;
+            let bytes = read_definition(&path)?;
+            peer::parse(&path, &bytes, Some(&id))
+        })
+        .collect())
+}
+
+/// Reads a definition file: a regular file of reasonable size.
+pub(crate) fn read_definition(file: &Path) -> Result<Vec<u8>> {
+    let meta = fs::metadata(file).map_err(|e| Error::io(file, "read", e))?;
+    if !meta.is_file() {
+        return Err(Error::unsafe_file(file, "it is not a regular file"));
+    }
+    if meta.len() > DEFINITION_MAX {
+        return Err(Error::unsafe_file(
+            file,
+            format!(
+                "it is {} bytes; a definition is at most {DEFINITION_MAX}",
+                meta.len()
+            ),
+        ));
+    }
+    fs::read(file).map_err(|e| Error::io(file, "read", e))
+}
+
+pub fn pool_file(paths: &Paths, name: &str) -> PathBuf {
+    paths.pools.join(format!("{name}.json"))
+}
+
+pub fn load_pool(paths: &Paths, name: &str) -> Result<Pool> {
+    Identity::parse(name)?;
+    let file = pool_file(paths, name);
+    let bytes = read_definition(&file).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => Error::input(
+            format!("pool {name}"),
+            format!("it is not defined ({} does not exist)", file.display()),
+            "see `iapeer pool ls`, or define it with `iapeer pool add`",
+        ),
+        e => e,
+    })?;
+    pool::parse(&file, &bytes, Some(name))
+}
+
+/// Every pool, sorted by name; a broken one as its error.
+pub fn load_pools(paths: &Paths) -> Result<Vec<Result<Pool>>> {
+    Ok(fsutil::json_files(&paths.pools)?
+        .into_iter()
+        .map(|(stem, path)| {
+            let bytes = read_definition(&path)?;
+            pool::parse(&path, &bytes, Some(&stem))
+        })
+        .collect())
+}
+
+/// Refuses a pool whose members would take a name another peer or pool
+/// already has.
+pub fn check_collisions(paths: &Paths, pool: &Pool) -> Result<()> {
+    let mine: std::collections::BTreeSet<Identity> = pool.members().into_iter().collect();
+    for other in load_pools(paths)?.into_iter().flatten() {
+        if other.name == pool.name {
+            continue;
+        }
+        if let Some(shared) = other.members().into_iter().find(|m| mine.contains(m)) {
+            return Err(Error::input(
+                format!("pool {}", pool.name),
+                format!(
+                    "its member {shared} is also a member of pool {}",
+                    other.name
+                ),
+                "give the pools different prefixes or index ranges",
+            ));
+        }
+    }
+    for m in &mine {
+        match load_peer(paths, m) {
+            Ok(p) if p.pool.as_deref() != Some(&pool.name) => {
+                return Err(Error::input(
+                    format!("pool {}", pool.name),
+                    format!(
+                        "its member {m} would replace the peer {m} defined in {}",
+                        paths.peer_file(m.as_str()).display()
+                    ),
+                    "pick a prefix or range that leaves existing peers alone, or remove that peer",
+                ))
+            }
+            Ok(_) | Err(Error::NoPeer { .. }) => {}
+            // A broken definition with that name is still someone's.
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes the pool's member definitions where they are missing or out of
+/// date; returns how many were written.
+pub fn sync_pool(paths: &Paths, pool: &Pool) -> Result<usize> {
+    let mut written = 0;
+    for position in 0..pool.max {
+        let member = pool.member(position);
+        let current = load_peer(paths, &member.identity()).ok();
+        if current.as_ref() != Some(&member) {
+            save_peer(paths, &member)?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// Writes a pool definition.
+pub fn save_pool(paths: &Paths, pool: &Pool) -> Result<()> {
+    config::ensure_private_dir(&paths.pools, true)?;
+    let mut body = serde_json::to_vec_pretty(pool).expect("a pool always serializes");
+    body.push(b'\n');
+    fsutil::write_atomic(&pool_file(paths, &pool.name), &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_file_is_read_like_a_peer_definition_regular_and_bounded() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let paths = Paths::for_home(home.path(), None, 1000);
+        fs::create_dir_all(pool_file(&paths, "dir")).unwrap();
+        let err = load_pool(&paths, "dir").unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        fs::write(pool_file(&paths, "big"), vec![b' '; 2 * 1024 * 1024]).unwrap();
+        let err = load_pool(&paths, "big").unwrap_err().to_string();
+        assert!(err.contains("a definition is at most"), "{err}");
+        let err = load_pool(&paths, "none").unwrap_err().to_string();
+        assert!(err.contains("it is not defined"), "{err}");
+    }
+}

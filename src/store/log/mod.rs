@@ -1,0 +1,434 @@
+//! The durable decision log, `logs/iapeer/lifecycle.log` (DESIGN §8).
+//!
+//! One JSON object per line, fields in a fixed order (the order of
+//! [`Record`]'s fields), values strings or numbers only, so that `grep` and
+//! `jq` both work. The schema is documented in `lifecycle_log.md` beside
+//! this file; `fixtures/lifecycle.golden.jsonl` pins it.
+//!
+//! Appending: every line is one `write()` on an `O_APPEND` descriptor,
+//! followed by `fdatasync`, under an exclusive `flock` on
+//! `lifecycle.log.lock` shared by every process that writes. Under that lock
+//! the writer checks that its descriptor is still the current file (another
+//! process may have rotated it), rotates by rename when the next line would
+//! pass `IAPEER_LIFECYCLE_LOG_MAX_BYTES`, and repairs a torn last line left
+//! by a power loss by starting its line on a fresh one. So no line is lost
+//! to rotation, and no line is ever written into a file already rotated
+//! away — which is what lets a follower read the log losslessly.
+//!
+//! Reading walks `lifecycle.log.N` … `.1`, then `lifecycle.log`, oldest
+//! first, and skips torn lines.
+
+mod follow;
+mod read;
+
+pub use follow::{Followed, Follower, Position};
+pub use read::{for_each_entry, for_each_matching, read_all, ReadStats};
+
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::core::error::{Error, Result};
+use crate::core::record::Record;
+use crate::store::config::Config;
+
+/// How long an append waits for another process's append or rotation.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Appends to the log; one per process is enough, and it may be shared
+/// behind a mutex by threads.
+#[derive(Debug)]
+pub struct LogWriter {
+    path: PathBuf,
+    lock_path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    /// The open log and its (dev, ino), to notice a rotation by another
+    /// process.
+    file: Option<(File, (u64, u64))>,
+    lock: Option<File>,
+}
+
+impl LogWriter {
+    pub fn new(config: &Config) -> Self {
+        Self::at(
+            &config.paths.lifecycle_log,
+            config.log_max_bytes,
+            config.log_keep,
+        )
+    }
+
+    pub fn at(path: &Path, max_bytes: u64, keep: u32) -> Self {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        LogWriter {
+            path: path.to_path_buf(),
+            lock_path: PathBuf::from(lock_path),
+            max_bytes: max_bytes.max(1),
+            keep: keep.max(1),
+            file: None,
+            lock: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn append(&mut self, record: &Record) -> Result<()> {
+        self.append_line(record.to_line().as_bytes())
+    }
+
+    /// Appends one line (given without its newline) durably.
+    pub fn append_line(&mut self, line: &[u8]) -> Result<()> {
+        debug_assert!(!line.contains(&b'\n'));
+        self.open_lock()?;
+        let lock = self.lock.as_ref().expect("open_lock opened it");
+        lock_bounded(lock, &self.lock_path)?;
+        let result = self.append_locked(line);
+        // Closing would release too; unlock now so a cached descriptor does
+        // not keep others waiting.
+        let _ = self.lock.as_ref().map(File::unlock);
+        result
+    }
+
+    fn append_locked(&mut self, line: &[u8]) -> Result<()> {
+        let mut size = self.current_size()?;
+        let needed = line.len() as u64 + 2;
+        if size > 0 && size + needed > self.max_bytes {
+            self.rotate()?;
+            size = self.current_size()?;
+        }
+        let (file, _) = self.file.as_ref().expect("current_size opened the log");
+        let mut buf = Vec::with_capacity(line.len() + 2);
+        if size > 0 && !ends_with_newline(file, size) {
+            // A torn last line (power loss, full disk): start on a fresh
+            // line so this one is not glued to the garbage.
+            buf.push(b'\n');
+        }
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+        let written = nix::unistd::write(file, &buf);
+        match written {
+            Ok(n) if n == buf.len() => {}
+            Ok(n) => {
+                // A short write (disk full, file size limit): take the
+                // fragment back so the file ends on a whole line.
+                let _ = file.set_len(size);
+                return Err(Error::io(
+                    &self.path,
+                    "append to",
+                    std::io::Error::new(
+                        ErrorKind::StorageFull,
+                        format!("only {n} of {} bytes could be written", buf.len()),
+                    ),
+                ));
+            }
+            Err(e) => {
+                let _ = file.set_len(size);
+                return Err(Error::io(&self.path, "append to", e.into()));
+            }
+        }
+        file.sync_data()
+            .map_err(|e| Error::io(&self.path, "sync", e))
+    }
+
+    /// Makes sure `self.file` is the current log (reopening after another
+    /// process rotated it) and returns its size.
+    fn current_size(&mut self) -> Result<u64> {
+        if let Some((file, id)) = &self.file {
+            if let Ok(meta) = fs::symlink_metadata(&self.path) {
+                if (meta.dev(), meta.ino()) == *id {
+                    let size = file
+                        .metadata()
+                        .map_err(|e| Error::io(&self.path, "inspect", e))?
+                        .len();
+                    return Ok(size);
+                }
+            }
+        }
+        let file = OpenOptions::new()
+            // Readable too: the torn-line check reads the last byte.
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => Error::unsafe_file(&self.path, "it is a symlink"),
+                _ => Error::io(&self.path, "open", e),
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, "inspect", e))?;
+        if !meta.is_file() {
+            return Err(Error::unsafe_file(&self.path, "it is not a regular file"));
+        }
+        let size = meta.len();
+        self.file = Some((file, (meta.dev(), meta.ino())));
+        Ok(size)
+    }
+
+    /// `.N-1` → `.N`, …, current → `.1`; anything past `.keep` goes.
+    fn rotate(&mut self) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        for (n, path) in rotated_files(&self.path)? {
+            if n >= self.keep {
+                fs::remove_file(&path).map_err(|e| Error::io(&path, "remove", e))?;
+            }
+        }
+        for n in (1..self.keep).rev() {
+            let from = numbered(&self.path, n);
+            let to = numbered(&self.path, n + 1);
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&from, "rotate", e)),
+            }
+        }
+        let first = numbered(&self.path, 1);
+        fs::rename(&self.path, &first).map_err(|e| Error::io(&self.path, "rotate", e))?;
+        self.file = None;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, "sync", e))
+    }
+
+    fn open_lock(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            if let Some(dir) = self.path.parent() {
+                crate::store::config::ensure_private_dir(dir, true)?;
+            }
+            let file = crate::store::fsutil::open_lock_file(&self.lock_path)?;
+            self.lock = Some(file);
+        }
+        Ok(())
+    }
+}
+
+fn lock_bounded(file: &File, path: &Path) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::failed(
+                    path.display().to_string(),
+                    format!(
+                        "another process held the log lock for {}s",
+                        LOCK_WAIT.as_secs()
+                    ),
+                    "find it with `fuser` and check it is not stopped",
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(path, "lock", e)),
+        }
+    }
+}
+
+fn ends_with_newline(file: &File, size: u64) -> bool {
+    let mut last = [0u8; 1];
+    match file.read_at(&mut last, size - 1) {
+        Ok(1) => last[0] == b'\n',
+        _ => true,
+    }
+}
+
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// The rotated files that exist, as (N, path), in no particular order.
+pub(super) fn rotated_files(path: &Path) -> Result<Vec<(u32, PathBuf)>> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let base = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("lifecycle.log");
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(dir, "list", e)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(base))
+            .and_then(|r| r.strip_prefix('.'))
+        else {
+            continue;
+        };
+        if let Ok(n) = rest.parse::<u32>() {
+            if n > 0 && rest.bytes().all(|b| b.is_ascii_digit()) {
+                out.push((n, entry.path()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The log's files, oldest first: `.N` … `.1`, then the current one (when
+/// it exists).
+pub fn log_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let mut rotated = rotated_files(path)?;
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    if path.exists() {
+        files.push(path.to_path_buf());
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::Entry;
+    use crate::core::vocab::{Action, Cause, Ev, Mode, Source};
+    use assert_fs::TempDir;
+
+    fn writer(dir: &TempDir, max: u64, keep: u32) -> LogWriter {
+        LogWriter::at(&dir.path().join("lifecycle.log"), max, keep)
+    }
+
+    fn sample(i: u64) -> Record {
+        let mut r = Record::new(1_795_236_254_821, Ev::Reset, Source::Cli).identity("alice");
+        r.deaths = Some(i);
+        r
+    }
+
+    #[test]
+    fn field_order_is_the_documented_one() {
+        let mut r = Record::new(1_795_236_254_821, Ev::Wake, Source::Cli)
+            .identity("alice")
+            .runtime("claude")
+            .mode(Mode::Fresh)
+            .cause(Cause::CrashOrSelfClose);
+        r.pid = 4242;
+        assert_eq!(
+            r.to_line(),
+            r#"{"ts":"2026-11-21T04:44:14.821Z","ev":"wake","identity":"alice","runtime":"claude","mode":"fresh","cause":"crash-or-self-close","source":"cli","pid":4242}"#
+        );
+        let mut r = Record::new(1_795_236_254_821, Ev::Supervise, Source::Daemon)
+            .identity("alice")
+            .action(Action::ReapedIdle)
+            .outcome("resume-eligible");
+        r.idle_seconds = Some(3671);
+        r.pid = 17;
+        assert_eq!(
+            r.to_line(),
+            r#"{"ts":"2026-11-21T04:44:14.821Z","ev":"supervise","identity":"alice","action":"reaped-idle","idle_seconds":3671,"outcome":"resume-eligible","source":"daemon","pid":17}"#
+        );
+    }
+
+    #[test]
+    fn enum_strings_match_their_as_str() {
+        for c in Cause::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        for m in [Mode::Fresh, Mode::Resume, Mode::Refused, Mode::Fail] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+        for e in Ev::ALL {
+            assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
+        }
+    }
+
+    #[test]
+    fn appends_and_rotates_keeping_every_line() {
+        let dir = TempDir::new().unwrap();
+        let mut w = writer(&dir, 600, 50);
+        for i in 0..100 {
+            w.append(&sample(i)).unwrap();
+        }
+        let files = log_files(w.path()).unwrap();
+        assert!(files.len() > 5, "expected rotations, got {files:?}");
+        let (entries, stats) = read_all(w.path()).unwrap();
+        assert_eq!(stats.skipped, 0);
+        let seen: Vec<u64> = entries.iter().map(|e| e.u64("deaths").unwrap()).collect();
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        for f in &files {
+            assert!(
+                fs::metadata(f).unwrap().len() <= 600,
+                "{} too big",
+                f.display()
+            );
+        }
+    }
+
+    #[test]
+    fn keeps_only_keep_rotated_files() {
+        let dir = TempDir::new().unwrap();
+        let mut w = writer(&dir, 300, 3);
+        for i in 0..100 {
+            w.append(&sample(i)).unwrap();
+        }
+        let files = log_files(w.path()).unwrap();
+        assert_eq!(files.len(), 4, "{files:?}");
+        let (entries, _) = read_all(w.path()).unwrap();
+        let seen: Vec<u64> = entries.iter().map(|e| e.u64("deaths").unwrap()).collect();
+        assert!(
+            seen.windows(2).all(|w| w[1] == w[0] + 1),
+            "contiguous: {seen:?}"
+        );
+        assert_eq!(*seen.last().unwrap(), 99);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_does_not_break_the_next_append() {
+        let dir = TempDir::new().unwrap();
+        let mut w = writer(&dir, 1 << 20, 5);
+        w.append(&sample(1)).unwrap();
+        {
+            use std::io::Write;
+            let mut f = OpenOptions::new().append(true).open(w.path()).unwrap();
+            f.write_all(br#"{"ts":"2026-11-21T04:44:14.821Z","ev":"wa"#)
+                .unwrap();
+        }
+        let (entries, stats) = read_all(w.path()).unwrap();
+        assert_eq!((entries.len(), stats.skipped), (1, 1));
+        w.append(&sample(2)).unwrap();
+        let (entries, stats) = read_all(w.path()).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(stats.skipped, 1);
+        assert_eq!(entries[1].u64("deaths"), Some(2));
+    }
+
+    #[test]
+    fn a_symlinked_log_is_refused() {
+        let dir = TempDir::new().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("lifecycle.log")).unwrap();
+        let mut w = writer(&dir, 1 << 20, 5);
+        assert!(matches!(w.append(&sample(1)), Err(Error::Unsafe { .. })));
+        assert_eq!(fs::read_to_string(&target).unwrap(), "");
+    }
+
+    proptest::proptest! {
+        /// A line of anything: parsing, folding into metrics and into a
+        /// history never panic.
+        #[test]
+        fn any_line_is_read_safely(line in "\\PC{0,300}") {
+            if let Some(e) = Entry::parse(&line) {
+                let mut m = crate::core::metrics::Metrics::default();
+                m.apply(&e);
+                let _ = crate::core::history::history([&e]);
+                let _ = crate::cmd::log::human(&e);
+            }
+            let _ = serde_json::from_str::<Record>(&line);
+            let _ = line.parse::<Position>();
+        }
+    }
+}

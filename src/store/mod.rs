@@ -1,0 +1,9 @@
+//! Files under `IAPEER_HOME` (DESIGN §2), all read as untrusted input and
+//! written atomically: configuration, markers and records, definitions,
+//! and the decision log.
+
+pub mod config;
+pub mod definitions;
+pub mod fsutil;
+pub mod log;
+pub mod markers;
