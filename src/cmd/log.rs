@@ -295,4 +295,20 @@ mod tests {
             assert_eq!(Filter::from_args(&bad, now).unwrap_err().exit_code(), 2);
         }
     }
+
+    proptest::proptest! {
+        /// A line of anything: parsing, folding into metrics, into a
+        /// history and into a human line never panic.
+        #[test]
+        fn any_line_is_read_safely(line in "\\PC{0,300}") {
+            if let Some(e) = Entry::parse(&line) {
+                let mut m = crate::core::metrics::Metrics::default();
+                m.apply(&e);
+                let _ = crate::core::history::history([&e]);
+                let _ = human(&e);
+            }
+            let _ = serde_json::from_str::<crate::core::record::Record>(&line);
+            let _ = line.parse::<crate::store::log::Position>();
+        }
+    }
 }

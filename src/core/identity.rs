@@ -80,6 +80,16 @@ pub fn printable(name: &str) -> String {
     out
 }
 
+/// A conversation id as runtimes make them (UUIDs and the like). It ends up
+/// in file names and on a command line, so nothing that could leave a
+/// folder or read as an option.
+pub fn is_conversation_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +128,24 @@ mod tests {
         let shown = printable(&"z".repeat(10_000));
         assert!(shown.len() < 120, "{shown}");
         assert!(shown.ends_with("(10000 bytes)"));
+    }
+
+    #[test]
+    fn conversation_ids_never_leave_a_folder() {
+        for ok in ["3f2a-11", "abc_DEF", "a"] {
+            assert!(is_conversation_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a.b",
+            "a b",
+            "-rf",
+            "--x",
+            &"x".repeat(129),
+        ] {
+            assert!(!is_conversation_id(bad), "{bad}");
+        }
     }
 }

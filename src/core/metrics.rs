@@ -257,16 +257,6 @@ impl Metrics {
     }
 }
 
-/// Rebuilds metrics from the retained log (bounded by rotation).
-pub fn replay(log: &std::path::Path) -> crate::Result<Metrics> {
-    let mut m = Metrics::default();
-    crate::store::log::for_each_entry(log, |e| {
-        m.apply(&e);
-        true
-    })?;
-    Ok(m)
-}
-
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")

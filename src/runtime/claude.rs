@@ -97,7 +97,7 @@ impl Claude {
             .into_iter()
             .take(CANDIDATES)
             .filter_map(|(path, head)| {
-                let id = stem(&path).filter(|id| crate::engine::conversation::is_id(id))?;
+                let id = stem(&path).filter(|id| crate::core::identity::is_conversation_id(id))?;
                 let last = last_timestamp(&path);
                 Some((
                     last,
@@ -116,7 +116,7 @@ impl Claude {
     /// Transcript `id`: in the folder's own project directories first, then
     /// in any (the slug scheme has changed between versions).
     fn find(&self, cwd: &Path, id: &str) -> Option<PathBuf> {
-        if !crate::engine::conversation::is_id(id) {
+        if !crate::core::identity::is_conversation_id(id) {
             return None;
         }
         let file = format!("{id}.jsonl");
@@ -178,7 +178,7 @@ impl Runtime for Claude {
                 _ if matches!(a.as_str(), "--session-id" | "--resume" | "-r") => argv.get(i + 1)?,
                 _ => return None,
             };
-            crate::engine::conversation::is_id(id).then(|| id.to_owned())
+            crate::core::identity::is_conversation_id(id).then(|| id.to_owned())
         })
     }
 

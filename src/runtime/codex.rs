@@ -75,7 +75,7 @@ impl Codex {
                 .cwd
                 .as_deref()
                 .is_some_and(|c| forms.iter().any(|f| Path::new(c) == f));
-            if ours && crate::engine::conversation::is_id(&meta.id) {
+            if ours && crate::core::identity::is_conversation_id(&meta.id) {
                 out.push(meta.at(path));
             }
             if last || out.len() == RECENT {
@@ -89,7 +89,7 @@ impl Codex {
     /// Only names are listed, so it looks as far back as it must: a
     /// conversation parked long ago is still found.
     pub fn rollout(&self, id: &str) -> Option<Conversation> {
-        if !crate::engine::conversation::is_id(id) {
+        if !crate::core::identity::is_conversation_id(id) {
             return None;
         }
         let suffix = format!("-{id}.jsonl");
@@ -147,7 +147,7 @@ impl Runtime for Codex {
                 continue;
             }
             let Some(meta) =
-                rollout_meta(&path).filter(|m| crate::engine::conversation::is_id(&m.id))
+                rollout_meta(&path).filter(|m| crate::core::identity::is_conversation_id(&m.id))
             else {
                 continue;
             };
@@ -168,7 +168,7 @@ impl Runtime for Codex {
     fn launched_on(&self, argv: &[String]) -> Option<String> {
         let at = argv.iter().position(|a| a == "resume")?;
         argv.get(at + 1)
-            .filter(|id| crate::engine::conversation::is_id(id))
+            .filter(|id| crate::core::identity::is_conversation_id(id))
             .cloned()
     }
 

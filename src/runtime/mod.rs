@@ -53,7 +53,7 @@ pub trait Runtime: Send + Sync {
     fn resume(&self, peer: &Peer, resume_ref: &str) -> LaunchPlan;
     /// The most recent conversations recorded for the peer's folder, most
     /// recent first, with ids that are safe to use (see
-    /// [`crate::engine::conversation::is_id`]); `until`: none older than this one is
+    /// [`crate::core::identity::is_conversation_id`]); `until`: none older than this one is
     /// needed. Empty for a runtime that keeps none. Which of them is whose
     /// is decided in [`crate::conversation`].
     fn conversations(&self, _peer: &Peer, _until: Option<&str>) -> Vec<Conversation> {

@@ -8,6 +8,7 @@ mod daemon;
 mod faults;
 mod hostile;
 mod http;
+mod layers;
 mod lifecycle_log;
 mod observe;
 mod peers;

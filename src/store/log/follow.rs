@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::core::record::Entry;
 
-use super::{log_files, rotated_files};
+use super::files::{log_files, rotated_files};
 
 /// Where a follower is: a file (by device and inode, which survive the
 /// renames of rotation) and a byte offset in it. Printed as `dev:ino:off`

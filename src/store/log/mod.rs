@@ -18,9 +18,12 @@
 //! Reading walks `lifecycle.log.N` … `.1`, then `lifecycle.log`, oldest
 //! first, and skips torn lines.
 
+mod files;
 mod follow;
 mod read;
 
+pub use files::log_files;
+use files::{numbered, rotated_files};
 pub use follow::{Followed, Follower, Position};
 pub use read::{for_each_entry, for_each_matching, read_all, ReadStats};
 
@@ -242,59 +245,9 @@ fn ends_with_newline(file: &File, size: u64) -> bool {
     }
 }
 
-fn numbered(path: &Path, n: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{n}"));
-    PathBuf::from(s)
-}
-
-/// The rotated files that exist, as (N, path), in no particular order.
-pub(super) fn rotated_files(path: &Path) -> Result<Vec<(u32, PathBuf)>> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let base = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("lifecycle.log");
-    let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io(dir, "list", e)),
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(base))
-            .and_then(|r| r.strip_prefix('.'))
-        else {
-            continue;
-        };
-        if let Ok(n) = rest.parse::<u32>() {
-            if n > 0 && rest.bytes().all(|b| b.is_ascii_digit()) {
-                out.push((n, entry.path()));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The log's files, oldest first: `.N` … `.1`, then the current one (when
-/// it exists).
-pub fn log_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let mut rotated = rotated_files(path)?;
-    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
-    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
-    if path.exists() {
-        files.push(path.to_path_buf());
-    }
-    Ok(files)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::Entry;
     use crate::core::vocab::{Action, Cause, Ev, Mode, Source};
     use assert_fs::TempDir;
 
@@ -414,21 +367,5 @@ mod tests {
         let mut w = writer(&dir, 1 << 20, 5);
         assert!(matches!(w.append(&sample(1)), Err(Error::Unsafe { .. })));
         assert_eq!(fs::read_to_string(&target).unwrap(), "");
-    }
-
-    proptest::proptest! {
-        /// A line of anything: parsing, folding into metrics and into a
-        /// history never panic.
-        #[test]
-        fn any_line_is_read_safely(line in "\\PC{0,300}") {
-            if let Some(e) = Entry::parse(&line) {
-                let mut m = crate::core::metrics::Metrics::default();
-                m.apply(&e);
-                let _ = crate::core::history::history([&e]);
-                let _ = crate::cmd::log::human(&e);
-            }
-            let _ = serde_json::from_str::<Record>(&line);
-            let _ = line.parse::<Position>();
-        }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::core::error::{Error, Result};
 use crate::core::record::Entry;
 
-use super::log_files;
+use super::files::log_files;
 
 /// What reading the whole log found.
 #[derive(Debug, Default)]
