@@ -54,7 +54,7 @@ fn main() {
                 let mut r = Record::new(ts, Ev::Supervise, Source::Daemon)
                     .identity(&peer)
                     .action(Action::ReapedIdle)
-                    .outcome("resume-eligible")
+                    .outcome(iapeer::core::vocab::Outcome::ResumeEligible)
                     .session("5f0c2d4e-8a53-4e0b-9d2f-3b1e7c9a6d10");
                 r.idle_seconds = Some(3671);
                 r
@@ -62,7 +62,7 @@ fn main() {
             _ => Record::new(ts, Ev::Supervise, Source::Daemon)
                 .identity(&peer)
                 .action(Action::ReapedGone)
-                .outcome("fresh-on-next-message")
+                .outcome(iapeer::core::vocab::Outcome::FreshOnNextMessage)
                 .last_lines(Some("Error: out of memory\nat main (index.js:12)\n$")),
         };
         let line = r.to_line();

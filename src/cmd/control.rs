@@ -5,7 +5,7 @@ use crate::cmd::App;
 use crate::core::error::{Error, Refusal, Result};
 use crate::core::identity::Identity;
 use crate::core::peer::Policy;
-use crate::core::vocab::{Action, Ev};
+use crate::core::vocab::{Action, Ev, Outcome};
 use crate::core::wake_plan::Ask;
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
@@ -64,9 +64,9 @@ pub fn start(app: &App, args: NameArg) -> Result<i32> {
     let was_stopped = ctx.state.remove(&id, Marker::Stopped)?;
     ctx.log(
         &ctx.record(Ev::Start).identity(&id).outcome(if was_stopped {
-            "started"
+            Outcome::Started
         } else {
-            "was-not-stopped"
+            Outcome::WasNotStopped
         }),
     )?;
     if peer.policy == Policy::Always && peer.external_supervisor.is_none() {
@@ -99,7 +99,10 @@ pub fn reset(app: &App, args: NameArg) -> Result<i32> {
     // death recorded meanwhile could undo the reset, or be lost by it.
     let _lock = lock_or_refuse(&ctx, &id)?;
     let cleared = ctx.state.deaths(&id)?.ring.entries().len();
-    let mut line = ctx.record(Ev::Reset).identity(&id).outcome("guard-cleared");
+    let mut line = ctx
+        .record(Ev::Reset)
+        .identity(&id)
+        .outcome(Outcome::GuardCleared);
     line.deaths = Some(cleared as u64);
     ctx.log(&line)?;
     ctx.state.remove(&id, Marker::Deaths)?;

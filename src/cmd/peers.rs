@@ -5,7 +5,7 @@ use crate::cmd::App;
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
 use crate::core::peer::{Peer, Policy};
-use crate::core::vocab::Ev;
+use crate::core::vocab::{Ev, Outcome};
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
 use crate::store::markers::LockFailure;
@@ -116,7 +116,7 @@ pub fn remove_peer(ctx: &Ctx, id: &Identity, peer: Option<&Peer>, force: bool) -
     };
     // Logged first; the line also resets the peer's metrics, so a new peer
     // of this name starts from zero.
-    let mut line = ctx.record(Ev::Stop).identity(id).outcome("removed");
+    let mut line = ctx.record(Ev::Stop).identity(id).outcome(Outcome::Removed);
     line = match &live {
         Some(rec) => line
             .session(&rec.session)

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::core::clock::{self, EpochMs};
-use crate::core::vocab::{Action, Cause, Ev, Mode, Source};
+use crate::core::vocab::{Action, Cause, Ev, Mode, Outcome, Source};
 
 /// Longest task or pane excerpt copied into a line.
 const EXCERPT_MAX: usize = 1024;
@@ -31,7 +31,7 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,8 +108,8 @@ impl Record {
         self
     }
 
-    pub fn outcome(mut self, outcome: impl ToString) -> Self {
-        self.outcome = Some(outcome.to_string());
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = Some(outcome);
         self
     }
 

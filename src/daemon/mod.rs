@@ -26,7 +26,7 @@ use crate::core::identity::Identity;
 use crate::core::pass::PassAction;
 use crate::core::peer::Peer;
 use crate::core::session::Liveness;
-use crate::core::vocab::{Action, Ev, Source};
+use crate::core::vocab::{Action, Ev, Outcome, Source};
 use crate::engine::ctx::Ctx;
 use crate::engine::supervise::PassOutcome;
 use crate::store::config::Config;
@@ -393,7 +393,7 @@ impl Supervisor {
                 self.ctx
                     .record(Ev::Supervise)
                     .identity(id)
-                    .outcome("skipped")
+                    .outcome(Outcome::Skipped)
                     .reason(format!("supervised by {sup}"))
             } else if self.watched.contains_key(id) {
                 self.ctx

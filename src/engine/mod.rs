@@ -11,3 +11,6 @@ pub mod ending;
 pub mod status;
 pub mod supervise;
 pub mod wake;
+
+#[cfg(test)]
+mod tests;

@@ -20,7 +20,7 @@ use crate::core::error::{Error, Refusal, Result};
 use crate::core::identity::Identity;
 use crate::core::peer::Peer;
 use crate::core::session::SessionRecord;
-use crate::core::vocab::{Cause, Ev, Mode};
+use crate::core::vocab::{Cause, Ev, Mode, Outcome};
 use crate::core::wake_mode::Decision;
 use crate::core::wake_plan::{check_task, plan, Ask, Gathered, Plan};
 use crate::engine::boot::{await_ready, boot_failed, finish_interrupted, Boot, Interrupted};
@@ -655,7 +655,7 @@ pub fn delivered_line(
     ctx.record(Ev::Wake)
         .identity(id)
         .runtime(peer.runtime)
-        .outcome("delivered")
+        .outcome(Outcome::Delivered)
         .session(&rec.session)
         .topic(topic)
         .task(Some(task))

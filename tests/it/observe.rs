@@ -177,7 +177,7 @@ fn events_follow_delivers_every_line_once_across_rotations() {
         for line in BufReader::new(out).lines() {
             let line = line.unwrap();
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let done = v["outcome"] == "last";
+            let done = v["reason"] == "last";
             lines.push(v);
             if done {
                 break;
@@ -212,7 +212,7 @@ fn events_follow_delivers_every_line_once_across_rotations() {
         iapeer::core::vocab::Source::Cli,
     )
     .identity("alice")
-    .outcome("last");
+    .reason("last");
     r.deaths = Some(0);
     iapeer::store::log::LogWriter::at(&home.log_path(), 2000, 200)
         .append(&r)

@@ -276,7 +276,7 @@ mod tests {
         let mut r = Record::new(1_795_236_254_821, Ev::Supervise, Source::Daemon)
             .identity("alice")
             .action(Action::ReapedIdle)
-            .outcome("resume-eligible");
+            .outcome(crate::core::vocab::Outcome::ResumeEligible);
         r.idle_seconds = Some(3671);
         r.pid = 17;
         assert_eq!(
@@ -290,11 +290,17 @@ mod tests {
         for c in Cause::ALL {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
-        for m in [Mode::Fresh, Mode::Resume, Mode::Refused, Mode::Fail] {
+        for m in Mode::ALL {
             assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
         }
         for e in Ev::ALL {
             assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
+        }
+        for a in Action::ALL {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        for o in crate::core::vocab::Outcome::ALL {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
         }
     }
 
@@ -367,5 +373,24 @@ mod tests {
         let mut w = writer(&dir, 1 << 20, 5);
         assert!(matches!(w.append(&sample(1)), Err(Error::Unsafe { .. })));
         assert_eq!(fs::read_to_string(&target).unwrap(), "");
+    }
+
+    /// Every value a line can carry is documented beside the writer, so
+    /// the schema cannot drift from the types.
+    #[test]
+    fn the_schema_names_every_value() {
+        use crate::core::vocab::Outcome;
+        let doc = include_str!("schema.md");
+        let values = Ev::ALL
+            .iter()
+            .map(|v| v.as_str())
+            .chain(Mode::ALL.iter().map(|v| v.as_str()))
+            .chain(Action::ALL.iter().map(|v| v.as_str()))
+            .chain(Cause::ALL.iter().map(|v| v.as_str()))
+            .chain(Outcome::ALL.iter().map(|v| v.as_str()));
+        let missing: Vec<&str> = values
+            .filter(|v| !doc.contains(&format!("`{v}`")))
+            .collect();
+        assert!(missing.is_empty(), "schema.md lacks {missing:?}");
     }
 }

@@ -1,0 +1,190 @@
+//! The engine against the fake host: real files, real processes standing
+//! in for panes, no tmux. What the integration tests show end to end, these
+//! pin at the engine's own seams: how often it asks the host for what.
+
+use assert_fs::TempDir;
+
+use crate::core::crash_ring::CrashRing;
+use crate::core::identity::Identity;
+use crate::core::peer::Peer;
+use crate::core::record::Entry;
+use crate::core::session::EndKind;
+use crate::core::vocab::{Action, Ev, Source};
+use crate::core::wake_plan::Ask;
+use crate::engine::ctx::Ctx;
+use crate::engine::ending::{self, Settled};
+use crate::engine::wake::{self, Woke};
+use crate::runtime::fake::FakeHost;
+use crate::store::config::Config;
+use crate::store::definitions::save_peer;
+use crate::store::log;
+use crate::store::markers::{Flag, Marker};
+
+struct Bench {
+    home: TempDir,
+    ctx: Ctx,
+    host: FakeHost,
+    id: Identity,
+}
+
+/// A home with one shell peer `a` working in the home itself.
+fn bench() -> Bench {
+    let home = TempDir::new().unwrap();
+    let config = Config::from_lookup(|k| match k {
+        "IAPEER_HOME" | "HOME" => Some(home.path().into()),
+        _ => None,
+    })
+    .unwrap();
+    let host = FakeHost::showing("$ ");
+    let ctx = Ctx::with_host(config, Source::Cli, Box::new(host.clone())).unwrap();
+    let id = Identity::parse("a").unwrap();
+    let b = Bench {
+        home,
+        ctx,
+        host,
+        id,
+    };
+    b.define(|_| {});
+    b
+}
+
+impl Bench {
+    fn define(&self, edit: impl FnOnce(&mut Peer)) {
+        let json = serde_json::json!({
+            "name": "a",
+            "cwd": self.home.path(),
+            "runtime": "shell",
+            "command": ["sleep", "1000"],
+        });
+        let mut peer: Peer = serde_json::from_value(json).unwrap();
+        edit(&mut peer);
+        save_peer(&self.ctx.config.paths, &peer).unwrap();
+    }
+
+    fn peer(&self) -> Peer {
+        self.ctx.peer(&self.id).unwrap()
+    }
+
+    fn lines(&self, matches: impl Fn(&Entry) -> bool) -> usize {
+        let (all, _) = log::read_all(&self.ctx.config.paths.lifecycle_log).unwrap();
+        all.iter().filter(|e| matches(e)).count()
+    }
+
+    fn wake(&self) -> Result<Woke, wake::WakeFailure> {
+        wake::wake(&self.ctx, &self.id, &Ask::default())
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        self.wake().err().map(|f| f.error.exit_code())
+    }
+}
+
+#[test]
+fn a_death_is_settled_once() {
+    let b = bench();
+    assert!(matches!(b.wake(), Ok(Woke::Launched { .. })));
+    let rec = b.ctx.state.session(&b.id).unwrap().unwrap();
+    b.host.crash(&rec.socket);
+
+    let peer = b.peer();
+    for _ in 0..3 {
+        assert_eq!(
+            ending::settle(&b.ctx, &b.id, Some(&peer)).unwrap(),
+            Settled::None
+        );
+    }
+    let gone = |e: &Entry| {
+        e.ev() == Some(Ev::Supervise)
+            && e.str("action") == Some(Action::ReapedGone.as_str())
+            && e.str("session") == Some(rec.session.as_str())
+    };
+    assert_eq!(b.lines(gone), 1, "one death line");
+    assert_eq!(b.ctx.state.deaths(&b.id).unwrap().ring.entries().len(), 1);
+    assert!(b.ctx.state.session(&b.id).unwrap().is_none());
+    assert_eq!(b.host.calls().kill, 1, "the dead pane is cleared once");
+    assert_eq!(b.host.calls().launch, 1);
+}
+
+#[test]
+fn a_park_is_journaled_then_finished_by_whoever_looks_next() {
+    let b = bench();
+    b.wake().unwrap();
+    let rec = b.ctx.state.session(&b.id).unwrap().unwrap();
+    let session = rec.session.clone();
+
+    // The host fails mid-park: the park is journaled, its marker and its
+    // line written, the session not yet ended.
+    b.host.fail_next_kill();
+    assert!(ending::park(&b.ctx, &b.id, rec.clone(), Action::ReapedIdle, Some(61)).is_err());
+    let journaled = b.ctx.state.session(&b.id).unwrap().unwrap();
+    assert_eq!(
+        journaled.ending.as_ref().map(|e| e.kind),
+        Some(EndKind::Park)
+    );
+    assert!(b.ctx.state.exists(&b.id, Marker::IdleReaped).unwrap());
+    assert!(b.host.has_session(&rec.socket), "not yet ended");
+
+    // Whoever next holds the identity finishes the same park, once.
+    let peer = b.peer();
+    assert_eq!(
+        ending::settle(&b.ctx, &b.id, Some(&peer)).unwrap(),
+        Settled::None
+    );
+    assert_eq!(
+        ending::settle(&b.ctx, &b.id, Some(&peer)).unwrap(),
+        Settled::None
+    );
+    let parked = |e: &Entry| {
+        e.str("action") == Some(Action::ReapedIdle.as_str())
+            && e.str("session") == Some(session.as_str())
+    };
+    assert_eq!(b.lines(parked), 1, "one park line");
+    assert!(!b.host.has_session(&rec.socket));
+    assert!(b.ctx.state.session(&b.id).unwrap().is_none());
+    assert!(
+        b.ctx.state.flag(&b.id, Flag::IdleReaped).unwrap().is_some(),
+        "still resume-eligible"
+    );
+    assert!(
+        b.ctx.state.deaths(&b.id).unwrap().ring.is_empty(),
+        "a park is no death"
+    );
+}
+
+#[test]
+fn a_wake_refuses_in_the_order_of_design_section_6() {
+    let b = bench();
+    let missing = b.home.path().join("gone");
+    b.define(|p| {
+        p.external_supervisor = Some("launchd".into());
+        p.cwd = missing.clone();
+    });
+    let now = b.ctx.now();
+    b.ctx
+        .state
+        .set_flag(&b.id, Flag::Stopped, now, "operator")
+        .unwrap();
+    let full = CrashRing::from_entries(vec![now - 3, now - 2, now - 1]);
+    b.ctx.state.write_deaths(&b.id, &full).unwrap();
+
+    assert_eq!(b.exit_code(), Some(5), "external supervisor first");
+    b.define(|p| p.cwd = missing.clone());
+    assert_eq!(b.exit_code(), Some(3), "then stopped");
+    b.ctx.state.remove(&b.id, Marker::Stopped).unwrap();
+    assert_eq!(b.exit_code(), Some(2), "then the missing folder");
+    std::fs::create_dir(&missing).unwrap();
+    assert_eq!(b.exit_code(), Some(4), "then the crash-loop guard");
+    assert_eq!(b.host.calls().launch, 0, "nothing launched while refused");
+
+    b.ctx.state.remove(&b.id, Marker::Deaths).unwrap();
+    assert!(matches!(b.wake(), Ok(Woke::Launched { .. })));
+    assert_eq!(b.host.calls().launch, 1);
+    assert!(matches!(
+        b.wake(),
+        Ok(Woke::AlreadyAlive {
+            delivered: false,
+            ..
+        })
+    ));
+    assert_eq!(b.host.calls().launch, 1, "a live session wins");
+}
