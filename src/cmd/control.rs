@@ -9,18 +9,7 @@ use crate::core::vocab::{Action, Ev, Outcome};
 use crate::core::wake_plan::Ask;
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
-use crate::store::markers::{Flag, LockFailure, Marker};
-
-fn lock_or_refuse(ctx: &Ctx, id: &Identity) -> Result<crate::store::markers::WakeLock> {
-    match ctx.state.lock(id, ctx.config.wake_lock_wait) {
-        Ok(l) => Ok(l),
-        Err(LockFailure::Held { waited }) => Err(Error::Refused(Refusal::LockHeld {
-            identity: id.to_string(),
-            waited_ms: waited.as_millis() as u64,
-        })),
-        Err(LockFailure::Error(e)) => Err(e),
-    }
-}
+use crate::store::markers::{Flag, Marker};
 
 /// Writes `.stopped`, then parks a live session (it stays resume-eligible).
 pub fn stop(app: &App, args: NameArg) -> Result<i32> {
@@ -31,7 +20,7 @@ pub fn stop(app: &App, args: NameArg) -> Result<i32> {
     ctx.log(&ctx.record(Ev::Stop).identity(&id).reason("operator stop"))?;
     ctx.state
         .set_flag(&id, Flag::Stopped, ctx.now(), "operator stop")?;
-    let _lock = lock_or_refuse(&ctx, &id).inspect_err(|e| {
+    let _lock = ctx.lock(&id).inspect_err(|e| {
         if matches!(e, Error::Refused(Refusal::LockHeld { .. })) {
             eprintln!(
                 "{id}: the stop is in force (.stopped is written; no wake starts it), but its \
@@ -97,7 +86,7 @@ pub fn reset(app: &App, args: NameArg) -> Result<i32> {
     ctx.state.check(&id)?;
     // Deaths are recorded read-modify-write under this lock; without it a
     // death recorded meanwhile could undo the reset, or be lost by it.
-    let _lock = lock_or_refuse(&ctx, &id)?;
+    let _lock = ctx.lock(&id)?;
     let cleared = ctx.state.deaths(&id)?.ring.entries().len();
     let mut line = ctx
         .record(Ev::Reset)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cli::EventsArgs;
 use crate::cmd::App;
-use crate::core::error::{Error, Result};
+use crate::core::error::Result;
 use crate::core::record::Entry;
 use crate::store::log::Follower;
 
@@ -16,21 +16,12 @@ const POLL: Duration = Duration::from_millis(50);
 
 pub fn run(app: &App, args: EventsArgs) -> Result<i32> {
     let path = &app.config.paths.lifecycle_log;
-    let since = match &args.since {
-        Some(s) => Some(
-            crate::core::clock::parse_rfc3339(s)
-                .or_else(|| {
-                    crate::core::clock::parse_duration(s)
-                        .map(|d| crate::core::clock::now_ms() - d.as_millis() as i64)
-                })
-                .ok_or_else(|| {
-                    Error::Usage(format!(
-                        "--since {s:?} is neither a duration nor an RFC 3339 time"
-                    ))
-                })?,
-        ),
-        None => None,
-    };
+    let now = crate::core::clock::now_ms();
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| super::when("--since", s, now))
+        .transpose()?;
     let mut follower = if args.follow && !args.from_start && since.is_none() {
         Follower::at_end(path)
     } else {

@@ -8,7 +8,7 @@ use crate::cmd::App;
 use crate::core::error::Result;
 use crate::core::identity::Identity;
 use crate::core::peer::Peer;
-use crate::core::session::Liveness;
+use crate::core::session::{Liveness, Standing};
 use crate::core::vocab::Mode;
 use crate::core::wake_plan::{Ask, Gathered, Plan};
 use crate::engine::ctx::Ctx;
@@ -80,27 +80,27 @@ fn recorded_session(ctx: &Ctx, id: &Identity, notes: &mut Vec<String>) -> Result
         }
         return Ok((false, false));
     };
-    if rec.is_launching() {
-        notes.push("a launch of it is under way, or was cut short; a wake would wait for it, or finish it first".into());
-        return Ok((true, false));
-    }
-    if let Some(ending) = &rec.ending {
-        notes.push(format!(
-            "its last session is mid-way through ending ({}); a wake would finish that first",
-            ending.action
-        ));
-        return Ok((false, false));
-    }
-    match crate::os::process::liveness(rec.pane_pid, rec.pane_start) {
-        Liveness::Alive => Ok((true, false)),
-        Liveness::Unknown => {
+    match rec.standing(|r| crate::os::process::liveness(r.pane_pid, r.pane_start)) {
+        Standing::Launching => {
+            notes.push("a launch of it is under way, or was cut short; a wake would wait for it, or finish it first".into());
+            Ok((true, false))
+        }
+        Standing::Ending => {
+            let action = rec.ending.as_ref().map_or("", |e| e.action.as_str());
+            notes.push(format!(
+                "its last session is mid-way through ending ({action}); a wake would finish that first"
+            ));
+            Ok((false, false))
+        }
+        Standing::Running(Liveness::Alive) => Ok((true, false)),
+        Standing::Running(Liveness::Unknown) => {
             notes.push(format!(
                 "cannot tell whether pid {} is alive; a wake would fail and ask to retry",
                 rec.pane_pid
             ));
             Ok((true, false))
         }
-        Liveness::Dead => {
+        Standing::Running(Liveness::Dead) => {
             let new_eager = ctx.state.flag(id, Flag::NewEager)?.is_some();
             let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
             let action = crate::core::pass::death_action(

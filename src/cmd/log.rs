@@ -75,12 +75,12 @@ impl Filter {
             since_ms: args
                 .since
                 .as_deref()
-                .map(|s| when("--since", s, now))
+                .map(|s| super::when("--since", s, now))
                 .transpose()?,
             until_ms: args
                 .until
                 .as_deref()
-                .map(|s| when("--until", s, now))
+                .map(|s| super::when("--until", s, now))
                 .transpose()?,
             ev,
             cause: args.cause.clone(),
@@ -132,19 +132,6 @@ impl Filter {
             }
         }
         true
-    }
-}
-
-/// `--since`/`--until`: a duration back from now, or an RFC 3339 time.
-fn when(flag: &str, s: &str, now: EpochMs) -> Result<EpochMs> {
-    if let Some(ms) = crate::core::clock::parse_rfc3339(s) {
-        return Ok(ms);
-    }
-    match crate::core::clock::parse_duration(s) {
-        Some(d) => Ok(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
-        None => Err(Error::Usage(format!(
-            "{flag} {s:?} is neither a duration (90s, 15m, 1h, 2d) nor an RFC 3339 time"
-        ))),
     }
 }
 

@@ -13,7 +13,8 @@ pub mod wake;
 pub mod why;
 
 use crate::cli::{Cli, Command};
-use crate::core::error::Result;
+use crate::core::clock::EpochMs;
+use crate::core::error::{Error, Result};
 use crate::core::vocab::Source;
 use crate::store::config::Config;
 
@@ -83,4 +84,13 @@ pub fn table(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `--since`/`--until`: a duration back from now, or an RFC 3339 time.
+pub fn when(flag: &str, s: &str, now: EpochMs) -> Result<EpochMs> {
+    crate::core::clock::parse_when(s, now).ok_or_else(|| {
+        Error::Usage(format!(
+            "{flag} {s:?} is neither a duration (90s, 15m, 1h, 2d) nor an RFC 3339 time"
+        ))
+    })
 }

@@ -8,7 +8,6 @@ use crate::core::peer::{Peer, Policy};
 use crate::core::vocab::{Ev, Outcome};
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
-use crate::store::markers::LockFailure;
 
 pub fn add(app: &App, args: AddArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
@@ -93,16 +92,7 @@ pub fn rm(app: &App, args: RmArgs) -> Result<i32> {
 /// session is refused unless `force`, then ended. Logs a `removed` line,
 /// which resets the peer's metrics. Returns the number of state files.
 pub fn remove_peer(ctx: &Ctx, id: &Identity, peer: Option<&Peer>, force: bool) -> Result<usize> {
-    let _lock = match ctx.state.lock(id, ctx.config.wake_lock_wait) {
-        Ok(l) => l,
-        Err(LockFailure::Held { waited }) => {
-            return Err(Error::Refused(crate::core::error::Refusal::LockHeld {
-                identity: id.to_string(),
-                waited_ms: waited.as_millis() as u64,
-            }))
-        }
-        Err(LockFailure::Error(e)) => return Err(e),
-    };
+    let _lock = ctx.lock(id)?;
     let live = match crate::engine::ending::settle(ctx, id, peer)? {
         Settled::Alive(_) if !force => {
             return Err(Error::failed(

@@ -42,6 +42,15 @@ pub fn parse_rfc3339(s: &str) -> Option<EpochMs> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// A point in time as a person writes it on the command line: an RFC 3339
+/// time, or a duration back from `now`.
+pub fn parse_when(s: &str, now: EpochMs) -> Option<EpochMs> {
+    parse_rfc3339(s).or_else(|| {
+        parse_duration(s)
+            .map(|d| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    })
+}
+
 /// Parses a duration like `90s`, `15m`, `1h30m`, `2d` or a bare number of
 /// seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {

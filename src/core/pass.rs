@@ -6,7 +6,7 @@
 
 use crate::core::clock::{self, EpochMs};
 use crate::core::peer::Policy;
-use crate::core::session::{Liveness, SessionRecord};
+use crate::core::session::{Liveness, SessionRecord, Standing};
 use crate::core::vocab::{Action, Outcome};
 
 /// The supervise action for a death, given what is on disk (DESIGN §7):
@@ -45,7 +45,7 @@ pub fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
 /// when it could turn idle, reach its max age, or miss its boot deadline.
 pub fn revisit_at(facts: &PassFacts, rec: Option<&SessionRecord>, now: EpochMs) -> Option<EpochMs> {
     let (s, rec) = (facts.session.as_ref()?, rec?);
-    if s.liveness != Liveness::Alive {
+    if !s.is_alive() {
         return None;
     }
     let started = rec.started_ms().unwrap_or(now);
@@ -74,11 +74,7 @@ pub struct PassFacts {
 /// About a recorded session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveFacts {
-    /// Its end is journaled but unfinished.
-    pub ending: bool,
-    /// Recorded before tmux was asked, and not since (see `start`).
-    pub launching: bool,
-    pub liveness: Liveness,
+    pub standing: Standing,
     pub ready: bool,
     pub age_ms: i64,
     /// Since the last sign of activity; `None` when not worth computing.
@@ -86,6 +82,12 @@ pub struct LiveFacts {
     pub idle_limit_ms: i64,
     pub max_age_ms: i64,
     pub boot_deadline_ms: i64,
+}
+
+impl LiveFacts {
+    pub fn is_alive(&self) -> bool {
+        self.standing == Standing::Running(Liveness::Alive)
+    }
 }
 
 /// What a pass does.
@@ -121,15 +123,14 @@ pub fn decide(f: &PassFacts) -> PassAction {
             PassAction::Nothing
         };
     };
-    if s.ending {
-        return PassAction::FinishEnding;
-    }
-    if s.launching {
+    let liveness = match s.standing {
+        Standing::Ending => return PassAction::FinishEnding,
         // Its launcher holds the lock if it is still at work, and then the
         // worker acting on this finds the lock held and leaves it be.
-        return PassAction::FinishLaunch;
-    }
-    match s.liveness {
+        Standing::Launching => return PassAction::FinishLaunch,
+        Standing::Running(liveness) => liveness,
+    };
+    match liveness {
         // Unknown is never a death.
         Liveness::Unknown => PassAction::Nothing,
         Liveness::Dead => PassAction::RecordDeath,
@@ -155,9 +156,7 @@ mod tests {
 
     fn live(liveness: Liveness) -> LiveFacts {
         LiveFacts {
-            ending: false,
-            launching: false,
-            liveness,
+            standing: Standing::Running(liveness),
             ready: true,
             age_ms: 1_000,
             idle_ms: Some(10),
@@ -196,10 +195,10 @@ mod tests {
         f.new_eager = true;
         rows.push(("stopped: never launched", f, Nothing));
         let mut s = live(Alive);
-        s.ending = true;
+        s.standing = Standing::Ending;
         rows.push(("a journaled end is finished", facts(Some(s)), FinishEnding));
         let mut s = live(Unknown);
-        s.launching = true;
+        s.standing = Standing::Launching;
         rows.push((
             "a launch whose launcher died is finished",
             facts(Some(s)),

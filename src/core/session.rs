@@ -112,3 +112,30 @@ pub enum Liveness {
     Dead,
     Unknown,
 }
+
+/// Where a recorded session stands: the one reading of a record that a
+/// pass, `settle` and `explain` all act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Its end is journaled but unfinished: finish that end first.
+    Ending,
+    /// Recorded before tmux was asked, and not since: a launch under way,
+    /// or cut short.
+    Launching,
+    /// Its process, as far as can be told.
+    Running(Liveness),
+}
+
+impl SessionRecord {
+    /// Where this record stands; `liveness` is asked only of a record whose
+    /// process is known.
+    pub fn standing(&self, liveness: impl FnOnce(&SessionRecord) -> Liveness) -> Standing {
+        if self.ending.is_some() {
+            Standing::Ending
+        } else if self.is_launching() {
+            Standing::Launching
+        } else {
+            Standing::Running(liveness(self))
+        }
+    }
+}

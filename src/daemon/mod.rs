@@ -30,6 +30,7 @@ use crate::core::vocab::{Action, Ev, Outcome, Source};
 use crate::engine::ctx::Ctx;
 use crate::engine::supervise::PassOutcome;
 use crate::store::config::Config;
+use crate::store::log::LogChanges;
 use crate::store::markers::Present;
 
 use self::deaths::DeathWatch;
@@ -345,7 +346,7 @@ impl Supervisor {
             self.seen.remove(id);
         }
         match (&facts.session, &rec) {
-            (Some(s), Some(r)) if s.liveness == Liveness::Alive => {
+            (Some(s), Some(r)) if s.is_alive() => {
                 if self.watched.get(id) != Some(&r.pane_pid)
                     && self.deaths.watch(id, r.pane_pid, r.pane_start)
                 {
@@ -668,7 +669,8 @@ pub fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32> {
         Ok(n) => tracing::info!("removed {n} temp file(s) left by an interrupted write"),
         Err(e) => tracing::warn!("{e}"),
     }
-    let _watch = watcher::start(&ctx.config.paths, tx.clone())?;
+    let logged = Arc::new(LogChanges::default());
+    let _watch = watcher::start(&ctx.config.paths, tx.clone(), Arc::clone(&logged))?;
     let mut sup = Supervisor::new(Arc::clone(&ctx), tx)?;
     let notifier = Notifier::from_env();
 
@@ -681,7 +683,7 @@ pub fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32> {
         ctx.config.home.display()
     );
     if let Some(settings) = http {
-        let addr = crate::http::start(Arc::clone(&ctx), sup.metrics(), settings)?;
+        let addr = crate::http::start(Arc::clone(&ctx), sup.metrics(), logged, settings)?;
         banner.push_str(&format!(", dashboard http://{addr}/"));
         eprintln!("iapeer daemon: dashboard on http://{addr}/");
     }

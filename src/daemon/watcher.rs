@@ -5,8 +5,9 @@
 //! reordered or dropped). An overflow asks for a full pass, and the tick
 //! catches anything missed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use notify::event::EventKind;
 use notify::{RecursiveMode, Watcher};
@@ -14,6 +15,7 @@ use notify::{RecursiveMode, Watcher};
 use super::Event;
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
+use crate::store::log::LogChanges;
 
 pub struct FileWatch {
     _watcher: notify::RecommendedWatcher,
@@ -25,13 +27,62 @@ impl std::fmt::Debug for FileWatch {
     }
 }
 
-pub fn start(paths: &crate::store::config::Paths, events: Sender<Event>) -> Result<FileWatch> {
-    let (lifecycle, peers, pools, logs) =
-        (&paths.lifecycle, &paths.peers, &paths.pools, &paths.log_dir);
-    let lifecycle_dir = lifecycle.to_path_buf();
-    let peers_dir = peers.to_path_buf();
-    let pools_dir = pools.to_path_buf();
-    let log_dir = logs.to_path_buf();
+/// The folders the daemon watches.
+#[derive(Clone, Debug)]
+struct Dirs {
+    lifecycle: PathBuf,
+    peers: PathBuf,
+    pools: PathBuf,
+    logs: PathBuf,
+}
+
+/// What a change to one path hints at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Hint {
+    /// A decision logged (by us or by a CLI).
+    Logged,
+    /// An identity's state file.
+    Changed(Identity),
+    Peer(String),
+    Pool(String),
+}
+
+/// What a changed path means, if anything: pure, so the rules are a table.
+fn classify(path: &Path, dirs: &Dirs) -> Option<Hint> {
+    let name = path.file_name()?.to_str()?;
+    let parent = path.parent()?;
+    if parent == dirs.logs {
+        return (name.starts_with("lifecycle.log") && !name.ends_with(".lock"))
+            .then_some(Hint::Logged);
+    }
+    if parent == dirs.lifecycle {
+        return lifecycle_identity(name).map(Hint::Changed);
+    }
+    let stem = name.strip_suffix(".json").filter(|s| !s.starts_with('.'))?;
+    if parent == dirs.peers {
+        Some(Hint::Peer(stem.to_owned()))
+    } else if parent == dirs.pools {
+        Some(Hint::Pool(stem.to_owned()))
+    } else {
+        None
+    }
+}
+
+/// Watches the state, definition and log folders. Every hint goes to the
+/// daemon's loop; a logged line also wakes the log's followers (the
+/// dashboard's event streams), so one watch serves both.
+pub fn start(
+    paths: &crate::store::config::Paths,
+    events: Sender<Event>,
+    logged: Arc<LogChanges>,
+) -> Result<FileWatch> {
+    let dirs = Dirs {
+        lifecycle: paths.lifecycle.clone(),
+        peers: paths.peers.clone(),
+        pools: paths.pools.clone(),
+        logs: paths.log_dir.clone(),
+    };
+    let watched = dirs.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let ev = match res {
             Ok(ev) => ev,
@@ -42,6 +93,7 @@ pub fn start(paths: &crate::store::config::Paths, events: Sender<Event>) -> Resu
             }
         };
         if ev.need_rescan() {
+            logged.bump();
             let _ = events.send(Event::Rescan);
             return;
         }
@@ -49,45 +101,26 @@ pub fn start(paths: &crate::store::config::Paths, events: Sender<Event>) -> Resu
         if matches!(ev.kind, EventKind::Access(_)) {
             return;
         }
-        for path in &ev.paths {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
+        for hint in ev.paths.iter().filter_map(|p| classify(p, &watched)) {
+            let event = match hint {
+                // Folded into the metrics now, not at the next tick.
+                Hint::Logged => {
+                    logged.bump();
+                    Event::Logged
+                }
+                Hint::Changed(id) => Event::Changed(id),
+                Hint::Peer(stem) => Event::PeerChanged(stem),
+                Hint::Pool(stem) => Event::PoolChanged(stem),
             };
-            let Some(parent) = path.parent() else {
-                continue;
-            };
-            if parent == log_dir {
-                // A decision logged (by us or by a CLI): fold it into the
-                // metrics now, not at the next tick.
-                if name.starts_with("lifecycle.log") && !name.ends_with(".lock") {
-                    let _ = events.send(Event::Logged);
-                }
-            } else if parent == lifecycle_dir {
-                if let Some(id) = lifecycle_identity(name) {
-                    let _ = events.send(Event::Changed(id));
-                }
-            } else if let Some(stem) = name.strip_suffix(".json").filter(|s| !s.starts_with('.')) {
-                if parent == peers_dir {
-                    let _ = events.send(Event::PeerChanged(stem.to_owned()));
-                } else if parent == pools_dir {
-                    let _ = events.send(Event::PoolChanged(stem.to_owned()));
-                }
-            }
+            let _ = events.send(event);
         }
     })
-    .map_err(|e| watch_error(lifecycle, &e))?;
-    watcher
-        .watch(lifecycle, RecursiveMode::NonRecursive)
-        .map_err(|e| watch_error(lifecycle, &e))?;
-    watcher
-        .watch(peers, RecursiveMode::NonRecursive)
-        .map_err(|e| watch_error(peers, &e))?;
-    watcher
-        .watch(pools, RecursiveMode::NonRecursive)
-        .map_err(|e| watch_error(pools, &e))?;
-    watcher
-        .watch(logs, RecursiveMode::NonRecursive)
-        .map_err(|e| watch_error(logs, &e))?;
+    .map_err(|e| watch_error(&dirs.lifecycle, &e))?;
+    for dir in [&dirs.lifecycle, &dirs.peers, &dirs.pools, &dirs.logs] {
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|e| watch_error(dir, &e))?;
+    }
     Ok(FileWatch { _watcher: watcher })
 }
 
@@ -126,5 +159,41 @@ mod tests {
         assert!(lifecycle_identity("alice.lock").is_none());
         assert!(lifecycle_identity(".alice.session.tmp.12.0").is_none());
         assert!(lifecycle_identity("junk").is_none());
+    }
+
+    #[test]
+    fn each_changed_path_hints_at_what_it_names() {
+        let dirs = Dirs {
+            lifecycle: "/h/state/lifecycle".into(),
+            peers: "/h/peers".into(),
+            pools: "/h/pools".into(),
+            logs: "/h/logs/iapeer".into(),
+        };
+        let id = |s: &str| Identity::parse(s).unwrap();
+        let rows: &[(&str, Option<Hint>)] = &[
+            (
+                "/h/state/lifecycle/alice.new-eager",
+                Some(Hint::Changed(id("alice"))),
+            ),
+            (
+                "/h/state/lifecycle/alice.stopped",
+                Some(Hint::Changed(id("alice"))),
+            ),
+            ("/h/state/lifecycle/alice.lock", None),
+            ("/h/state/lifecycle/.alice.session.tmp.1.2", None),
+            ("/h/peers/alice.json", Some(Hint::Peer("alice".into()))),
+            ("/h/peers/.alice.json.tmp", None),
+            ("/h/peers/notes.txt", None),
+            ("/h/pools/ccl.json", Some(Hint::Pool("ccl".into()))),
+            ("/h/logs/iapeer/lifecycle.log", Some(Hint::Logged)),
+            ("/h/logs/iapeer/lifecycle.log.3", Some(Hint::Logged)),
+            ("/h/logs/iapeer/lifecycle.log.lock", None),
+            ("/h/logs/iapeer/other.log", None),
+            ("/elsewhere/alice.json", None),
+            ("/", None),
+        ];
+        for (path, want) in rows {
+            assert_eq!(&classify(Path::new(path), &dirs), want, "{path}");
+        }
     }
 }

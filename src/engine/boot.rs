@@ -8,10 +8,11 @@ use crate::core::clock;
 use crate::core::error::Result;
 use crate::core::identity::Identity;
 use crate::core::peer::Peer;
-use crate::core::session::SessionRecord;
+use crate::core::session::{Liveness, SessionRecord};
 use crate::core::vocab::{Cause, Ev, Mode};
 use crate::engine::ctx::Ctx;
-use crate::engine::ending::{self, SessionState, LAST_LINES};
+use crate::engine::ending::{self, LAST_LINES};
+use crate::os::process;
 use crate::runtime::host::{self, ExitStatus};
 use crate::runtime::{self, Runtime, Screen};
 
@@ -66,7 +67,8 @@ pub fn await_ready(
             .host
             .capture(&rec.socket, id.as_str(), 60)
             .unwrap_or_default();
-        if let SessionState::Dead(status) = ending::session_state(ctx, rec) {
+        if process::liveness(rec.pane_pid, rec.pane_start) == Liveness::Dead {
+            let status = ending::exit_status(ctx, rec);
             let screen = ctx
                 .host
                 .capture(&rec.socket, id.as_str(), LAST_LINES)

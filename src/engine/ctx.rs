@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::core::clock::EpochMs;
-use crate::core::error::Result;
+use crate::core::error::{Error, Refusal, Result};
 use crate::core::identity::Identity;
 use crate::core::peer::{Peer, RuntimeKind};
 use crate::core::record::Record;
@@ -16,7 +16,7 @@ use crate::runtime::host::Host;
 use crate::runtime::tmux::Tmux;
 use crate::store::config::Config;
 use crate::store::log::LogWriter;
-use crate::store::markers::StateDir;
+use crate::store::markers::{LockFailure, StateDir, WakeLock};
 
 /// The wall clock a context reads; tests inject one that jumps.
 pub type Clock = Arc<dyn Fn() -> EpochMs + Send + Sync>;
@@ -106,6 +106,20 @@ impl Ctx {
     pub fn log(&self, record: &Record) -> Result<()> {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.append(record)
+    }
+
+    /// Takes `id`'s wake lock, waiting up to `IAPEER_WAKE_LOCK_WAIT_SECS`
+    /// for another process to let go of it; held past that is a refusal
+    /// the caller may retry (exit 6).
+    pub fn lock(&self, id: &Identity) -> Result<WakeLock> {
+        match self.state.lock(id, self.config.wake_lock_wait) {
+            Ok(lock) => Ok(lock),
+            Err(LockFailure::Held { waited }) => Err(Error::Refused(Refusal::LockHeld {
+                identity: id.to_string(),
+                waited_ms: waited.as_millis() as u64,
+            })),
+            Err(LockFailure::Error(e)) => Err(e),
+        }
     }
 
     pub fn peer(&self, id: &Identity) -> Result<Peer> {

@@ -19,7 +19,7 @@ use crate::core::identity::Identity;
 use crate::core::pass::{death_action, outcome};
 use crate::core::peer::Peer;
 use crate::core::record::{Entry, Record};
-use crate::core::session::{EndKind, Ending, Liveness, SessionRecord};
+use crate::core::session::{EndKind, Ending, Liveness, SessionRecord, Standing};
 use crate::core::vocab::{Action, Cause, Ev, Mode, Outcome, Source};
 use crate::engine::conversation;
 use crate::engine::ctx::Ctx;
@@ -33,24 +33,6 @@ pub const LAST_LINES: usize = 15;
 /// A task delivered this recently before a death, or followed by activity
 /// this recent, was still being worked on.
 pub const QUIET: Duration = Duration::from_secs(30);
-
-/// What is true of a recorded session right now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SessionState {
-    Alive,
-    Dead(ExitStatus),
-    /// Cannot tell (the process could not be inspected); never a death.
-    Unknown(String),
-}
-
-/// Asks the process itself; tmux is asked only for how a dead one ended.
-pub fn session_state(ctx: &Ctx, rec: &SessionRecord) -> SessionState {
-    match process::liveness(rec.pane_pid, rec.pane_start) {
-        Liveness::Alive => SessionState::Alive,
-        Liveness::Unknown => SessionState::Unknown(format!("cannot inspect pid {}", rec.pane_pid)),
-        Liveness::Dead => SessionState::Dead(exit_status(ctx, rec)),
-    }
-}
 
 /// The exit status tmux kept. The process is known dead; tmux marks the
 /// pane dead when the pty closes and fills in the status only once it has
@@ -309,17 +291,19 @@ pub fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> 
     let Some(rec) = ctx.state.session(id)? else {
         return adopt_orphan(ctx, id, peer);
     };
-    if rec.ending.is_some() {
-        finish_ending(ctx, id, rec, true)?;
-        return Ok(Settled::None);
-    }
-    if rec.is_launching() {
-        return finish_launch(ctx, id, rec);
-    }
-    match session_state(ctx, &rec) {
-        SessionState::Alive => Ok(Settled::Alive(Box::new(rec))),
-        SessionState::Unknown(why) => Ok(Settled::Unknown(why)),
-        SessionState::Dead(status) => {
+    match rec.standing(|r| process::liveness(r.pane_pid, r.pane_start)) {
+        Standing::Ending => {
+            finish_ending(ctx, id, rec, true)?;
+            Ok(Settled::None)
+        }
+        Standing::Launching => finish_launch(ctx, id, rec),
+        Standing::Running(Liveness::Alive) => Ok(Settled::Alive(Box::new(rec))),
+        Standing::Running(Liveness::Unknown) => Ok(Settled::Unknown(format!(
+            "cannot inspect pid {}",
+            rec.pane_pid
+        ))),
+        Standing::Running(Liveness::Dead) => {
+            let status = exit_status(ctx, &rec);
             record_death(ctx, id, peer, rec, status)?;
             Ok(Settled::None)
         }

@@ -10,7 +10,7 @@ use crate::core::error::Result;
 use crate::core::identity::Identity;
 use crate::core::pass::{cheap_activity, decide, LiveFacts, PassAction, PassFacts};
 use crate::core::peer::{Peer, Policy, RuntimeKind};
-use crate::core::session::{Liveness, SessionRecord};
+use crate::core::session::{Liveness, SessionRecord, Standing};
 use crate::core::vocab::Action;
 use crate::core::wake_plan::Ask;
 use crate::engine::boot::{self, Interrupted};
@@ -97,13 +97,10 @@ fn live_facts(
         .and_then(|p| p.max_age_secs)
         .map_or(cfg.max_age.as_millis() as i64, secs);
     let started = rec.started_ms().unwrap_or(now);
-    let liveness = if rec.ending.is_some() || rec.is_launching() {
-        Liveness::Unknown
-    } else {
-        process::liveness(rec.pane_pid, rec.pane_start)
-    };
+    let standing = rec.standing(|r| process::liveness(r.pane_pid, r.pane_start));
+    let alive = standing == Standing::Running(Liveness::Alive);
     let lazy = peer.is_none_or(|p| p.policy == Policy::Lazy);
-    let activity = (liveness == Liveness::Alive && rec.is_ready() && lazy).then(|| {
+    let activity = (alive && rec.is_ready() && lazy).then(|| {
         let cheap = cheap_activity(rec, started);
         match how {
             Activity::Known(seen) => cheap.max(seen.unwrap_or(0)),
@@ -112,9 +109,7 @@ fn live_facts(
         }
     });
     let live = LiveFacts {
-        ending: rec.ending.is_some(),
-        launching: rec.is_launching(),
-        liveness,
+        standing,
         ready: rec.is_ready(),
         age_ms: now.saturating_sub(started),
         idle_ms: activity.map(|a| now.saturating_sub(a).max(0)),

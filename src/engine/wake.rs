@@ -28,7 +28,7 @@ use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
 use crate::runtime::host::{LaunchSpec, Probe};
 use crate::runtime::{self, Runtime};
-use crate::store::markers::{Flag, LockFailure, Marker, WakeLock};
+use crate::store::markers::{Flag, Marker, WakeLock};
 
 /// Reads the facts for `plan`. `alive` is what the caller found.
 pub fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gathered> {
@@ -176,13 +176,9 @@ pub fn wake(ctx: &Ctx, id: &Identity, ask: &Ask) -> std::result::Result<Woke, Wa
     ctx.state.check(id)?;
     refuse_if_needed(ctx, id, &peer, ask)?;
 
-    let lock = match ctx.state.lock(id, ctx.config.wake_lock_wait) {
+    let lock = match ctx.lock(id) {
         Ok(lock) => lock,
-        Err(LockFailure::Held { waited }) => {
-            let error = Error::Refused(Refusal::LockHeld {
-                identity: id.to_string(),
-                waited_ms: waited.as_millis() as u64,
-            });
+        Err(error @ Error::Refused(Refusal::LockHeld { .. })) => {
             log_refusal(
                 ctx,
                 id,
@@ -195,7 +191,7 @@ pub fn wake(ctx: &Ctx, id: &Identity, ask: &Ask) -> std::result::Result<Woke, Wa
             );
             return Err(failure(Mode::Fail, Cause::WakeLockHeld, &peer, error));
         }
-        Err(LockFailure::Error(e)) => return Err(e.into()),
+        Err(e) => return Err(e.into()),
     };
     wake_locked(ctx, id, ask, &lock)
 }

@@ -18,7 +18,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, StatusCode};
@@ -27,7 +27,7 @@ use crate::core::error::{Error, Result};
 use crate::core::metrics::Metrics;
 use crate::engine::ctx::Ctx;
 use crate::store::config::Config;
-use crate::store::log::{Follower, Position};
+use crate::store::log::{Follower, LogChanges, Position};
 
 /// Concurrent event streams at most; more get 503.
 pub const MAX_STREAMS: usize = 32;
@@ -87,13 +87,7 @@ fn read_token(path: &Path) -> Result<String> {
     if !meta.is_file() {
         return Err(Error::unsafe_file(path, "it is not a regular file"));
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(Error::unsafe_file(
-            path,
-            format!("it is owned by uid {}, not {me}", meta.uid()),
-        ));
-    }
+    crate::store::fsutil::check_owner(path, meta.uid())?;
     if meta.mode() & 0o077 != 0 {
         return Err(Error::unsafe_file(
             path,
@@ -125,16 +119,18 @@ struct Shared {
     /// rebinding) cannot read the dashboard from a browser.
     loopback_only: bool,
     /// Bumped whenever lifecycle.log changes.
-    changes: Arc<(Mutex<u64>, Condvar)>,
+    changes: Arc<LogChanges>,
     streams: AtomicUsize,
     requests: AtomicUsize,
-    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 /// Binds and serves on a thread of its own; returns the bound address.
+/// `changes` wakes the event streams when the log changes (the daemon's
+/// file watcher bumps it).
 pub fn start(
     ctx: Arc<Ctx>,
     metrics: Arc<Mutex<Metrics>>,
+    changes: Arc<LogChanges>,
     settings: Settings,
 ) -> Result<SocketAddr> {
     let listener = TcpListener::bind(settings.addr).map_err(|e| {
@@ -159,8 +155,6 @@ pub fn start(
     let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| Error::failed("dashboard", e.to_string(), "report this"))?;
 
-    let changes = Arc::new((Mutex::new(0u64), Condvar::new()));
-    let watcher = watch_log(&ctx.config.paths.log_dir, Arc::clone(&changes));
     let shared = Arc::new(Shared {
         ctx,
         metrics,
@@ -169,7 +163,6 @@ pub fn start(
         changes,
         streams: AtomicUsize::new(0),
         requests: AtomicUsize::new(0),
-        _watcher: watcher,
     });
     std::thread::Builder::new()
         .name("http".into())
@@ -194,34 +187,6 @@ pub fn start(
         })
         .map_err(|e| Error::failed("dashboard", e.to_string(), "check thread limits"))?;
     Ok(local)
-}
-
-/// Wakes event streams when lifecycle.log (or a rotated file) changes. If
-/// the watch cannot be set up, streams look every second instead.
-fn watch_log(
-    dir: &Path,
-    changes: Arc<(Mutex<u64>, Condvar)>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::{event::EventKind, RecursiveMode, Watcher};
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
-        if matches!(ev.kind, EventKind::Access(_)) {
-            return;
-        }
-        let ours = ev.paths.iter().any(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("lifecycle.log") && !n.ends_with(".lock"))
-        });
-        if ours {
-            let (lock, cv) = &*changes;
-            *lock.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-            cv.notify_all();
-        }
-    })
-    .ok()?;
-    watcher.watch(dir, RecursiveMode::NonRecursive).ok()?;
-    Some(watcher)
 }
 
 fn handle(shared: &Shared, request: Request) {
@@ -382,7 +347,7 @@ fn events(shared: &Shared, request: Request, backlog: Option<&str>, last_id: Opt
         return;
     }
     loop {
-        let seen = *shared.changes.0.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = shared.changes.seen();
         pending.extend(follower.poll());
         let mut frame = String::new();
         if follower.gaps > gaps {
@@ -405,18 +370,8 @@ fn events(shared: &Shared, request: Request, backlog: Option<&str>, last_id: Opt
             // Gone, or too slow to take a chunk within the send timeout.
             return;
         }
-        let (lock, cv) = &*shared.changes;
-        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let wait = if shared._watcher.is_some() {
-            KEEPALIVE
-        } else {
-            Duration::from_secs(1)
-        };
-        let (guard, timeout) = cv
-            .wait_timeout_while(guard, wait, |n| *n == seen)
-            .unwrap_or_else(|p| p.into_inner());
-        drop(guard);
-        if timeout.timed_out() && send(&mut out, b": keepalive\n\n").is_err() {
+        if !shared.changes.wait_past(seen, KEEPALIVE) && send(&mut out, b": keepalive\n\n").is_err()
+        {
             return;
         }
     }

@@ -17,19 +17,60 @@ use crate::core::session::Liveness;
 /// The process's start time (clock ticks after boot), to tell it from a
 /// later process that got the same pid. `None` where it cannot be read.
 pub fn start_time(pid: i32) -> Option<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name may hold spaces and parentheses: fields start
-        // after the last ')'. starttime is field 22; after ')' come field 3
-        // onwards, so it is the 20th there.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        rest.split_whitespace().nth(19)?.parse().ok()
+    read_stat(pid).ok().flatten().map(|s| s.start)
+}
+
+/// The fields of `/proc/<pid>/stat` that iapeer reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// `R`, `S`, `Z`, …
+    pub state: char,
+    pub ppid: i32,
+    /// The session id.
+    pub session: i32,
+    /// Clock ticks after boot: tells a process from a later one that got
+    /// the same pid.
+    pub start: u64,
+    /// The wait status a zombie keeps (Linux 3.5 and later).
+    pub exit_code: Option<i32>,
+}
+
+impl Stat {
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = pid;
-        None
+}
+
+/// Parses a `/proc/<pid>/stat` line. The command name may hold spaces and
+/// parentheses, so the fields are counted from after the last `)`: field
+/// N of proc(5) is the (N - 3)th there.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).copied();
+    Some(Stat {
+        state: field(3)?.chars().next()?,
+        ppid: field(4)?.parse().ok()?,
+        session: field(6)?.parse().ok()?,
+        start: field(22)?.parse().ok()?,
+        exit_code: field(52).and_then(|f| f.parse().ok()),
+    })
+}
+
+/// Reads `/proc/<pid>/stat`: `Ok(None)` when there is no such process; an
+/// error (not Linux, out of descriptors, unreadable) means "cannot tell".
+pub fn read_stat(pid: i32) -> std::io::Result<Option<Stat>> {
+    if cfg!(not(target_os = "linux")) {
+        return Err(std::io::ErrorKind::Unsupported.into());
+    }
+    if pid <= 0 {
+        return Ok(None);
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(text) => parse_stat(&text).map(Some).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "unreadable stat line")
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -38,31 +79,17 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// the wait status (field 52). `None` once reaped, or where there is no
 /// /proc.
 pub fn zombie_exit(pid: i32, start: Option<u64>) -> Option<Exit> {
-    #[cfg(target_os = "linux")]
-    {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // fields[0] is field 3 (state); field N is fields[N - 3].
-        if fields.first() != Some(&"Z") {
-            return None;
-        }
-        if start.is_some() && fields.get(19).and_then(|f| f.parse().ok()) != start {
-            return None;
-        }
-        let status: i32 = fields.get(49)?.parse().ok()?;
-        let signal = status & 0x7f;
-        Some(if signal == 0 {
-            Exit::Code((status >> 8) & 0xff)
-        } else {
-            Exit::Signal(signal)
-        })
+    let stat = read_stat(pid).ok().flatten()?;
+    if stat.state != 'Z' || start.is_some_and(|s| s != stat.start) {
+        return None;
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (pid, start);
-        None
-    }
+    let status = stat.exit_code?;
+    let signal = status & 0x7f;
+    Some(if signal == 0 {
+        Exit::Code((status >> 8) & 0xff)
+    } else {
+        Exit::Signal(signal)
+    })
 }
 
 /// An exit as `waitpid` reports it.
@@ -142,32 +169,11 @@ pub fn liveness(pid: i32, start: Option<u64>) -> Liveness {
 /// Liveness from the process table (`/proc/<pid>/stat`): gone, a zombie
 /// or another process with that pid is dead; anything else alive.
 pub fn table_liveness(pid: i32, start: Option<u64>) -> Liveness {
-    #[cfg(target_os = "linux")]
-    {
-        if pid <= 0 {
-            return Liveness::Dead;
-        }
-        let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Liveness::Dead,
-            Err(_) => return Liveness::Unknown,
-        };
-        let Some(close) = stat.rfind(')') else {
-            return Liveness::Unknown;
-        };
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let state = fields.first().copied().unwrap_or("");
-        let started = fields.get(19).and_then(|f| f.parse::<u64>().ok());
-        if matches!(state, "Z" | "X" | "x") || start.is_some() && started != start {
-            Liveness::Dead
-        } else {
-            Liveness::Alive
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (pid, start);
-        Liveness::Unknown
+    match read_stat(pid) {
+        Ok(None) => Liveness::Dead,
+        Ok(Some(s)) if s.is_zombie() || start.is_some_and(|t| t != s.start) => Liveness::Dead,
+        Ok(Some(_)) => Liveness::Alive,
+        Err(_) => Liveness::Unknown,
     }
 }
 
@@ -212,17 +218,10 @@ pub fn session_members(sid: i32) -> Vec<i32> {
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|&pid| pid != sid)
             .filter(|&pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                read_stat(pid)
                     .ok()
-                    .and_then(|s| {
-                        let rest = &s[s.rfind(')')? + 1..];
-                        let mut f = rest.split_whitespace();
-                        let state = f.next()?;
-                        // field 6 (session) is the 4th after ')'.
-                        let session: i32 = f.nth(2)?.parse().ok()?;
-                        Some(session == sid && state != "Z")
-                    })
-                    .unwrap_or(false)
+                    .flatten()
+                    .is_some_and(|s| s.session == sid && s.state != 'Z')
             })
             .collect()
     }
@@ -290,9 +289,7 @@ pub fn is_ancestor(ancestor: i32, mut pid: i32) -> Option<bool> {
             if pid <= 1 {
                 return Some(false);
             }
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let rest = &stat[stat.rfind(')')? + 1..];
-            pid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            pid = read_stat(pid).ok()??.ppid;
         }
         Some(false)
     }
@@ -422,6 +419,53 @@ mod sys {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    /// A stat line as proc(5) lays it out: field N at position N.
+    fn stat_line(
+        name: &str,
+        state: char,
+        ppid: i32,
+        session: i32,
+        start: u64,
+        last: usize,
+    ) -> String {
+        let mut fields = vec!["0".to_owned(); last + 1];
+        fields[1] = "9".into();
+        fields[2] = format!("({name})");
+        fields[3] = state.to_string();
+        fields[4] = ppid.to_string();
+        fields[6] = session.to_string();
+        fields[22] = start.to_string();
+        if last >= 52 {
+            fields[52] = "256".into();
+        }
+        fields[1..].join(" ")
+    }
+
+    #[test]
+    fn stat_lines_are_read_from_after_the_last_parenthesis() {
+        let cases = [
+            (
+                stat_line("sleep", 'S', 1, 17, 4242, 52),
+                Some(('S', 1, 17, 4242, Some(256))),
+            ),
+            (
+                stat_line("a b) (c", 'Z', 3, 8, 77, 52),
+                Some(('Z', 3, 8, 77, Some(256))),
+            ),
+            // An older kernel: no exit code field.
+            (
+                stat_line("x", 'R', 1, 5, 77, 44),
+                Some(('R', 1, 5, 77, None)),
+            ),
+            ("5 (x) R 1".to_owned(), None),
+            ("garbage".to_owned(), None),
+        ];
+        for (line, want) in cases {
+            let got = parse_stat(&line).map(|s| (s.state, s.ppid, s.session, s.start, s.exit_code));
+            assert_eq!(got, want, "{line}");
+        }
+    }
 
     #[test]
     fn a_live_child_is_alive_and_an_exited_one_dead_even_as_a_zombie() {

@@ -229,14 +229,7 @@ fn check_private_dir(dir: &Path, meta: &fs::Metadata) -> Result<()> {
     if !meta.is_dir() {
         return Err(Error::unsafe_file(dir, "it is not a directory"));
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(Error::unsafe_file(
-            dir,
-            format!("it is owned by uid {}, not by uid {me}", meta.uid()),
-        ));
-    }
-    Ok(())
+    crate::store::fsutil::check_owner(dir, meta.uid())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -116,3 +116,16 @@ pub fn open_lock_file(path: &Path) -> Result<File> {
             _ => Error::io(path, "open", e),
         })
 }
+
+/// A file or folder under the home must be this user's: another user could
+/// otherwise plant what iapeer then trusts.
+pub fn check_owner(path: &Path, uid: u32) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    if uid != me {
+        return Err(Error::unsafe_file(
+            path,
+            format!("it is owned by uid {uid}, not by uid {me}"),
+        ));
+    }
+    Ok(())
+}

@@ -26,6 +26,7 @@ use crate::core::crash_ring::CrashRing;
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
 use crate::core::session::SessionRecord;
+use crate::store::fsutil::check_owner;
 
 /// Longest topic, in bytes (DESIGN §2).
 pub const TOPIC_MAX: usize = 256;
@@ -678,17 +679,6 @@ fn open_error(path: &Path, e: Errno) -> Error {
         Errno::ELOOP => Error::unsafe_file(path, "it is a symlink"),
         e => Error::io(path, "open", e.into()),
     }
-}
-
-fn check_owner(path: &Path, uid: u32) -> Result<()> {
-    let me = unistd::geteuid().as_raw();
-    if uid != me {
-        return Err(Error::unsafe_file(
-            path,
-            format!("it is owned by uid {uid}, not by uid {me}"),
-        ));
-    }
-    Ok(())
 }
 
 fn check_stat(path: &Path, st: &stat::FileStat) -> Result<u64> {

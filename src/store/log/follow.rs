@@ -3,6 +3,8 @@
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use crate::core::record::Entry;
 
@@ -34,6 +36,38 @@ impl std::str::FromStr for Position {
             }
             _ => Err(()),
         }
+    }
+}
+
+/// Tells followers that the log has changed, so they read now rather than
+/// at their next look. Whoever watches the log's folder bumps it; a
+/// missed bump only delays a follower until its wait times out.
+#[derive(Debug, Default)]
+pub struct LogChanges {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl LogChanges {
+    pub fn bump(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    /// The count now, to wait past.
+    pub fn seen(&self) -> u64 {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the count moves past `seen`, or `timeout`; true if it
+    /// moved.
+    pub fn wait_past(&self, seen: u64, timeout: Duration) -> bool {
+        let guard = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        let (_guard, waited) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |n| *n == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        !waited.timed_out()
     }
 }
 

@@ -24,7 +24,7 @@ mod read;
 
 pub use files::log_files;
 use files::{numbered, rotated_files};
-pub use follow::{Followed, Follower, Position};
+pub use follow::{Followed, Follower, LogChanges, Position};
 pub use read::{for_each_entry, for_each_matching, read_all, ReadStats};
 
 use std::fs::{self, File, OpenOptions};
