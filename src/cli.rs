@@ -3,6 +3,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::core::peer;
+use crate::core::wake_mode;
 use clap::{Args, Parser, Subcommand};
 
 /// Keeps a fleet of AI coding agents alive, lean and explainable.
@@ -180,12 +182,12 @@ pub struct AgentArgs {
     pub argv: Vec<String>,
 }
 
-impl From<RuntimeArg> for crate::core::peer::RuntimeKind {
+impl From<RuntimeArg> for peer::RuntimeKind {
     fn from(r: RuntimeArg) -> Self {
         match r {
-            RuntimeArg::Claude => crate::core::peer::RuntimeKind::Claude,
-            RuntimeArg::Codex => crate::core::peer::RuntimeKind::Codex,
-            RuntimeArg::Shell => crate::core::peer::RuntimeKind::Shell,
+            RuntimeArg::Claude => peer::RuntimeKind::Claude,
+            RuntimeArg::Codex => peer::RuntimeKind::Codex,
+            RuntimeArg::Shell => peer::RuntimeKind::Shell,
         }
     }
 }
@@ -296,10 +298,10 @@ pub struct LogArgs {
 }
 
 /// `--fresh` / `--resume` as the request a wake makes (neither: a message).
-pub fn request(fresh: bool, resume: bool) -> Option<crate::core::wake_mode::Request> {
+pub fn request(fresh: bool, resume: bool) -> Option<wake_mode::Request> {
     match (fresh, resume) {
-        (true, _) => Some(crate::core::wake_mode::Request::Fresh),
-        (_, true) => Some(crate::core::wake_mode::Request::Resume),
+        (true, _) => Some(wake_mode::Request::Fresh),
+        (_, true) => Some(wake_mode::Request::Resume),
         _ => None,
     }
 }

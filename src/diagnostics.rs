@@ -3,6 +3,7 @@
 //! `logs/daemon/`. Never used for the decision log, which must not drop a
 //! line (see `lifecycle_log`).
 
+use crate::store::config;
 use tracing_subscriber::EnvFilter;
 
 fn filter(verbose: u8, default: &str) -> EnvFilter {
@@ -31,9 +32,9 @@ const DIAGNOSTIC_LINES_QUEUED: usize = 1024;
 /// The daemon's diagnostics: stderr under journald (`JOURNAL_STREAM`), else
 /// a daily file under `logs/daemon/` (seven kept). Keep the guard for the
 /// life of the program: dropping it flushes and stops the writer.
-pub fn init_daemon(
+pub(crate) fn init_daemon(
     verbose: u8,
-    config: &crate::store::config::Config,
+    config: &config::Config,
 ) -> crate::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
     let decisions = config.paths.lifecycle_log.display();
     if std::env::var_os("JOURNAL_STREAM").is_some() {
@@ -47,7 +48,7 @@ pub fn init_daemon(
         return Ok(None);
     }
     let dir = &config.paths.daemon_log_dir;
-    crate::store::config::ensure_private_dir(dir, true)?;
+    config::ensure_private_dir(dir, true)?;
     let appender = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix("iapeer")

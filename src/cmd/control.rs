@@ -8,11 +8,12 @@ use crate::core::peer::Policy;
 use crate::core::vocab::{Action, Ev, Outcome};
 use crate::core::wake_plan::Ask;
 use crate::engine::ctx::Ctx;
+use crate::engine::ending;
 use crate::engine::ending::Settled;
 use crate::store::markers::{Flag, Marker};
 
 /// Writes `.stopped`, then parks a live session (it stays resume-eligible).
-pub fn stop(app: &App, args: NameArg) -> Result<i32> {
+pub(crate) fn stop(app: &App, args: NameArg) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
@@ -29,9 +30,9 @@ pub fn stop(app: &App, args: NameArg) -> Result<i32> {
             );
         }
     })?;
-    match crate::engine::ending::settle(&ctx, &id, Some(&peer))? {
+    match ending::settle(&ctx, &id, Some(&peer))? {
         Settled::Alive(rec) => {
-            crate::engine::ending::park(&ctx, &id, *rec, Action::ParkedStopped, None)?;
+            ending::park(&ctx, &id, *rec, Action::ParkedStopped, None)?;
             println!(
                 "{id}: stopped; its session was parked and will resume after `iapeer start {id}`"
             );
@@ -45,7 +46,7 @@ pub fn stop(app: &App, args: NameArg) -> Result<i32> {
 }
 
 /// Lifts a stop. An `always` peer is brought back at once.
-pub fn start(app: &App, args: NameArg) -> Result<i32> {
+pub(crate) fn start(app: &App, args: NameArg) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
@@ -79,7 +80,7 @@ pub fn start(app: &App, args: NameArg) -> Result<i32> {
 }
 
 /// Clears the crash-loop ring.
-pub fn reset(app: &App, args: NameArg) -> Result<i32> {
+pub(crate) fn reset(app: &App, args: NameArg) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     ctx.peer(&id)?;

@@ -6,7 +6,7 @@ use crate::core::error::Result;
 use crate::engine::ctx::Ctx;
 use crate::engine::wake::{Report, Woke};
 
-pub fn run(app: &App, args: DispatchArgs) -> Result<i32> {
+pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let pool = crate::store::definitions::load_pool(&ctx.config.paths, &args.pool)?;
     let result = crate::engine::dispatch::dispatch(&ctx, &pool, &args.task, args.topic.as_deref());

@@ -14,7 +14,7 @@ use crate::store::log::Follower;
 /// How often a follower looks for new lines.
 const POLL: Duration = Duration::from_millis(50);
 
-pub fn run(app: &App, args: EventsArgs) -> Result<i32> {
+pub(crate) fn run(app: &App, args: EventsArgs) -> Result<i32> {
     let path = &app.config.paths.lifecycle_log;
     let now = crate::core::clock::now_ms();
     let since = args
@@ -57,7 +57,7 @@ pub fn run(app: &App, args: EventsArgs) -> Result<i32> {
 
 /// Prints what `render` makes of each new line (empty: skip; `None`:
 /// stop), forever, until stdout goes away.
-pub fn stream(follower: &mut Follower, mut render: impl FnMut(&Entry) -> Option<String>) {
+pub(crate) fn stream(follower: &mut Follower, mut render: impl FnMut(&Entry) -> Option<String>) {
     let stdout = std::io::stdout();
     let mut gaps = follower.gaps;
     loop {

@@ -12,6 +12,7 @@ use crate::core::session::{Liveness, Standing};
 use crate::core::vocab::Mode;
 use crate::core::wake_plan::{Ask, Gathered, Plan};
 use crate::engine::ctx::Ctx;
+use crate::engine::wake;
 use crate::store::markers::Flag;
 
 #[derive(Debug, Serialize)]
@@ -28,7 +29,7 @@ struct Explanation {
     notes: Vec<String>,
 }
 
-pub fn run(app: &App, args: ExplainArgs) -> Result<i32> {
+pub(crate) fn run(app: &App, args: ExplainArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
@@ -44,7 +45,7 @@ pub fn run(app: &App, args: ExplainArgs) -> Result<i32> {
     let now = ctx.now();
     let mut notes = Vec::new();
     let (alive, settle_death) = recorded_session(&ctx, &id, &mut notes)?;
-    let mut g = crate::engine::wake::gather(&ctx, &id, &peer, alive)?;
+    let mut g = wake::gather(&ctx, &id, &peer, alive)?;
     if settle_death {
         // A wake would first record that death, exactly as the daemon
         // would: one more death, and no park marker.
@@ -58,7 +59,7 @@ pub fn run(app: &App, args: ExplainArgs) -> Result<i32> {
         &id,
         &peer,
         &g,
-        crate::core::wake_plan::plan(&g, &ask, now, crate::engine::wake::guard_policy(&ctx)),
+        crate::core::wake_plan::plan(&g, &ask, now, wake::guard_policy(&ctx)),
         notes,
     );
     if args.json {

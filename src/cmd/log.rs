@@ -7,15 +7,17 @@ use serde_json::Value;
 
 use crate::cli::LogArgs;
 use crate::cmd::App;
+use crate::core::clock;
 use crate::core::clock::EpochMs;
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
 use crate::core::record::Entry;
 use crate::core::vocab::Cause;
 use crate::core::vocab::Ev;
+use crate::store::log;
 
 /// The order fields are shown in: the order they are written in.
-pub const FIELD_ORDER: &[&str] = &[
+pub(crate) const FIELD_ORDER: &[&str] = &[
     "ts",
     "ev",
     "identity",
@@ -41,7 +43,7 @@ pub const FIELD_ORDER: &[&str] = &[
 
 /// Which lines to show.
 #[derive(Debug, Default, Clone)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub peer: Option<Identity>,
     pub since_ms: Option<EpochMs>,
     pub until_ms: Option<EpochMs>,
@@ -50,7 +52,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn from_args(args: &LogArgs, now: EpochMs) -> Result<Self> {
+    pub(crate) fn from_args(args: &LogArgs, now: EpochMs) -> Result<Self> {
         let peer = args.peer.as_deref().map(Identity::parse).transpose()?;
         let ev = match &args.ev {
             None => None,
@@ -109,7 +111,7 @@ impl Filter {
                 .is_none_or(|c| has("cause", c) || has("action", c))
     }
 
-    pub fn matches(&self, e: &Entry) -> bool {
+    pub(crate) fn matches(&self, e: &Entry) -> bool {
         if let Some(p) = &self.peer {
             if e.identity() != Some(p.as_str()) {
                 return false;
@@ -135,13 +137,13 @@ impl Filter {
     }
 }
 
-pub fn run(app: &App, args: LogArgs) -> Result<i32> {
-    let filter = Filter::from_args(&args, crate::core::clock::now_ms())?;
+pub(crate) fn run(app: &App, args: LogArgs) -> Result<i32> {
+    let filter = Filter::from_args(&args, clock::now_ms())?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut broken_pipe = false;
     let path = &app.config.paths.lifecycle_log;
-    let stats = crate::store::log::for_each_matching(
+    let stats = log::for_each_matching(
         path,
         |raw| filter.may_match(raw),
         |entry| {
@@ -161,7 +163,7 @@ pub fn run(app: &App, args: LogArgs) -> Result<i32> {
     }
     if args.follow && !broken_pipe {
         drop(out);
-        let mut follower = crate::store::log::Follower::at_end(&app.config.paths.lifecycle_log);
+        let mut follower = log::Follower::at_end(&app.config.paths.lifecycle_log);
         super::events::stream(&mut follower, |entry| {
             if !filter.may_match(&entry.line) || !filter.matches(entry) {
                 return Some(String::new());
@@ -244,7 +246,7 @@ mod tests {
 
     #[test]
     fn filters() {
-        let now = crate::core::clock::parse_rfc3339("2026-11-21T05:00:00Z").unwrap();
+        let now = clock::parse_rfc3339("2026-11-21T05:00:00Z").unwrap();
         let args = |peer: Option<&str>, since: Option<&str>, ev: Option<&str>| LogArgs {
             peer: peer.map(str::to_owned),
             since: since.map(str::to_owned),
@@ -295,7 +297,7 @@ mod tests {
                 let _ = human(&e);
             }
             let _ = serde_json::from_str::<crate::core::record::Record>(&line);
-            let _ = line.parse::<crate::store::log::Position>();
+            let _ = line.parse::<log::Position>();
         }
     }
 }

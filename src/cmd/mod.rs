@@ -1,16 +1,16 @@
 //! One module per subcommand, each exposing `run` (or a verb).
 
-pub mod control;
-pub mod dispatch;
-pub mod events;
-pub mod explain;
+pub(crate) mod control;
+pub(crate) mod dispatch;
+pub(crate) mod events;
+pub(crate) mod explain;
 pub mod log;
-pub mod peers;
-pub mod pool;
-pub mod self_fresh;
-pub mod status;
-pub mod wake;
-pub mod why;
+pub(crate) mod peers;
+pub(crate) mod pool;
+pub(crate) mod self_fresh;
+pub(crate) mod status;
+pub(crate) mod wake;
+pub(crate) mod why;
 
 use crate::cli::{Cli, Command};
 use crate::core::clock::EpochMs;
@@ -20,7 +20,7 @@ use crate::store::config::Config;
 
 /// What every command starts from.
 #[derive(Debug)]
-pub struct App {
+pub(crate) struct App {
     pub config: Config,
     pub source: Source,
 }
@@ -59,7 +59,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 /// Rows as left-aligned columns, two spaces apart.
-pub fn table(rows: &[Vec<String>]) -> String {
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -87,7 +87,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// `--since`/`--until`: a duration back from now, or an RFC 3339 time.
-pub fn when(flag: &str, s: &str, now: EpochMs) -> Result<EpochMs> {
+pub(crate) fn when(flag: &str, s: &str, now: EpochMs) -> Result<EpochMs> {
     crate::core::clock::parse_when(s, now).ok_or_else(|| {
         Error::Usage(format!(
             "{flag} {s:?} is neither a duration (90s, 15m, 1h, 2d) nor an RFC 3339 time"

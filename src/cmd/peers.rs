@@ -8,8 +8,9 @@ use crate::core::peer::{Peer, Policy};
 use crate::core::vocab::{Ev, Outcome};
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
+use crate::store::definitions;
 
-pub fn add(app: &App, args: AddArgs) -> Result<i32> {
+pub(crate) fn add(app: &App, args: AddArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let paths = &app.config.paths;
     app.config.ensure_home()?;
@@ -52,12 +53,12 @@ pub fn add(app: &App, args: AddArgs) -> Result<i32> {
             peer.cwd.display()
         );
     }
-    crate::store::definitions::save_peer(paths, &peer)?;
+    definitions::save_peer(paths, &peer)?;
     println!("{id}: defined in {}", file.display());
     Ok(0)
 }
 
-pub fn rm(app: &App, args: RmArgs) -> Result<i32> {
+pub(crate) fn rm(app: &App, args: RmArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let file = ctx.config.paths.peer_file(id.as_str());
@@ -91,7 +92,12 @@ pub fn rm(app: &App, args: RmArgs) -> Result<i32> {
 /// Removes a peer's definition and every state file but its lock; a live
 /// session is refused unless `force`, then ended. Logs a `removed` line,
 /// which resets the peer's metrics. Returns the number of state files.
-pub fn remove_peer(ctx: &Ctx, id: &Identity, peer: Option<&Peer>, force: bool) -> Result<usize> {
+pub(crate) fn remove_peer(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    force: bool,
+) -> Result<usize> {
     let _lock = ctx.lock(id)?;
     let live = match crate::engine::ending::settle(ctx, id, peer)? {
         Settled::Alive(_) if !force => {
@@ -133,8 +139,8 @@ pub fn remove_peer(ctx: &Ctx, id: &Identity, peer: Option<&Peer>, force: bool) -
     Ok(removed.len())
 }
 
-pub fn ls(app: &App, args: LsArgs) -> Result<i32> {
-    let all = crate::store::definitions::load_peers(&app.config.paths)?;
+pub(crate) fn ls(app: &App, args: LsArgs) -> Result<i32> {
+    let all = definitions::load_peers(&app.config.paths)?;
     if args.json {
         let items: Vec<serde_json::Value> = all
             .iter()

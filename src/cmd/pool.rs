@@ -6,9 +6,10 @@ use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
 use crate::core::pool::{Pool, Template};
 use crate::engine::ctx::Ctx;
+use crate::store::definitions;
 use crate::store::markers::Marker;
 
-pub fn run(app: &App, cmd: PoolCommand) -> Result<i32> {
+pub(crate) fn run(app: &App, cmd: PoolCommand) -> Result<i32> {
     match cmd {
         PoolCommand::Add(args) => add(app, args),
         PoolCommand::Rm(args) => rm(app, args),
@@ -20,7 +21,7 @@ fn add(app: &App, args: PoolAddArgs) -> Result<i32> {
     Identity::parse(&args.name)?;
     app.config.ensure_home()?;
     let paths = &app.config.paths;
-    let file = crate::store::definitions::pool_file(paths, &args.name);
+    let file = definitions::pool_file(paths, &args.name);
     if file.exists() {
         return Err(Error::input(
             format!("pool {}", args.name),
@@ -51,9 +52,9 @@ fn add(app: &App, args: PoolAddArgs) -> Result<i32> {
         Error::Input { problem, hint, .. } => Error::Usage(format!("{problem}; {hint}")),
         e => e,
     })?;
-    crate::store::definitions::check_collisions(paths, &pool)?;
-    crate::store::definitions::save_pool(paths, &pool)?;
-    let written = crate::store::definitions::sync_pool(paths, &pool)?;
+    definitions::check_collisions(paths, &pool)?;
+    definitions::save_pool(paths, &pool)?;
+    let written = definitions::sync_pool(paths, &pool)?;
     let members = pool.members();
     println!(
         "pool {}: {} members, {}..{} ({} kept up), {written} definition(s) written",
@@ -79,7 +80,7 @@ fn look_alikes(app: &App, pool: &Pool) -> Result<Vec<String>> {
         pool.members().iter().map(|m| m.to_string()).collect();
     let stem = pool.prefix.trim_end_matches(['-', '_']);
     let mut out = std::collections::BTreeSet::new();
-    for p in crate::store::definitions::load_pools(&app.config.paths)?
+    for p in definitions::load_pools(&app.config.paths)?
         .into_iter()
         .flatten()
     {
@@ -92,7 +93,7 @@ fn look_alikes(app: &App, pool: &Pool) -> Result<Vec<String>> {
 
 fn rm(app: &App, args: RmArgs) -> Result<i32> {
     let ctx = Ctx::open(app.config.clone(), app.source)?;
-    let pool = crate::store::definitions::load_pool(&ctx.config.paths, &args.name)?;
+    let pool = definitions::load_pool(&ctx.config.paths, &args.name)?;
     let members = pool.members();
     if !args.force {
         let live: Vec<&str> = members
@@ -109,7 +110,7 @@ fn rm(app: &App, args: RmArgs) -> Result<i32> {
         }
     }
     // The pool goes first, so nothing recreates its members meanwhile.
-    let file = crate::store::definitions::pool_file(&ctx.config.paths, &pool.name);
+    let file = definitions::pool_file(&ctx.config.paths, &pool.name);
     std::fs::remove_file(&file).map_err(|e| Error::io(&file, "remove", e))?;
     for m in &members {
         let peer = ctx
@@ -135,7 +136,7 @@ fn ls(app: &App, args: LsArgs) -> Result<i32> {
     let mut rows = vec![["POOL", "MEMBERS", "MIN", "MAX", "UP", "STATES"]
         .map(String::from)
         .to_vec()];
-    for loaded in crate::store::definitions::load_pools(&ctx.config.paths)? {
+    for loaded in definitions::load_pools(&ctx.config.paths)? {
         let pool = match loaded {
             Ok(p) => p,
             Err(e) => {

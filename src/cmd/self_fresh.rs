@@ -13,7 +13,7 @@ use crate::engine::ctx::Ctx;
 use crate::os::process::ProcessHandle;
 use crate::store::markers::Flag;
 
-pub fn run(app: &App) -> Result<i32> {
+pub(crate) fn run(app: &App) -> Result<i32> {
     let Some(name) = std::env::var_os("IAPEER_IDENTITY") else {
         return Err(Error::Usage(
             "self-fresh only works from inside an iapeer session (IAPEER_IDENTITY is not set); \

@@ -5,14 +5,15 @@ use crate::cmd::App;
 use crate::core::error::Result;
 use crate::core::identity::Identity;
 use crate::engine::ctx::Ctx;
+use crate::engine::status;
 
-pub fn run(app: &App, args: StatusArgs) -> Result<i32> {
+pub(crate) fn run(app: &App, args: StatusArgs) -> Result<i32> {
     let only = args.name.as_deref().map(Identity::parse).transpose()?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
-    let all = crate::engine::status::collect(&ctx, only.as_ref())?;
+    let all = status::collect(&ctx, only.as_ref())?;
     let daemon = crate::daemon::lock::is_running(&ctx.config.paths.daemon_lock());
     if args.json {
-        println!("{}", crate::engine::status::document(&ctx, &all, daemon));
+        println!("{}", status::document(&ctx, &all, daemon));
         return Ok(0);
     }
     let mut rows = vec![[

@@ -8,7 +8,7 @@ use crate::core::wake_plan::Ask;
 use crate::engine::ctx::Ctx;
 use crate::engine::wake::{Report, Woke};
 
-pub fn run(app: &App, args: WakeArgs) -> Result<i32> {
+pub(crate) fn run(app: &App, args: WakeArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let ask = Ask {

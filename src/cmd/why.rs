@@ -7,10 +7,12 @@ use crate::cli::WhyArgs;
 use crate::cmd::App;
 use crate::core::crash_ring::Guard;
 use crate::core::error::Result;
+use crate::core::history;
 use crate::core::history::History;
 use crate::core::identity::Identity;
 use crate::core::record::Entry;
 use crate::engine::ctx::Ctx;
+use crate::engine::status;
 
 #[derive(Debug, Serialize)]
 struct Answer {
@@ -28,7 +30,7 @@ struct CrashLoop {
     retry_after: Option<String>,
 }
 
-pub fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
+pub(crate) fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
@@ -44,12 +46,12 @@ pub fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
             true
         },
     )?;
-    let mut history = crate::core::history::history(&mine);
+    let mut history = history::history(&mine);
     if !verbose {
         history.lines.clear();
     }
     let now = ctx.now();
-    let status = crate::engine::status::peer_status(&ctx, &peer, mine.last(), now);
+    let status = status::peer_status(&ctx, &peer, mine.last(), now);
     let ring = ctx.state.deaths(&id)?.ring;
     let policy = crate::engine::wake::guard_policy(&ctx);
     let answer = Answer {
@@ -79,14 +81,14 @@ pub fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn human(a: &Answer, session: Option<&crate::engine::status::SessionInfo>) -> String {
+fn human(a: &Answer, session: Option<&status::SessionInfo>) -> String {
     let h = &a.history;
     let mut out = format!("{} is {}", a.identity, a.state);
     if let Some(s) = session {
         out.push_str(&format!(
             " (session {}, up {})",
             short(&s.session),
-            crate::core::history::human_secs(s.age_secs)
+            history::human_secs(s.age_secs)
         ));
     }
     out.push_str(".\n");
@@ -100,7 +102,7 @@ fn human(a: &Answer, session: Option<&crate::engine::status::SessionInfo>) -> St
             out.push_str(&format!(
                 "It last came up {mode} at {} ({cause}): {}.",
                 b.ts,
-                crate::core::history::cause_sentence(cause, b.topic.as_deref())
+                history::cause_sentence(cause, b.topic.as_deref())
             ));
             match &h.ready {
                 Some(r) => out.push_str(&format!(" Ready in {} ms.\n", r.latency_ms.unwrap_or(0))),
@@ -133,7 +135,7 @@ fn human(a: &Answer, session: Option<&crate::engine::status::SessionInfo>) -> St
             };
             out.push_str(&format!(
                 "{which} {} ({}).\n",
-                crate::core::history::end_sentence(e),
+                history::end_sentence(e),
                 e.ts
             ));
             if let Some(task) = &h.previous_task {
@@ -151,7 +153,7 @@ fn human(a: &Answer, session: Option<&crate::engine::status::SessionInfo>) -> St
     if let Some(e) = &h.since_end {
         out.push_str(&format!(
             "That session has since {} ({}).\n",
-            crate::core::history::end_sentence(e),
+            history::end_sentence(e),
             e.ts
         ));
         push_screen(&mut out, e);
@@ -179,7 +181,7 @@ fn human(a: &Answer, session: Option<&crate::engine::status::SessionInfo>) -> St
             out.push_str(&format!(
                 "  {} {cause}: {}",
                 r.ts,
-                crate::core::history::cause_sentence(cause, None)
+                history::cause_sentence(cause, None)
             ));
             if let Some(at) = &r.retry_after {
                 out.push_str(&format!(" (retry after {at})"));
@@ -196,7 +198,7 @@ fn human(a: &Answer, session: Option<&crate::engine::status::SessionInfo>) -> St
     out
 }
 
-fn push_screen(out: &mut String, e: &crate::core::history::Line) {
+fn push_screen(out: &mut String, e: &history::Line) {
     if let Some(lines) = e.last_lines.as_deref().filter(|l| !l.trim().is_empty()) {
         out.push_str("  Its last screen lines:\n");
         for l in lines

@@ -8,14 +8,14 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// Milliseconds since the Unix epoch, UTC.
-pub type EpochMs = i64;
+pub(crate) type EpochMs = i64;
 
 /// The wall clock, in epoch milliseconds. Before 1970 reads as 0.
 pub fn now_ms() -> EpochMs {
     system_to_ms(SystemTime::now())
 }
 
-pub fn system_to_ms(t: SystemTime) -> EpochMs {
+pub(crate) fn system_to_ms(t: SystemTime) -> EpochMs {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(_) => 0,
@@ -44,7 +44,7 @@ pub fn parse_rfc3339(s: &str) -> Option<EpochMs> {
 
 /// A point in time as a person writes it on the command line: an RFC 3339
 /// time, or a duration back from `now`.
-pub fn parse_when(s: &str, now: EpochMs) -> Option<EpochMs> {
+pub(crate) fn parse_when(s: &str, now: EpochMs) -> Option<EpochMs> {
     parse_rfc3339(s).or_else(|| {
         parse_duration(s)
             .map(|d| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))

@@ -48,6 +48,7 @@ impl CrashRing {
         &self.deaths
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.deaths.is_empty()
     }

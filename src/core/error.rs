@@ -75,7 +75,7 @@ pub enum Refusal {
 }
 
 impl Error {
-    pub fn io(path: impl AsRef<Path>, doing: &'static str, source: io::Error) -> Self {
+    pub(crate) fn io(path: impl AsRef<Path>, doing: &'static str, source: io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
             doing,
@@ -83,14 +83,14 @@ impl Error {
         }
     }
 
-    pub fn unsafe_file(path: impl AsRef<Path>, problem: impl Into<String>) -> Self {
+    pub(crate) fn unsafe_file(path: impl AsRef<Path>, problem: impl Into<String>) -> Self {
         Error::Unsafe {
             path: path.as_ref().to_path_buf(),
             problem: problem.into(),
         }
     }
 
-    pub fn input(
+    pub(crate) fn input(
         subject: impl Into<String>,
         problem: impl Into<String>,
         hint: impl Into<String>,
@@ -102,7 +102,7 @@ impl Error {
         }
     }
 
-    pub fn failed(
+    pub(crate) fn failed(
         subject: impl Into<String>,
         problem: impl Into<String>,
         hint: impl Into<String>,

@@ -149,7 +149,7 @@ pub fn history<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> History {
 }
 
 /// Why a wake decided as it did, in a sentence (DESIGN §4).
-pub fn cause_sentence(cause: &str, topic: Option<&str>) -> String {
+pub(crate) fn cause_sentence(cause: &str, topic: Option<&str>) -> String {
     match cause {
         "folder-launch" => "a fresh start was asked for (--fresh)".into(),
         "attach" => "a resume was asked for (--resume)".into(),
@@ -181,7 +181,7 @@ pub fn cause_sentence(cause: &str, topic: Option<&str>) -> String {
 }
 
 /// How a session ended, in a sentence.
-pub fn end_sentence(end: &Line) -> String {
+pub(crate) fn end_sentence(end: &Line) -> String {
     let status = end
         .exit_status
         .as_deref()
@@ -226,7 +226,7 @@ pub fn end_sentence(end: &Line) -> String {
     }
 }
 
-pub fn human_secs(s: u64) -> String {
+pub(crate) fn human_secs(s: u64) -> String {
     match s {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),

@@ -6,7 +6,7 @@ use std::fmt;
 use crate::core::error::Error;
 
 /// Longest identity, in bytes (all identities are ASCII).
-pub const MAX_LEN: usize = 64;
+pub(crate) const MAX_LEN: usize = 64;
 
 /// A peer name that matches `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
 ///
@@ -27,7 +27,7 @@ impl Identity {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -67,7 +67,7 @@ fn problem(name: &str) -> Option<&'static str> {
 /// The name as it can be shown in one line of an error: control characters
 /// escaped, and cut short when it is huge, so a hostile name cannot forge
 /// output or flood a terminal.
-pub fn printable(name: &str) -> String {
+pub(crate) fn printable(name: &str) -> String {
     const SHOW: usize = 80;
     let mut out: String = name
         .chars()
@@ -83,7 +83,7 @@ pub fn printable(name: &str) -> String {
 /// A conversation id as runtimes make them (UUIDs and the like). It ends up
 /// in file names and on a command line, so nothing that could leave a
 /// folder or read as an option.
-pub fn is_conversation_id(s: &str) -> bool {
+pub(crate) fn is_conversation_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.bytes()

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::core::record::Entry;
+use crate::core::vocab::Outcome;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PeerMetrics {
@@ -57,7 +58,7 @@ impl Metrics {
     /// Folds one log line in.
     pub fn apply(&mut self, e: &Entry) {
         let Some(id) = e.identity() else { return };
-        if e.str("outcome") == Some("removed") {
+        if e.str("outcome").and_then(Outcome::parse) == Some(Outcome::Removed) {
             self.peers.remove(id);
             return;
         }
@@ -118,7 +119,7 @@ impl Metrics {
     }
 
     /// Keeps only these peers (the defined ones).
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.peers.retain(|k, _| keep(k));
     }
 

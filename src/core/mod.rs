@@ -10,7 +10,7 @@ pub mod identity;
 pub mod metrics;
 pub mod pass;
 pub mod peer;
-pub mod pool;
+pub(crate) mod pool;
 pub mod record;
 pub mod session;
 pub mod vocab;

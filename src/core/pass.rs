@@ -12,7 +12,7 @@ use crate::core::vocab::{Action, Outcome};
 /// The supervise action for a death, given what is on disk (DESIGN §7):
 /// an eager request relaunches fresh now; an `always` peer is relaunched;
 /// anything else waits for the next message.
-pub fn death_action(new_eager: bool, policy: Option<Policy>, stopped: bool) -> Action {
+pub(crate) fn death_action(new_eager: bool, policy: Option<Policy>, stopped: bool) -> Action {
     if new_eager && !stopped {
         Action::NeedsEagerFresh
     } else if policy == Some(Policy::Always) && !stopped {
@@ -23,7 +23,7 @@ pub fn death_action(new_eager: bool, policy: Option<Policy>, stopped: bool) -> A
 }
 
 /// What an ending with `action` leaves the peer as.
-pub fn outcome(action: Action) -> Outcome {
+pub(crate) fn outcome(action: Action) -> Outcome {
     match action {
         Action::NeedsEagerFresh | Action::AlwaysOnRelaunch => Outcome::Relaunching,
         Action::ReapedIdle | Action::ReapedMaxAge | Action::ParkedStopped => {
@@ -34,7 +34,7 @@ pub fn outcome(action: Action) -> Outcome {
 }
 
 /// The latest activity the record itself shows: start, ready, last task.
-pub fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
+pub(crate) fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
     let parse = |s: &Option<String>| s.as_deref().and_then(clock::parse_rfc3339);
     started
         .max(parse(&rec.ready_at).unwrap_or(0))
@@ -43,7 +43,11 @@ pub fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
 
 /// When a pass should look at this identity again even if nothing happens:
 /// when it could turn idle, reach its max age, or miss its boot deadline.
-pub fn revisit_at(facts: &PassFacts, rec: Option<&SessionRecord>, now: EpochMs) -> Option<EpochMs> {
+pub(crate) fn revisit_at(
+    facts: &PassFacts,
+    rec: Option<&SessionRecord>,
+    now: EpochMs,
+) -> Option<EpochMs> {
     let (s, rec) = (facts.session.as_ref()?, rec?);
     if !s.is_alive() {
         return None;
@@ -62,7 +66,7 @@ pub fn revisit_at(facts: &PassFacts, rec: Option<&SessionRecord>, now: EpochMs) 
 
 /// What a pass knows about an identity, all read before deciding.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PassFacts {
+pub(crate) struct PassFacts {
     pub external: bool,
     /// `None`: state without a definition; treated as lazy.
     pub policy: Option<Policy>,
@@ -73,7 +77,7 @@ pub struct PassFacts {
 
 /// About a recorded session.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LiveFacts {
+pub(crate) struct LiveFacts {
     pub standing: Standing,
     pub ready: bool,
     pub age_ms: i64,
@@ -85,7 +89,7 @@ pub struct LiveFacts {
 }
 
 impl LiveFacts {
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         self.standing == Standing::Running(Liveness::Alive)
     }
 }
@@ -112,7 +116,7 @@ pub enum PassAction {
 }
 
 /// The pass decision, pure: DESIGN §7 in order.
-pub fn decide(f: &PassFacts) -> PassAction {
+pub(crate) fn decide(f: &PassFacts) -> PassAction {
     if f.external {
         return PassAction::SkipExternal;
     }

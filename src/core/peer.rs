@@ -17,7 +17,7 @@ pub enum RuntimeKind {
 }
 
 impl RuntimeKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RuntimeKind::Claude => "claude",
             RuntimeKind::Codex => "codex",
@@ -44,7 +44,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Policy::Lazy => "lazy",
             Policy::Always => "always",
@@ -96,7 +96,7 @@ fn default_runtime() -> RuntimeKind {
 
 impl Peer {
     /// A human-facing peer never auto-freshes.
-    pub fn is_conversational(&self) -> bool {
+    pub(crate) fn is_conversational(&self) -> bool {
         self.conversational
             || self
                 .interfaces
@@ -105,11 +105,11 @@ impl Peer {
                 .is_some_and(serde_json::Value::is_object)
     }
 
-    pub fn identity(&self) -> Identity {
+    pub(crate) fn identity(&self) -> Identity {
         Identity::parse(&self.name).expect("a loaded peer's name was validated")
     }
 
-    pub fn extra_args(&self) -> &[String] {
+    pub(crate) fn extra_args(&self) -> &[String] {
         self.command.as_deref().unwrap_or(&[])
     }
 

@@ -12,13 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
+use crate::core::peer;
 use crate::core::peer::{Peer, Policy, RuntimeKind};
 
 /// A pool never has more members than this.
-pub const MAX_MEMBERS: u32 = 1000;
+pub(crate) const MAX_MEMBERS: u32 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Pool {
+pub(crate) struct Pool {
     pub name: String,
     pub prefix: String,
     #[serde(default)]
@@ -38,7 +39,7 @@ pub struct Pool {
 
 /// What every member is made from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Template {
+pub(crate) struct Template {
     pub cwd: PathBuf,
     #[serde(default = "default_runtime")]
     pub runtime: RuntimeKind,
@@ -57,12 +58,12 @@ fn default_runtime() -> RuntimeKind {
 }
 
 /// How long a member stays busy after a task, by default.
-pub const DEFAULT_QUIET_SECS: u64 = 10;
+pub(crate) const DEFAULT_QUIET_SECS: u64 = 10;
 
 impl Pool {
     /// The members, in index order. (`validate` guarantees the range fits
     /// and every name is an identity.)
-    pub fn members(&self) -> Vec<Identity> {
+    pub(crate) fn members(&self) -> Vec<Identity> {
         (0..self.max)
             .filter_map(|position| Identity::parse(&self.member_name(position)).ok())
             .collect()
@@ -77,14 +78,14 @@ impl Pool {
         )
     }
 
-    pub fn quiet_ms(&self) -> i64 {
+    pub(crate) fn quiet_ms(&self) -> i64 {
         self.quiet_secs
             .unwrap_or(DEFAULT_QUIET_SECS)
             .saturating_mul(1000) as i64
     }
 
     /// The definition of the member at `position` (0-based in the range).
-    pub fn member(&self, position: u32) -> Peer {
+    pub(crate) fn member(&self, position: u32) -> Peer {
         let t = &self.template;
         Peer {
             name: self.member_name(position),
@@ -175,15 +176,15 @@ impl Pool {
 }
 
 /// Parses a pool definition; `expected` is the name its file gives.
-pub fn parse(file: &Path, bytes: &[u8], expected: Option<&str>) -> Result<Pool> {
-    let pool: Pool = crate::core::peer::decode_definition(
+pub(crate) fn parse(file: &Path, bytes: &[u8], expected: Option<&str>) -> Result<Pool> {
+    let pool: Pool = peer::decode_definition(
         file,
         bytes,
         "pool",
         "fix the JSON, or remove the file and `iapeer pool add` it again",
     )?;
     pool.validate(file)?;
-    crate::core::peer::check_defined_name(file, &pool.name, expected)?;
+    peer::check_defined_name(file, &pool.name, expected)?;
     Ok(pool)
 }
 

@@ -90,13 +90,13 @@ impl SessionRecord {
         serde_json::from_slice(bytes)
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready_at.is_some()
     }
 
     /// Written before tmux was asked, and not updated since: if its
     /// launcher is gone, the launch was interrupted.
-    pub fn is_launching(&self) -> bool {
+    pub(crate) fn is_launching(&self) -> bool {
         self.pane_pid <= 0
     }
 
@@ -116,7 +116,7 @@ pub enum Liveness {
 /// Where a recorded session stands: the one reading of a record that a
 /// pass, `settle` and `explain` all act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Standing {
+pub(crate) enum Standing {
     /// Its end is journaled but unfinished: finish that end first.
     Ending,
     /// Recorded before tmux was asked, and not since: a launch under way,
@@ -129,7 +129,7 @@ pub enum Standing {
 impl SessionRecord {
     /// Where this record stands; `liveness` is asked only of a record whose
     /// process is known.
-    pub fn standing(&self, liveness: impl FnOnce(&SessionRecord) -> Liveness) -> Standing {
+    pub(crate) fn standing(&self, liveness: impl FnOnce(&SessionRecord) -> Liveness) -> Standing {
         if self.ending.is_some() {
             Standing::Ending
         } else if self.is_launching() {

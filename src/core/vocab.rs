@@ -32,7 +32,7 @@ impl Ev {
         Ev::Daemon,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Ev::Wake => "wake",
             Ev::Ready => "ready",
@@ -44,7 +44,7 @@ impl Ev {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Ev> {
+    pub(crate) fn parse(s: &str) -> Option<Ev> {
         Ev::ALL.into_iter().find(|e| e.as_str() == s)
     }
 }
@@ -72,7 +72,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub(crate) const ALL: [Action; 13] = [
         Action::ReapedIdle,
         Action::ReapedMaxAge,
         Action::ReapedGone,
@@ -88,7 +88,7 @@ impl Action {
         Action::Adopted,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::ReapedIdle => "reaped-idle",
             Action::ReapedMaxAge => "reaped-max-age",
@@ -106,7 +106,7 @@ impl Action {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Action> {
+    pub(crate) fn parse(s: &str) -> Option<Action> {
         Action::ALL.into_iter().find(|a| a.as_str() == s)
     }
 }
@@ -158,7 +158,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 18] = [
+    pub(crate) const ALL: [Cause; 18] = [
         Cause::FolderLaunch,
         Cause::Attach,
         Cause::AttachNothingToResume,
@@ -179,7 +179,7 @@ impl Cause {
         Cause::LaunchFailed,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Cause::FolderLaunch => "folder-launch",
             Cause::Attach => "attach",
@@ -202,15 +202,15 @@ impl Cause {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Cause> {
+    pub(crate) fn parse(s: &str) -> Option<Cause> {
         Cause::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Fresh, Mode::Resume, Mode::Refused, Mode::Fail];
+    pub(crate) const ALL: [Mode; 4] = [Mode::Fresh, Mode::Resume, Mode::Refused, Mode::Fail];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Fresh => "fresh",
             Mode::Resume => "resume",
@@ -219,7 +219,7 @@ impl Mode {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Mode> {
+    pub(crate) fn parse(s: &str) -> Option<Mode> {
         Mode::ALL.into_iter().find(|m| m.as_str() == s)
     }
 }
@@ -261,7 +261,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 9] = [
+    pub(crate) const ALL: [Outcome; 9] = [
         Outcome::ResumeEligible,
         Outcome::FreshOnNextMessage,
         Outcome::Relaunching,
@@ -273,7 +273,7 @@ impl Outcome {
         Outcome::Skipped,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::ResumeEligible => "resume-eligible",
             Outcome::FreshOnNextMessage => "fresh-on-next-message",
@@ -287,7 +287,7 @@ impl Outcome {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Outcome> {
+    pub(crate) fn parse(s: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.as_str() == s)
     }
 }

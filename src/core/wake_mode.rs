@@ -96,7 +96,7 @@ pub fn resolve_wake_mode(f: &Facts<'_>) -> Decision {
 
 /// The decision after a resume that did not come up: one fresh retry, which
 /// is not a death (DESIGN §4).
-pub fn after_failed_resume() -> (Mode, Cause) {
+pub(crate) fn after_failed_resume() -> (Mode, Cause) {
     (Mode::Fresh, Cause::ResumeFailedFresh)
 }
 

@@ -10,7 +10,7 @@ use crate::core::vocab::Mode;
 use crate::core::wake_mode::{self, Decision, Facts, Request};
 
 /// Longest task text accepted.
-pub const TASK_MAX: usize = 256 * 1024;
+pub(crate) const TASK_MAX: usize = 256 * 1024;
 
 /// What the wake was asked.
 #[derive(Clone, Debug, Default)]
@@ -28,7 +28,7 @@ impl Ask {
 
 /// The facts a wake is planned from, read from disk.
 #[derive(Clone, Debug)]
-pub struct Gathered {
+pub(crate) struct Gathered {
     pub external: Option<String>,
     pub stopped: bool,
     /// A live session (after settling).
@@ -44,7 +44,7 @@ pub struct Gathered {
 
 /// What a wake will do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     RefuseExternal(String),
     RefuseStopped,
     /// A live session wins: deliver the task, launch nothing.
@@ -60,7 +60,7 @@ pub enum Plan {
 }
 
 /// The pure middle of a wake: from the gathered facts, what happens.
-pub fn plan(g: &Gathered, ask: &Ask, now: EpochMs, guard: GuardPolicy) -> Plan {
+pub(crate) fn plan(g: &Gathered, ask: &Ask, now: EpochMs, guard: GuardPolicy) -> Plan {
     if let Some(sup) = &g.external {
         return Plan::RefuseExternal(sup.clone());
     }
@@ -100,7 +100,7 @@ pub fn plan(g: &Gathered, ask: &Ask, now: EpochMs, guard: GuardPolicy) -> Plan {
 
 /// Validates a task text: no control characters but newline and tab (an
 /// escape sequence could end a bracketed paste early), and bounded.
-pub fn check_task(task: &str) -> Result<()> {
+pub(crate) fn check_task(task: &str) -> Result<()> {
     if task.len() > TASK_MAX {
         return Err(Error::input(
             "--task",

@@ -21,7 +21,7 @@ enum Command {
 /// pipe. The thread alone owns the process handles, so no descriptor is
 /// ever closed while it is being polled.
 #[derive(Debug)]
-pub struct DeathWatch {
+pub(crate) struct DeathWatch {
     commands: Sender<Command>,
     wake: OwnedFd,
 }
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Command {
 }
 
 impl DeathWatch {
-    pub fn start(events: Sender<Event>) -> std::io::Result<Self> {
+    pub(crate) fn start(events: Sender<Event>) -> std::io::Result<Self> {
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         let (tx, rx) = mpsc::channel();
@@ -51,7 +51,7 @@ impl DeathWatch {
 
     /// Watches `pid` (started at `start`) for `id`. Returns false if that
     /// process is already gone: the caller should treat it as a death now.
-    pub fn watch(&self, id: &Identity, pid: i32, start: Option<u64>) -> bool {
+    pub(crate) fn watch(&self, id: &Identity, pid: i32, start: Option<u64>) -> bool {
         match ProcessHandle::open(pid, start) {
             Ok(Some(handle)) => {
                 self.send(Command::Watch(id.clone(), handle));
@@ -65,7 +65,7 @@ impl DeathWatch {
         }
     }
 
-    pub fn forget(&self, id: &Identity) {
+    pub(crate) fn forget(&self, id: &Identity) {
         self.send(Command::Forget(id.clone()));
     }
 

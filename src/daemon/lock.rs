@@ -12,7 +12,7 @@ use crate::core::error::{Error, Result};
 /// Held while the daemon runs; released when dropped (or when the process
 /// dies, however it dies).
 #[derive(Debug)]
-pub struct DaemonLock {
+pub(crate) struct DaemonLock {
     _file: File,
 }
 
@@ -21,7 +21,7 @@ pub struct DaemonLock {
 const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Takes the lock, or says who holds it.
-pub fn acquire(path: &Path) -> Result<DaemonLock> {
+pub(crate) fn acquire(path: &Path) -> Result<DaemonLock> {
     let mut file = crate::store::fsutil::open_lock_file(path)?;
     let start = std::time::Instant::now();
     let taken = loop {
@@ -59,7 +59,7 @@ pub fn acquire(path: &Path) -> Result<DaemonLock> {
 }
 
 /// Is a daemon running on this home?
-pub fn is_running(path: &Path) -> bool {
+pub(crate) fn is_running(path: &Path) -> bool {
     let Ok(file) = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)

@@ -9,11 +9,11 @@
 //! per identity, under that identity's wake lock, so a slow boot never holds
 //! up the loop: a death elsewhere is still seen in milliseconds.
 
-pub mod deaths;
-pub mod lock;
-pub mod signals;
-pub mod systemd;
-pub mod watcher;
+pub(crate) mod deaths;
+pub(crate) mod lock;
+pub(crate) mod signals;
+pub(crate) mod systemd;
+pub(crate) mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -21,16 +21,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::clock::EpochMs;
+use crate::core::crash_ring;
 use crate::core::error::{Error, Refusal, Result};
 use crate::core::identity::Identity;
+use crate::core::metrics;
+use crate::core::pass;
 use crate::core::pass::PassAction;
 use crate::core::peer::Peer;
 use crate::core::session::Liveness;
 use crate::core::vocab::{Action, Ev, Outcome, Source};
 use crate::engine::ctx::Ctx;
+use crate::engine::supervise;
 use crate::engine::supervise::PassOutcome;
 use crate::store::config::Config;
+use crate::store::definitions;
+use crate::store::fsutil;
+use crate::store::log;
 use crate::store::log::LogChanges;
+use crate::store::markers;
 use crate::store::markers::Present;
 
 use self::deaths::DeathWatch;
@@ -45,7 +53,7 @@ pub enum Event {
     /// `peers/<name>.json` changed.
     PeerChanged(String),
     /// `pools/<name>.json` changed.
-    PoolChanged(String),
+    PoolChanged,
     /// lifecycle.log grew (or rotated).
     Logged,
     /// Events were lost: look at everything.
@@ -101,8 +109,8 @@ pub struct Supervisor {
     deaths: DeathWatch,
     /// Counters folded from the log: replayed at start, then followed, so
     /// CLI processes' lines count as well as ours.
-    metrics: Arc<std::sync::Mutex<crate::core::metrics::Metrics>>,
-    follower: crate::store::log::Follower,
+    metrics: Arc<std::sync::Mutex<metrics::Metrics>>,
+    follower: log::Follower,
     metrics_written: Option<Instant>,
     metrics_dirty: bool,
 }
@@ -157,7 +165,7 @@ impl Supervisor {
             launch_errors: HashMap::new(),
             deaths,
             metrics: Arc::default(),
-            follower: crate::store::log::Follower::from_start(&log),
+            follower: log::Follower::from_start(&log),
             metrics_written: None,
             metrics_dirty: true,
         };
@@ -167,12 +175,12 @@ impl Supervisor {
     }
 
     /// The live metrics, shared with the HTTP server.
-    pub fn metrics(&self) -> Arc<std::sync::Mutex<crate::core::metrics::Metrics>> {
+    pub(crate) fn metrics(&self) -> Arc<std::sync::Mutex<metrics::Metrics>> {
         Arc::clone(&self.metrics)
     }
 
     /// Folds in every line written since the last look.
-    pub fn refresh_metrics(&mut self) {
+    pub(crate) fn refresh_metrics(&mut self) {
         let lines = self.follower.poll();
         if lines.is_empty() {
             return;
@@ -199,7 +207,7 @@ impl Supervisor {
     /// Replaces `IAPEER_METRICS_FILE` (Prometheus text format) when
     /// something changed, at most once per `METRICS_EVERY` unless `now`
     /// is asked; a held-back change is written when that time comes.
-    pub fn write_metrics(&mut self, now: bool) {
+    pub(crate) fn write_metrics(&mut self, now: bool) {
         let Some(path) = self.ctx.config.metrics_file.clone() else {
             return;
         };
@@ -214,7 +222,7 @@ impl Supervisor {
             let metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
             crate::engine::status::prometheus(&self.ctx, &peers, &metrics)
         };
-        match crate::store::fsutil::write_atomic(&path, text.as_bytes()) {
+        match fsutil::write_atomic(&path, text.as_bytes()) {
             Ok(()) => {
                 self.metrics_written = Some(Instant::now());
                 self.metrics_dirty = false;
@@ -223,18 +231,18 @@ impl Supervisor {
         }
     }
 
-    pub fn peers(&self) -> usize {
+    pub(crate) fn peers(&self) -> usize {
         self.peers.len()
     }
 
     /// Writes every pool's member definitions where they are missing or
     /// out of date (their changes then arrive as peer events).
-    pub fn sync_pools(&self) {
+    pub(crate) fn sync_pools(&self) {
         let paths = &self.ctx.config.paths;
-        match crate::store::definitions::load_pools(paths) {
+        match definitions::load_pools(paths) {
             Ok(all) => {
                 for pool in all {
-                    match pool.and_then(|p| crate::store::definitions::sync_pool(paths, &p)) {
+                    match pool.and_then(|p| definitions::sync_pool(paths, &p)) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!("wrote {n} pool member definition(s)"),
                         Err(e) => tracing::error!("{e}"),
@@ -247,13 +255,12 @@ impl Supervisor {
 
     /// Re-reads every definition (at start and on SIGHUP). A broken one is
     /// logged once and its last good version kept, as for a single change.
-    pub fn reload_peers(&mut self) -> Result<usize> {
+    pub(crate) fn reload_peers(&mut self) -> Result<usize> {
         self.sync_pools();
-        let stems: BTreeSet<String> =
-            crate::store::fsutil::json_files(&self.ctx.config.paths.peers)?
-                .into_iter()
-                .map(|(stem, _)| stem)
-                .collect();
+        let stems: BTreeSet<String> = fsutil::json_files(&self.ctx.config.paths.peers)?
+            .into_iter()
+            .map(|(stem, _)| stem)
+            .collect();
         self.peers.retain(|id, _| stems.contains(id.as_str()));
         self.broken.retain(|stem, _| stems.contains(stem));
         for stem in &stems {
@@ -277,7 +284,7 @@ impl Supervisor {
             tracing::warn!("peers/{stem}.json: not a valid peer name; ignored");
             return None;
         };
-        match crate::store::definitions::load_peer(&self.ctx.config.paths, &id) {
+        match definitions::load_peer(&self.ctx.config.paths, &id) {
             Ok(p) => {
                 self.broken.remove(stem);
                 // A launch that failed may work with the new definition.
@@ -312,7 +319,7 @@ impl Supervisor {
         for id in &ids {
             let present = scan.get(id).copied().unwrap_or_default();
             stats.identities += 1;
-            if present.has(crate::store::markers::Marker::Session) {
+            if present.has(markers::Marker::Session) {
                 stats.alive += 1;
             }
             if self.pass(id, Some(present)) {
@@ -324,17 +331,17 @@ impl Supervisor {
 
     /// One identity: decide without the lock, act on a worker. Returns true
     /// if a worker was started.
-    pub fn pass(&mut self, id: &Identity, present: Option<Present>) -> bool {
+    pub(crate) fn pass(&mut self, id: &Identity, present: Option<Present>) -> bool {
         if self.busy.contains(id) {
             self.again.insert(id.clone());
             return false;
         }
         let now = self.ctx.now();
         let peer = self.peers.get(id);
-        let activity = crate::engine::supervise::Activity::Known(self.seen.get(id).copied());
-        let crate::engine::supervise::Gathered {
+        let activity = supervise::Activity::Known(self.seen.get(id).copied());
+        let supervise::Gathered {
             facts, record: rec, ..
-        } = match crate::engine::supervise::gather_pass(&self.ctx, id, peer, present, activity) {
+        } = match supervise::gather_pass(&self.ctx, id, peer, present, activity) {
             Ok(g) => g,
             Err(e) => {
                 self.tick_error(id, &e);
@@ -359,10 +366,10 @@ impl Supervisor {
                 }
             }
         }
-        if let Some(at) = crate::core::pass::revisit_at(&facts, rec.as_ref(), now) {
+        if let Some(at) = pass::revisit_at(&facts, rec.as_ref(), now) {
             self.schedule(id, self.instant_at(at));
         }
-        let action = crate::core::pass::decide(&facts);
+        let action = pass::decide(&facts);
         match action {
             PassAction::Nothing => false,
             PassAction::SkipExternal => false,
@@ -422,12 +429,7 @@ impl Supervisor {
             .spawn({
                 let id = id.clone();
                 move || {
-                    let outcome = crate::engine::supervise::run_pass(
-                        &ctx,
-                        &id,
-                        peer.as_ref(),
-                        launch_allowed,
-                    );
+                    let outcome = supervise::run_pass(&ctx, &id, peer.as_ref(), launch_allowed);
                     let _ = events.send(Event::Done(id, outcome));
                 }
             });
@@ -438,7 +440,7 @@ impl Supervisor {
     }
 
     /// A worker finished: note refusals and failures, then look again.
-    pub fn done(&mut self, id: &Identity, outcome: Result<PassOutcome>) {
+    pub(crate) fn done(&mut self, id: &Identity, outcome: Result<PassOutcome>) {
         self.busy.remove(id);
         let now = Instant::now();
         match outcome {
@@ -523,10 +525,10 @@ impl Supervisor {
         let policy = crate::engine::wake::guard_policy(&self.ctx);
         match self.ctx.state.deaths(id) {
             Ok(d) => match d.ring.guard(self.ctx.now(), policy) {
-                crate::core::crash_ring::Guard::Allow => {
+                crash_ring::Guard::Allow => {
                     self.backoff.remove(id);
                 }
-                crate::core::crash_ring::Guard::Refuse { retry_after_ms, .. } => {
+                crash_ring::Guard::Refuse { retry_after_ms, .. } => {
                     let until = self.instant_at(retry_after_ms);
                     self.backoff.insert(
                         id.clone(),
@@ -557,7 +559,7 @@ impl Supervisor {
     }
 
     /// Live sessions, for the status line.
-    pub fn alive(&self) -> usize {
+    pub(crate) fn alive(&self) -> usize {
         self.watched.len()
     }
 
@@ -583,7 +585,7 @@ impl Supervisor {
             if self
                 .ctx
                 .state
-                .exists(&id, crate::store::markers::Marker::Session)
+                .exists(&id, markers::Marker::Session)
                 .unwrap_or(true)
             {
                 continue;
@@ -603,7 +605,7 @@ impl Supervisor {
             return;
         };
         for (id, present) in scan {
-            if !present.has(crate::store::markers::Marker::Session) {
+            if !present.has(markers::Marker::Session) {
                 continue;
             }
             // A session still booting under its launcher's lock is that
@@ -637,7 +639,7 @@ impl Supervisor {
 }
 
 /// `iapeer daemon`: runs until SIGTERM/SIGINT; returns the exit code.
-pub fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32> {
+pub(crate) fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32> {
     // Before any thread exists (the diagnostics writer is one): a thread
     // that does not block SIGTERM would take it with the default action.
     let sigset = signals::block().map_err(|e| {
@@ -789,7 +791,7 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
                     dirty.insert(id);
                 }
                 Event::PeerChanged(stem) => sup.reload_peer(&stem),
-                Event::PoolChanged(_) => sup.sync_pools(),
+                Event::PoolChanged => sup.sync_pools(),
                 // Folded in below, with everything else.
                 Event::Logged => {}
                 Event::Rescan => full = true,

@@ -17,7 +17,7 @@ pub enum Sig {
 
 /// Blocks the signals in the calling thread (and so in every thread it
 /// spawns later). Call first thing.
-pub fn block() -> nix::Result<SigSet> {
+pub(crate) fn block() -> nix::Result<SigSet> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
@@ -26,7 +26,7 @@ pub fn block() -> nix::Result<SigSet> {
     Ok(set)
 }
 
-pub fn start(set: SigSet, events: Sender<Event>) -> std::io::Result<()> {
+pub(crate) fn start(set: SigSet, events: Sender<Event>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

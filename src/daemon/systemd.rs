@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<Target>,
     watchdog: Option<Duration>,
 }
@@ -19,7 +19,7 @@ enum Target {
 }
 
 impl Notifier {
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let target = std::env::var_os("NOTIFY_SOCKET").and_then(|s| {
             use std::os::unix::ffi::OsStrExt;
             let bytes = s.as_bytes();
@@ -42,32 +42,32 @@ impl Notifier {
     }
 
     /// How often to ping: half the watchdog interval.
-    pub fn watchdog_every(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_every(&self) -> Option<Duration> {
         self.watchdog.map(|w| w / 2)
     }
 
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&format!(
             "READY=1\nSTATUS={status}\nMAINPID={}",
             std::process::id()
         ));
     }
 
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.send(&format!("STATUS={status}"));
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send("STOPPING=1");
     }
 
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         if self.watchdog.is_some() {
             self.send("WATCHDOG=1");
         }
     }
 
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         self.send("RELOADING=1");
     }
 

@@ -17,7 +17,7 @@ use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
 use crate::store::log::LogChanges;
 
-pub struct FileWatch {
+pub(crate) struct FileWatch {
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -44,7 +44,7 @@ enum Hint {
     /// An identity's state file.
     Changed(Identity),
     Peer(String),
-    Pool(String),
+    Pool,
 }
 
 /// What a changed path means, if anything: pure, so the rules are a table.
@@ -62,7 +62,7 @@ fn classify(path: &Path, dirs: &Dirs) -> Option<Hint> {
     if parent == dirs.peers {
         Some(Hint::Peer(stem.to_owned()))
     } else if parent == dirs.pools {
-        Some(Hint::Pool(stem.to_owned()))
+        Some(Hint::Pool)
     } else {
         None
     }
@@ -71,7 +71,7 @@ fn classify(path: &Path, dirs: &Dirs) -> Option<Hint> {
 /// Watches the state, definition and log folders. Every hint goes to the
 /// daemon's loop; a logged line also wakes the log's followers (the
 /// dashboard's event streams), so one watch serves both.
-pub fn start(
+pub(crate) fn start(
     paths: &crate::store::config::Paths,
     events: Sender<Event>,
     logged: Arc<LogChanges>,
@@ -110,7 +110,7 @@ pub fn start(
                 }
                 Hint::Changed(id) => Event::Changed(id),
                 Hint::Peer(stem) => Event::PeerChanged(stem),
-                Hint::Pool(stem) => Event::PoolChanged(stem),
+                Hint::Pool => Event::PoolChanged,
             };
             let _ = events.send(event);
         }
@@ -184,7 +184,7 @@ mod tests {
             ("/h/peers/alice.json", Some(Hint::Peer("alice".into()))),
             ("/h/peers/.alice.json.tmp", None),
             ("/h/peers/notes.txt", None),
-            ("/h/pools/ccl.json", Some(Hint::Pool("ccl".into()))),
+            ("/h/pools/ccl.json", Some(Hint::Pool)),
             ("/h/logs/iapeer/lifecycle.log", Some(Hint::Logged)),
             ("/h/logs/iapeer/lifecycle.log.3", Some(Hint::Logged)),
             ("/h/logs/iapeer/lifecycle.log.lock", None),

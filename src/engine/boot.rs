@@ -18,7 +18,7 @@ use crate::runtime::{self, Runtime, Screen};
 
 /// How a boot went.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Boot {
+pub(crate) enum Boot {
     Ready,
     ResumeFailed(String),
     Died {
@@ -31,7 +31,7 @@ pub enum Boot {
 }
 
 impl Boot {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Boot::Ready => "ready".into(),
             Boot::ResumeFailed(line) => format!("the runtime said: {line}"),
@@ -53,7 +53,7 @@ impl Boot {
 
 /// Waits for the ready gate: the runtime's ready screen, with no start-up
 /// dialog in the way; the process must stay alive meanwhile.
-pub fn await_ready(
+pub(crate) fn await_ready(
     ctx: &Ctx,
     id: &Identity,
     peer: &Peer,
@@ -98,7 +98,12 @@ pub fn await_ready(
 
 /// A boot that failed: kill it, record the death, log it as the failed
 /// wake; returns the cause it was logged with.
-pub fn boot_failed(ctx: &Ctx, id: &Identity, rec: SessionRecord, boot: Boot) -> Result<Cause> {
+pub(crate) fn boot_failed(
+    ctx: &Ctx,
+    id: &Identity,
+    rec: SessionRecord,
+    boot: Boot,
+) -> Result<Cause> {
     let (cause, status, last_lines) = match boot {
         Boot::Ready => unreachable!("only failed boots are recorded"),
         Boot::TimedOut { last_lines } => (Cause::BootTimeout, None, Some(last_lines)),
@@ -119,14 +124,14 @@ pub fn boot_failed(ctx: &Ctx, id: &Identity, rec: SessionRecord, boot: Boot) -> 
 
 /// What finishing an interrupted boot found.
 #[derive(Debug)]
-pub enum Interrupted {
+pub(crate) enum Interrupted {
     /// It passed its ready gate: recorded, and its `ready` line logged.
     Ready(Box<SessionRecord>),
     /// Still starting, inside its boot deadline.
     Starting,
     /// It failed its boot (died, resume refused, deadline missed):
-    /// recorded as the failed wake it is, with this cause.
-    Failed(Cause),
+    /// recorded as the failed wake it is.
+    Failed,
 }
 
 /// A session left starting by a wake that went away. Waits for its ready
@@ -135,7 +140,7 @@ pub enum Interrupted {
 /// would have: ready is recorded and logged once; a death, a refused
 /// resume or a missed deadline is a failed boot. The same from the CLI and
 /// the daemon. Call with the wake lock held.
-pub fn finish_interrupted(
+pub(crate) fn finish_interrupted(
     ctx: &Ctx,
     id: &Identity,
     peer: &Peer,
@@ -172,13 +177,16 @@ pub fn finish_interrupted(
             Ok(Interrupted::Ready(Box::new(rec)))
         }
         Boot::TimedOut { .. } if !left.is_zero() && until < deadline => Ok(Interrupted::Starting),
-        failed => Ok(Interrupted::Failed(boot_failed(ctx, id, rec, failed)?)),
+        failed => {
+            boot_failed(ctx, id, rec, failed)?;
+            Ok(Interrupted::Failed)
+        }
     }
 }
 
 /// A boot past its deadline with no definition to read its screen by: it
 /// can only have timed out.
-pub fn time_out(ctx: &Ctx, id: &Identity, rec: SessionRecord) -> Result<Cause> {
+pub(crate) fn time_out(ctx: &Ctx, id: &Identity, rec: SessionRecord) -> Result<Cause> {
     let last = ctx
         .host
         .capture(&rec.socket, id.as_str(), LAST_LINES)

@@ -35,7 +35,7 @@ const WORD: &str = "conversation=";
 
 /// The reason line of a park marker: the action, and the conversation the
 /// session was on when it is known.
-pub fn park_reason(action: &str, conversation: Option<&str>) -> String {
+pub(crate) fn park_reason(action: &str, conversation: Option<&str>) -> String {
     match conversation {
         Some(c) => format!("{action} {WORD}{c}"),
         None => action.to_owned(),
@@ -43,7 +43,7 @@ pub fn park_reason(action: &str, conversation: Option<&str>) -> String {
 }
 
 /// The conversation a park marker's reason line names, if a valid one.
-pub fn parked_with(reason: &str) -> Option<&str> {
+pub(crate) fn parked_with(reason: &str) -> Option<&str> {
     reason
         .split_whitespace()
         .find_map(|w| w.strip_prefix(WORD))
@@ -52,7 +52,7 @@ pub fn parked_with(reason: &str) -> Option<&str> {
 
 /// What the other peers in an identity's folder hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Neighbours {
+pub(crate) struct Neighbours {
     /// Other peers of the same runtime work in this folder.
     pub any: bool,
     /// The conversations they are on or were parked with.
@@ -64,7 +64,7 @@ pub struct Neighbours {
 /// A live session's conversation among `recent` (the folder's, most recent
 /// first). `known_ref`: what the session's record says; `known`: that
 /// conversation, if it exists; `since`: when the session started.
-pub fn pick_live<'c>(
+pub(crate) fn pick_live<'c>(
     recent: &'c [Conversation],
     known_ref: Option<&str>,
     known: Option<&'c Conversation>,
@@ -85,7 +85,7 @@ pub fn pick_live<'c>(
 
 /// The conversation a wake of a sleeping identity resumes. `parked`: what
 /// its park marker names; `parked_found`: that conversation, if it exists.
-pub fn pick_resume<'c>(
+pub(crate) fn pick_resume<'c>(
     recent: &'c [Conversation],
     parked: Option<&str>,
     parked_found: Option<&'c Conversation>,
@@ -99,7 +99,7 @@ pub fn pick_resume<'c>(
 }
 
 /// The conversation a live session is on now.
-pub fn live(
+pub(crate) fn live(
     ctx: &Ctx,
     runtime: &dyn Runtime,
     peer: &Peer,
@@ -134,7 +134,7 @@ pub fn live(
 
 /// The conversation a resume of a sleeping peer would continue, given what
 /// its park marker says (`parked_reason`).
-pub fn resume_target(
+pub(crate) fn resume_target(
     ctx: &Ctx,
     runtime: &dyn Runtime,
     peer: &Peer,

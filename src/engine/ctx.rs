@@ -15,6 +15,7 @@ use crate::core::vocab::Source;
 use crate::runtime::host::Host;
 use crate::runtime::tmux::Tmux;
 use crate::store::config::Config;
+use crate::store::definitions;
 use crate::store::log::LogWriter;
 use crate::store::markers::{LockFailure, StateDir, WakeLock};
 
@@ -70,7 +71,7 @@ impl Ctx {
         Self::with_host(config, source, host)
     }
 
-    pub fn with_host(config: Config, source: Source, host: Box<dyn Host>) -> Result<Self> {
+    pub(crate) fn with_host(config: Config, source: Source, host: Box<dyn Host>) -> Result<Self> {
         config.ensure_home()?;
         let state = StateDir::open(&config.paths.lifecycle)?;
         let log = Mutex::new(LogWriter::new(&config));
@@ -93,17 +94,17 @@ impl Ctx {
 
     /// The wall clock, in epoch ms. Decisions take it as an argument; this
     /// is the one place the shell reads it.
-    pub fn now(&self) -> EpochMs {
+    pub(crate) fn now(&self) -> EpochMs {
         (self.clock)()
     }
 
     /// A record stamped now, from this process.
-    pub fn record(&self, ev: crate::core::vocab::Ev) -> Record {
+    pub(crate) fn record(&self, ev: crate::core::vocab::Ev) -> Record {
         Record::new(self.now(), ev, self.source)
     }
 
     /// Appends a decision durably; the caller acts only if this succeeds.
-    pub fn log(&self, record: &Record) -> Result<()> {
+    pub(crate) fn log(&self, record: &Record) -> Result<()> {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.append(record)
     }
@@ -111,7 +112,7 @@ impl Ctx {
     /// Takes `id`'s wake lock, waiting up to `IAPEER_WAKE_LOCK_WAIT_SECS`
     /// for another process to let go of it; held past that is a refusal
     /// the caller may retry (exit 6).
-    pub fn lock(&self, id: &Identity) -> Result<WakeLock> {
+    pub(crate) fn lock(&self, id: &Identity) -> Result<WakeLock> {
         match self.state.lock(id, self.config.wake_lock_wait) {
             Ok(lock) => Ok(lock),
             Err(LockFailure::Held { waited }) => Err(Error::Refused(Refusal::LockHeld {
@@ -122,13 +123,13 @@ impl Ctx {
         }
     }
 
-    pub fn peer(&self, id: &Identity) -> Result<Peer> {
-        crate::store::definitions::load_peer(&self.config.paths, id)
+    pub(crate) fn peer(&self, id: &Identity) -> Result<Peer> {
+        definitions::load_peer(&self.config.paths, id)
     }
 
     /// The other peers of `peer`'s runtime working in its folder (pool
     /// members share one): their conversations are recorded beside its own.
-    pub fn neighbours(&self, peer: &Peer) -> Vec<Identity> {
+    pub(crate) fn neighbours(&self, peer: &Peer) -> Vec<Identity> {
         let folders = self.folders();
         let me = peer.identity();
         folders
@@ -153,7 +154,7 @@ impl Ctx {
                 return Arc::clone(f);
             }
         }
-        let Ok(all) = crate::store::definitions::load_peers(&self.config.paths) else {
+        let Ok(all) = definitions::load_peers(&self.config.paths) else {
             return last.unwrap_or_default();
         };
         let mut peers: HashMap<_, Vec<Identity>> = HashMap::new();

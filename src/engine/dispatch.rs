@@ -6,6 +6,7 @@
 //! time since its last task. The check and the delivery happen under the
 //! member's wake lock, so two dispatches never pick the same member.
 
+use crate::core::clock;
 use crate::core::error::{Error, Refusal, Result};
 use crate::core::identity::Identity;
 use crate::core::pool::Pool;
@@ -13,12 +14,13 @@ use crate::core::session::Liveness;
 use crate::core::session::SessionRecord;
 use crate::core::wake_plan::Ask;
 use crate::engine::ctx::Ctx;
+use crate::engine::wake;
 use crate::engine::wake::{WakeFailure, Woke};
 use crate::store::markers::{Flag, Marker};
 
 /// Where a task went.
 #[derive(Debug)]
-pub struct Dispatched {
+pub(crate) struct Dispatched {
     pub member: Identity,
     /// `None`: delivered to a running member; `Some`: a member was woken
     /// for it.
@@ -27,27 +29,27 @@ pub struct Dispatched {
 
 /// A turn with no sign of life for this long is taken as over, whatever
 /// the transcript's last entry says (an interrupted turn never ends).
-pub const STALE_TURN_MS: i64 = 5 * 60 * 1000;
+pub(crate) const STALE_TURN_MS: i64 = 5 * 60 * 1000;
 
 /// Is a member's session free for a new task right now?
-pub fn is_free(
+pub(crate) fn is_free(
     rec: &SessionRecord,
-    last_activity: crate::core::clock::EpochMs,
+    last_activity: clock::EpochMs,
     mid_turn: Option<bool>,
     quiet_ms: i64,
-    now: crate::core::clock::EpochMs,
+    now: clock::EpochMs,
 ) -> bool {
     let task_at = rec
         .task_at
         .as_deref()
-        .and_then(crate::core::clock::parse_rfc3339)
+        .and_then(clock::parse_rfc3339)
         .unwrap_or(0);
     let since = now.saturating_sub(task_at.max(last_activity));
     let working = mid_turn == Some(true) && since < STALE_TURN_MS;
     rec.is_ready() && rec.ending.is_none() && !working && since >= quiet_ms
 }
 
-pub fn dispatch(
+pub(crate) fn dispatch(
     ctx: &Ctx,
     pool: &Pool,
     task: &str,
@@ -86,7 +88,7 @@ pub fn dispatch(
             topic: topic.map(str::to_owned),
             task: Some(task.to_owned()),
         };
-        match crate::engine::wake::wake_locked(ctx, member, &ask, &lock) {
+        match wake::wake_locked(ctx, member, &ask, &lock) {
             Ok(w) => {
                 return Ok(Dispatched {
                     member: member.clone(),
@@ -146,9 +148,9 @@ fn try_deliver(
     if let Some(t) = topic.filter(|t| !t.trim().is_empty()) {
         ctx.state.set_topic(member, t)?;
     }
-    crate::engine::wake::deliver(ctx, member, runtime.as_ref(), &mut rec, task)?;
+    wake::deliver(ctx, member, runtime.as_ref(), &mut rec, task)?;
     ctx.log(
-        &crate::engine::wake::delivered_line(ctx, member, &peer, &rec, topic, task)
+        &wake::delivered_line(ctx, member, &peer, &rec, topic, task)
             .reason(format!("dispatched by pool {}", pool.name)),
     )?;
     Ok(Some(Dispatched {
@@ -168,7 +170,7 @@ mod tests {
             cwd: "/tmp".into(),
             socket: "/tmp/m0.sock".into(),
             pane_pid: 1,
-            started_at: crate::core::clock::format_ms(0),
+            started_at: clock::format_ms(0),
             mode: "fresh".into(),
             resume_ref: None,
             topic: None,
@@ -176,8 +178,8 @@ mod tests {
             session: "s".into(),
             cause: "crash-or-self-close".into(),
             pane_start: None,
-            ready_at: ready.then(|| crate::core::clock::format_ms(0)),
-            task_at: task_at.map(crate::core::clock::format_ms),
+            ready_at: ready.then(|| clock::format_ms(0)),
+            task_at: task_at.map(clock::format_ms),
             ending: None,
         }
     }

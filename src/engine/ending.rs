@@ -29,10 +29,10 @@ use crate::store::log;
 use crate::store::markers::{Flag, Marker};
 
 /// Lines of the pane kept with a death.
-pub const LAST_LINES: usize = 15;
+pub(crate) const LAST_LINES: usize = 15;
 /// A task delivered this recently before a death, or followed by activity
 /// this recent, was still being worked on.
-pub const QUIET: Duration = Duration::from_secs(30);
+pub(crate) const QUIET: Duration = Duration::from_secs(30);
 
 /// The exit status tmux kept. The process is known dead; tmux marks the
 /// pane dead when the pty closes and fills in the status only once it has
@@ -58,7 +58,7 @@ pub(crate) fn exit_status(ctx: &Ctx, rec: &SessionRecord) -> ExitStatus {
 /// Records the death of a recorded session: journal, then finish. `peer`
 /// is the definition the caller acts on (the daemon keeps the last good
 /// one while the file is broken).
-pub fn record_death(
+pub(crate) fn record_death(
     ctx: &Ctx,
     id: &Identity,
     peer: Option<&Peer>,
@@ -77,7 +77,7 @@ pub fn record_death(
 
 /// Records a boot that failed (it exited, or missed its deadline): a death,
 /// logged as the failed wake it is.
-pub fn record_boot_failure(
+pub(crate) fn record_boot_failure(
     ctx: &Ctx,
     id: &Identity,
     rec: SessionRecord,
@@ -94,7 +94,7 @@ pub fn record_boot_failure(
 
 /// Parks a live session: iapeer ends it cleanly and it stays
 /// resume-eligible.
-pub fn park(
+pub(crate) fn park(
     ctx: &Ctx,
     id: &Identity,
     rec: SessionRecord,
@@ -129,7 +129,12 @@ fn end(ctx: &Ctx, id: &Identity, mut rec: SessionRecord, ending: Ending) -> Resu
 
 /// Carries out a journaled end. `recovering`: the journal was found on
 /// disk, so steps already done by a killed process are skipped.
-pub fn finish_ending(ctx: &Ctx, id: &Identity, rec: SessionRecord, recovering: bool) -> Result<()> {
+pub(crate) fn finish_ending(
+    ctx: &Ctx,
+    id: &Identity,
+    rec: SessionRecord,
+    recovering: bool,
+) -> Result<()> {
     let Some(ending) = rec.ending.clone() else {
         return Ok(());
     };
@@ -277,7 +282,7 @@ fn source_name(ctx: &Ctx) -> &'static str {
 
 /// What settling an identity's recorded session found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Settled {
+pub(crate) enum Settled {
     /// No session (none recorded, or it just ended).
     None,
     Alive(Box<SessionRecord>),
@@ -287,7 +292,7 @@ pub enum Settled {
 /// Brings the record in line with reality, as the daemon would: finishes
 /// an interrupted end, records a death, adopts an orphan. Call with the
 /// wake lock held.
-pub fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> {
+pub(crate) fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled> {
     let Some(rec) = ctx.state.session(id)? else {
         return adopt_orphan(ctx, id, peer);
     };

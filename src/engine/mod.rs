@@ -3,13 +3,13 @@
 //! supervise pass ([`supervise`]), dispatch to pools, and status. The
 //! decisions come from `core`; files from `store`; sessions from `runtime`.
 
-pub mod boot;
-pub mod conversation;
+pub(crate) mod boot;
+pub(crate) mod conversation;
 pub mod ctx;
-pub mod dispatch;
-pub mod ending;
-pub mod status;
-pub mod supervise;
+pub(crate) mod dispatch;
+pub(crate) mod ending;
+pub(crate) mod status;
+pub(crate) mod supervise;
 pub mod wake;
 
 #[cfg(test)]

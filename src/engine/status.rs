@@ -9,6 +9,7 @@ use crate::core::clock::EpochMs;
 use crate::core::crash_ring::Guard;
 use crate::core::error::Result;
 use crate::core::identity::Identity;
+use crate::core::metrics;
 use crate::core::peer::Peer;
 use crate::core::record::Entry;
 use crate::core::session::Liveness;
@@ -17,7 +18,7 @@ use crate::store::markers::Flag;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum LifecycleState {
+pub(crate) enum LifecycleState {
     /// Not running; the next message starts it.
     Asleep,
     /// Launched; the ready gate has not passed yet.
@@ -34,7 +35,7 @@ pub enum LifecycleState {
 }
 
 impl LifecycleState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LifecycleState::Asleep => "asleep",
             LifecycleState::Starting => "starting",
@@ -48,7 +49,7 @@ impl LifecycleState {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct SessionInfo {
+pub(crate) struct SessionInfo {
     pub pid: i32,
     pub started_at: String,
     pub age_secs: u64,
@@ -59,14 +60,14 @@ pub struct SessionInfo {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct LastDecision {
+pub(crate) struct LastDecision {
     pub ts: String,
     pub ev: String,
     pub summary: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct PeerStatus {
+pub(crate) struct PeerStatus {
     pub name: String,
     pub runtime: String,
     pub policy: String,
@@ -78,7 +79,7 @@ pub struct PeerStatus {
     pub retry_after: Option<String>,
     pub last_decision: Option<LastDecision>,
     /// Counters and last events, folded from the retained log.
-    pub lifecycle_metrics: crate::core::metrics::PeerMetrics,
+    pub lifecycle_metrics: metrics::PeerMetrics,
     /// Something on disk that needs a person (a refused marker, garbage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -86,9 +87,9 @@ pub struct PeerStatus {
 
 /// From one read of the whole log: the last line about each identity, and
 /// everyone's metrics.
-pub fn read_log(ctx: &Ctx) -> (HashMap<String, Entry>, crate::core::metrics::Metrics) {
+pub(crate) fn read_log(ctx: &Ctx) -> (HashMap<String, Entry>, metrics::Metrics) {
     let mut last: HashMap<String, Entry> = HashMap::new();
-    let mut metrics = crate::core::metrics::Metrics::default();
+    let mut metrics = metrics::Metrics::default();
     let _ = crate::store::log::for_each_entry(&ctx.config.paths.lifecycle_log, |e| {
         metrics.apply(&e);
         if let Some(id) = e.identity() {
@@ -100,7 +101,12 @@ pub fn read_log(ctx: &Ctx) -> (HashMap<String, Entry>, crate::core::metrics::Met
 }
 
 /// One peer's status.
-pub fn peer_status(ctx: &Ctx, peer: &Peer, last: Option<&Entry>, now: EpochMs) -> PeerStatus {
+pub(crate) fn peer_status(
+    ctx: &Ctx,
+    peer: &Peer,
+    last: Option<&Entry>,
+    now: EpochMs,
+) -> PeerStatus {
     let id = peer.identity();
     let mut problem = None;
     let mut note = |e: crate::Error| {
@@ -182,7 +188,7 @@ pub fn peer_status(ctx: &Ctx, peer: &Peer, last: Option<&Entry>, now: EpochMs) -
 }
 
 /// Every peer's status (or one's).
-pub fn collect(
+pub(crate) fn collect(
     ctx: &Ctx,
     only: Option<&Identity>,
 ) -> Result<Vec<std::result::Result<PeerStatus, crate::Error>>> {
@@ -198,10 +204,10 @@ pub fn collect(
 
 /// Each peer's status with its metrics; `last` gives the last log line
 /// about a peer when the caller has it.
-pub fn with_metrics(
+pub(crate) fn with_metrics(
     ctx: &Ctx,
     peers: Vec<std::result::Result<Peer, crate::Error>>,
-    metrics: &crate::core::metrics::Metrics,
+    metrics: &metrics::Metrics,
     last: impl Fn(&str) -> Option<Entry>,
 ) -> Vec<std::result::Result<PeerStatus, crate::Error>> {
     let now = ctx.now();
@@ -227,7 +233,7 @@ pub fn with_metrics(
 }
 
 /// The document `status --json` prints and `GET /peers` serves.
-pub fn document(
+pub(crate) fn document(
     ctx: &Ctx,
     all: &[std::result::Result<PeerStatus, crate::Error>],
     daemon: bool,
@@ -248,7 +254,7 @@ pub fn document(
 }
 
 /// The Prometheus text for the defined peers.
-pub fn prometheus(ctx: &Ctx, peers: &[Peer], metrics: &crate::core::metrics::Metrics) -> String {
+pub(crate) fn prometheus(ctx: &Ctx, peers: &[Peer], metrics: &metrics::Metrics) -> String {
     let now = ctx.now();
     let states: std::collections::BTreeMap<String, &'static str> = peers
         .iter()

@@ -23,7 +23,7 @@ use crate::store::markers::{Flag, Marker};
 
 /// How a pass learns when a live session was last active.
 #[derive(Clone, Copy, Debug)]
-pub enum Activity {
+pub(crate) enum Activity {
     /// From the session record, and the latest a worker measured (if any):
     /// cheap enough for the daemon's loop.
     Known(Option<EpochMs>),
@@ -34,7 +34,7 @@ pub enum Activity {
 
 /// What a pass reads before deciding.
 #[derive(Debug)]
-pub struct Gathered {
+pub(crate) struct Gathered {
     pub facts: PassFacts,
     pub record: Option<SessionRecord>,
     /// The latest activity the idle time was computed from, if it was.
@@ -43,7 +43,7 @@ pub struct Gathered {
 
 /// Reads the facts for `decide`. `present`, from a directory scan, spares
 /// reading files that do not exist.
-pub fn gather_pass(
+pub(crate) fn gather_pass(
     ctx: &Ctx,
     id: &Identity,
     peer: Option<&Peer>,
@@ -123,7 +123,12 @@ fn live_facts(
 /// The latest activity from every source (DESIGN §11): the record, and the
 /// runtime's own records of the conversation the session is on (Claude and
 /// Codex) or tmux's activity time for a shell.
-pub fn activity(ctx: &Ctx, peer: Option<&Peer>, rec: &SessionRecord, started: EpochMs) -> EpochMs {
+pub(crate) fn activity(
+    ctx: &Ctx,
+    peer: Option<&Peer>,
+    rec: &SessionRecord,
+    started: EpochMs,
+) -> EpochMs {
     let Some(peer) = peer else {
         return cheap_activity(rec, started);
     };
@@ -133,7 +138,7 @@ pub fn activity(ctx: &Ctx, peer: Option<&Peer>, rec: &SessionRecord, started: Ep
 }
 
 /// [`activity`], given the conversation the session is on.
-pub fn activity_on(
+pub(crate) fn activity_on(
     ctx: &Ctx,
     runtime: &dyn Runtime,
     peer: &Peer,
@@ -168,7 +173,7 @@ pub struct PassOutcome {
 /// One pass over one identity, under its wake lock (skipped if another
 /// process holds it: that process is acting on it). A death is settled and
 /// then, if wanted, the peer relaunched, in the same pass.
-pub fn run_pass(
+pub(crate) fn run_pass(
     ctx: &Ctx,
     id: &Identity,
     peer: Option<&Peer>,

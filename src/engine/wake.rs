@@ -14,16 +14,19 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::core::clock;
 use crate::core::clock::EpochMs;
 use crate::core::crash_ring::Policy as GuardPolicy;
 use crate::core::error::{Error, Refusal, Result};
 use crate::core::identity::Identity;
 use crate::core::peer::Peer;
+use crate::core::record;
 use crate::core::session::SessionRecord;
 use crate::core::vocab::{Cause, Ev, Mode, Outcome};
 use crate::core::wake_mode::Decision;
 use crate::core::wake_plan::{check_task, plan, Ask, Gathered, Plan};
 use crate::engine::boot::{await_ready, boot_failed, finish_interrupted, Boot, Interrupted};
+use crate::engine::conversation;
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
 use crate::runtime::host::{LaunchSpec, Probe};
@@ -31,7 +34,7 @@ use crate::runtime::{self, Runtime};
 use crate::store::markers::{Flag, Marker, WakeLock};
 
 /// Reads the facts for `plan`. `alive` is what the caller found.
-pub fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gathered> {
+pub(crate) fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gathered> {
     let state = &ctx.state;
     let deaths = state.deaths(id)?;
     if let Some(problem) = &deaths.problem {
@@ -46,12 +49,7 @@ pub fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gath
         alive,
         cwd_exists: peer.cwd.is_dir(),
         ring: deaths.ring,
-        resume_target: crate::engine::conversation::resume_target(
-            ctx,
-            runtime.as_ref(),
-            peer,
-            parked_reason,
-        ),
+        resume_target: conversation::resume_target(ctx, runtime.as_ref(), peer, parked_reason),
         idle_reaped: idle_reaped.is_some(),
         new_eager: state.flag(id, Flag::NewEager)?.is_some(),
         stored_topic: state.topic(id)?,
@@ -59,7 +57,7 @@ pub fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Result<Gath
     })
 }
 
-pub fn guard_policy(ctx: &Ctx) -> GuardPolicy {
+pub(crate) fn guard_policy(ctx: &Ctx) -> GuardPolicy {
     GuardPolicy {
         max: ctx.config.crashloop_max,
         window_ms: ctx.config.crashloop_window.as_millis() as i64,
@@ -106,7 +104,7 @@ impl From<Error> for WakeFailure {
 /// The `--json` report (DESIGN §9 / the wake issue):
 /// `{status, woke, mode, cause, runtime, reason, latency_ms}`.
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub status: &'static str,
     pub woke: bool,
     pub mode: Option<Mode>,
@@ -117,7 +115,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn of(result: &std::result::Result<Woke, WakeFailure>, name: &str) -> Report {
+    pub(crate) fn of(result: &std::result::Result<Woke, WakeFailure>, name: &str) -> Report {
         match result {
             Ok(Woke::Launched {
                 mode,
@@ -198,7 +196,7 @@ pub fn wake(ctx: &Ctx, id: &Identity, ask: &Ask) -> std::result::Result<Woke, Wa
 
 /// The part of a wake that runs under the identity's wake lock (the daemon
 /// calls it with a lock it already holds).
-pub fn wake_locked(
+pub(crate) fn wake_locked(
     ctx: &Ctx,
     id: &Identity,
     ask: &Ask,
@@ -271,7 +269,7 @@ pub fn wake_locked(
             let mut line =
                 refusal_line(ctx, id, &peer, ask, Mode::Refused, Cause::CrashLoop, &error);
             line.deaths = Some(counted as u64);
-            line.retry_after = Some(crate::core::clock::format_ms(retry_after_ms));
+            line.retry_after = Some(clock::format_ms(retry_after_ms));
             ctx.log(&line)?;
             Err(failure(Mode::Refused, Cause::CrashLoop, &peer, error))
         }
@@ -373,7 +371,7 @@ fn wake_line(
     ask: &Ask,
     mode: Mode,
     cause: Cause,
-) -> crate::core::record::Record {
+) -> record::Record {
     ctx.record(Ev::Wake)
         .identity(id)
         .runtime(peer.runtime)
@@ -390,7 +388,7 @@ fn refusal_line(
     mode: Mode,
     cause: Cause,
     error: &Error,
-) -> crate::core::record::Record {
+) -> record::Record {
     wake_line(ctx, id, peer, ask, mode, cause).reason(error)
 }
 
@@ -431,7 +429,7 @@ fn deliver_to_live(
         let until = Instant::now() + ctx.config.boot_deadline;
         match finish_interrupted(ctx, id, peer, rec, until)? {
             Interrupted::Ready(ready) => rec = *ready,
-            Interrupted::Starting | Interrupted::Failed(_) => {
+            Interrupted::Starting | Interrupted::Failed => {
                 return Err(Error::failed(
                     id.to_string(),
                     "a session left starting by an interrupted wake never became ready",
@@ -466,7 +464,7 @@ fn deliver_to_live(
 }
 
 /// Types `task` into the session and records it in `.session`.
-pub fn deliver(
+pub(crate) fn deliver(
     ctx: &Ctx,
     id: &Identity,
     runtime: &dyn Runtime,
@@ -476,7 +474,7 @@ pub fn deliver(
     ctx.host
         .deliver(&rec.socket, id.as_str(), task, runtime.submit_delay())?;
     rec.task = Some(task.to_owned());
-    rec.task_at = Some(crate::core::clock::format_ms(ctx.now()));
+    rec.task_at = Some(clock::format_ms(ctx.now()));
     ctx.state.write_session(id, rec)
 }
 
@@ -566,12 +564,12 @@ fn launch(
 
     // Ready: record it, then the topic, the trimmed ring, the ready line.
     let latency_ms = decided.elapsed().as_millis() as u64;
-    rec.ready_at = Some(crate::core::clock::format_ms(ctx.now()));
+    rec.ready_at = Some(clock::format_ms(ctx.now()));
     if rec.resume_ref.is_none() {
         // Learned now (Codex picks its own id): only a conversation begun
         // since the launch can be this launch's.
         let started = rec.started_ms().unwrap_or(EpochMs::MAX);
-        rec.resume_ref = crate::engine::conversation::live(ctx, runtime, peer, &rec)
+        rec.resume_ref = conversation::live(ctx, runtime, peer, &rec)
             .filter(|c| c.began.is_some_and(|b| b >= started))
             .map(|c| c.id);
     }
@@ -632,7 +630,7 @@ fn decision_line(
     mode: Mode,
     cause: Cause,
     session: &str,
-) -> crate::core::record::Record {
+) -> record::Record {
     wake_line(ctx, id, peer, ask, mode, cause)
         .session(session)
         .task(ask.task.as_deref())
@@ -640,14 +638,14 @@ fn decision_line(
 
 /// The line that records a task typed into a running session: a `wake`
 /// that launched nothing.
-pub fn delivered_line(
+pub(crate) fn delivered_line(
     ctx: &Ctx,
     id: &Identity,
     peer: &Peer,
     rec: &SessionRecord,
     topic: Option<&str>,
     task: &str,
-) -> crate::core::record::Record {
+) -> record::Record {
     ctx.record(Ev::Wake)
         .identity(id)
         .runtime(peer.runtime)
@@ -692,7 +690,7 @@ fn start(
         cwd: peer.cwd.clone(),
         socket: socket.clone(),
         pane_pid: 0,
-        started_at: crate::core::clock::format_ms(started),
+        started_at: clock::format_ms(started),
         mode: mode.as_str().to_owned(),
         resume_ref: plan.resume_ref.clone(),
         topic: ask.topic.clone(),

@@ -26,7 +26,9 @@ use tiny_http::{Header, Method, Request, Response, StatusCode};
 use crate::core::error::{Error, Result};
 use crate::core::metrics::Metrics;
 use crate::engine::ctx::Ctx;
+use crate::engine::status;
 use crate::store::config::Config;
+use crate::store::definitions;
 use crate::store::log::{Follower, LogChanges, Position};
 
 /// Concurrent event streams at most; more get 503.
@@ -51,14 +53,14 @@ const INDEX: &str = include_str!("index.html");
 
 /// What the dashboard needs to start.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub addr: SocketAddr,
     pub token: Option<String>,
 }
 
 /// Checks `IAPEER_HTTP_ADDR` and the token: off loopback, both
 /// `--allow-remote` and a 0600 token file are required.
-pub fn settings(config: &Config, allow_remote: bool) -> Result<Option<Settings>> {
+pub(crate) fn settings(config: &Config, allow_remote: bool) -> Result<Option<Settings>> {
     let Some(addr) = config.http_addr else {
         return Ok(None);
     };
@@ -127,7 +129,7 @@ struct Shared {
 /// Binds and serves on a thread of its own; returns the bound address.
 /// `changes` wakes the event streams when the log changes (the daemon's
 /// file watcher bumps it).
-pub fn start(
+pub(crate) fn start(
     ctx: Arc<Ctx>,
     metrics: Arc<Mutex<Metrics>>,
     changes: Arc<LogChanges>,
@@ -246,7 +248,7 @@ fn handle(shared: &Shared, request: Request) {
 
 fn peers(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
     let ctx = &shared.ctx;
-    let all = match crate::store::definitions::load_peers(&ctx.config.paths) {
+    let all = match definitions::load_peers(&ctx.config.paths) {
         Ok(p) => p,
         Err(e) => return error(500, &e.to_string()),
     };
@@ -255,22 +257,21 @@ fn peers(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let statuses = crate::engine::status::with_metrics(ctx, all, &metrics, |_| None);
-    let doc = crate::engine::status::document(ctx, &statuses, true);
+    let statuses = status::with_metrics(ctx, all, &metrics, |_| None);
+    let doc = status::document(ctx, &statuses, true);
     Response::from_data(doc.to_string().into_bytes())
         .with_header(header("Content-Type", "application/json"))
 }
 
 fn metrics(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
     let ctx = &shared.ctx;
-    let peers: Vec<crate::core::peer::Peer> =
-        match crate::store::definitions::load_peers(&ctx.config.paths) {
-            Ok(p) => p.into_iter().flatten().collect(),
-            Err(e) => return error(500, &e.to_string()),
-        };
+    let peers: Vec<crate::core::peer::Peer> = match definitions::load_peers(&ctx.config.paths) {
+        Ok(p) => p.into_iter().flatten().collect(),
+        Err(e) => return error(500, &e.to_string()),
+    };
     let text = {
         let metrics = shared.metrics.lock().unwrap_or_else(|p| p.into_inner());
-        crate::engine::status::prometheus(ctx, &peers, &metrics)
+        status::prometheus(ctx, &peers, &metrics)
     };
     Response::from_data(text.into_bytes()).with_header(header(
         "Content-Type",

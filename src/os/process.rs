@@ -16,13 +16,13 @@ use crate::core::session::Liveness;
 
 /// The process's start time (clock ticks after boot), to tell it from a
 /// later process that got the same pid. `None` where it cannot be read.
-pub fn start_time(pid: i32) -> Option<u64> {
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
     read_stat(pid).ok().flatten().map(|s| s.start)
 }
 
 /// The fields of `/proc/<pid>/stat` that iapeer reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     /// `R`, `S`, `Z`, …
     pub state: char,
     pub ppid: i32,
@@ -36,7 +36,7 @@ pub struct Stat {
 }
 
 impl Stat {
-    pub fn is_zombie(&self) -> bool {
+    pub(crate) fn is_zombie(&self) -> bool {
         matches!(self.state, 'Z' | 'X' | 'x')
     }
 }
@@ -44,7 +44,7 @@ impl Stat {
 /// Parses a `/proc/<pid>/stat` line. The command name may hold spaces and
 /// parentheses, so the fields are counted from after the last `)`: field
 /// N of proc(5) is the (N - 3)th there.
-pub fn parse_stat(text: &str) -> Option<Stat> {
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3).copied();
     Some(Stat {
@@ -58,7 +58,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 
 /// Reads `/proc/<pid>/stat`: `Ok(None)` when there is no such process; an
 /// error (not Linux, out of descriptors, unreadable) means "cannot tell".
-pub fn read_stat(pid: i32) -> std::io::Result<Option<Stat>> {
+pub(crate) fn read_stat(pid: i32) -> std::io::Result<Option<Stat>> {
     if cfg!(not(target_os = "linux")) {
         return Err(std::io::ErrorKind::Unsupported.into());
     }
@@ -78,7 +78,7 @@ pub fn read_stat(pid: i32) -> std::io::Result<Option<Stat>> {
 /// still a zombie (before its parent reaps it): `/proc/<pid>/stat` keeps
 /// the wait status (field 52). `None` once reaped, or where there is no
 /// /proc.
-pub fn zombie_exit(pid: i32, start: Option<u64>) -> Option<Exit> {
+pub(crate) fn zombie_exit(pid: i32, start: Option<u64>) -> Option<Exit> {
     let stat = read_stat(pid).ok().flatten()?;
     if stat.state != 'Z' || start.is_some_and(|s| s != stat.start) {
         return None;
@@ -94,7 +94,7 @@ pub fn zombie_exit(pid: i32, start: Option<u64>) -> Option<Exit> {
 
 /// An exit as `waitpid` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     Code(i32),
     Signal(i32),
 }
@@ -103,7 +103,7 @@ pub enum Exit {
 /// (readable once the process has exited), a kqueue with `NOTE_EXIT` on
 /// macOS and the BSDs.
 #[derive(Debug)]
-pub struct ProcessHandle {
+pub(crate) struct ProcessHandle {
     pid: i32,
     fd: OwnedFd,
 }
@@ -111,7 +111,7 @@ pub struct ProcessHandle {
 impl ProcessHandle {
     /// Opens a handle on `pid`, checking that it is still the process that
     /// started at `start` (when known). `Ok(None)` when that process is gone.
-    pub fn open(pid: i32, start: Option<u64>) -> std::io::Result<Option<ProcessHandle>> {
+    pub(crate) fn open(pid: i32, start: Option<u64>) -> std::io::Result<Option<ProcessHandle>> {
         if pid <= 0 {
             return Ok(None);
         }
@@ -126,27 +126,27 @@ impl ProcessHandle {
         Ok(Some(ProcessHandle { pid, fd }))
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.pid
     }
 
     /// The descriptor to poll: readable once the process has exited.
-    pub fn raw_fd(&self) -> i32 {
+    pub(crate) fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }
 
     /// Has it exited (a zombie counts as exited)?
-    pub fn has_exited(&self) -> bool {
+    pub(crate) fn has_exited(&self) -> bool {
         sys::exited(&self.fd, Duration::ZERO)
     }
 
     /// Waits up to `timeout` for the exit; true if it exited.
-    pub fn wait_exit(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_exit(&self, timeout: Duration) -> bool {
         sys::exited(&self.fd, timeout)
     }
 
     /// Sends `signal` to this very process (not to a recycled pid).
-    pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
+    pub(crate) fn signal(&self, signal: Signal) -> std::io::Result<()> {
         sys::signal(self.pid, &self.fd, signal)
     }
 }
@@ -168,7 +168,7 @@ pub fn liveness(pid: i32, start: Option<u64>) -> Liveness {
 
 /// Liveness from the process table (`/proc/<pid>/stat`): gone, a zombie
 /// or another process with that pid is dead; anything else alive.
-pub fn table_liveness(pid: i32, start: Option<u64>) -> Liveness {
+pub(crate) fn table_liveness(pid: i32, start: Option<u64>) -> Liveness {
     match read_stat(pid) {
         Ok(None) => Liveness::Dead,
         Ok(Some(s)) if s.is_zombie() || start.is_some_and(|t| t != s.start) => Liveness::Dead,
@@ -181,7 +181,7 @@ pub fn table_liveness(pid: i32, start: Option<u64>) -> Liveness {
 /// Linux, to every process left in its session, such as background jobs in
 /// their own groups), then SIGKILL for whatever is still there after
 /// `grace`. Only signals the process that started at `start`.
-pub fn terminate_group(pid: i32, start: Option<u64>, grace: Duration) {
+pub(crate) fn terminate_group(pid: i32, start: Option<u64>, grace: Duration) {
     let Ok(Some(leader)) = ProcessHandle::open(pid, start) else {
         return;
     };
@@ -207,7 +207,7 @@ pub fn terminate_group(pid: i32, start: Option<u64>, grace: Duration) {
 }
 
 /// Processes (other than `sid` itself) whose session id is `sid`.
-pub fn session_members(sid: i32) -> Vec<i32> {
+pub(crate) fn session_members(sid: i32) -> Vec<i32> {
     #[cfg(target_os = "linux")]
     {
         let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -235,7 +235,7 @@ pub fn session_members(sid: i32) -> Vec<i32> {
 /// The files session `sid` (its leader and every member) has open, as the
 /// system names them; empty where that cannot be read (not Linux, another
 /// user's process).
-pub fn session_open_files(sid: i32) -> Vec<std::path::PathBuf> {
+pub(crate) fn session_open_files(sid: i32) -> Vec<std::path::PathBuf> {
     if sid <= 0 {
         return Vec::new();
     }
@@ -253,7 +253,7 @@ pub fn session_open_files(sid: i32) -> Vec<std::path::PathBuf> {
 
 /// A process's command line, argument for argument as the system keeps it
 /// (Linux); empty where it cannot be read.
-pub fn cmdline(pid: i32) -> Vec<std::ffi::OsString> {
+pub(crate) fn cmdline(pid: i32) -> Vec<std::ffi::OsString> {
     if pid <= 0 {
         return Vec::new();
     }
@@ -279,7 +279,7 @@ fn split_cmdline(mut bytes: Vec<u8>) -> Vec<std::ffi::OsString> {
 }
 
 /// Is `ancestor` the process itself or one of its ancestors?
-pub fn is_ancestor(ancestor: i32, mut pid: i32) -> Option<bool> {
+pub(crate) fn is_ancestor(ancestor: i32, mut pid: i32) -> Option<bool> {
     #[cfg(target_os = "linux")]
     {
         for _ in 0..256 {
@@ -306,7 +306,7 @@ mod sys {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
 
-    pub fn open(pid: i32) -> std::io::Result<Option<OwnedFd>> {
+    pub(crate) fn open(pid: i32) -> std::io::Result<Option<OwnedFd>> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new
         // descriptor (close-on-exec) or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -322,7 +322,7 @@ mod sys {
         Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
     }
 
-    pub fn exited(fd: &OwnedFd, timeout: Duration) -> bool {
+    pub(crate) fn exited(fd: &OwnedFd, timeout: Duration) -> bool {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let deadline = Instant::now() + timeout;
@@ -337,7 +337,7 @@ mod sys {
         }
     }
 
-    pub fn signal(_pid: i32, fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+    pub(crate) fn signal(_pid: i32, fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
         // SAFETY: pidfd_send_signal on a descriptor we own; a null info
         // pointer means "as kill(2) would".
         let r = unsafe {
@@ -367,7 +367,7 @@ mod sys {
     use super::*;
 
     /// A kqueue watching `pid` for NOTE_EXIT.
-    pub fn open(pid: i32) -> std::io::Result<Option<OwnedFd>> {
+    pub(crate) fn open(pid: i32) -> std::io::Result<Option<OwnedFd>> {
         // SAFETY: kqueue() returns a new descriptor or -1.
         let kq = unsafe { libc::kqueue() };
         if kq < 0 {
@@ -402,7 +402,7 @@ mod sys {
         Ok(Some(kq))
     }
 
-    pub fn exited(fd: &OwnedFd, timeout: Duration) -> bool {
+    pub(crate) fn exited(fd: &OwnedFd, timeout: Duration) -> bool {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
@@ -410,7 +410,7 @@ mod sys {
         matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
     }
 
-    pub fn signal(pid: i32, _fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+    pub(crate) fn signal(pid: i32, _fd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(Into::into)
     }
 }

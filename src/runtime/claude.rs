@@ -15,6 +15,7 @@ use super::{
     Runtime, Screen,
 };
 use crate::core::clock::EpochMs;
+use crate::core::identity;
 use crate::core::peer::{Peer, RuntimeKind};
 use crate::store::config::Config;
 
@@ -35,22 +36,17 @@ const DIALOGS: &[&str] = &[
 const RESUME_GONE: &[&str] = &["No conversation found with session ID"];
 
 #[derive(Debug)]
-pub struct Claude {
+pub(crate) struct Claude {
     bin: OsString,
     projects: PathBuf,
 }
 
 impl Claude {
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Claude {
             bin: config.claude_bin.clone(),
             projects: config.claude_config_dir.join("projects"),
         }
-    }
-
-    /// Transcripts recorded for `cwd`, most recently modified first.
-    pub fn transcripts(&self, cwd: &Path) -> Vec<PathBuf> {
-        self.found(cwd).into_iter().map(|(p, _)| p).collect()
     }
 
     /// [`Self::transcripts`], each with what its first lines say.
@@ -97,7 +93,7 @@ impl Claude {
             .into_iter()
             .take(CANDIDATES)
             .filter_map(|(path, head)| {
-                let id = stem(&path).filter(|id| crate::core::identity::is_conversation_id(id))?;
+                let id = stem(&path).filter(|id| identity::is_conversation_id(id))?;
                 let last = last_timestamp(&path);
                 Some((
                     last,
@@ -116,7 +112,7 @@ impl Claude {
     /// Transcript `id`: in the folder's own project directories first, then
     /// in any (the slug scheme has changed between versions).
     fn find(&self, cwd: &Path, id: &str) -> Option<PathBuf> {
-        if !crate::core::identity::is_conversation_id(id) {
+        if !identity::is_conversation_id(id) {
             return None;
         }
         let file = format!("{id}.jsonl");
@@ -178,7 +174,7 @@ impl Runtime for Claude {
                 _ if matches!(a.as_str(), "--session-id" | "--resume" | "-r") => argv.get(i + 1)?,
                 _ => return None,
             };
-            crate::core::identity::is_conversation_id(id).then(|| id.to_owned())
+            identity::is_conversation_id(id).then(|| id.to_owned())
         })
     }
 
@@ -237,7 +233,7 @@ fn is_prompt_line(line: &str) -> bool {
 }
 
 /// Every character outside `[A-Za-z0-9]` becomes `-`.
-pub fn slug(path: &Path) -> String {
+pub(crate) fn slug(path: &Path) -> String {
     path.to_string_lossy()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -303,6 +299,14 @@ fn with_heads(dir: &Path) -> impl Iterator<Item = (SystemTime, PathBuf, Head)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::{clock, peer};
+
+    impl Claude {
+        /// Transcripts recorded for `cwd`, most recently modified first.
+        fn transcripts(&self, cwd: &Path) -> Vec<PathBuf> {
+            self.found(cwd).into_iter().map(|(p, _)| p).collect()
+        }
+    }
     use assert_fs::TempDir;
 
     fn claude(home: &Path) -> Claude {
@@ -345,7 +349,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         // Re-saved later, but its last entry is older.
         write_transcript(&dir, "resaved", "/srv/app", "2025-12-01T00:00:00Z");
-        let peer = crate::core::peer::parse(
+        let peer = peer::parse(
             Path::new("a.json"),
             br#"{"name":"a","cwd":"/srv/app"}"#,
             None,
@@ -359,10 +363,7 @@ mod tests {
         assert_eq!(ids, ["new", "old", "resaved"]);
         let found = c.conversation(&peer, "old").unwrap();
         assert!(found.path.ends_with("old.jsonl"));
-        assert_eq!(
-            found.began,
-            crate::core::clock::parse_rfc3339("2026-01-01T00:00:00Z")
-        );
+        assert_eq!(found.began, clock::parse_rfc3339("2026-01-01T00:00:00Z"));
         assert!(c.conversation(&peer, "gone").is_none());
         assert!(c.conversation(&peer, "../old").is_none());
     }
@@ -400,7 +401,7 @@ mod tests {
             "/srv/app",
             "2026-01-01T01:00:00Z",
         );
-        let peer = crate::core::peer::parse(
+        let peer = peer::parse(
             Path::new("a.json"),
             br#"{"name":"a","cwd":"/srv/app"}"#,
             None,
@@ -408,7 +409,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.activity(&c.conversation(&peer, "s1").unwrap()),
-            crate::core::clock::parse_rfc3339("2026-01-01T01:00:00Z")
+            clock::parse_rfc3339("2026-01-01T01:00:00Z")
         );
     }
 
@@ -440,9 +441,7 @@ mod tests {
     fn screen_states() {
         let home = TempDir::new().unwrap();
         let c = claude(home.path());
-        let peer =
-            crate::core::peer::parse(Path::new("a.json"), br#"{"name":"a","cwd":"/x"}"#, None)
-                .unwrap();
+        let peer = peer::parse(Path::new("a.json"), br#"{"name":"a","cwd":"/x"}"#, None).unwrap();
         let ready = "✻ Welcome\n╭────╮\n│ > Try \"fix lint\" │\n╰────╯\n  ? for shortcuts";
         assert_eq!(c.screen(&peer, ready), Screen::Ready);
         let trust = "Do you trust the files in this folder?\n❯ 1. Yes, proceed\n";

@@ -10,6 +10,7 @@ use super::{
     argv, cwd_forms, entry_timestamp, screen_has, Conversation, LaunchPlan, Runtime, Screen,
 };
 use crate::core::clock::EpochMs;
+use crate::core::identity;
 use crate::core::peer::{Peer, RuntimeKind};
 use crate::store::config::Config;
 
@@ -26,14 +27,14 @@ const DIALOGS: &[&str] = &[
 const RESUME_GONE: &[&str] = &["No saved session found", "No rollout found"];
 
 #[derive(Debug)]
-pub struct Codex {
+pub(crate) struct Codex {
     bin: OsString,
     sessions: PathBuf,
 }
 
 /// What a rollout's first line says.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RolloutMeta {
+pub(crate) struct RolloutMeta {
     pub id: String,
     pub cwd: Option<String>,
     /// When the session began, as the line says.
@@ -51,7 +52,7 @@ impl RolloutMeta {
 }
 
 impl Codex {
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Codex {
             bin: config.codex_bin.clone(),
             sessions: config.codex_home.join("sessions"),
@@ -60,7 +61,7 @@ impl Codex {
 
     /// The newest rollouts recorded for `cwd` (at most `RECENT`), down to
     /// rollout `until`.
-    pub fn rollouts(&self, cwd: &Path, until: Option<&str>) -> Vec<Conversation> {
+    pub(crate) fn rollouts(&self, cwd: &Path, until: Option<&str>) -> Vec<Conversation> {
         let forms = cwd_forms(cwd);
         let mut out = Vec::new();
         for path in newest_first(&self.sessions, 3, SCAN_LIMIT)
@@ -75,7 +76,7 @@ impl Codex {
                 .cwd
                 .as_deref()
                 .is_some_and(|c| forms.iter().any(|f| Path::new(c) == f));
-            if ours && crate::core::identity::is_conversation_id(&meta.id) {
+            if ours && identity::is_conversation_id(&meta.id) {
                 out.push(meta.at(path));
             }
             if last || out.len() == RECENT {
@@ -88,8 +89,8 @@ impl Codex {
     /// Rollout `id`, found by its file name and confirmed by its meta line.
     /// Only names are listed, so it looks as far back as it must: a
     /// conversation parked long ago is still found.
-    pub fn rollout(&self, id: &str) -> Option<Conversation> {
-        if !crate::core::identity::is_conversation_id(id) {
+    pub(crate) fn rollout(&self, id: &str) -> Option<Conversation> {
+        if !identity::is_conversation_id(id) {
             return None;
         }
         let suffix = format!("-{id}.jsonl");
@@ -146,8 +147,7 @@ impl Runtime for Codex {
             {
                 continue;
             }
-            let Some(meta) =
-                rollout_meta(&path).filter(|m| crate::core::identity::is_conversation_id(&m.id))
+            let Some(meta) = rollout_meta(&path).filter(|m| identity::is_conversation_id(&m.id))
             else {
                 continue;
             };
@@ -168,7 +168,7 @@ impl Runtime for Codex {
     fn launched_on(&self, argv: &[String]) -> Option<String> {
         let at = argv.iter().position(|a| a == "resume")?;
         argv.get(at + 1)
-            .filter(|id| crate::core::identity::is_conversation_id(id))
+            .filter(|id| identity::is_conversation_id(id))
             .cloned()
     }
 
@@ -197,7 +197,7 @@ impl Runtime for Codex {
 
 /// Reads a rollout's `session_meta`: `{"type":"session_meta","payload":{id,
 /// cwd,…}}`, or the older form with `id` (and maybe `cwd`) at the top.
-pub fn rollout_meta(path: &Path) -> Option<RolloutMeta> {
+pub(crate) fn rollout_meta(path: &Path) -> Option<RolloutMeta> {
     let first = crate::store::fsutil::head_lines(path, 64 * 1024)
         .ok()?
         .into_iter()

@@ -15,7 +15,7 @@ use crate::runtime::host::{ExitStatus, Host, LaunchSpec, Launched, Probe};
 
 /// How often each call was made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Calls {
+pub(crate) struct Calls {
     pub launch: usize,
     pub probe: usize,
     pub capture: usize,
@@ -43,11 +43,11 @@ struct Inner {
 /// The fake host; clones share one state, so a test keeps a handle to the
 /// host it gave a context.
 #[derive(Clone, Debug, Default)]
-pub struct FakeHost(Arc<Mutex<Inner>>);
+pub(crate) struct FakeHost(Arc<Mutex<Inner>>);
 
 impl FakeHost {
     /// A host whose new panes show `screen` (what the ready gate reads).
-    pub fn showing(screen: &str) -> Self {
+    pub(crate) fn showing(screen: &str) -> Self {
         let host = FakeHost::default();
         host.inner().screen_on_launch = screen.to_owned();
         host
@@ -57,13 +57,13 @@ impl FakeHost {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn calls(&self) -> Calls {
+    pub(crate) fn calls(&self) -> Calls {
         self.inner().calls
     }
 
     /// The pane's process dies on its own (as a crash would), leaving its
     /// pane behind, as tmux's `remain-on-exit` does.
-    pub fn crash(&self, socket: &Path) {
+    pub(crate) fn crash(&self, socket: &Path) {
         if let Some(pane) = self.inner().panes.get_mut(socket) {
             let _ = pane.child.kill();
             let _ = pane.child.wait();
@@ -71,19 +71,11 @@ impl FakeHost {
     }
 
     /// The next `kill` fails (as a tmux that does not answer would).
-    pub fn fail_next_kill(&self) {
+    pub(crate) fn fail_next_kill(&self) {
         self.inner().fail_next_kill = true;
     }
 
-    pub fn delivered(&self, socket: &Path) -> Vec<String> {
-        self.inner()
-            .panes
-            .get(socket)
-            .map(|p| p.delivered.clone())
-            .unwrap_or_default()
-    }
-
-    pub fn has_session(&self, socket: &Path) -> bool {
+    pub(crate) fn has_session(&self, socket: &Path) -> bool {
         self.inner().panes.contains_key(socket)
     }
 }

@@ -3,13 +3,13 @@
 //! conversations live on disk, and what its screen looks like when ready;
 //! none of them runs tmux (that is [`tmux`]'s job alone).
 
-pub mod claude;
-pub mod codex;
+pub(crate) mod claude;
+pub(crate) mod codex;
 #[cfg(test)]
-pub mod fake;
+pub(crate) mod fake;
 pub mod host;
-pub mod shell;
-pub mod tmux;
+pub(crate) mod shell;
+pub(crate) mod tmux;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use crate::core::clock::EpochMs;
 use crate::core::peer::{Peer, RuntimeKind};
 use crate::store::config::Config;
+use crate::store::fsutil;
 
 /// What one launch runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LaunchPlan {
+pub(crate) struct LaunchPlan {
     pub argv: Vec<OsString>,
     /// The conversation this launch writes to, when known up front.
     pub resume_ref: Option<String>,
@@ -28,7 +29,7 @@ pub struct LaunchPlan {
 
 /// What the screen says during a boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Screen {
+pub(crate) enum Screen {
     Ready,
     NotYet,
     /// The runtime said the conversation to resume is gone.
@@ -38,14 +39,14 @@ pub enum Screen {
 /// One conversation a runtime keeps on disk (a Claude transcript, a Codex
 /// rollout).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Conversation {
+pub(crate) struct Conversation {
     pub id: String,
     pub path: PathBuf,
     /// Its first entry's time, when it records one.
     pub began: Option<EpochMs>,
 }
 
-pub trait Runtime: Send + Sync {
+pub(crate) trait Runtime: Send + Sync {
     fn kind(&self) -> RuntimeKind;
     /// A fresh launch; `session` is a new UUID the runtime may pin.
     fn fresh(&self, peer: &Peer, session: &str) -> LaunchPlan;
@@ -95,7 +96,7 @@ pub trait Runtime: Send + Sync {
 }
 
 /// The runtime a peer's definition names.
-pub fn for_peer(config: &Config, peer: &Peer) -> Box<dyn Runtime> {
+pub(crate) fn for_peer(config: &Config, peer: &Peer) -> Box<dyn Runtime> {
     match peer.runtime {
         RuntimeKind::Claude => Box::new(claude::Claude::new(config)),
         RuntimeKind::Codex => Box::new(codex::Codex::new(config)),
@@ -117,7 +118,7 @@ pub(crate) fn cwd_forms(cwd: &Path) -> Vec<PathBuf> {
 
 /// The newest `timestamp` among the last lines of a JSONL file.
 pub(crate) fn last_timestamp(path: &Path) -> Option<EpochMs> {
-    let lines = crate::store::fsutil::tail_lines(path, 64 * 1024).ok()?;
+    let lines = fsutil::tail_lines(path, 64 * 1024).ok()?;
     lines
         .iter()
         .rev()
@@ -134,7 +135,7 @@ pub(crate) fn entry_timestamp(v: &serde_json::Value) -> Option<EpochMs> {
 /// The last conversation entry (`user` or `assistant`) among the last lines
 /// of a JSONL file.
 pub(crate) fn last_turn_entry(path: &Path) -> Option<serde_json::Value> {
-    let lines = crate::store::fsutil::tail_lines(path, 64 * 1024).ok()?;
+    let lines = fsutil::tail_lines(path, 64 * 1024).ok()?;
     lines.iter().rev().find_map(|line| {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         matches!(v.get("type")?.as_str()?, "user" | "assistant").then_some(v)

@@ -5,7 +5,7 @@ use super::{LaunchPlan, Runtime, Screen};
 use crate::core::peer::{Peer, RuntimeKind};
 
 #[derive(Debug)]
-pub struct Shell;
+pub(crate) struct Shell;
 
 impl Runtime for Shell {
     fn kind(&self) -> RuntimeKind {

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::core::error::{Error, Result};
+use crate::os::process;
 use crate::runtime::host::{last_lines, ExitStatus, Host, LaunchSpec, Launched, Probe};
 
 /// How long one tmux call may take before it counts as "unknown".
@@ -37,7 +38,7 @@ set -g mouse on
 
 /// The real tmux.
 #[derive(Debug, Clone)]
-pub struct Tmux {
+pub(crate) struct Tmux {
     bin: OsString,
     conf: PathBuf,
     /// Start servers in their own systemd scope, outside the caller's
@@ -48,7 +49,7 @@ pub struct Tmux {
 impl Tmux {
     /// tmux from `PATH` (or `IAPEER_TMUX_BIN`), configured by a file in
     /// `run_dir`.
-    pub fn new(run_dir: &Path) -> Self {
+    pub(crate) fn new(run_dir: &Path) -> Self {
         let bin = std::env::var_os("IAPEER_TMUX_BIN").unwrap_or_else(|| "tmux".into());
         Tmux {
             bin,
@@ -274,7 +275,7 @@ impl Host for Tmux {
 
     fn kill(&self, socket: &Path, name: &str, pane: Option<(i32, Option<u64>)>) -> Result<()> {
         if let Some((pid, start)) = pane {
-            crate::os::process::terminate_group(pid, start, KILL_GRACE);
+            process::terminate_group(pid, start, KILL_GRACE);
         }
         if socket.exists() {
             match self.run(socket, &[os("kill-server")], None) {
@@ -309,11 +310,7 @@ impl Host for Tmux {
                 socket.display()
             );
             // A server's panes die with it (they get SIGHUP).
-            crate::os::process::terminate_group(
-                pid,
-                crate::os::process::start_time(pid),
-                Duration::from_secs(1),
-            );
+            process::terminate_group(pid, process::start_time(pid), Duration::from_secs(1));
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -342,7 +339,7 @@ fn launches_on(socket: &Path) -> Vec<i32> {
         if !is_tmux {
             continue;
         }
-        let args = crate::os::process::cmdline(pid);
+        let args = process::cmdline(pid);
         let on_socket = args
             .windows(2)
             .any(|w| w[0] == "-S" && w[1] == socket.as_os_str());

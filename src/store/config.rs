@@ -68,7 +68,7 @@ pub struct Paths {
 
 impl Config {
     /// Reads the process environment.
-    pub fn from_env() -> Result<Self> {
+    pub(crate) fn from_env() -> Result<Self> {
         Self::from_lookup(|k| std::env::var_os(k))
     }
 
@@ -128,7 +128,7 @@ impl Config {
     /// Creates the home and its directories (0700) when missing, and refuses
     /// any of them that is a symlink, not a directory, or owned by another
     /// user: state written there could land anywhere.
-    pub fn ensure_home(&self) -> Result<()> {
+    pub(crate) fn ensure_home(&self) -> Result<()> {
         ensure_private_dir(&self.home, false)?;
         for dir in [
             &self.paths.peers,
@@ -146,7 +146,7 @@ impl Config {
 }
 
 impl Paths {
-    pub fn for_home(home: &Path, xdg_runtime: Option<PathBuf>, uid: u32) -> Self {
+    pub(crate) fn for_home(home: &Path, xdg_runtime: Option<PathBuf>, uid: u32) -> Self {
         let home_run = home.join("run");
         let fits = |dir: &Path| dir.as_os_str().len() + 1 + SOCKET_NAME_MAX <= SOCKET_PATH_MAX;
         let (run, run_relocated) = if fits(&home_run) {
@@ -176,22 +176,22 @@ impl Paths {
         }
     }
 
-    pub fn peer_file(&self, name: &str) -> PathBuf {
+    pub(crate) fn peer_file(&self, name: &str) -> PathBuf {
         self.peers.join(format!("{name}.json"))
     }
 
-    pub fn socket(&self, name: &str) -> PathBuf {
+    pub(crate) fn socket(&self, name: &str) -> PathBuf {
         self.run.join(format!("{name}.sock"))
     }
 
-    pub fn daemon_lock(&self) -> PathBuf {
+    pub(crate) fn daemon_lock(&self) -> PathBuf {
         self.run.join("daemon.lock")
     }
 }
 
 /// Creates `dir` (0700) if missing; when `strict`, refuses a symlink, a
 /// non-directory or a directory owned by someone else.
-pub fn ensure_private_dir(dir: &Path, strict: bool) -> Result<()> {
+pub(crate) fn ensure_private_dir(dir: &Path, strict: bool) -> Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(meta) => {
             if !strict {

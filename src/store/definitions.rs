@@ -16,7 +16,7 @@ use crate::store::fsutil;
 const DEFINITION_MAX: u64 = 1024 * 1024;
 
 /// Loads `peers/<id>.json`.
-pub fn load_peer(paths: &Paths, id: &Identity) -> Result<Peer> {
+pub(crate) fn load_peer(paths: &Paths, id: &Identity) -> Result<Peer> {
     let file = paths.peer_file(id.as_str());
     let bytes = read_definition(&file).map_err(|e| match e {
         Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => Error::NoPeer {
@@ -29,7 +29,7 @@ pub fn load_peer(paths: &Paths, id: &Identity) -> Result<Peer> {
 }
 
 /// Writes a definition atomically.
-pub fn save_peer(paths: &Paths, peer: &Peer) -> Result<()> {
+pub(crate) fn save_peer(paths: &Paths, peer: &Peer) -> Result<()> {
     let file = paths.peer_file(&peer.name);
     let mut body = serde_json::to_vec_pretty(peer).expect("a peer always serializes");
     body.push(b'\n');
@@ -38,7 +38,7 @@ pub fn save_peer(paths: &Paths, peer: &Peer) -> Result<()> {
 
 /// Every definition under `peers/`, sorted by name; a broken one is returned
 /// as its error, so one bad file never hides the others.
-pub fn load_peers(paths: &Paths) -> Result<Vec<Result<Peer>>> {
+pub(crate) fn load_peers(paths: &Paths) -> Result<Vec<Result<Peer>>> {
     Ok(fsutil::json_files(&paths.peers)?
         .into_iter()
         .map(|(stem, path)| {
@@ -69,11 +69,11 @@ pub(crate) fn read_definition(file: &Path) -> Result<Vec<u8>> {
     fs::read(file).map_err(|e| Error::io(file, "read", e))
 }
 
-pub fn pool_file(paths: &Paths, name: &str) -> PathBuf {
+pub(crate) fn pool_file(paths: &Paths, name: &str) -> PathBuf {
     paths.pools.join(format!("{name}.json"))
 }
 
-pub fn load_pool(paths: &Paths, name: &str) -> Result<Pool> {
+pub(crate) fn load_pool(paths: &Paths, name: &str) -> Result<Pool> {
     Identity::parse(name)?;
     let file = pool_file(paths, name);
     let bytes = read_definition(&file).map_err(|e| match e {
@@ -88,7 +88,7 @@ pub fn load_pool(paths: &Paths, name: &str) -> Result<Pool> {
 }
 
 /// Every pool, sorted by name; a broken one as its error.
-pub fn load_pools(paths: &Paths) -> Result<Vec<Result<Pool>>> {
+pub(crate) fn load_pools(paths: &Paths) -> Result<Vec<Result<Pool>>> {
     Ok(fsutil::json_files(&paths.pools)?
         .into_iter()
         .map(|(stem, path)| {
@@ -100,7 +100,7 @@ pub fn load_pools(paths: &Paths) -> Result<Vec<Result<Pool>>> {
 
 /// Refuses a pool whose members would take a name another peer or pool
 /// already has.
-pub fn check_collisions(paths: &Paths, pool: &Pool) -> Result<()> {
+pub(crate) fn check_collisions(paths: &Paths, pool: &Pool) -> Result<()> {
     let mine: std::collections::BTreeSet<Identity> = pool.members().into_iter().collect();
     for other in load_pools(paths)?.into_iter().flatten() {
         if other.name == pool.name {
@@ -139,7 +139,7 @@ pub fn check_collisions(paths: &Paths, pool: &Pool) -> Result<()> {
 
 /// Writes the pool's member definitions where they are missing or out of
 /// date; returns how many were written.
-pub fn sync_pool(paths: &Paths, pool: &Pool) -> Result<usize> {
+pub(crate) fn sync_pool(paths: &Paths, pool: &Pool) -> Result<usize> {
     let mut written = 0;
     for position in 0..pool.max {
         let member = pool.member(position);
@@ -153,7 +153,7 @@ pub fn sync_pool(paths: &Paths, pool: &Pool) -> Result<usize> {
 }
 
 /// Writes a pool definition.
-pub fn save_pool(paths: &Paths, pool: &Pool) -> Result<()> {
+pub(crate) fn save_pool(paths: &Paths, pool: &Pool) -> Result<()> {
     config::ensure_private_dir(&paths.pools, true)?;
     let mut body = serde_json::to_vec_pretty(pool).expect("a pool always serializes");
     body.push(b'\n');

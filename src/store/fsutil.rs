@@ -13,7 +13,7 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Replaces `path` with `bytes` atomically: temp file in the same folder,
 /// fsync, rename, fsync the folder. A crash leaves the old file or the new.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -47,7 +47,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The first whole lines of a file, reading at most `max` bytes.
-pub fn head_lines(path: &Path, max: usize) -> std::io::Result<Vec<String>> {
+pub(crate) fn head_lines(path: &Path, max: usize) -> std::io::Result<Vec<String>> {
     let mut buf = Vec::with_capacity(max.min(64 * 1024));
     File::open(path)?.take(max as u64).read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
@@ -61,7 +61,7 @@ pub fn head_lines(path: &Path, max: usize) -> std::io::Result<Vec<String>> {
 
 /// The last whole lines of a file, newest last, reading at most `max` bytes
 /// from its end.
-pub fn tail_lines(path: &Path, max: u64) -> std::io::Result<Vec<String>> {
+pub(crate) fn tail_lines(path: &Path, max: u64) -> std::io::Result<Vec<String>> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     let start = len.saturating_sub(max);
@@ -83,7 +83,7 @@ pub fn tail_lines(path: &Path, max: u64) -> std::io::Result<Vec<String>> {
 
 /// The `*.json` definitions in `dir` as (stem, path), sorted by stem;
 /// temp files (a leading dot) are skipped and a missing folder is empty.
-pub fn json_files(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+pub(crate) fn json_files(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -102,7 +102,7 @@ pub fn json_files(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
 }
 
 /// Opens (creating) a lock file: 0600, never through a symlink.
-pub fn open_lock_file(path: &Path) -> Result<File> {
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -119,7 +119,7 @@ pub fn open_lock_file(path: &Path) -> Result<File> {
 
 /// A file or folder under the home must be this user's: another user could
 /// otherwise plant what iapeer then trusts.
-pub fn check_owner(path: &Path, uid: u32) -> Result<()> {
+pub(crate) fn check_owner(path: &Path, uid: u32) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
     if uid != me {
         return Err(Error::unsafe_file(

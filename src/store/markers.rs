@@ -21,7 +21,9 @@ use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::stat::{self, Mode, SFlag};
 use nix::unistd::{self, UnlinkatFlags};
 
+use crate::core::clock;
 use crate::core::clock::EpochMs;
+use crate::core::crash_ring;
 use crate::core::crash_ring::CrashRing;
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
@@ -36,7 +38,7 @@ const SESSION_MAX: usize = 1024 * 1024;
 
 /// Every kind of file kept per identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Marker {
+pub(crate) enum Marker {
     Session,
     IdleReaped,
     NewEager,
@@ -47,7 +49,7 @@ pub enum Marker {
 }
 
 impl Marker {
-    pub const ALL: [Marker; 7] = [
+    pub(crate) const ALL: [Marker; 7] = [
         Marker::Session,
         Marker::IdleReaped,
         Marker::NewEager,
@@ -57,7 +59,7 @@ impl Marker {
         Marker::Lock,
     ];
 
-    pub fn ext(self) -> &'static str {
+    pub(crate) fn ext(self) -> &'static str {
         match self {
             Marker::Session => "session",
             Marker::IdleReaped => "idle-reaped",
@@ -80,14 +82,14 @@ impl Marker {
 
 /// The boolean markers: presence is what counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flag {
+pub(crate) enum Flag {
     IdleReaped,
     NewEager,
     Stopped,
 }
 
 impl Flag {
-    pub fn marker(self) -> Marker {
+    pub(crate) fn marker(self) -> Marker {
         match self {
             Flag::IdleReaped => Marker::IdleReaped,
             Flag::NewEager => Marker::NewEager,
@@ -98,7 +100,7 @@ impl Flag {
 
 /// A flag marker removed by `take_flag`, byte for byte.
 #[derive(Clone, Debug)]
-pub struct TakenFlag {
+pub(crate) struct TakenFlag {
     flag: Flag,
     bytes: Vec<u8>,
 }
@@ -121,15 +123,15 @@ pub struct Deaths {
 
 /// Which markers exist for one identity, from one directory listing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Present(u8);
+pub(crate) struct Present(u8);
 
 impl Present {
-    pub fn has(self, m: Marker) -> bool {
+    pub(crate) fn has(self, m: Marker) -> bool {
         self.0 & m.bit() != 0
     }
 
     /// Any state at all: the lock file alone holds none.
-    pub fn any_state(self) -> bool {
+    pub(crate) fn any_state(self) -> bool {
         self.0 & !Marker::Lock.bit() != 0
     }
 
@@ -150,7 +152,7 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 impl StateDir {
     /// Opens the directory, refusing a symlink (it could point anywhere),
     /// a non-directory or one owned by someone else.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let dir = fcntl::open(
             path,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -171,35 +173,37 @@ impl StateDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn path_of(&self, id: &Identity, m: Marker) -> PathBuf {
+    pub(crate) fn path_of(&self, id: &Identity, m: Marker) -> PathBuf {
         self.path.join(file_name(id, m))
     }
 
     // ---- boolean markers ------------------------------------------------
 
-    pub fn flag(&self, id: &Identity, flag: Flag) -> Result<Option<FlagMarker>> {
+    pub(crate) fn flag(&self, id: &Identity, flag: Flag) -> Result<Option<FlagMarker>> {
         Ok(self
             .read_bounded(id, flag.marker(), FLAG_MAX)?
             .map(|b| parse_flag(&b)))
     }
 
-    pub fn set_flag(&self, id: &Identity, flag: Flag, now: EpochMs, reason: &str) -> Result<()> {
+    pub(crate) fn set_flag(
+        &self,
+        id: &Identity,
+        flag: Flag,
+        now: EpochMs,
+        reason: &str,
+    ) -> Result<()> {
         let reason = one_line(reason);
         let body = if reason.is_empty() {
-            format!("{}\n", crate::core::clock::format_ms(now))
+            format!("{}\n", clock::format_ms(now))
         } else {
-            format!("{}\n{reason}\n", crate::core::clock::format_ms(now))
+            format!("{}\n{reason}\n", clock::format_ms(now))
         };
         self.write(id, flag.marker(), body.as_bytes())
     }
 
     /// Removes a flag marker, returning what it held so a launch that
     /// never happened can put it back (`restore_flag`).
-    pub fn take_flag(&self, id: &Identity, flag: Flag) -> Result<Option<TakenFlag>> {
+    pub(crate) fn take_flag(&self, id: &Identity, flag: Flag) -> Result<Option<TakenFlag>> {
         let Some(bytes) = self.read_bounded(id, flag.marker(), FLAG_MAX)? else {
             return Ok(None);
         };
@@ -208,7 +212,7 @@ impl StateDir {
     }
 
     /// Puts a taken marker back as it was, unless one was written since.
-    pub fn restore_flag(&self, id: &Identity, taken: &TakenFlag) -> Result<()> {
+    pub(crate) fn restore_flag(&self, id: &Identity, taken: &TakenFlag) -> Result<()> {
         if self.exists(id, taken.flag.marker())? {
             return Ok(());
         }
@@ -219,13 +223,13 @@ impl StateDir {
 
     /// The crash ring. Garbage (not JSON, not an array, non-numbers, too
     /// large) reads as no deaths, with the problem reported for logging.
-    pub fn deaths(&self, id: &Identity) -> Result<Deaths> {
+    pub(crate) fn deaths(&self, id: &Identity) -> Result<Deaths> {
         let bytes = match self.read(id, Marker::Deaths, DEATHS_MAX)? {
             None => return Ok(Deaths::default()),
             Some(Contents::TooBig { size }) => {
                 return Ok(garbage_deaths(format!(
                     "it is {size} bytes, more than a ring of {} deaths can be; read as no deaths",
-                    crate::core::crash_ring::CAPACITY
+                    crash_ring::CAPACITY
                 )))
             }
             Some(Contents::Bytes(b)) => b,
@@ -236,14 +240,14 @@ impl StateDir {
         Ok(parse_deaths(&bytes))
     }
 
-    pub fn write_deaths(&self, id: &Identity, ring: &CrashRing) -> Result<()> {
+    pub(crate) fn write_deaths(&self, id: &Identity, ring: &CrashRing) -> Result<()> {
         let body = serde_json::to_string(ring.entries()).expect("a Vec<i64> always serializes");
         self.write(id, Marker::Deaths, format!("{body}\n").as_bytes())
     }
 
     // ---- .topic -------------------------------------------------------------
 
-    pub fn topic(&self, id: &Identity) -> Result<Option<String>> {
+    pub(crate) fn topic(&self, id: &Identity) -> Result<Option<String>> {
         let Some(bytes) = self.read_bounded(id, Marker::Topic, TOPIC_MAX + 2)? else {
             return Ok(None);
         };
@@ -251,14 +255,14 @@ impl StateDir {
             .map_err(|problem| Error::unsafe_file(self.path_of(id, Marker::Topic), problem))
     }
 
-    pub fn set_topic(&self, id: &Identity, topic: &str) -> Result<()> {
+    pub(crate) fn set_topic(&self, id: &Identity, topic: &str) -> Result<()> {
         let topic = check_topic(topic)?;
         self.write(id, Marker::Topic, format!("{topic}\n").as_bytes())
     }
 
     // ---- .session -----------------------------------------------------------
 
-    pub fn session(&self, id: &Identity) -> Result<Option<SessionRecord>> {
+    pub(crate) fn session(&self, id: &Identity) -> Result<Option<SessionRecord>> {
         let Some(bytes) = self.read_bounded(id, Marker::Session, SESSION_MAX)? else {
             return Ok(None);
         };
@@ -283,7 +287,7 @@ impl StateDir {
         Ok(Some(rec))
     }
 
-    pub fn write_session(&self, id: &Identity, rec: &SessionRecord) -> Result<()> {
+    pub(crate) fn write_session(&self, id: &Identity, rec: &SessionRecord) -> Result<()> {
         let mut body = serde_json::to_vec(rec).expect("a session record always serializes");
         body.push(b'\n');
         self.write(id, Marker::Session, &body)
@@ -295,7 +299,7 @@ impl StateDir {
     /// a non-regular file, someone else's, or larger than its format
     /// allows, and a `.session` must parse. Commands call this first, so
     /// hostile state is refused before anything is written.
-    pub fn check(&self, id: &Identity) -> Result<()> {
+    pub(crate) fn check(&self, id: &Identity) -> Result<()> {
         for m in Marker::ALL {
             let name = file_name(id, m);
             let path = self.path.join(&name);
@@ -329,7 +333,7 @@ impl StateDir {
 
     /// Removes a marker (consume = remove); true if it existed. A symlink in
     /// its place is removed too, never followed.
-    pub fn remove(&self, id: &Identity, m: Marker) -> Result<bool> {
+    pub(crate) fn remove(&self, id: &Identity, m: Marker) -> Result<bool> {
         let name = file_name(id, m);
         match unistd::unlinkat(&self.dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
             Ok(()) => {
@@ -341,7 +345,7 @@ impl StateDir {
         }
     }
 
-    pub fn exists(&self, id: &Identity, m: Marker) -> Result<bool> {
+    pub(crate) fn exists(&self, id: &Identity, m: Marker) -> Result<bool> {
         let name = file_name(id, m);
         match stat::fstatat(&self.dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(_) => Ok(true),
@@ -353,7 +357,7 @@ impl StateDir {
     /// Every identity with at least one file here, and which files it has,
     /// from a single directory listing. Names that are not `<identity>.<kind>`
     /// (temp files, strays) are skipped.
-    pub fn scan(&self) -> Result<BTreeMap<Identity, Present>> {
+    pub(crate) fn scan(&self) -> Result<BTreeMap<Identity, Present>> {
         let mut out: BTreeMap<Identity, Present> = BTreeMap::new();
         let entries =
             std::fs::read_dir(&self.path).map_err(|e| Error::io(&self.path, "list", e))?;
@@ -370,7 +374,7 @@ impl StateDir {
 
     /// Removes every state file of `id` but its lock (see `rm`), returning
     /// what was removed.
-    pub fn remove_all(&self, id: &Identity) -> Result<Vec<PathBuf>> {
+    pub(crate) fn remove_all(&self, id: &Identity) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
         for m in Marker::ALL.into_iter().filter(|m| *m != Marker::Lock) {
             if self.remove(id, m)? {
@@ -381,7 +385,7 @@ impl StateDir {
     }
 
     /// Takes the per-identity wake lock, waiting at most `wait`.
-    pub fn lock(&self, id: &Identity, wait: Duration) -> Result<WakeLock, LockFailure> {
+    pub(crate) fn lock(&self, id: &Identity, wait: Duration) -> Result<WakeLock, LockFailure> {
         let file = self.open_lock(id).map_err(LockFailure::Error)?;
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
@@ -407,7 +411,7 @@ impl StateDir {
     }
 
     /// Takes the wake lock if nobody holds it.
-    pub fn try_lock(&self, id: &Identity) -> Result<Option<WakeLock>> {
+    pub(crate) fn try_lock(&self, id: &Identity) -> Result<Option<WakeLock>> {
         match self.lock(id, Duration::ZERO) {
             Ok(lock) => Ok(Some(lock)),
             Err(LockFailure::Held { .. }) => Ok(None),
@@ -524,7 +528,7 @@ impl StateDir {
     }
 
     /// Removes temp files a killed writer left behind, older than `age`.
-    pub fn sweep_temp_files(&self, age: Duration) -> Result<usize> {
+    pub(crate) fn sweep_temp_files(&self, age: Duration) -> Result<usize> {
         let now = std::time::SystemTime::now();
         let mut swept = 0;
         let entries =
@@ -557,19 +561,19 @@ enum Contents {
 /// Held while a wake (or a supervise step) acts on an identity; released
 /// when dropped. The file is `flock`ed, and never deleted.
 #[derive(Debug)]
-pub struct WakeLock {
+pub(crate) struct WakeLock {
     _file: File,
 }
 
 #[derive(Debug)]
-pub enum LockFailure {
+pub(crate) enum LockFailure {
     Held { waited: Duration },
     Error(Error),
 }
 
 /// Validates a topic as writers must store it: one line, at most 256 bytes,
 /// no control characters.
-pub fn check_topic(topic: &str) -> Result<&str> {
+pub(crate) fn check_topic(topic: &str) -> Result<&str> {
     let topic = topic.trim();
     if topic.len() > TOPIC_MAX {
         return Err(Error::input(
@@ -604,7 +608,7 @@ pub fn parse_flag(bytes: &[u8]) -> FlagMarker {
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next();
-    let at_ms = first.and_then(crate::core::clock::parse_rfc3339);
+    let at_ms = first.and_then(clock::parse_rfc3339);
     // A first line that is not a timestamp is taken as the reason.
     let reason = match (first, at_ms) {
         (Some(line), None) => Some(line.to_owned()),
@@ -836,7 +840,7 @@ mod tests {
         }
         let huge: Vec<i64> = (0..5000).collect();
         let d = parse_deaths(serde_json::to_string(&huge).unwrap().as_bytes());
-        assert_eq!(d.ring.entries().len(), crate::core::crash_ring::CAPACITY);
+        assert_eq!(d.ring.entries().len(), crash_ring::CAPACITY);
     }
 
     #[test]
@@ -917,7 +921,7 @@ mod tests {
                 proptest::prop_assert!(t.len() <= TOPIC_MAX && !t.contains('\n'));
             }
             let d = parse_deaths(&bytes);
-            proptest::prop_assert!(d.ring.entries().len() <= crate::core::crash_ring::CAPACITY);
+            proptest::prop_assert!(d.ring.entries().len() <= crash_ring::CAPACITY);
             proptest::prop_assert!(d.ring.entries().windows(2).all(|w| w[0] <= w[1]));
             let _ = SessionRecord::parse(&bytes);
         }

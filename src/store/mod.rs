@@ -3,7 +3,7 @@
 //! and the decision log.
 
 pub mod config;
-pub mod definitions;
-pub mod fsutil;
+pub(crate) mod definitions;
+pub(crate) mod fsutil;
 pub mod log;
 pub mod markers;

@@ -43,25 +43,25 @@ impl std::str::FromStr for Position {
 /// at their next look. Whoever watches the log's folder bumps it; a
 /// missed bump only delays a follower until its wait times out.
 #[derive(Debug, Default)]
-pub struct LogChanges {
+pub(crate) struct LogChanges {
     count: Mutex<u64>,
     changed: Condvar,
 }
 
 impl LogChanges {
-    pub fn bump(&self) {
+    pub(crate) fn bump(&self) {
         *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         self.changed.notify_all();
     }
 
     /// The count now, to wait past.
-    pub fn seen(&self) -> u64 {
+    pub(crate) fn seen(&self) -> u64 {
         *self.count.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until the count moves past `seen`, or `timeout`; true if it
     /// moved.
-    pub fn wait_past(&self, seen: u64, timeout: Duration) -> bool {
+    pub(crate) fn wait_past(&self, seen: u64, timeout: Duration) -> bool {
         let guard = self.count.lock().unwrap_or_else(|p| p.into_inner());
         let (_guard, waited) = self
             .changed
@@ -73,7 +73,7 @@ impl LogChanges {
 
 /// One line read by a follower, with the position just after it.
 #[derive(Clone, Debug)]
-pub struct Followed {
+pub(crate) struct Followed {
     pub entry: Entry,
     /// Resuming here continues after this line.
     pub next: Position,
@@ -85,7 +85,7 @@ pub struct Followed {
 /// A follower that falls behind loses nothing unless more than
 /// `IAPEER_LIFECYCLE_LOG_KEEP` rotations pass it by, and then it says so.
 #[derive(Debug)]
-pub struct Follower {
+pub(crate) struct Follower {
     path: PathBuf,
     file: Option<(File, (u64, u64))>,
     offset: u64,
@@ -97,7 +97,7 @@ pub struct Follower {
 
 impl Follower {
     /// Starts at the oldest retained line.
-    pub fn from_start(path: &Path) -> Self {
+    pub(crate) fn from_start(path: &Path) -> Self {
         let mut f = Follower::empty(path);
         if let Ok(files) = log_files(path) {
             if let Some(first) = files.first() {
@@ -108,7 +108,7 @@ impl Follower {
     }
 
     /// Starts after the last line written so far.
-    pub fn at_end(path: &Path) -> Self {
+    pub(crate) fn at_end(path: &Path) -> Self {
         let mut f = Follower::empty(path);
         if f.open_path(path) {
             if let Some((file, _)) = &f.file {
@@ -120,7 +120,7 @@ impl Follower {
 
     /// Resumes at `pos`; if that file is gone (rotated past the kept
     /// ones), starts at the oldest retained line and counts a gap.
-    pub fn at(path: &Path, pos: Position) -> Self {
+    pub(crate) fn at(path: &Path, pos: Position) -> Self {
         let mut f = Follower::empty(path);
         let mut candidates = log_files(path).unwrap_or_default();
         candidates.reverse();
@@ -160,17 +160,8 @@ impl Follower {
         }
     }
 
-    /// Where the next line will come from.
-    pub fn position(&self) -> Option<Position> {
-        self.file.as_ref().map(|(_, (dev, ino))| Position {
-            dev: *dev,
-            ino: *ino,
-            offset: self.offset - self.partial.len() as u64,
-        })
-    }
-
     /// Every whole line written since the last call, oldest first.
-    pub fn poll(&mut self) -> Vec<Followed> {
+    pub(crate) fn poll(&mut self) -> Vec<Followed> {
         let mut out = Vec::new();
         for _ in 0..10_000 {
             if self.file.is_none() && !self.open_path(&self.path.clone()) {

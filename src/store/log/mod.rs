@@ -24,8 +24,10 @@ mod read;
 
 pub use files::log_files;
 use files::{numbered, rotated_files};
-pub use follow::{Followed, Follower, LogChanges, Position};
-pub use read::{for_each_entry, for_each_matching, read_all, ReadStats};
+pub use follow::Position;
+pub(crate) use follow::{Follower, LogChanges};
+pub(crate) use read::{for_each_entry, for_each_matching};
+pub use read::{read_all, ReadStats};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -76,7 +78,8 @@ impl LogWriter {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -248,7 +251,7 @@ fn ends_with_newline(file: &File, size: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::vocab::{Action, Cause, Ev, Mode, Source};
+    use crate::core::vocab::{Action, Cause, Ev, Mode, Outcome, Source};
     use assert_fs::TempDir;
 
     fn writer(dir: &TempDir, max: u64, keep: u32) -> LogWriter {
@@ -276,7 +279,7 @@ mod tests {
         let mut r = Record::new(1_795_236_254_821, Ev::Supervise, Source::Daemon)
             .identity("alice")
             .action(Action::ReapedIdle)
-            .outcome(crate::core::vocab::Outcome::ResumeEligible);
+            .outcome(Outcome::ResumeEligible);
         r.idle_seconds = Some(3671);
         r.pid = 17;
         assert_eq!(
@@ -299,7 +302,7 @@ mod tests {
         for a in Action::ALL {
             assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
         }
-        for o in crate::core::vocab::Outcome::ALL {
+        for o in Outcome::ALL {
             assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
         }
     }
@@ -379,7 +382,6 @@ mod tests {
     /// the schema cannot drift from the types.
     #[test]
     fn the_schema_names_every_value() {
-        use crate::core::vocab::Outcome;
         let doc = include_str!("schema.md");
         let values = Ev::ALL
             .iter()

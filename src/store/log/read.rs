@@ -19,14 +19,14 @@ pub struct ReadStats {
 
 /// Calls `visit` for every whole line of every retained file, oldest first,
 /// skipping torn lines. `visit` returns false to stop early.
-pub fn for_each_entry(path: &Path, visit: impl FnMut(Entry) -> bool) -> Result<ReadStats> {
+pub(crate) fn for_each_entry(path: &Path, visit: impl FnMut(Entry) -> bool) -> Result<ReadStats> {
     for_each_matching(path, |_| true, visit)
 }
 
 /// Like `for_each_entry`, but lines for which `wanted` (given the raw
 /// text) is false are skipped before they are parsed: most lines of a big
 /// log are about other peers.
-pub fn for_each_matching(
+pub(crate) fn for_each_matching(
     path: &Path,
     wanted: impl Fn(&str) -> bool,
     mut visit: impl FnMut(Entry) -> bool,

@@ -18,7 +18,7 @@ pub struct Counts {
 }
 
 /// Which lines end a session. Written out here on purpose rather than
-/// taken from `iapeer::why`: the checker must not share the code it checks.
+/// taken from `iapeer::core::history`: the checker must not share the code it checks.
 fn is_end(e: &Entry) -> bool {
     match e.str("ev") {
         Some("supervise") => matches!(
