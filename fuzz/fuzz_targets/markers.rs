@@ -2,7 +2,7 @@
 //! leave them.
 #![no_main]
 
-use iapeer::store::markers::{parse_deaths, parse_flag, parse_topic, TOPIC_MAX};
+use iapeer::core::marker::{parse_deaths, parse_flag, parse_topic, TOPIC_MAX};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

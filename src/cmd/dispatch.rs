@@ -1,10 +1,11 @@
 //! `iapeer dispatch`: a task to a free pool member, printing the member.
 
 use crate::cli::DispatchArgs;
+use crate::cmd::wake::Report;
 use crate::cmd::App;
 use crate::core::error::Result;
 use crate::engine::ctx::Ctx;
-use crate::engine::wake::{Report, Woke};
+use crate::engine::wake::Woke;
 
 pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
     let ctx = Ctx::open(app.config.clone(), app.source)?;

@@ -40,7 +40,7 @@ pub(crate) fn run(app: &App, args: ExplainArgs) -> Result<i32> {
         task: None,
     };
     if let Some(topic) = &ask.topic {
-        crate::store::markers::check_topic(topic)?;
+        crate::core::marker::check_topic(topic)?;
     }
     let now = ctx.now();
     let mut notes = Vec::new();

@@ -1,12 +1,15 @@
 //! `iapeer wake`: bring a peer up, or deliver to its live session.
 
+use serde::Serialize;
+
 use crate::cli::WakeArgs;
 use crate::cmd::App;
-use crate::core::error::Result;
+use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
+use crate::core::vocab::{Cause, Mode};
 use crate::core::wake_plan::Ask;
 use crate::engine::ctx::Ctx;
-use crate::engine::wake::{Report, Woke};
+use crate::engine::wake::{WakeFailure, Woke};
 
 pub(crate) fn run(app: &App, args: WakeArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
@@ -46,5 +49,66 @@ pub(crate) fn run(app: &App, args: WakeArgs) -> Result<i32> {
     match result {
         Ok(_) => Ok(0),
         Err(failure) => Err(failure.error),
+    }
+}
+
+/// The `--json` report (DESIGN §9 / the wake issue):
+/// `{status, woke, mode, cause, runtime, reason, latency_ms}`.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Report {
+    pub status: &'static str,
+    pub woke: bool,
+    pub mode: Option<Mode>,
+    pub cause: Option<Cause>,
+    pub runtime: Option<String>,
+    pub reason: String,
+    pub latency_ms: Option<u64>,
+}
+
+impl Report {
+    pub(crate) fn of(result: &std::result::Result<Woke, WakeFailure>, name: &str) -> Report {
+        match result {
+            Ok(Woke::Launched {
+                mode,
+                cause,
+                runtime,
+                latency_ms,
+                ..
+            }) => Report {
+                status: "ready",
+                woke: true,
+                mode: Some(*mode),
+                cause: Some(*cause),
+                runtime: Some(runtime.clone()),
+                reason: format!("{name} came up {mode} ({cause})"),
+                latency_ms: Some(*latency_ms),
+            },
+            Ok(Woke::AlreadyAlive { runtime, delivered }) => Report {
+                status: "alive",
+                woke: false,
+                mode: None,
+                cause: None,
+                runtime: Some(runtime.clone()),
+                reason: if *delivered {
+                    format!("{name} was already running; the task was delivered to it")
+                } else {
+                    format!("{name} was already running")
+                },
+                latency_ms: None,
+            },
+            Err(f) => Report {
+                status: if f.mode == Mode::Refused || matches!(f.error, Error::Refused(_)) {
+                    "refused"
+                } else {
+                    "failed"
+                },
+                woke: false,
+                mode: Some(f.mode),
+                cause: f.cause,
+                runtime: f.runtime.clone(),
+                reason: f.error.to_string(),
+                latency_ms: None,
+            },
+        }
     }
 }

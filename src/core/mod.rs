@@ -7,6 +7,7 @@ pub mod crash_ring;
 pub mod error;
 pub mod history;
 pub mod identity;
+pub mod marker;
 pub mod metrics;
 pub mod pass;
 pub mod peer;

@@ -14,8 +14,8 @@ use crate::core::session::Liveness;
 use crate::core::session::SessionRecord;
 use crate::core::wake_plan::Ask;
 use crate::engine::ctx::Ctx;
-use crate::engine::wake;
 use crate::engine::wake::{WakeFailure, Woke};
+use crate::engine::{deliver, wake};
 use crate::store::markers::{Flag, Marker};
 
 /// Where a task went.
@@ -57,7 +57,7 @@ pub(crate) fn dispatch(
 ) -> std::result::Result<Dispatched, WakeFailure> {
     crate::core::wake_plan::check_task(task)?;
     if let Some(t) = topic {
-        crate::store::markers::check_topic(t)?;
+        crate::core::marker::check_topic(t)?;
     }
     let members = pool.members();
     let scan = ctx.state.scan()?;
@@ -148,9 +148,9 @@ fn try_deliver(
     if let Some(t) = topic.filter(|t| !t.trim().is_empty()) {
         ctx.state.set_topic(member, t)?;
     }
-    wake::deliver(ctx, member, runtime.as_ref(), &mut rec, task)?;
+    deliver::deliver(ctx, member, runtime.as_ref(), &mut rec, task)?;
     ctx.log(
-        &wake::delivered_line(ctx, member, &peer, &rec, topic, task)
+        &deliver::delivered_line(ctx, member, &peer, &rec, topic, task)
             .reason(format!("dispatched by pool {}", pool.name)),
     )?;
     Ok(Some(Dispatched {

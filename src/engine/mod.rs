@@ -6,6 +6,7 @@
 pub(crate) mod boot;
 pub(crate) mod conversation;
 pub mod ctx;
+pub(crate) mod deliver;
 pub(crate) mod dispatch;
 pub(crate) mod ending;
 pub(crate) mod status;

@@ -12,8 +12,6 @@
 use std::ffi::OsString;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use crate::core::clock;
 use crate::core::clock::EpochMs;
 use crate::core::crash_ring::Policy as GuardPolicy;
@@ -22,13 +20,13 @@ use crate::core::identity::Identity;
 use crate::core::peer::Peer;
 use crate::core::record;
 use crate::core::session::SessionRecord;
-use crate::core::vocab::{Cause, Ev, Mode, Outcome};
+use crate::core::vocab::{Cause, Ev, Mode};
 use crate::core::wake_mode::Decision;
 use crate::core::wake_plan::{check_task, plan, Ask, Gathered, Plan};
 use crate::engine::boot::{await_ready, boot_failed, finish_interrupted, Boot, Interrupted};
-use crate::engine::conversation;
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
+use crate::engine::{conversation, deliver};
 use crate::runtime::host::{LaunchSpec, Probe};
 use crate::runtime::{self, Runtime};
 use crate::store::markers::{Flag, Marker, WakeLock};
@@ -101,74 +99,13 @@ impl From<Error> for WakeFailure {
     }
 }
 
-/// The `--json` report (DESIGN §9 / the wake issue):
-/// `{status, woke, mode, cause, runtime, reason, latency_ms}`.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct Report {
-    pub status: &'static str,
-    pub woke: bool,
-    pub mode: Option<Mode>,
-    pub cause: Option<Cause>,
-    pub runtime: Option<String>,
-    pub reason: String,
-    pub latency_ms: Option<u64>,
-}
-
-impl Report {
-    pub(crate) fn of(result: &std::result::Result<Woke, WakeFailure>, name: &str) -> Report {
-        match result {
-            Ok(Woke::Launched {
-                mode,
-                cause,
-                runtime,
-                latency_ms,
-                ..
-            }) => Report {
-                status: "ready",
-                woke: true,
-                mode: Some(*mode),
-                cause: Some(*cause),
-                runtime: Some(runtime.clone()),
-                reason: format!("{name} came up {mode} ({cause})"),
-                latency_ms: Some(*latency_ms),
-            },
-            Ok(Woke::AlreadyAlive { runtime, delivered }) => Report {
-                status: "alive",
-                woke: false,
-                mode: None,
-                cause: None,
-                runtime: Some(runtime.clone()),
-                reason: if *delivered {
-                    format!("{name} was already running; the task was delivered to it")
-                } else {
-                    format!("{name} was already running")
-                },
-                latency_ms: None,
-            },
-            Err(f) => Report {
-                status: if f.mode == Mode::Refused || matches!(f.error, Error::Refused(_)) {
-                    "refused"
-                } else {
-                    "failed"
-                },
-                woke: false,
-                mode: Some(f.mode),
-                cause: f.cause,
-                runtime: f.runtime.clone(),
-                reason: f.error.to_string(),
-                latency_ms: None,
-            },
-        }
-    }
-}
-
 /// Wakes `id`. Exit codes follow from the error (DESIGN §9).
 pub fn wake(ctx: &Ctx, id: &Identity, ask: &Ask) -> std::result::Result<Woke, WakeFailure> {
     if let Some(task) = &ask.task {
         check_task(task)?;
     }
     if let Some(topic) = &ask.topic {
-        crate::store::markers::check_topic(topic)?;
+        crate::core::marker::check_topic(topic)?;
     }
     let peer = ctx.peer(id)?;
     ctx.state.check(id)?;
@@ -444,8 +381,8 @@ fn deliver_to_live(
     }
     let delivered = match &ask.task {
         Some(task) => {
-            deliver(ctx, id, runtime.as_ref(), &mut rec, task)?;
-            ctx.log(&delivered_line(
+            deliver::deliver(ctx, id, runtime.as_ref(), &mut rec, task)?;
+            ctx.log(&deliver::delivered_line(
                 ctx,
                 id,
                 peer,
@@ -461,21 +398,6 @@ fn deliver_to_live(
         runtime: peer.runtime.as_str().to_owned(),
         delivered,
     })
-}
-
-/// Types `task` into the session and records it in `.session`.
-pub(crate) fn deliver(
-    ctx: &Ctx,
-    id: &Identity,
-    runtime: &dyn Runtime,
-    rec: &mut SessionRecord,
-    task: &str,
-) -> Result<()> {
-    ctx.host
-        .deliver(&rec.socket, id.as_str(), task, runtime.submit_delay())?;
-    rec.task = Some(task.to_owned());
-    rec.task_at = Some(clock::format_ms(ctx.now()));
-    ctx.state.write_session(id, rec)
 }
 
 /// Log the decision, consume its markers, launch, pass the ready gate
@@ -611,7 +533,7 @@ fn launch(
         (None, _) => None,
     };
     if let Some(text) = first_words {
-        deliver(ctx, id, runtime, &mut rec, text)?;
+        deliver::deliver(ctx, id, runtime, &mut rec, text)?;
     }
     Ok(Woke::Launched {
         mode,
@@ -634,25 +556,6 @@ fn decision_line(
     wake_line(ctx, id, peer, ask, mode, cause)
         .session(session)
         .task(ask.task.as_deref())
-}
-
-/// The line that records a task typed into a running session: a `wake`
-/// that launched nothing.
-pub(crate) fn delivered_line(
-    ctx: &Ctx,
-    id: &Identity,
-    peer: &Peer,
-    rec: &SessionRecord,
-    topic: Option<&str>,
-    task: &str,
-) -> record::Record {
-    ctx.record(Ev::Wake)
-        .identity(id)
-        .runtime(peer.runtime)
-        .outcome(Outcome::Delivered)
-        .session(&rec.session)
-        .topic(topic)
-        .task(Some(task))
 }
 
 /// Starts the session in tmux and writes its `.session` (still starting).

@@ -8,17 +8,20 @@
 //! symlink, a non-regular file or a file owned by another user is refused,
 //! never followed.
 
+mod io;
+mod lock;
+
+use io::{check_stat, Contents};
+pub(crate) use lock::{LockFailure, WakeLock};
+
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag};
-use nix::sys::stat::{self, Mode, SFlag};
+use nix::sys::stat::{self, Mode};
 use nix::unistd::{self, UnlinkatFlags};
 
 use crate::core::clock;
@@ -27,11 +30,13 @@ use crate::core::crash_ring;
 use crate::core::crash_ring::CrashRing;
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
+use crate::core::marker::{
+    check_topic, garbage_deaths, parse_deaths, parse_flag, parse_topic, Deaths, FlagMarker,
+    TOPIC_MAX,
+};
 use crate::core::session::SessionRecord;
 use crate::store::fsutil::check_owner;
 
-/// Longest topic, in bytes (DESIGN §2).
-pub const TOPIC_MAX: usize = 256;
 const FLAG_MAX: usize = 4096;
 const DEATHS_MAX: usize = 64 * 1024;
 const SESSION_MAX: usize = 1024 * 1024;
@@ -105,22 +110,6 @@ pub(crate) struct TakenFlag {
     bytes: Vec<u8>,
 }
 
-/// What a boolean marker said: when it was written and why, when the
-/// writer said so (a `touch`-made marker says neither).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FlagMarker {
-    pub at_ms: Option<EpochMs>,
-    pub reason: Option<String>,
-}
-
-/// The crash ring as read, with what was wrong with the file if anything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Deaths {
-    pub ring: CrashRing,
-    /// Set when the file was garbage and read as "no deaths".
-    pub problem: Option<String>,
-}
-
 /// Which markers exist for one identity, from one directory listing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Present(u8);
@@ -146,8 +135,6 @@ pub struct StateDir {
     path: PathBuf,
     dir: OwnedFd,
 }
-
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl StateDir {
     /// Opens the directory, refusing a symlink (it could point anywhere),
@@ -384,149 +371,6 @@ impl StateDir {
         Ok(removed)
     }
 
-    /// Takes the per-identity wake lock, waiting at most `wait`.
-    pub(crate) fn lock(&self, id: &Identity, wait: Duration) -> Result<WakeLock, LockFailure> {
-        let file = self.open_lock(id).map_err(LockFailure::Error)?;
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(WakeLock { _file: file }),
-                Err(std::fs::TryLockError::WouldBlock) => {}
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(LockFailure::Error(Error::io(
-                        self.path_of(id, Marker::Lock),
-                        "lock",
-                        e,
-                    )))
-                }
-            }
-            let waited = start.elapsed();
-            if waited >= wait {
-                return Err(LockFailure::Held { waited });
-            }
-            std::thread::sleep(pause.min(wait - waited));
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
-    }
-
-    /// Takes the wake lock if nobody holds it.
-    pub(crate) fn try_lock(&self, id: &Identity) -> Result<Option<WakeLock>> {
-        match self.lock(id, Duration::ZERO) {
-            Ok(lock) => Ok(Some(lock)),
-            Err(LockFailure::Held { .. }) => Ok(None),
-            Err(LockFailure::Error(e)) => Err(e),
-        }
-    }
-
-    fn open_lock(&self, id: &Identity) -> Result<File> {
-        let name = file_name(id, Marker::Lock);
-        let path = self.path.join(&name);
-        let fd = fcntl::openat(
-            &self.dir,
-            name.as_str(),
-            OFlag::O_RDWR
-                | OFlag::O_CREAT
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC
-                | OFlag::O_NONBLOCK,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| open_error(&path, e))?;
-        check_regular_owned(&path, &fd)?;
-        Ok(File::from(fd))
-    }
-
-    /// Reads a whole marker of at most `cap` bytes; `None` when missing.
-    fn read(&self, id: &Identity, m: Marker, cap: usize) -> Result<Option<Contents>> {
-        let name = file_name(id, m);
-        let path = self.path.join(&name);
-        let fd = match fcntl::openat(
-            &self.dir,
-            name.as_str(),
-            // O_NONBLOCK: a FIFO planted here must not hang the open.
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(open_error(&path, e)),
-        };
-        let size = check_regular_owned(&path, &fd)?;
-        if size > cap as u64 {
-            return Ok(Some(Contents::TooBig { size }));
-        }
-        let mut bytes = Vec::with_capacity(size as usize);
-        File::from(fd)
-            .take(cap as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(&path, "read", e))?;
-        if bytes.len() > cap {
-            return Ok(Some(Contents::TooBig {
-                size: bytes.len() as u64,
-            }));
-        }
-        Ok(Some(Contents::Bytes(bytes)))
-    }
-
-    /// Like `read`, with an oversized file refused.
-    fn read_bounded(&self, id: &Identity, m: Marker, cap: usize) -> Result<Option<Vec<u8>>> {
-        match self.read(id, m, cap)? {
-            None => Ok(None),
-            Some(Contents::Bytes(b)) => Ok(Some(b)),
-            Some(Contents::TooBig { size }) => Err(Error::unsafe_file(
-                self.path_of(id, m),
-                format!(
-                    "it is {size} bytes, more than the {cap} bytes a .{} holds",
-                    m.ext()
-                ),
-            )),
-        }
-    }
-
-    /// Replaces a marker atomically. Refuses to replace something that is
-    /// not a regular file of ours.
-    fn write(&self, id: &Identity, m: Marker, bytes: &[u8]) -> Result<()> {
-        let name = file_name(id, m);
-        let path = self.path.join(&name);
-        match stat::fstatat(&self.dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => {
-                check_stat(&path, &st)?;
-            }
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(Error::io(&path, "inspect", e.into())),
-        }
-        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        // Starts with a dot, so it can never be taken for an identity's file.
-        let temp = format!(".{name}.tmp.{}.{seq}", std::process::id());
-        let fd = fcntl::openat(
-            &self.dir,
-            temp.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| Error::io(self.path.join(&temp), "create", e.into()))?;
-        let mut file = File::from(fd);
-        let written = file
-            .write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(&path, "write", e));
-        drop(file);
-        let renamed = written.and_then(|()| {
-            fcntl::renameat(&self.dir, temp.as_str(), &self.dir, name.as_str())
-                .map_err(|e| Error::io(&path, "replace", e.into()))
-        });
-        if let Err(e) = renamed {
-            let _ = unistd::unlinkat(&self.dir, temp.as_str(), UnlinkatFlags::NoRemoveDir);
-            return Err(e);
-        }
-        self.sync_dir()
-    }
-
-    fn sync_dir(&self) -> Result<()> {
-        unistd::fsync(self.dir.as_fd()).map_err(|e| Error::io(&self.path, "sync", e.into()))
-    }
-
     /// Removes temp files a killed writer left behind, older than `age`.
     pub(crate) fn sweep_temp_files(&self, age: Duration) -> Result<usize> {
         let now = std::time::SystemTime::now();
@@ -553,112 +397,6 @@ impl StateDir {
     }
 }
 
-enum Contents {
-    Bytes(Vec<u8>),
-    TooBig { size: u64 },
-}
-
-/// Held while a wake (or a supervise step) acts on an identity; released
-/// when dropped. The file is `flock`ed, and never deleted.
-#[derive(Debug)]
-pub(crate) struct WakeLock {
-    _file: File,
-}
-
-#[derive(Debug)]
-pub(crate) enum LockFailure {
-    Held { waited: Duration },
-    Error(Error),
-}
-
-/// Validates a topic as writers must store it: one line, at most 256 bytes,
-/// no control characters.
-pub(crate) fn check_topic(topic: &str) -> Result<&str> {
-    let topic = topic.trim();
-    if topic.len() > TOPIC_MAX {
-        return Err(Error::input(
-            "--topic",
-            format!(
-                "it is {} bytes, longer than the {TOPIC_MAX} a topic may be",
-                topic.len()
-            ),
-            "shorten it",
-        ));
-    }
-    if topic.chars().any(char::is_control) {
-        return Err(Error::input(
-            "--topic",
-            "it contains a newline or another control character",
-            "give a one-line topic",
-        ));
-    }
-    Ok(topic)
-}
-
-fn garbage_deaths(problem: String) -> Deaths {
-    Deaths {
-        ring: CrashRing::default(),
-        problem: Some(problem),
-    }
-}
-
-/// Parses a boolean marker forgivingly: an RFC 3339 first line and a
-/// reason line, either, both or neither (a `touch`-made file).
-pub fn parse_flag(bytes: &[u8]) -> FlagMarker {
-    let text = String::from_utf8_lossy(bytes);
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next();
-    let at_ms = first.and_then(clock::parse_rfc3339);
-    // A first line that is not a timestamp is taken as the reason.
-    let reason = match (first, at_ms) {
-        (Some(line), None) => Some(line.to_owned()),
-        _ => lines.next().map(str::to_owned),
-    };
-    FlagMarker { at_ms, reason }
-}
-
-/// Parses `.topic`: its first line, at most `TOPIC_MAX` bytes.
-pub fn parse_topic(bytes: &[u8]) -> std::result::Result<Option<String>, String> {
-    let text = String::from_utf8_lossy(bytes);
-    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-    if line.len() > TOPIC_MAX {
-        return Err(format!("its topic is longer than {TOPIC_MAX} bytes"));
-    }
-    Ok((!line.is_empty()).then(|| line.to_owned()))
-}
-
-/// Parses `.deaths` forgivingly: a JSON array of numbers, else no deaths.
-pub fn parse_deaths(bytes: &[u8]) -> Deaths {
-    let value: serde_json::Value = match serde_json::from_slice(bytes) {
-        Ok(v) => v,
-        Err(e) => return garbage_deaths(format!("not JSON ({e}), read as no deaths")),
-    };
-    let serde_json::Value::Array(items) = value else {
-        return garbage_deaths("not a JSON array, read as no deaths".into());
-    };
-    let mut deaths = Vec::with_capacity(items.len());
-    for item in &items {
-        let ms = match item {
-            serde_json::Value::Number(n) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
-            _ => None,
-        };
-        match ms {
-            Some(ms) => deaths.push(ms),
-            None => {
-                return garbage_deaths(format!(
-                    "holds {item} where an epoch-millisecond number belongs, read as no deaths"
-                ))
-            }
-        }
-    }
-    Deaths {
-        ring: CrashRing::from_entries(deaths),
-        problem: None,
-    }
-}
-
 fn file_name(id: &Identity, m: Marker) -> String {
     format!("{id}.{}", m.ext())
 }
@@ -678,43 +416,19 @@ fn one_line(s: &str) -> String {
         .to_owned()
 }
 
-fn open_error(path: &Path, e: Errno) -> Error {
-    match e {
-        Errno::ELOOP => Error::unsafe_file(path, "it is a symlink"),
-        e => Error::io(path, "open", e.into()),
-    }
-}
-
-fn check_stat(path: &Path, st: &stat::FileStat) -> Result<u64> {
-    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-    if kind == SFlag::S_IFLNK {
-        return Err(Error::unsafe_file(path, "it is a symlink"));
-    }
-    if kind != SFlag::S_IFREG {
-        return Err(Error::unsafe_file(path, "it is not a regular file"));
-    }
-    check_owner(path, st.st_uid)?;
-    Ok(st.st_size as u64)
-}
-
-fn check_regular_owned(path: &Path, fd: &OwnedFd) -> Result<u64> {
-    let st = stat::fstat(fd).map_err(|e| Error::io(path, "inspect", e.into()))?;
-    check_stat(path, &st)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use assert_fs::TempDir;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
-    fn store() -> (TempDir, StateDir) {
+    pub(super) fn store() -> (TempDir, StateDir) {
         let dir = TempDir::new().unwrap();
         let store = StateDir::open(dir.path()).unwrap();
         (dir, store)
     }
 
-    fn id(s: &str) -> Identity {
+    pub(super) fn id(s: &str) -> Identity {
         Identity::parse(s).unwrap()
     }
 
@@ -813,37 +527,6 @@ mod tests {
     }
 
     #[test]
-    fn deaths_are_read_forgivingly() {
-        let cases: &[(&str, Option<&[i64]>)] = &[
-            ("[1,2,3]", Some(&[1, 2, 3])),
-            ("[3, 1, 2]\n", Some(&[1, 2, 3])),
-            ("[]", Some(&[])),
-            ("[-5, 1e3]", Some(&[-5, 1000])),
-            ("garbage", None),
-            ("{\"a\":1}", None),
-            ("[1,\"x\"]", None),
-            ("[1,null]", None),
-            ("[1,2", None),
-        ];
-        for (text, want) in cases {
-            let d = parse_deaths(text.as_bytes());
-            match want {
-                Some(w) => {
-                    assert_eq!(d.ring.entries(), *w, "{text}");
-                    assert!(d.problem.is_none(), "{text}");
-                }
-                None => {
-                    assert!(d.ring.is_empty(), "{text}");
-                    assert!(d.problem.is_some(), "{text}");
-                }
-            }
-        }
-        let huge: Vec<i64> = (0..5000).collect();
-        let d = parse_deaths(serde_json::to_string(&huge).unwrap().as_bytes());
-        assert_eq!(d.ring.entries().len(), crash_ring::CAPACITY);
-    }
-
-    #[test]
     fn oversized_deaths_read_as_garbage_and_an_empty_file_as_none() {
         let (dir, s) = store();
         let a = id("a");
@@ -852,19 +535,6 @@ mod tests {
         assert!(d.ring.is_empty() && d.problem.is_some());
         std::fs::write(dir.path().join("a.deaths"), "").unwrap();
         assert_eq!(s.deaths(&a).unwrap(), Deaths::default());
-    }
-
-    #[test]
-    fn topics_are_one_line_and_bounded() {
-        let (dir, s) = store();
-        let a = id("a");
-        s.set_topic(&a, "billing bug").unwrap();
-        assert_eq!(s.topic(&a).unwrap().as_deref(), Some("billing bug"));
-        assert!(s.set_topic(&a, &"x".repeat(TOPIC_MAX + 1)).is_err());
-        assert!(s.set_topic(&a, "two\nlines").is_err());
-        std::fs::write(dir.path().join("a.topic"), "y".repeat(10_000)).unwrap();
-        let err = s.topic(&a).unwrap_err();
-        assert_eq!(err.exit_code(), 2, "{err}");
     }
 
     #[test]
@@ -898,42 +568,6 @@ mod tests {
     }
 
     #[test]
-    fn the_wake_lock_excludes_and_times_out() {
-        let (_dir, s) = store();
-        let a = id("a");
-        let held = s.lock(&a, Duration::ZERO).unwrap();
-        match s.lock(&a, Duration::from_millis(30)) {
-            Err(LockFailure::Held { waited }) => assert!(waited >= Duration::from_millis(30)),
-            other => panic!("expected Held, got {other:?}"),
-        }
-        assert!(s.try_lock(&a).unwrap().is_none());
-        drop(held);
-        assert!(s.try_lock(&a).unwrap().is_some());
-    }
-
-    proptest::proptest! {
-        /// Whatever a script or a crash leaves in a marker, reading it
-        /// never panics, and the crash ring stays bounded and sorted.
-        #[test]
-        fn parsers_take_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
-            let _ = parse_flag(&bytes);
-            if let Ok(Some(t)) = parse_topic(&bytes) {
-                proptest::prop_assert!(t.len() <= TOPIC_MAX && !t.contains('\n'));
-            }
-            let d = parse_deaths(&bytes);
-            proptest::prop_assert!(d.ring.entries().len() <= crash_ring::CAPACITY);
-            proptest::prop_assert!(d.ring.entries().windows(2).all(|w| w[0] <= w[1]));
-            let _ = SessionRecord::parse(&bytes);
-        }
-
-        #[test]
-        fn numeric_arrays_are_never_garbage(v in proptest::collection::vec(proptest::prelude::any::<i64>(), 0..40)) {
-            let d = parse_deaths(serde_json::to_string(&v).unwrap().as_bytes());
-            proptest::prop_assert!(d.problem.is_none());
-        }
-    }
-
-    #[test]
     fn an_interrupted_write_leaves_the_old_file() {
         let (dir, s) = store();
         let a = id("a");
@@ -943,5 +577,18 @@ mod tests {
         std::fs::write(dir.path().join(".a.topic.tmp.999.0"), "new, half writ").unwrap();
         assert_eq!(s.topic(&a).unwrap().as_deref(), Some("old"));
         assert_eq!(s.sweep_temp_files(Duration::ZERO).unwrap(), 1);
+    }
+
+    #[test]
+    fn topics_are_one_line_and_bounded() {
+        let (dir, s) = store();
+        let a = id("a");
+        s.set_topic(&a, "billing bug").unwrap();
+        assert_eq!(s.topic(&a).unwrap().as_deref(), Some("billing bug"));
+        assert!(s.set_topic(&a, &"x".repeat(TOPIC_MAX + 1)).is_err());
+        assert!(s.set_topic(&a, "two\nlines").is_err());
+        std::fs::write(dir.path().join("a.topic"), "y".repeat(10_000)).unwrap();
+        let err = s.topic(&a).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
     }
 }

@@ -1,0 +1,620 @@
+//! The loop's state: which identities are watched, scheduled, backing off
+//! or being acted on, and the metrics folded from the log. A pass over an
+//! identity is decided here and carried out on a worker thread under its
+//! wake lock; everything kept is a cache or a schedule, the truth is on disk.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::core::clock::EpochMs;
+use crate::core::crash_ring;
+use crate::core::error::{Error, Refusal, Result};
+use crate::core::identity::Identity;
+use crate::core::metrics;
+use crate::core::pass;
+use crate::core::pass::PassAction;
+use crate::core::peer::Peer;
+use crate::core::session::Liveness;
+use crate::core::vocab::{Action, Ev, Outcome};
+use crate::engine::ctx::Ctx;
+use crate::engine::supervise;
+use crate::engine::supervise::PassOutcome;
+use crate::store::definitions;
+use crate::store::fsutil;
+use crate::store::log;
+use crate::store::markers;
+use crate::store::markers::Present;
+
+use super::deaths::DeathWatch;
+use super::Event;
+
+/// How long a worker that found the lock held waits before looking again
+/// (the holder's own writes usually bring us back sooner).
+const BUSY_RETRY: Duration = Duration::from_millis(250);
+/// How often a session left starting by a dead waker has its screen read.
+const CHECK_BOOT_EVERY: Duration = Duration::from_secs(1);
+/// Stands in for "never" where an instant must be given.
+const FAR: Duration = Duration::from_secs(365 * 86_400);
+/// The metrics file is rewritten at most this often (and on every tick).
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// The loop's state. Everything here is a cache or a schedule; the truth is
+/// on disk.
+#[derive(Debug)]
+pub struct Supervisor {
+    ctx: Arc<Ctx>,
+    events: Sender<Event>,
+    peers: BTreeMap<Identity, Peer>,
+    /// Broken definitions, by file stem, with the error last logged.
+    broken: BTreeMap<String, String>,
+    /// Identities a worker is acting on.
+    busy: HashSet<Identity>,
+    /// Identities that changed while busy: look again when the worker ends.
+    again: HashSet<Identity>,
+    /// No launch before this time (crash-loop guard, failed launches).
+    /// Kept as monotonic instants, so the wall clock jumping neither
+    /// stretches nor shortens a wait.
+    backoff: HashMap<Identity, Backoff>,
+    revisit: BTreeMap<Instant, BTreeSet<Identity>>,
+    /// The latest activity a worker measured precisely (transcripts, tmux)
+    /// per live identity. The loop itself reads only the session record,
+    /// so a slow probe never holds it up.
+    seen: HashMap<Identity, EpochMs>,
+    /// Session pids registered with the death watch.
+    watched: HashMap<Identity, i32>,
+    /// The last tick-error logged per identity, so one broken file is not
+    /// logged on every pass: for reading its state, and for a launch that
+    /// failed before deciding anything (a broken definition, say).
+    errors: HashMap<Identity, String>,
+    launch_errors: HashMap<Identity, String>,
+    deaths: DeathWatch,
+    /// Counters folded from the log: replayed at start, then followed, so
+    /// CLI processes' lines count as well as ours.
+    metrics: Arc<std::sync::Mutex<metrics::Metrics>>,
+    follower: log::Follower,
+    metrics_written: Option<Instant>,
+    metrics_dirty: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    /// Set by the crash-loop guard, which a change to the identity's files
+    /// (`iapeer reset`) may lift early.
+    crash_loop: bool,
+}
+
+impl Backoff {
+    fn after(wait: Duration) -> Self {
+        Backoff {
+            until: Instant::now() + wait,
+            crash_loop: false,
+        }
+    }
+}
+
+/// Figures from one full pass.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassStats {
+    pub identities: usize,
+    pub alive: usize,
+    pub spawned: usize,
+}
+
+impl Supervisor {
+    pub fn new(ctx: Arc<Ctx>, events: Sender<Event>) -> Result<Self> {
+        let log = ctx.config.paths.lifecycle_log.clone();
+        let deaths = DeathWatch::start(events.clone()).map_err(|e| {
+            Error::failed(
+                "death watch",
+                e.to_string(),
+                "check the system's thread limits",
+            )
+        })?;
+        let mut s = Supervisor {
+            ctx,
+            events,
+            peers: BTreeMap::new(),
+            broken: BTreeMap::new(),
+            busy: HashSet::new(),
+            again: HashSet::new(),
+            backoff: HashMap::new(),
+            revisit: BTreeMap::new(),
+            seen: HashMap::new(),
+            watched: HashMap::new(),
+            errors: HashMap::new(),
+            launch_errors: HashMap::new(),
+            deaths,
+            metrics: Arc::default(),
+            follower: log::Follower::from_start(&log),
+            metrics_written: None,
+            metrics_dirty: true,
+        };
+        s.reload_peers()?;
+        s.refresh_metrics();
+        Ok(s)
+    }
+
+    /// The live metrics, shared with the HTTP server.
+    pub(crate) fn metrics(&self) -> Arc<std::sync::Mutex<metrics::Metrics>> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Folds in every line written since the last look.
+    pub(crate) fn refresh_metrics(&mut self) {
+        let lines = self.follower.poll();
+        if lines.is_empty() {
+            return;
+        }
+        let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        for f in &lines {
+            metrics.apply(&f.entry);
+        }
+        self.metrics_dirty = true;
+    }
+
+    /// When a held-back metrics write is due, if one is.
+    pub(super) fn metrics_due(&self) -> Option<Instant> {
+        self.ctx.config.metrics_file.as_ref()?;
+        if !self.metrics_dirty {
+            return None;
+        }
+        Some(
+            self.metrics_written
+                .map_or_else(Instant::now, |t| t + METRICS_EVERY),
+        )
+    }
+
+    /// Replaces `IAPEER_METRICS_FILE` (Prometheus text format) when
+    /// something changed, at most once per `METRICS_EVERY` unless `now`
+    /// is asked; a held-back change is written when that time comes.
+    pub(crate) fn write_metrics(&mut self, now: bool) {
+        let Some(path) = self.ctx.config.metrics_file.clone() else {
+            return;
+        };
+        let recent = self
+            .metrics_written
+            .is_some_and(|t| t.elapsed() < METRICS_EVERY);
+        if !(now || self.metrics_dirty && !recent) {
+            return;
+        }
+        let peers: Vec<Peer> = self.peers.values().cloned().collect();
+        let text = {
+            let metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+            crate::engine::status::prometheus(&self.ctx, &peers, &metrics)
+        };
+        match fsutil::write_atomic(&path, text.as_bytes()) {
+            Ok(()) => {
+                self.metrics_written = Some(Instant::now());
+                self.metrics_dirty = false;
+            }
+            Err(e) => tracing::warn!("metrics file: {e}"),
+        }
+    }
+
+    pub(crate) fn peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Writes every pool's member definitions where they are missing or
+    /// out of date (their changes then arrive as peer events).
+    pub(crate) fn sync_pools(&self) {
+        let paths = &self.ctx.config.paths;
+        match definitions::load_pools(paths) {
+            Ok(all) => {
+                for pool in all {
+                    match pool.and_then(|p| definitions::sync_pool(paths, &p)) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("wrote {n} pool member definition(s)"),
+                        Err(e) => tracing::error!("{e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+
+    /// Re-reads every definition (at start and on SIGHUP). A broken one is
+    /// logged once and its last good version kept, as for a single change.
+    pub(crate) fn reload_peers(&mut self) -> Result<usize> {
+        self.sync_pools();
+        let stems: BTreeSet<String> = fsutil::json_files(&self.ctx.config.paths.peers)?
+            .into_iter()
+            .map(|(stem, _)| stem)
+            .collect();
+        self.peers.retain(|id, _| stems.contains(id.as_str()));
+        self.broken.retain(|stem, _| stems.contains(stem));
+        for stem in &stems {
+            self.load_peer(stem);
+        }
+        Ok(self.peers.len())
+    }
+
+    /// `peers/<stem>.json` changed: re-read it and look at that identity.
+    pub(super) fn reload_peer(&mut self, stem: &str) {
+        if let Some(id) = self.load_peer(stem) {
+            self.pass(&id, None);
+        }
+    }
+
+    /// Reads one definition. A broken one is logged (once per distinct
+    /// error) and the last good one kept, so a bad edit never orphans a
+    /// running peer. Returns the identity, if the name is one.
+    fn load_peer(&mut self, stem: &str) -> Option<Identity> {
+        let Ok(id) = Identity::parse(stem) else {
+            tracing::warn!("peers/{stem}.json: not a valid peer name; ignored");
+            return None;
+        };
+        match definitions::load_peer(&self.ctx.config.paths, &id) {
+            Ok(p) => {
+                self.broken.remove(stem);
+                // A launch that failed may work with the new definition.
+                self.launch_errors.remove(&id);
+                if self.backoff.get(&id).is_some_and(|b| !b.crash_loop) {
+                    self.backoff.remove(&id);
+                }
+                self.peers.insert(id.clone(), p);
+            }
+            Err(Error::NoPeer { .. }) => {
+                self.broken.remove(stem);
+                self.peers.remove(&id);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.broken.get(stem) != Some(&msg) {
+                    tracing::error!("{msg}");
+                    self.tick_error(&id, &e);
+                    self.broken.insert(stem.to_owned(), msg);
+                }
+            }
+        }
+        Some(id)
+    }
+
+    /// Looks at every identity: those with a definition and those with
+    /// state files.
+    pub fn full_pass(&mut self) -> Result<PassStats> {
+        let scan = self.ctx.state.scan()?;
+        let ids: BTreeSet<Identity> = scan.keys().chain(self.peers.keys()).cloned().collect();
+        let mut stats = PassStats::default();
+        for id in &ids {
+            let present = scan.get(id).copied().unwrap_or_default();
+            stats.identities += 1;
+            if present.has(markers::Marker::Session) {
+                stats.alive += 1;
+            }
+            if self.pass(id, Some(present)) {
+                stats.spawned += 1;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// One identity: decide without the lock, act on a worker. Returns true
+    /// if a worker was started.
+    pub(crate) fn pass(&mut self, id: &Identity, present: Option<Present>) -> bool {
+        if self.busy.contains(id) {
+            self.again.insert(id.clone());
+            return false;
+        }
+        let now = self.ctx.now();
+        let peer = self.peers.get(id);
+        let activity = supervise::Activity::Known(self.seen.get(id).copied());
+        let supervise::Gathered {
+            facts, record: rec, ..
+        } = match supervise::gather_pass(&self.ctx, id, peer, present, activity) {
+            Ok(g) => g,
+            Err(e) => {
+                self.tick_error(id, &e);
+                return false;
+            }
+        };
+        self.errors.remove(id);
+        if facts.session.is_none() {
+            self.seen.remove(id);
+        }
+        match (&facts.session, &rec) {
+            (Some(s), Some(r)) if s.is_alive() => {
+                if self.watched.get(id) != Some(&r.pane_pid)
+                    && self.deaths.watch(id, r.pane_pid, r.pane_start)
+                {
+                    self.watched.insert(id.clone(), r.pane_pid);
+                }
+            }
+            _ => {
+                if self.watched.remove(id).is_some() {
+                    self.deaths.forget(id);
+                }
+            }
+        }
+        if let Some(at) = pass::revisit_at(&facts, rec.as_ref(), now) {
+            self.schedule(id, self.instant_at(at));
+        }
+        let action = pass::decide(&facts);
+        match action {
+            PassAction::Nothing => false,
+            PassAction::SkipExternal => false,
+            PassAction::Launch if self.backed_off(id) => {
+                let until = self.backoff[id].until;
+                self.schedule(id, until);
+                false
+            }
+            PassAction::CheckBoot => {
+                // Look at the screen now and then until the deadline.
+                self.schedule(id, Instant::now() + CHECK_BOOT_EVERY);
+                self.spawn(id);
+                true
+            }
+            _ => {
+                self.spawn(id);
+                true
+            }
+        }
+    }
+
+    /// Logs what the daemon skips or sees, when verbose.
+    pub(super) fn verbose(&self) {
+        if !self.ctx.config.supervise_log_verbose {
+            return;
+        }
+        for (id, peer) in &self.peers {
+            let line = if let Some(sup) = &peer.external_supervisor {
+                self.ctx
+                    .record(Ev::Supervise)
+                    .identity(id)
+                    .outcome(Outcome::Skipped)
+                    .reason(format!("supervised by {sup}"))
+            } else if self.watched.contains_key(id) {
+                self.ctx
+                    .record(Ev::Supervise)
+                    .identity(id)
+                    .action(Action::Alive)
+            } else {
+                continue;
+            };
+            if let Err(e) = self.ctx.log(&line) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    fn spawn(&mut self, id: &Identity) {
+        self.busy.insert(id.clone());
+        let ctx = Arc::clone(&self.ctx);
+        let events = self.events.clone();
+        let peer = self.peers.get(id).cloned();
+        let launch_allowed = !self.backed_off(id);
+        let id = id.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("pass-{id}"))
+            .spawn({
+                let id = id.clone();
+                move || {
+                    let outcome = supervise::run_pass(&ctx, &id, peer.as_ref(), launch_allowed);
+                    let _ = events.send(Event::Done(id, outcome));
+                }
+            });
+        if let Err(e) = spawned {
+            self.busy.remove(&id);
+            tracing::error!("cannot start a worker for {id}: {e}");
+        }
+    }
+
+    /// A worker finished: note refusals and failures, then look again.
+    pub(crate) fn done(&mut self, id: &Identity, outcome: Result<PassOutcome>) {
+        self.busy.remove(id);
+        let now = Instant::now();
+        match outcome {
+            Err(e) => self.tick_error(id, &e),
+            Ok(out) => {
+                if out.busy {
+                    self.schedule(id, now + BUSY_RETRY);
+                }
+                if let Some(at) = out.activity {
+                    self.seen.insert(id.clone(), at);
+                }
+                match out.woke {
+                    Some(Ok(_)) => {
+                        self.backoff.remove(id);
+                        self.launch_errors.remove(id);
+                    }
+                    Some(Err(f)) => {
+                        let backoff = match &f.error {
+                            Error::Refused(Refusal::CrashLoop { retry_after_ms, .. }) => {
+                                Some(Backoff {
+                                    until: self.instant_at(*retry_after_ms),
+                                    crash_loop: true,
+                                })
+                            }
+                            Error::Refused(Refusal::LockHeld { .. }) => {
+                                Some(Backoff::after(BUSY_RETRY))
+                            }
+                            // Stopped or external: the next file event says when.
+                            Error::Refused(_) => None,
+                            // A failed launch: again at the next tick.
+                            _ => Some(Backoff::after(self.ctx.config.tick)),
+                        };
+                        if let Some(b) = backoff.filter(|b| b.until > now) {
+                            self.backoff.insert(id.clone(), b);
+                            self.schedule(id, b.until);
+                        }
+                        if f.cause.is_none() {
+                            // Not a decision, so the wake logged nothing.
+                            let e = f.error;
+                            log_once(&self.ctx, &mut self.launch_errors, id, &e);
+                        } else {
+                            tracing::info!("{id}: {}", f.error);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        self.again.remove(id);
+        self.pass(id, None);
+    }
+
+    fn tick_error(&mut self, id: &Identity, e: &Error) {
+        log_once(&self.ctx, &mut self.errors, id, e);
+    }
+
+    fn schedule(&mut self, id: &Identity, at: Instant) {
+        self.revisit.entry(at).or_default().insert(id.clone());
+    }
+
+    /// The monotonic instant of a wall-clock time, as seen now.
+    fn instant_at(&self, at: EpochMs) -> Instant {
+        let wait = u64::try_from(at.saturating_sub(self.ctx.now())).unwrap_or(0);
+        Instant::now()
+            .checked_add(Duration::from_millis(wait))
+            .unwrap_or_else(|| Instant::now() + FAR)
+    }
+
+    /// Whether a launch is held back for this identity now.
+    fn backed_off(&self, id: &Identity) -> bool {
+        self.backoff
+            .get(id)
+            .is_some_and(|b| b.until > Instant::now())
+    }
+
+    /// A file of this identity changed. A crash-loop backoff is asked of the
+    /// guard again: `iapeer reset` (or an edited `.deaths`) lifts it at once.
+    pub(super) fn changed(&mut self, id: &Identity) {
+        if !self.backoff.get(id).is_some_and(|b| b.crash_loop) {
+            return;
+        }
+        let policy = crate::engine::wake::guard_policy(&self.ctx);
+        match self.ctx.state.deaths(id) {
+            Ok(d) => match d.ring.guard(self.ctx.now(), policy) {
+                crash_ring::Guard::Allow => {
+                    self.backoff.remove(id);
+                }
+                crash_ring::Guard::Refuse { retry_after_ms, .. } => {
+                    let until = self.instant_at(retry_after_ms);
+                    self.backoff.insert(
+                        id.clone(),
+                        Backoff {
+                            until,
+                            crash_loop: true,
+                        },
+                    );
+                }
+            },
+            // Let a worker meet it and report it.
+            Err(_) => {
+                self.backoff.remove(id);
+            }
+        }
+    }
+
+    /// When the loop must wake up next for a scheduled look.
+    pub(super) fn next_revisit(&self) -> Option<Instant> {
+        self.revisit.keys().next().copied()
+    }
+
+    pub(super) fn due(&mut self, now: Instant) -> BTreeSet<Identity> {
+        // Everything at or before `now`.
+        let later = self.revisit.split_off(&(now + Duration::from_nanos(1)));
+        let due = std::mem::replace(&mut self.revisit, later);
+        due.into_values().flatten().collect()
+    }
+
+    /// Live sessions, for the status line.
+    pub(crate) fn alive(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Finds tmux sessions with no record (a wake killed between launch and
+    /// its first write) and settles them: adopted if alive, a failed boot if
+    /// not.
+    pub(super) fn adopt_orphans(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.ctx.config.paths.run) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".sock")) else {
+                continue;
+            };
+            let Ok(id) = Identity::parse(stem) else {
+                continue;
+            };
+            // A socket under a name we do not define is someone else's.
+            if !self.peers.contains_key(&id) {
+                continue;
+            }
+            if self
+                .ctx
+                .state
+                .exists(&id, markers::Marker::Session)
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            let Ok(Some(_lock)) = self.ctx.state.try_lock(&id) else {
+                continue;
+            };
+            if let Err(e) = crate::engine::ending::settle(&self.ctx, &id, self.peers.get(&id)) {
+                self.tick_error(&id, &e);
+            }
+        }
+    }
+
+    /// Logs each live session found at start: the daemon now watches it.
+    pub(super) fn adopt_recorded(&mut self) {
+        let Ok(scan) = self.ctx.state.scan() else {
+            return;
+        };
+        for (id, present) in scan {
+            if !present.has(markers::Marker::Session) {
+                continue;
+            }
+            // A session still booting under its launcher's lock is that
+            // launcher's, not ours to announce.
+            let Ok(Some(_lock)) = self.ctx.state.try_lock(&id) else {
+                continue;
+            };
+            let Ok(Some(rec)) = self.ctx.state.session(&id) else {
+                continue;
+            };
+            if rec.ending.is_none()
+                && rec.is_ready()
+                && crate::os::process::liveness(rec.pane_pid, rec.pane_start) == Liveness::Alive
+            {
+                let line = self
+                    .ctx
+                    .record(Ev::Daemon)
+                    .identity(&id)
+                    .action(Action::Adopted)
+                    .session(&rec.session)
+                    .reason(format!(
+                        "live session found at start (pid {})",
+                        rec.pane_pid
+                    ));
+                if let Err(e) = self.ctx.log(&line) {
+                    tracing::error!("{e}");
+                }
+            }
+        }
+    }
+}
+
+/// Logs a `tick-error` unless it is the one last logged for `id` in `seen`.
+fn log_once(ctx: &Ctx, seen: &mut HashMap<Identity, String>, id: &Identity, e: &Error) {
+    let msg = e.to_string();
+    if seen.get(id) == Some(&msg) {
+        return;
+    }
+    tracing::warn!("{id}: {msg}");
+    let line = ctx
+        .record(Ev::Supervise)
+        .identity(id)
+        .action(Action::TickError)
+        .error(&msg);
+    if let Err(e) = ctx.log(&line) {
+        tracing::error!("{e}");
+    }
+    seen.insert(id.clone(), msg);
+}
