@@ -34,6 +34,9 @@ fn main() {
         }
     };
     let mut tcp = TcpStream::connect(&addr).expect("connect");
+    // A lost event must end the bench with a message, not hang it.
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
     write!(tcp, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
     let mut sse = BufReader::new(tcp);
     let log = home.path().join("logs/iapeer/lifecycle.log");
@@ -51,7 +54,8 @@ fn main() {
         .expect("append");
         loop {
             let mut line = String::new();
-            sse.read_line(&mut line).expect("event");
+            sse.read_line(&mut line)
+                .unwrap_or_else(|e| panic!("no event for {marker} within 10 s: {e}"));
             if line.starts_with("data: ") && line.contains(&format!("\"{marker}\"")) {
                 break;
             }

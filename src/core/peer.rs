@@ -1,5 +1,7 @@
 //! Peer definitions, `peers/<name>.json` (DESIGN §3): who the agent is, where
-//! it works, how it is launched and how it is kept.
+//! it works, how it is launched and how it is kept — what a definition
+//! means and how its JSON is checked. Reading and writing the files is
+//! `store::definitions`.
 
 use std::path::{Path, PathBuf};
 

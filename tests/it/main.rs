@@ -5,6 +5,7 @@
 mod support;
 
 mod daemon;
+mod docs;
 mod faults;
 mod hostile;
 mod http;

@@ -2,7 +2,7 @@
 //!
 //! One JSON object per line, fields in a fixed order (the order of
 //! [`Record`]'s fields), values strings or numbers only, so that `grep` and
-//! `jq` both work. The schema is documented in `lifecycle_log.md` beside
+//! `jq` both work. The schema is documented in `schema.md` beside
 //! this file; `fixtures/lifecycle.golden.jsonl` pins it.
 //!
 //! Appending: every line is one `write()` on an `O_APPEND` descriptor,
