@@ -4,7 +4,7 @@ use crate::cli::{AddArgs, LsArgs, PolicyArg, RmArgs};
 use crate::cmd::App;
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
-use crate::core::peer::{Peer, Policy};
+use crate::core::peer::{Dialogs, Peer, Policy};
 use crate::core::vocab::{Ev, Outcome};
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
@@ -40,6 +40,7 @@ pub(crate) fn add(app: &App, args: AddArgs) -> Result<i32> {
         ready_pattern: agent.ready_pattern,
         interfaces: None,
         pool: None,
+        dialogs: Dialogs::default(),
     };
     // The same checks a load makes, before anything is written.
     let body = serde_json::to_vec_pretty(&peer).expect("a peer always serializes");

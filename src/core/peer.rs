@@ -90,6 +90,20 @@ pub struct Peer {
     /// write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// Whether iapeer answers the runtime's known start-up dialogs
+    /// (DESIGN §6).
+    #[serde(default)]
+    pub dialogs: Dialogs,
+}
+
+/// `dialogs`: `auto` answers the runtime's known start-up dialogs (folder
+/// trust, a custom API key, …); `manual` answers none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialogs {
+    #[default]
+    Auto,
+    Manual,
 }
 
 fn default_runtime() -> RuntimeKind {

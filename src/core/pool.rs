@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
 use crate::core::peer;
-use crate::core::peer::{Peer, Policy, RuntimeKind};
+use crate::core::peer::{Dialogs, Peer, Policy, RuntimeKind};
 
 /// A pool never has more members than this.
 pub(crate) const MAX_MEMBERS: u32 = 1000;
@@ -105,6 +105,7 @@ impl Pool {
             ready_pattern: t.ready_pattern.clone(),
             interfaces: None,
             pool: Some(self.name.clone()),
+            dialogs: Dialogs::default(),
         }
     }
 

@@ -52,6 +52,9 @@ pub struct Record {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `dialog-answered` lines: which start-up dialog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialog: Option<String>,
     pub source: Source,
     pub pid: u32,
 }
@@ -78,6 +81,7 @@ impl Record {
             last_lines: None,
             reason: None,
             error: None,
+            dialog: None,
             source,
             pid: std::process::id(),
         }

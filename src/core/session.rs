@@ -73,6 +73,10 @@ pub struct Ending {
     /// (`boot-timeout`, `launch-failed`), logged as a failed wake.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub boot: bool,
+    /// Why, in words, where the action alone does not say (a boot stopped
+    /// at a screen only the operator can answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,6 +64,8 @@ pub enum Action {
     Alive,
     /// A session died while a delivered task was in flight.
     CrashedWhileWorking,
+    /// `wake` lines: a start-up dialog was answered (DESIGN §6).
+    DialogAnswered,
     // daemon
     Started,
     Stopping,
@@ -72,7 +74,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub(crate) const ALL: [Action; 13] = [
+    pub(crate) const ALL: [Action; 14] = [
         Action::ReapedIdle,
         Action::ReapedMaxAge,
         Action::ReapedGone,
@@ -82,6 +84,7 @@ impl Action {
         Action::TickError,
         Action::Alive,
         Action::CrashedWhileWorking,
+        Action::DialogAnswered,
         Action::Started,
         Action::Stopping,
         Action::Reloaded,
@@ -99,6 +102,7 @@ impl Action {
             Action::TickError => "tick-error",
             Action::Alive => "alive",
             Action::CrashedWhileWorking => "crashed-while-working",
+            Action::DialogAnswered => "dialog-answered",
             Action::Started => "started",
             Action::Stopping => "stopping",
             Action::Reloaded => "reloaded",

@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 use crate::core::clock;
 use crate::core::error::Result;
 use crate::core::identity::Identity;
+use crate::core::peer::Dialogs;
 use crate::core::peer::Peer;
 use crate::core::session::{Liveness, SessionRecord};
-use crate::core::vocab::{Cause, Ev, Mode};
+use crate::core::vocab::{Action, Cause, Ev, Mode};
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::{self, LAST_LINES};
 use crate::os::process;
 use crate::runtime::host::{self, ExitStatus};
-use crate::runtime::{self, Runtime, Screen};
+use crate::runtime::{self, Dialog, Runtime, Screen};
 
 /// How a boot went.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,11 @@ pub(crate) enum Boot {
         last_lines: String,
     },
     TimedOut {
+        last_lines: String,
+    },
+    /// Stopped at a screen only the operator can answer.
+    Blocked {
+        reason: String,
         last_lines: String,
     },
 }
@@ -47,6 +53,7 @@ impl Boot {
                 )
             }
             Boot::TimedOut { .. } => "it did not become ready before the boot deadline".into(),
+            Boot::Blocked { reason, .. } => reason.clone(),
         }
     }
 }
@@ -62,6 +69,7 @@ pub(crate) fn await_ready(
     deadline: Instant,
 ) -> Boot {
     let mut pause = Duration::from_millis(5);
+    let mut answered: Vec<&'static str> = Vec::new();
     loop {
         let screen = ctx
             .host
@@ -81,10 +89,26 @@ pub(crate) fn await_ready(
                 last_lines: screen,
             };
         }
-        match runtime.screen(peer, &screen) {
+        match runtime::read_screen(runtime, peer, &screen) {
             Screen::Ready => return Boot::Ready,
             Screen::ResumeFailed(line) => return Boot::ResumeFailed(line),
             Screen::NotYet => {}
+            Screen::Blocked(reason) => {
+                return Boot::Blocked {
+                    reason,
+                    last_lines: host::last_lines(&screen, LAST_LINES),
+                }
+            }
+            Screen::Dialog(dialog) => {
+                if let Err(reason) = answer(ctx, id, peer, rec, dialog, &mut answered) {
+                    return Boot::Blocked {
+                        reason,
+                        last_lines: host::last_lines(&screen, LAST_LINES),
+                    };
+                }
+                pause = Duration::from_millis(5);
+                continue;
+            }
         }
         if Instant::now() >= deadline {
             return Boot::TimedOut {
@@ -96,6 +120,61 @@ pub(crate) fn await_ready(
     }
 }
 
+/// How many times one dialog is answered before iapeer gives up on it.
+const ANSWERS_MAX: usize = 3;
+
+/// Answers a start-up dialog (DESIGN §6), logging one line per answer, or
+/// says why it will not: dialogs are manual for this peer, or answering
+/// did not make it go away.
+fn answer(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    rec: &SessionRecord,
+    dialog: &'static Dialog,
+    answered: &mut Vec<&'static str>,
+) -> Result<(), String> {
+    let attach = format!("tmux -S {} attach -t ={id}", rec.socket.display());
+    if peer.dialogs == Dialogs::Manual {
+        return Err(format!(
+            "its {} dialog is waiting for an answer, and this peer answers none (\"dialogs\": \"manual\"): answer it in its terminal ({attach}), or set \"dialogs\": \"auto\"",
+            dialog.name
+        ));
+    }
+    if answered.iter().filter(|n| **n == dialog.name).count() >= ANSWERS_MAX {
+        return Err(format!(
+            "its {} dialog stayed after {ANSWERS_MAX} answers: look at it in its terminal ({attach})",
+            dialog.name
+        ));
+    }
+    answered.push(dialog.name);
+    ctx.host
+        .send_keys(&rec.socket, id.as_str(), dialog.keys)
+        .map_err(|e| e.to_string())?;
+    let mut line = ctx
+        .record(Ev::Wake)
+        .identity(id)
+        .runtime(&rec.runtime)
+        .action(Action::DialogAnswered)
+        .session(&rec.session);
+    line.dialog = Some(dialog.name.to_owned());
+    if let Some(persists) = dialog.persists {
+        line = line.reason(format!("answering it {persists}"));
+    }
+    if let Err(e) = ctx.log(&line) {
+        tracing::error!(
+            "could not log the answer to {id}'s {} dialog: {e}",
+            dialog.name
+        );
+    }
+    // Let the screen move on before reading it again.
+    std::thread::sleep(DIALOG_SETTLE);
+    Ok(())
+}
+
+/// How long a dialog's answer is given to take effect.
+const DIALOG_SETTLE: Duration = Duration::from_millis(300);
+
 /// A boot that failed: kill it, record the death, log it as the failed
 /// wake; returns the cause it was logged with.
 pub(crate) fn boot_failed(
@@ -104,13 +183,18 @@ pub(crate) fn boot_failed(
     rec: SessionRecord,
     boot: Boot,
 ) -> Result<Cause> {
+    let mut blocked = None;
     let (cause, status, last_lines) = match boot {
         Boot::Ready => unreachable!("only failed boots are recorded"),
         Boot::TimedOut { last_lines } => (Cause::BootTimeout, None, Some(last_lines)),
         Boot::Died { status, last_lines } => (Cause::LaunchFailed, Some(status), Some(last_lines)),
         Boot::ResumeFailed(line) => (Cause::LaunchFailed, None, Some(line)),
+        Boot::Blocked { reason, last_lines } => {
+            blocked = Some(reason);
+            (Cause::LaunchFailed, None, Some(last_lines))
+        }
     };
-    if cause == Cause::BootTimeout {
+    if cause == Cause::BootTimeout || blocked.is_some() {
         // Still running but never ready: end it before recording.
         ctx.host.kill(
             &rec.socket,
@@ -118,7 +202,7 @@ pub(crate) fn boot_failed(
             Some((rec.pane_pid, rec.pane_start)),
         )?;
     }
-    ending::record_boot_failure(ctx, id, rec, cause, status, last_lines)?;
+    ending::record_boot_failure(ctx, id, rec, cause, status, last_lines, blocked)?;
     Ok(cause)
 }
 

@@ -84,11 +84,13 @@ pub(crate) fn record_boot_failure(
     cause: Cause,
     status: Option<ExitStatus>,
     last_lines: Option<String>,
+    reason: Option<String>,
 ) -> Result<()> {
     let mut ending = ending_now(ctx, EndKind::Death, cause.as_str());
     ending.exit_status = status.map(|s| s.to_string());
     ending.last_lines = last_lines.filter(|l| !l.is_empty());
     ending.boot = true;
+    ending.reason = reason;
     end(ctx, id, rec, ending)
 }
 
@@ -117,6 +119,7 @@ fn ending_now(ctx: &Ctx, kind: EndKind, action: &str) -> Ending {
         last_lines: None,
         source: source_name(ctx).to_owned(),
         boot: false,
+        reason: None,
     }
 }
 
@@ -218,6 +221,9 @@ fn ending_record(ctx: &Ctx, rec: &SessionRecord, ending: &Ending) -> Record {
         .last_lines(ending.last_lines.as_deref());
     r.idle_seconds = ending.idle_seconds;
     r.exit_status.clone_from(&ending.exit_status);
+    if let Some(reason) = &ending.reason {
+        r = r.reason(reason);
+    }
     r
 }
 
@@ -464,6 +470,7 @@ mod tests {
             last_lines: None,
             source: "daemon".into(),
             boot: false,
+            reason: None,
         };
         assert!(!already_logged(&ctx, "s1", &ending));
         let end = ctx

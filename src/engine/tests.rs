@@ -188,3 +188,54 @@ fn a_wake_refuses_in_the_order_of_design_section_6() {
     ));
     assert_eq!(b.host.calls().launch, 1, "a live session wins");
 }
+
+/// A Claude peer whose pane shows the real folder-trust dialog, then the
+/// prompt once it is answered.
+fn claude_at_the_trust_dialog(b: &Bench, dialogs: &str) {
+    b.define(|p| {
+        p.runtime = crate::core::peer::RuntimeKind::Claude;
+        p.command = None;
+        p.dialogs = serde_json::from_value(serde_json::json!(dialogs)).unwrap();
+    });
+    b.host.show_on_launch(
+        include_str!("../../fixtures/real/claude/trust-dialog.txt"),
+        Some(include_str!("../../fixtures/real/claude/ready.txt")),
+    );
+}
+
+#[test]
+fn a_known_dialog_is_answered_once_and_logged() {
+    let b = bench();
+    claude_at_the_trust_dialog(&b, "auto");
+    assert!(matches!(b.wake(), Ok(Woke::Launched { .. })), "it came up");
+    let rec = b.ctx.state.session(&b.id).unwrap().unwrap();
+    assert_eq!(b.host.keys(&rec.socket), ["Enter"]);
+    let answered = |e: &Entry| {
+        e.ev() == Some(Ev::Wake)
+            && e.str("action") == Some(Action::DialogAnswered.as_str())
+            && e.str("dialog") == Some("folder-trust")
+            && e.str("session") == Some(rec.session.as_str())
+    };
+    assert_eq!(b.lines(answered), 1);
+}
+
+#[test]
+fn with_dialogs_manual_none_is_answered_and_the_boot_says_what_to_do() {
+    let b = bench();
+    claude_at_the_trust_dialog(&b, "manual");
+    let failure = b.wake().expect_err("the boot cannot pass the dialog");
+    assert_eq!(failure.error.exit_code(), 1);
+    assert_eq!(b.host.calls().send_keys, 0, "nothing answered");
+    let failed = |e: &Entry| {
+        e.str("mode") == Some("fail")
+            && e.str("reason")
+                .is_some_and(|r| r.contains("folder-trust") && r.contains("\"dialogs\": \"auto\""))
+            && e.str("last_lines")
+                .is_some_and(|l| l.contains("Yes, I trust this folder"))
+    };
+    assert_eq!(
+        b.lines(failed),
+        1,
+        "one failed-boot line with the reason and the screen"
+    );
+}

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{
-    argv, cwd_forms, entry_timestamp, last_timestamp, screen_has, Conversation, LaunchPlan,
-    Runtime, Screen,
+    argv, cwd_forms, entry_timestamp, is_prompt_line, last_timestamp, screen_has, Conversation,
+    Dialog, LaunchPlan, Runtime, Screen,
 };
 use crate::core::clock::EpochMs;
 use crate::core::identity;
@@ -23,16 +23,51 @@ use crate::store::config::Config;
 /// last entry when looking for the current one.
 const CANDIDATES: usize = 8;
 
-/// Start-up screens that need a human before the prompt is usable.
-const DIALOGS: &[&str] = &[
-    "Do you trust the files in this folder",
-    "Yes, proceed",
-    "Select login method",
-    "Choose the text style",
-    "Press Enter to continue",
-    "Enter to confirm",
-    "Bypass Permissions mode",
+/// The start-up dialogs of Claude Code 2.1.197, as captured in
+/// `fixtures/real/claude/` (a test reads them against this table).
+const DIALOGS: &[Dialog] = &[
+    Dialog {
+        name: "folder-trust",
+        needles: &[
+            "Is this a project you created or one you trust?",
+            "Yes, I trust this folder",
+        ],
+        // "Yes" is the highlighted default.
+        keys: &["Enter"],
+        persists: Some(
+            "marks the folder trusted in $CLAUDE_CONFIG_DIR/.claude.json (projects.<cwd>.hasTrustDialogAccepted)",
+        ),
+    },
+    Dialog {
+        name: "api-key",
+        needles: &[
+            "Detected a custom API key in your environment",
+            "Do you want to use this API key?",
+        ],
+        // "No" is the highlighted default; "Yes" is above it.
+        keys: &["Up", "Enter"],
+        persists: Some(
+            "approves the key in $CLAUDE_CONFIG_DIR/.claude.json (customApiKeyResponses.approved)",
+        ),
+    },
+    Dialog {
+        name: "bypass-permissions",
+        needles: &[
+            "Claude Code running in Bypass Permissions mode",
+            "Yes, I accept",
+        ],
+        // "No, exit" is the highlighted default; "Yes" is below it.
+        keys: &["Down", "Enter"],
+        persists: Some(
+            "records the acceptance in $CLAUDE_CONFIG_DIR/.claude.json (bypassPermissionsModeAccepted)",
+        ),
+    },
 ];
+
+/// Screens iapeer must not answer: a login wants the operator.
+const LOGIN: &[&str] = &["Select login method", "Log in to Claude", "Paste code here"];
+/// The footer of every selection dialog: one not in the table is unknown.
+const ANY_DIALOG: &str = "Enter to confirm · Esc to cancel";
 const RESUME_GONE: &[&str] = &["No conversation found with session ID"];
 
 #[derive(Debug)]
@@ -215,21 +250,26 @@ impl Runtime for Claude {
         if let Some(line) = screen_has(text, RESUME_GONE) {
             return Screen::ResumeFailed(line);
         }
-        if screen_has(text, DIALOGS).is_some() {
-            return Screen::NotYet;
+        if let Some(line) = screen_has(text, LOGIN) {
+            return Screen::Blocked(format!(
+                "Claude Code is asking for a login ({line}): log in once yourself with `claude` in that folder, or give it ANTHROPIC_API_KEY"
+            ));
         }
-        if text.lines().any(is_prompt_line) {
+        if let Some(line) = screen_has(text, &[ANY_DIALOG]) {
+            return Screen::Blocked(format!(
+                "Claude Code shows a dialog iapeer does not know ({line}): answer it in the peer's terminal, or report the screen"
+            ));
+        }
+        if text.lines().any(|l| is_prompt_line(l, &['❯', '>'])) {
             Screen::Ready
         } else {
             Screen::NotYet
         }
     }
-}
 
-/// The input line: `> ` (or `❯ `), possibly inside the box drawn around it.
-fn is_prompt_line(line: &str) -> bool {
-    let inner = line.trim().trim_start_matches('│').trim_start();
-    inner == ">" || inner == "❯" || inner.starts_with("> ") || inner.starts_with("❯ ")
+    fn dialogs(&self) -> &'static [Dialog] {
+        DIALOGS
+    }
 }
 
 /// Every character outside `[A-Za-z0-9]` becomes `-`.

@@ -7,7 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    argv, cwd_forms, entry_timestamp, screen_has, Conversation, LaunchPlan, Runtime, Screen,
+    argv, cwd_forms, entry_timestamp, is_prompt_line, screen_has, Conversation, Dialog, LaunchPlan,
+    Runtime, Screen,
 };
 use crate::core::clock::EpochMs;
 use crate::core::identity;
@@ -18,12 +19,19 @@ use crate::store::config::Config;
 const SCAN_LIMIT: usize = 2000;
 /// How many of a folder's newest rollouts are candidates for being current.
 const RECENT: usize = 8;
-const DIALOGS: &[&str] = &[
-    "Sign in with ChatGPT",
-    "Allow Codex to work in this folder",
-    "Press Enter to continue",
-    "Do you trust",
-];
+/// The start-up dialogs of Codex 0.171.0, as captured in
+/// `fixtures/real/codex/` (a test reads them against this table).
+const DIALOGS: &[Dialog] = &[Dialog {
+    name: "folder-trust",
+    needles: &["Trust this folder?", "1. Trust and continue"],
+    // "Trust and continue" is the highlighted default.
+    keys: &["Enter"],
+    persists: Some(
+        "marks the folder trusted in $CODEX_HOME/config.toml (projects.\"<cwd>\".trust_level = \"trusted\")",
+    ),
+}];
+/// Screens iapeer must not answer: a login wants the operator.
+const LOGIN: &[&str] = &["Sign in with ChatGPT", "Provide your own API key"];
 const RESUME_GONE: &[&str] = &["No saved session found", "No rollout found"];
 
 #[derive(Debug)]
@@ -180,18 +188,20 @@ impl Runtime for Codex {
         if let Some(line) = screen_has(text, RESUME_GONE) {
             return Screen::ResumeFailed(line);
         }
-        if screen_has(text, DIALOGS).is_some() {
-            return Screen::NotYet;
+        if let Some(line) = screen_has(text, LOGIN) {
+            return Screen::Blocked(format!(
+                "Codex is asking for a login ({line}): log in once yourself with `codex login`, or configure a model provider in $CODEX_HOME/config.toml"
+            ));
         }
-        let prompt = text.lines().any(|l| {
-            let t = l.trim_start();
-            t.starts_with('›') || t.starts_with('▌')
-        });
-        if prompt {
+        if text.lines().any(|l| is_prompt_line(l, &['›', '▌'])) {
             Screen::Ready
         } else {
             Screen::NotYet
         }
+    }
+
+    fn dialogs(&self) -> &'static [Dialog] {
+        DIALOGS
     }
 }
 

@@ -20,6 +20,7 @@ pub(crate) struct Calls {
     pub probe: usize,
     pub capture: usize,
     pub deliver: usize,
+    pub send_keys: usize,
     pub kill: usize,
     pub end_strays: usize,
 }
@@ -29,7 +30,10 @@ struct Pane {
     name: String,
     child: Child,
     screen: String,
+    /// What the screen becomes once keys are pressed.
+    after_keys: Option<String>,
     delivered: Vec<String>,
+    keys: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +42,7 @@ struct Inner {
     calls: Calls,
     fail_next_kill: bool,
     screen_on_launch: String,
+    after_keys_on_launch: Option<String>,
 }
 
 /// The fake host; clones share one state, so a test keeps a handle to the
@@ -75,6 +80,23 @@ impl FakeHost {
         self.inner().fail_next_kill = true;
     }
 
+    /// New panes show `screen`, and `then` once keys are pressed (a
+    /// dialog and what its answer leads to).
+    pub(crate) fn show_on_launch(&self, screen: &str, then: Option<&str>) {
+        let mut inner = self.inner();
+        inner.screen_on_launch = screen.to_owned();
+        inner.after_keys_on_launch = then.map(str::to_owned);
+    }
+
+    /// The keys pressed on the pane so far.
+    pub(crate) fn keys(&self, socket: &Path) -> Vec<String> {
+        self.inner()
+            .panes
+            .get(socket)
+            .map(|p| p.keys.clone())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn has_session(&self, socket: &Path) -> bool {
         self.inner().panes.contains_key(socket)
     }
@@ -102,13 +124,16 @@ impl Host for FakeHost {
             .map_err(|e| Error::io(Path::new("sleep"), "start", e))?;
         let pane_pid = child.id() as i32;
         let screen = inner.screen_on_launch.clone();
+        let after_keys = inner.after_keys_on_launch.clone();
         inner.panes.insert(
             spec.socket.to_path_buf(),
             Pane {
                 name: spec.name.to_owned(),
                 child,
                 screen,
+                after_keys,
                 delivered: Vec::new(),
+                keys: Vec::new(),
             },
         );
         Ok(Launched { pane_pid })
@@ -166,6 +191,24 @@ impl Host for FakeHost {
                 "launch it first",
             )),
         }
+    }
+
+    fn send_keys(&self, socket: &Path, _name: &str, keys: &[&str]) -> Result<()> {
+        let mut inner = self.inner();
+        inner.calls.send_keys += 1;
+        let pane = inner.panes.get_mut(socket).ok_or_else(|| {
+            Error::failed(
+                socket.display().to_string(),
+                "no such session",
+                "launch it first",
+            )
+        })?;
+        pane.keys.extend(keys.iter().map(|k| (*k).to_owned()));
+        // A pane that was showing a dialog shows what comes after it.
+        if let Some(next) = pane.after_keys.take() {
+            pane.screen = next;
+        }
+        Ok(())
     }
 
     fn kill(&self, socket: &Path, _name: &str, _pane: Option<(i32, Option<u64>)>) -> Result<()> {

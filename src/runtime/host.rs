@@ -83,6 +83,9 @@ pub trait Host: Send + Sync {
     /// Types `text` literally (paste buffer), then presses Enter after
     /// `settle`.
     fn deliver(&self, socket: &Path, name: &str, text: &str, settle: Duration) -> Result<()>;
+    /// Presses `keys` (tmux key names: `Enter`, `Down`, `1`, …), one after
+    /// the other: the answer to a start-up dialog, never a task's text.
+    fn send_keys(&self, socket: &Path, name: &str, keys: &[&str]) -> Result<()>;
     /// Ends the session: SIGTERM then SIGKILL to its processes (when the
     /// pane process is known and still the one started at `start`), then
     /// the server; removes the socket.

@@ -34,6 +34,34 @@ pub(crate) enum Screen {
     NotYet,
     /// The runtime said the conversation to resume is gone.
     ResumeFailed(String),
+    /// A start-up dialog of the runtime's own (DESIGN §6) is waiting.
+    Dialog(&'static Dialog),
+    /// A screen iapeer must not answer (a login, an unknown dialog): what
+    /// the operator has to do.
+    Blocked(String),
+}
+
+/// A start-up screen the real CLI shows, how to tell it, and the keys that
+/// answer it. The tables are built from screens captured from the pinned
+/// CLIs (`fixtures/real/`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Dialog {
+    /// Its name in the log (`dialog=<name>`).
+    pub name: &'static str,
+    /// Lines that all show on it, and on no other screen.
+    pub needles: &'static [&'static str],
+    /// tmux key names, pressed in order.
+    pub keys: &'static [&'static str],
+    /// What answering it writes into the client's own configuration, to be
+    /// said in the log line (never done behind the operator's back).
+    pub persists: Option<&'static str>,
+}
+
+impl Dialog {
+    /// Is this dialog on `screen`?
+    pub(crate) fn on(&self, screen: &str) -> bool {
+        self.needles.iter().all(|n| screen.contains(n))
+    }
 }
 
 /// One conversation a runtime keeps on disk (a Claude transcript, a Codex
@@ -88,10 +116,24 @@ pub(crate) trait Runtime: Send + Sync {
     }
     /// Reads the screen during a boot.
     fn screen(&self, peer: &Peer, text: &str) -> Screen;
+    /// The start-up dialogs this runtime's CLI is known to show.
+    fn dialogs(&self) -> &'static [Dialog] {
+        &[]
+    }
     /// How long to let a pasted text settle before pressing Enter: TUIs
     /// that treat fast input as part of the paste need a moment.
     fn submit_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+}
+
+/// What a boot's screen shows: one of the runtime's known dialogs first (a
+/// dialog must never pass for the ready prompt), then the runtime's own
+/// reading.
+pub(crate) fn read_screen(runtime: &dyn Runtime, peer: &Peer, text: &str) -> Screen {
+    match runtime.dialogs().iter().find(|d| d.on(text)) {
+        Some(dialog) => Screen::Dialog(dialog),
+        None => runtime.screen(peer, text),
     }
 }
 
@@ -142,6 +184,19 @@ pub(crate) fn last_turn_entry(path: &Path) -> Option<serde_json::Value> {
     })
 }
 
+/// Is `line` the input prompt: one of `glyphs` (`❯`, `›`, `>`) at its
+/// start, possibly inside the box drawn around it, and not a highlighted
+/// menu item (`❯ 1. Yes, I trust this folder`, `› 1. Trust and continue`)?
+pub(crate) fn is_prompt_line(line: &str, glyphs: &[char]) -> bool {
+    let inner = line.trim().trim_start_matches('│').trim_start();
+    let Some(first) = inner.chars().next().filter(|c| glyphs.contains(c)) else {
+        return false;
+    };
+    let rest = inner[first.len_utf8()..].trim_start();
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    !(digits > 0 && rest[digits..].starts_with(". "))
+}
+
 /// Does any line's text contain any of `needles`?
 pub(crate) fn screen_has(text: &str, needles: &[&str]) -> Option<String> {
     text.lines()
@@ -157,4 +212,98 @@ where
     std::iter::once(bin.clone())
         .chain(rest.into_iter().map(Into::into))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(runtime: &str) -> Peer {
+        let json = format!(r#"{{"name":"a","cwd":"/x","runtime":"{runtime}"}}"#);
+        crate::core::peer::parse(Path::new("a.json"), json.as_bytes(), None).unwrap()
+    }
+
+    fn reading(runtime: &dyn Runtime, peer: &Peer, screen: &str) -> String {
+        match read_screen(runtime, peer, screen) {
+            Screen::Dialog(d) => format!("dialog {}", d.name),
+            Screen::Ready => "ready".into(),
+            Screen::NotYet => "not yet".into(),
+            Screen::ResumeFailed(_) => "resume failed".into(),
+            Screen::Blocked(_) => "blocked".into(),
+        }
+    }
+
+    /// The screens the pinned CLIs really show (captured by the real-client
+    /// tier), read as a boot must read them: every dialog told apart from
+    /// the prompt, and answered by name.
+    #[test]
+    fn captured_screens_are_read_as_what_they_are() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let config = Config::from_lookup(|k| match k {
+            "IAPEER_HOME" | "HOME" => Some(home.path().into()),
+            _ => None,
+        })
+        .unwrap();
+        let claude = claude::Claude::new(&config);
+        let codex = codex::Codex::new(&config);
+        let rows: &[(&dyn Runtime, &str, &str, &str)] = &[
+            (
+                &claude,
+                "claude",
+                include_str!("../../fixtures/real/claude/trust-dialog.txt"),
+                "dialog folder-trust",
+            ),
+            (
+                &claude,
+                "claude",
+                include_str!("../../fixtures/real/claude/api-key-dialog.txt"),
+                "dialog api-key",
+            ),
+            (
+                &claude,
+                "claude",
+                include_str!("../../fixtures/real/claude/bypass-dialog.txt"),
+                "dialog bypass-permissions",
+            ),
+            (
+                &claude,
+                "claude",
+                include_str!("../../fixtures/real/claude/ready.txt"),
+                "ready",
+            ),
+            (
+                &codex,
+                "codex",
+                include_str!("../../fixtures/real/codex/trust-dialog.txt"),
+                "dialog folder-trust",
+            ),
+            (
+                &codex,
+                "codex",
+                include_str!("../../fixtures/real/codex/ready.txt"),
+                "ready",
+            ),
+        ];
+        for (runtime, kind, screen, want) in rows {
+            let got = reading(*runtime, &peer(kind), screen);
+            assert_eq!(&got, want, "{kind}: {screen}");
+        }
+    }
+
+    #[test]
+    fn a_highlighted_menu_item_is_not_the_prompt() {
+        let rows = [
+            ("❯ ", true),
+            ("│ > Try \"fix lint\" │", true),
+            ("› Ask Codex to do anything", true),
+            ("❯ 1. Yes, I trust this folder", false),
+            ("› 1. Trust and continue", false),
+            ("❯ 12. Something", false),
+            ("❯ 2024 was a year", true),
+            ("  1. Yes", false),
+        ];
+        for (line, want) in rows {
+            assert_eq!(is_prompt_line(line, &['❯', '>', '›']), want, "{line}");
+        }
+    }
 }

@@ -273,6 +273,20 @@ impl Host for Tmux {
         Ok(())
     }
 
+    fn send_keys(&self, socket: &Path, name: &str, keys: &[&str]) -> Result<()> {
+        let target = format!("={name}:");
+        let mut args = vec![os("send-keys"), os("-t"), os(&target)];
+        args.extend(keys.iter().map(|k| os(k)));
+        self.run(socket, &args, None).map_err(|e| {
+            Error::failed(
+                format!("answering a dialog of {name}"),
+                e.to_string(),
+                format!("check the session with `iapeer status {name}`"),
+            )
+        })?;
+        Ok(())
+    }
+
     fn kill(&self, socket: &Path, name: &str, pane: Option<(i32, Option<u64>)>) -> Result<()> {
         if let Some((pid, start)) = pane {
             process::terminate_group(pid, start, KILL_GRACE);
