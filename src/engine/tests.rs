@@ -209,7 +209,7 @@ fn a_known_dialog_is_answered_once_and_logged() {
     claude_at_the_trust_dialog(&b, "auto");
     assert!(matches!(b.wake(), Ok(Woke::Launched { .. })), "it came up");
     let rec = b.ctx.state.session(&b.id).unwrap().unwrap();
-    assert_eq!(b.host.keys(&rec.socket), ["Enter"]);
+    assert_eq!(b.host.keys(&rec.socket), ["1"]);
     let answered = |e: &Entry| {
         e.ev() == Some(Ev::Wake)
             && e.str("action") == Some(Action::DialogAnswered.as_str())

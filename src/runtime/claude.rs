@@ -32,8 +32,8 @@ const DIALOGS: &[Dialog] = &[
             "Is this a project you created or one you trust?",
             "Yes, I trust this folder",
         ],
-        // "Yes" is the highlighted default.
-        keys: &["Enter"],
+        // A menu item's number picks it and confirms it at once.
+        keys: &["1"],
         persists: Some(
             "marks the folder trusted in $CLAUDE_CONFIG_DIR/.claude.json (projects.<cwd>.hasTrustDialogAccepted)",
         ),
@@ -44,8 +44,8 @@ const DIALOGS: &[Dialog] = &[
             "Detected a custom API key in your environment",
             "Do you want to use this API key?",
         ],
-        // "No" is the highlighted default; "Yes" is above it.
-        keys: &["Up", "Enter"],
+        // "1. Yes"; the highlighted default is "2. No".
+        keys: &["1"],
         persists: Some(
             "approves the key in $CLAUDE_CONFIG_DIR/.claude.json (customApiKeyResponses.approved)",
         ),
@@ -56,8 +56,8 @@ const DIALOGS: &[Dialog] = &[
             "Claude Code running in Bypass Permissions mode",
             "Yes, I accept",
         ],
-        // "No, exit" is the highlighted default; "Yes" is below it.
-        keys: &["Down", "Enter"],
+        // "2. Yes, I accept"; the highlighted default is "1. No, exit".
+        keys: &["2"],
         persists: Some(
             "records the acceptance in $CLAUDE_CONFIG_DIR/.claude.json (bypassPermissionsModeAccepted)",
         ),

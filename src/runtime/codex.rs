@@ -24,8 +24,8 @@ const RECENT: usize = 8;
 const DIALOGS: &[Dialog] = &[Dialog {
     name: "folder-trust",
     needles: &["Trust this folder?", "1. Trust and continue"],
-    // "Trust and continue" is the highlighted default.
-    keys: &["Enter"],
+    // "1. Trust and continue" (a menu item's number picks it at once).
+    keys: &["1"],
     persists: Some(
         "marks the folder trusted in $CODEX_HOME/config.toml (projects.\"<cwd>\".trust_level = \"trusted\")",
     ),
