@@ -253,6 +253,9 @@ pub enum Outcome {
     Relaunching,
     /// A task typed into a running session (`wake` lines that launch nothing).
     Delivered,
+    /// A task typed in, but the runtime's record does not show it taken,
+    /// even after Enter was pressed once more.
+    DeliveryUnconfirmed,
     /// `stop` lines: `iapeer rm` removed the peer.
     Removed,
     /// `start` lines: the halt was lifted, or there was none.
@@ -265,11 +268,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 9] = [
+    pub(crate) const ALL: [Outcome; 10] = [
         Outcome::ResumeEligible,
         Outcome::FreshOnNextMessage,
         Outcome::Relaunching,
         Outcome::Delivered,
+        Outcome::DeliveryUnconfirmed,
         Outcome::Removed,
         Outcome::Started,
         Outcome::WasNotStopped,
@@ -283,6 +287,7 @@ impl Outcome {
             Outcome::FreshOnNextMessage => "fresh-on-next-message",
             Outcome::Relaunching => "relaunching",
             Outcome::Delivered => "delivered",
+            Outcome::DeliveryUnconfirmed => "delivery-unconfirmed",
             Outcome::Removed => "removed",
             Outcome::Started => "started",
             Outcome::WasNotStopped => "was-not-stopped",

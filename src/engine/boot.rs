@@ -70,6 +70,7 @@ pub(crate) fn await_ready(
 ) -> Boot {
     let mut pause = Duration::from_millis(5);
     let mut answered: Vec<&'static str> = Vec::new();
+    let mut ready_since: Option<Instant> = None;
     loop {
         let screen = ctx
             .host
@@ -89,8 +90,17 @@ pub(crate) fn await_ready(
                 last_lines: screen,
             };
         }
-        match runtime::read_screen(runtime, peer, &screen) {
-            Screen::Ready => return Boot::Ready,
+        let reading = runtime::read_screen(runtime, peer, &screen);
+        if reading != Screen::Ready {
+            ready_since = None;
+        }
+        match reading {
+            Screen::Ready => {
+                let since = *ready_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= runtime.ready_settle() {
+                    return Boot::Ready;
+                }
+            }
             Screen::ResumeFailed(line) => return Boot::ResumeFailed(line),
             Screen::NotYet => {}
             Screen::Blocked(reason) => {
@@ -167,13 +177,21 @@ fn answer(
             dialog.name
         );
     }
-    // Let the screen move on before reading it again.
-    std::thread::sleep(DIALOG_SETTLE);
+    // The answer takes a moment to land: give the dialog time to go before
+    // reading it as still there.
+    let deadline = Instant::now() + DIALOG_GONE;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let screen = ctx.host.capture(&rec.socket, id.as_str(), 60);
+        if screen.is_ok_and(|s| !dialog.on(&s)) {
+            break;
+        }
+    }
     Ok(())
 }
 
-/// How long a dialog's answer is given to take effect.
-const DIALOG_SETTLE: Duration = Duration::from_millis(300);
+/// How long a dialog's answer is given to take it off the screen.
+const DIALOG_GONE: Duration = Duration::from_secs(3);
 
 /// A boot that failed: kill it, record the death, log it as the failed
 /// wake; returns the cause it was logged with.

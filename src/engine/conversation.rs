@@ -112,6 +112,11 @@ pub(crate) fn live(
     let same_process = rec.pane_pid > 0
         && (rec.pane_start.is_none()
             || crate::os::process::start_time(rec.pane_pid) == rec.pane_start);
+    if same_process {
+        if let Some(c) = runtime.current_conversation(peer, rec.pane_pid) {
+            return Some(c);
+        }
+    }
     if known_ref.is_none() && same_process {
         if let Some(c) = runtime.conversation_held(peer, rec.pane_pid) {
             return Some(c);

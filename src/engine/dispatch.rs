@@ -141,16 +141,20 @@ fn try_deliver(
         started,
         on.as_ref(),
     );
-    let mid_turn = on.and_then(|c| runtime.mid_turn(&c));
+    // The process's own word first; the transcript's last entry where it
+    // keeps none (a `/clear` ends a transcript on a user entry).
+    let mid_turn = runtime
+        .busy(rec.pane_pid)
+        .or_else(|| on.and_then(|c| runtime.mid_turn(&c)));
     if !is_free(&rec, last, mid_turn, pool.quiet_ms(), now) {
         return Ok(None);
     }
     if let Some(t) = topic.filter(|t| !t.trim().is_empty()) {
         ctx.state.set_topic(member, t)?;
     }
-    deliver::deliver(ctx, member, runtime.as_ref(), &mut rec, task)?;
+    let outcome = deliver::deliver(ctx, member, &peer, runtime.as_ref(), &mut rec, task)?;
     ctx.log(
-        &deliver::delivered_line(ctx, member, &peer, &rec, topic, task)
+        &deliver::delivered_line(ctx, member, &peer, &rec, topic, task, outcome)
             .reason(format!("dispatched by pool {}", pool.name)),
     )?;
     Ok(Some(Dispatched {

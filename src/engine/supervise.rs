@@ -146,6 +146,11 @@ pub(crate) fn activity_on(
     started: EpochMs,
     on: Option<&Conversation>,
 ) -> EpochMs {
+    // A turn in progress is activity now, whatever the records last say:
+    // nothing is written to a transcript while a tool runs.
+    if runtime.busy(rec.pane_pid) == Some(true) {
+        return ctx.now();
+    }
     let own = match peer.runtime {
         RuntimeKind::Shell => match ctx.host.probe(&rec.socket, &rec.identity) {
             Probe::Alive { activity_ms, .. } => activity_ms,

@@ -20,7 +20,7 @@ use crate::core::identity::Identity;
 use crate::core::peer::Peer;
 use crate::core::record;
 use crate::core::session::SessionRecord;
-use crate::core::vocab::{Cause, Ev, Mode};
+use crate::core::vocab::{Cause, Ev, Mode, Outcome};
 use crate::core::wake_mode::Decision;
 use crate::core::wake_plan::{check_task, plan, Ask, Gathered, Plan};
 use crate::engine::boot::{await_ready, boot_failed, finish_interrupted, Boot, Interrupted};
@@ -381,7 +381,7 @@ fn deliver_to_live(
     }
     let delivered = match &ask.task {
         Some(task) => {
-            deliver::deliver(ctx, id, runtime.as_ref(), &mut rec, task)?;
+            let outcome = deliver::deliver(ctx, id, peer, runtime.as_ref(), &mut rec, task)?;
             ctx.log(&deliver::delivered_line(
                 ctx,
                 id,
@@ -389,6 +389,7 @@ fn deliver_to_live(
                 &rec,
                 ask.topic.as_deref(),
                 task,
+                outcome,
             ))?;
             true
         }
@@ -533,7 +534,20 @@ fn launch(
         (None, _) => None,
     };
     if let Some(text) = first_words {
-        deliver::deliver(ctx, id, runtime, &mut rec, text)?;
+        // The decision line named the task; a line follows only when the
+        // runtime's record does not show it taken.
+        let outcome = deliver::deliver(ctx, id, peer, runtime, &mut rec, text)?;
+        if outcome != Outcome::Delivered {
+            ctx.log(&deliver::delivered_line(
+                ctx,
+                id,
+                peer,
+                &rec,
+                ask.topic.as_deref(),
+                text,
+                outcome,
+            ))?;
+        }
     }
     Ok(Woke::Launched {
         mode,

@@ -177,33 +177,81 @@ pub(crate) fn table_liveness(pid: i32, start: Option<u64>) -> Liveness {
     }
 }
 
-/// Ends a session's processes: SIGTERM to its process group (and, on
-/// Linux, to every process left in its session, such as background jobs in
-/// their own groups), then SIGKILL for whatever is still there after
-/// `grace`. Only signals the process that started at `start`.
+/// Ends a session's processes, the whole tree: first the agent itself
+/// (SIGTERM to it and its process group), so it stops its turn rather than
+/// report a killed tool back to its model; then every process that was
+/// below it or in its session when the end began — an agent's tools may
+/// run in sessions and groups of their own (Claude's Bash tool does), which
+/// a signal to the group alone would miss, and once the agent is gone they
+/// are no longer its children. SIGKILL for whatever is left after `grace`.
+/// Only signals processes still the ones seen (pid and start time).
 pub(crate) fn terminate_group(pid: i32, start: Option<u64>, grace: Duration) {
     let Ok(Some(leader)) = ProcessHandle::open(pid, start) else {
         return;
     };
+    let mut tree = descendants(pid);
+    for member in session_members(pid) {
+        if !tree.iter().any(|(p, _)| *p == member) {
+            if let Some(started) = start_time(member) {
+                tree.push((member, started));
+            }
+        }
+    }
     let pgid = nix::unistd::Pid::from_raw(pid);
     let _ = nix::sys::signal::killpg(pgid, Signal::SIGTERM);
     let _ = leader.signal(Signal::SIGTERM);
-    for member in session_members(pid) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(member), Signal::SIGTERM);
-    }
     let deadline = Instant::now() + grace;
     leader.wait_exit(grace);
-    // Let the rest of the group go too, within what is left of the grace.
-    while Instant::now() < deadline && !session_members(pid).is_empty() {
+    signal_tree(&tree, Signal::SIGTERM);
+    // Let the rest go too, within what is left of the grace.
+    while Instant::now() < deadline && tree.iter().any(|(p, s)| still(*p, *s)) {
         std::thread::sleep(Duration::from_millis(10));
     }
     if !leader.has_exited() {
         let _ = leader.signal(Signal::SIGKILL);
     }
     let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
-    for member in session_members(pid) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(member), Signal::SIGKILL);
+    signal_tree(&tree, Signal::SIGKILL);
+}
+
+/// Is `pid` still the process that started at `start`, and not a zombie?
+fn still(pid: i32, start: u64) -> bool {
+    read_stat(pid)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.start == start && !s.is_zombie())
+}
+
+fn signal_tree(tree: &[(i32, u64)], signal: Signal) {
+    for &(pid, start) in tree {
+        if still(pid, start) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
     }
+}
+
+/// Every process below `pid`, with its start time, from one reading of the
+/// process table.
+pub(crate) fn descendants(pid: i32) -> Vec<(i32, u64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let table: Vec<(i32, Stat)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|p| Some((p, read_stat(p).ok()??)))
+        .collect();
+    let mut found: Vec<(i32, u64)> = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (child, stat) in &table {
+            if stat.ppid == parent && !found.iter().any(|(p, _)| p == child) {
+                found.push((*child, stat.start));
+                frontier.push(*child);
+            }
+        }
+    }
+    found
 }
 
 /// Processes (other than `sid` itself) whose session id is `sid`.
@@ -579,5 +627,35 @@ mod tests {
         for m in members {
             assert_eq!(liveness(m, None), Liveness::Dead, "member {m} survived");
         }
+    }
+
+    /// Regression: an agent's tool in a session of its own (Claude's Bash
+    /// tool) outlived a stop that signalled only the pane's group.
+    #[test]
+    fn terminate_group_ends_descendants_in_sessions_of_their_own() {
+        let mut child = Command::new("setsid")
+            .args(["sh", "-c", "setsid sleep 31.25 & sleep 30"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let tool = loop {
+            let found = descendants(pid)
+                .into_iter()
+                .find(|(p, _)| cmdline(*p).iter().any(|a| a == "31.25"));
+            if let Some(found) = found {
+                break found;
+            }
+            assert!(Instant::now() < deadline, "the tool never started");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_ne!(
+            read_stat(tool.0).unwrap().unwrap().session,
+            pid,
+            "the tool is in a session of its own"
+        );
+        terminate_group(pid, start_time(pid), Duration::from_secs(2));
+        child.wait().unwrap();
+        assert!(!still(tool.0, tool.1), "the tool survived");
     }
 }

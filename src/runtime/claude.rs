@@ -32,7 +32,7 @@ const DIALOGS: &[Dialog] = &[
             "Is this a project you created or one you trust?",
             "Yes, I trust this folder",
         ],
-        // A menu item's number picks it and confirms it at once.
+        // Claude's menus take an item's number and confirm it at once.
         keys: &["1"],
         persists: Some(
             "marks the folder trusted in $CLAUDE_CONFIG_DIR/.claude.json (projects.<cwd>.hasTrustDialogAccepted)",
@@ -47,7 +47,7 @@ const DIALOGS: &[Dialog] = &[
         // "1. Yes"; the highlighted default is "2. No".
         keys: &["1"],
         persists: Some(
-            "approves the key in $CLAUDE_CONFIG_DIR/.claude.json (customApiKeyResponses.approved)",
+            "approves the key (its last 20 characters) in $CLAUDE_CONFIG_DIR/.claude.json (customApiKeyResponses.approved)",
         ),
     },
     Dialog {
@@ -59,7 +59,7 @@ const DIALOGS: &[Dialog] = &[
         // "2. Yes, I accept"; the highlighted default is "1. No, exit".
         keys: &["2"],
         persists: Some(
-            "records the acceptance in $CLAUDE_CONFIG_DIR/.claude.json (bypassPermissionsModeAccepted)",
+            "records the acceptance in $CLAUDE_CONFIG_DIR/settings.json (skipDangerousModePermissionPrompt)",
         ),
     },
 ];
@@ -74,14 +74,45 @@ const RESUME_GONE: &[&str] = &["No conversation found with session ID"];
 pub(crate) struct Claude {
     bin: OsString,
     projects: PathBuf,
+    /// `sessions/<pid>.json`: each running Claude's own record of its
+    /// conversation and status.
+    sessions: PathBuf,
 }
+
+/// What a running Claude says of itself in `sessions/<pid>.json`.
+#[derive(Debug, serde::Deserialize)]
+struct ProcessRecord {
+    pid: i32,
+    #[serde(rename = "sessionId")]
+    session_id: String,
+    /// `idle`, `busy`, `waiting`.
+    status: Option<String>,
+}
+
+/// Longest `sessions/<pid>.json` read.
+const PROCESS_RECORD_MAX: u64 = 64 * 1024;
 
 impl Claude {
     pub(crate) fn new(config: &Config) -> Self {
         Claude {
             bin: config.claude_bin.clone(),
             projects: config.claude_config_dir.join("projects"),
+            sessions: config.claude_config_dir.join("sessions"),
         }
+    }
+
+    /// Process `pid`'s own record, when it is Claude's and says so.
+    fn process_record(&self, pid: i32) -> Option<ProcessRecord> {
+        if pid <= 0 {
+            return None;
+        }
+        let path = self.sessions.join(format!("{pid}.json"));
+        let meta = fs::metadata(&path).ok()?;
+        if !meta.is_file() || meta.len() > PROCESS_RECORD_MAX {
+            return None;
+        }
+        let rec: ProcessRecord = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+        (rec.pid == pid && identity::is_conversation_id(&rec.session_id)).then_some(rec)
     }
 
     /// [`Self::transcripts`], each with what its first lines say.
@@ -227,6 +258,48 @@ impl Runtime for Claude {
     /// A turn is over when the last entry is the assistant's with a final
     /// stop reason; a user entry (a prompt, a tool result) or a `tool_use`
     /// stop means it is still working.
+    fn current_conversation(&self, peer: &Peer, pid: i32) -> Option<Conversation> {
+        let id = self.process_record(pid)?.session_id;
+        // Before the first prompt there is no transcript yet: the process
+        // is on that conversation all the same.
+        Some(self.conversation(peer, &id).unwrap_or_else(|| {
+            Conversation {
+                path: self
+                    .projects
+                    .join(slug(&peer.cwd))
+                    .join(format!("{id}.jsonl")),
+                id,
+                began: None,
+            }
+        }))
+    }
+
+    fn busy(&self, pid: i32) -> Option<bool> {
+        match self.process_record(pid)?.status?.as_str() {
+            "busy" | "waiting" => Some(true),
+            "idle" => Some(false),
+            _ => None,
+        }
+    }
+
+    fn took(&self, conversation: &Conversation, text: &str, since: EpochMs) -> Option<bool> {
+        Some(super::took_in(&conversation.path, text, since, |v| {
+            if v.get("type")?.as_str()? != "user" {
+                return None;
+            }
+            let content = v.pointer("/message/content")?;
+            Some(match content.as_str() {
+                Some(s) => s.to_owned(),
+                None => content
+                    .as_array()?
+                    .iter()
+                    .filter_map(|part| part.get("text")?.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            })
+        }))
+    }
+
     fn mid_turn(&self, conversation: &Conversation) -> Option<bool> {
         let entry = super::last_turn_entry(&conversation.path)?;
         match entry.get("type")?.as_str()? {
@@ -269,6 +342,10 @@ impl Runtime for Claude {
 
     fn dialogs(&self) -> &'static [Dialog] {
         DIALOGS
+    }
+
+    fn ready_settle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(300)
     }
 }
 
@@ -353,6 +430,7 @@ mod tests {
         Claude {
             bin: "claude".into(),
             projects: home.join("projects"),
+            sessions: home.join("sessions"),
         }
     }
 

@@ -24,8 +24,8 @@ const RECENT: usize = 8;
 const DIALOGS: &[Dialog] = &[Dialog {
     name: "folder-trust",
     needles: &["Trust this folder?", "1. Trust and continue"],
-    // "1. Trust and continue" (a menu item's number picks it at once).
-    keys: &["1"],
+    // Its number selects "1. Trust and continue"; Enter confirms it.
+    keys: &["1", "Enter"],
     persists: Some(
         "marks the folder trusted in $CODEX_HOME/config.toml (projects.\"<cwd>\".trust_level = \"trusted\")",
     ),
@@ -117,7 +117,10 @@ impl Runtime for Codex {
     fn fresh(&self, peer: &Peer, _session: &str) -> LaunchPlan {
         // Codex picks its own id; it is found afterwards by cwd.
         LaunchPlan {
-            argv: argv(&self.bin, peer.extra_args().iter().cloned()),
+            argv: argv(
+                &self.bin,
+                own_process(peer).chain(peer.extra_args().iter().cloned()),
+            ),
             resume_ref: None,
         }
     }
@@ -125,6 +128,7 @@ impl Runtime for Codex {
     fn resume(&self, peer: &Peer, resume_ref: &str) -> LaunchPlan {
         let rest = ["resume".to_owned(), resume_ref.to_owned()]
             .into_iter()
+            .chain(own_process(peer))
             .chain(peer.extra_args().iter().cloned());
         LaunchPlan {
             argv: argv(&self.bin, rest),
@@ -180,8 +184,34 @@ impl Runtime for Codex {
             .cloned()
     }
 
+    fn took(&self, conversation: &Conversation, text: &str, since: EpochMs) -> Option<bool> {
+        Some(super::took_in(&conversation.path, text, since, |v| {
+            let p = v.get("payload")?;
+            if v.get("type")?.as_str()? != "response_item"
+                || p.get("type")?.as_str()? != "message"
+                || p.get("role")?.as_str()? != "user"
+            {
+                return None;
+            }
+            Some(
+                p.get("content")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(|part| part.get("text")?.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        }))
+    }
+
     fn submit_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(150)
+    }
+
+    fn ready_settle(&self) -> std::time::Duration {
+        // Its splash shows the prompt for a moment before the folder-trust
+        // dialog replaces it.
+        std::time::Duration::from_millis(600)
     }
 
     fn screen(&self, _peer: &Peer, text: &str) -> Screen {
@@ -203,6 +233,20 @@ impl Runtime for Codex {
     fn dialogs(&self) -> &'static [Dialog] {
         DIALOGS
     }
+}
+
+/// Flags that keep a session's work inside its own pane: by default Codex
+/// hands turns to a shared app-server outside it, which holds the rollout,
+/// gives every peer's tools the environment of whichever pane started it,
+/// and keeps working after a park. `-C` names the folder, so a resume in a
+/// folder that changed since does not stop to ask which one to use.
+fn own_process(peer: &Peer) -> impl Iterator<Item = String> {
+    [
+        "--no-daemon".to_owned(),
+        "-C".to_owned(),
+        peer.cwd.to_string_lossy().into_owned(),
+    ]
+    .into_iter()
 }
 
 /// Reads a rollout's `session_meta`: `{"type":"session_meta","payload":{id,

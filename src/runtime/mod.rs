@@ -92,6 +92,23 @@ pub(crate) trait Runtime: Send + Sync {
     fn conversation(&self, _peer: &Peer, _id: &str) -> Option<Conversation> {
         None
     }
+    /// The conversation process `pid` says it is on, for a runtime whose
+    /// process keeps a record of that (Claude's `sessions/<pid>.json`,
+    /// which follows `/clear` and `/resume`, and exists before the first
+    /// prompt writes any transcript): the surest answer there is.
+    fn current_conversation(&self, _peer: &Peer, _pid: i32) -> Option<Conversation> {
+        None
+    }
+    /// Whether process `pid` is in a turn (working, or waiting on a
+    /// person), by its own record; `None` where it keeps none.
+    fn busy(&self, _pid: i32) -> Option<bool> {
+        None
+    }
+    /// Whether `conversation` shows `text` taken as a user turn at `since`
+    /// or later (DESIGN §13); `None` where the runtime keeps no such record.
+    fn took(&self, _conversation: &Conversation, _text: &str, _since: EpochMs) -> Option<bool> {
+        None
+    }
     /// The conversation session `pid` holds open, for a runtime that keeps
     /// its conversation open while it runs: an exact answer where the
     /// folder alone cannot tell.
@@ -116,6 +133,11 @@ pub(crate) trait Runtime: Send + Sync {
     }
     /// Reads the screen during a boot.
     fn screen(&self, peer: &Peer, text: &str) -> Screen;
+    /// How long the ready screen must hold before it counts: a TUI that
+    /// flashes its prompt before a dialog must not pass the gate on it.
+    fn ready_settle(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// The start-up dialogs this runtime's CLI is known to show.
     fn dialogs(&self) -> &'static [Dialog] {
         &[]
@@ -195,6 +217,36 @@ pub(crate) fn is_prompt_line(line: &str, glyphs: &[char]) -> bool {
     let rest = inner[first.len_utf8()..].trim_start();
     let digits = rest.chars().take_while(char::is_ascii_digit).count();
     !(digits > 0 && rest[digits..].starts_with(". "))
+}
+
+/// Whether a JSONL record holds, among its last lines, a user turn at
+/// `since` or later whose text (as `user_text` reads an entry) holds the
+/// start of `text`.
+pub(crate) fn took_in(
+    path: &Path,
+    text: &str,
+    since: EpochMs,
+    user_text: impl Fn(&serde_json::Value) -> Option<String>,
+) -> bool {
+    let needle: String = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(80)
+        .collect();
+    let Ok(lines) = fsutil::tail_lines(path, 512 * 1024) else {
+        return false;
+    };
+    lines.iter().rev().any(|line| {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            return false;
+        };
+        // A second of slack: the runtime stamps the turn, we stamp `since`.
+        entry_timestamp(&v).is_some_and(|t| t >= since - 1000)
+            && user_text(&v).is_some_and(|t| t.contains(&needle))
+    })
 }
 
 /// Does any line's text contain any of `needles`?

@@ -94,6 +94,24 @@ impl Tmux {
     }
 }
 
+/// How long a pasted text is given to show on the screen before Enter is
+/// pressed all the same (the delivery is then confirmed, or not, from the
+/// runtime's own record).
+const PASTE_VISIBLE: Duration = Duration::from_secs(3);
+/// What Claude shows in place of a long paste.
+const PASTED_PLACEHOLDER: &str = "[Pasted text";
+
+/// A piece of `text` that shows on the screen once it is pasted: the
+/// start of its first non-empty line, short enough not to wrap.
+fn visible_needle(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    line.chars().take(40).collect()
+}
+
 impl Host for Tmux {
     fn launch(&self, spec: &LaunchSpec<'_>) -> Result<Launched> {
         self.ensure_conf()?;
@@ -261,6 +279,18 @@ impl Host for Tmux {
             Some(text.as_bytes()),
         )
         .map_err(failed)?;
+        // Enter only once the text is on the screen: a TUI that renders
+        // the paste after the Enter arrives takes the Enter for nothing and
+        // leaves the text typed but unsent (Claude right after its start).
+        let needle = visible_needle(text);
+        let deadline = Instant::now() + PASTE_VISIBLE;
+        while Instant::now() < deadline {
+            let screen = self.capture(socket, name, 20).unwrap_or_default();
+            if screen.contains(&needle) || screen.contains(PASTED_PLACEHOLDER) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if !settle.is_zero() {
             std::thread::sleep(settle);
         }

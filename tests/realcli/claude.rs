@@ -16,7 +16,9 @@ const TASK_WAIT: Duration = Duration::from_secs(60);
 fn an_untrusted_new_folder_comes_up_and_takes_a_task_without_a_human() {
     let dir = assert_fs::TempDir::new().unwrap();
     let mock = Mock::anthropic(dir.path(), json!([{ "text": "hello from the mock" }]));
-    let Some(home) = claude_home(&mock) else { return };
+    let Some(home) = claude_home(&mock) else {
+        return;
+    };
     home.add("alice", &[]);
     let out = home.run(&["wake", "alice", "--task", "say hello to the operator"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
@@ -34,7 +36,9 @@ fn an_untrusted_new_folder_comes_up_and_takes_a_task_without_a_human() {
         .find(|e| e.str("dialog") == Some("folder-trust"))
         .unwrap();
     assert!(
-        answered_trust.str("reason").is_some_and(|r| r.contains(".claude.json")),
+        answered_trust
+            .str("reason")
+            .is_some_and(|r| r.contains(".claude.json")),
         "the line says what answering wrote into Claude's config"
     );
     assert!(claude_trusts(&home, &home.workdir("alice")));

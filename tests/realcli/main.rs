@@ -10,3 +10,4 @@ mod support;
 mod tier;
 
 mod claude;
+mod codex;

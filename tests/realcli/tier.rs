@@ -26,7 +26,10 @@ pub fn bin(name: &str) -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var_os("IAPEER_SKIP_REALCLI").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED: IAPEER_SKIP_REALCLI=1 and {} is not installed", path.display());
+        eprintln!(
+            "SKIPPED: IAPEER_SKIP_REALCLI=1 and {} is not installed",
+            path.display()
+        );
         return None;
     }
     panic!(
@@ -41,7 +44,6 @@ pub fn bin(name: &str) -> Option<PathBuf> {
 pub struct Mock {
     child: Child,
     pub port: u16,
-    script: PathBuf,
     log: PathBuf,
 }
 
@@ -70,12 +72,7 @@ impl Mock {
             .strip_prefix("listening on ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("the mock said {line:?}"));
-        Mock {
-            child,
-            port,
-            script,
-            log,
-        }
+        Mock { child, port, log }
     }
 
     pub fn anthropic(dir: &Path, replies: Value) -> Mock {
@@ -105,7 +102,11 @@ impl Mock {
         self.requests()
             .iter()
             .filter(|r| r["side"] != true)
-            .filter(|r| r["last_user_text"].as_str().is_some_and(|t| t.contains(text)))
+            .filter(|r| {
+                r["last_user_text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(text))
+            })
             .count()
     }
 
@@ -114,11 +115,6 @@ impl Mock {
         wait_until(timeout, &format!("a model request with {text:?}"), || {
             self.turns_with(text) > 0
         });
-    }
-
-    /// Replaces the replies still to come.
-    pub fn script(&self, replies: Value) {
-        std::fs::write(&self.script, json!({ "replies": replies }).to_string()).unwrap();
     }
 }
 
@@ -169,8 +165,47 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| *pid != me)
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
         })
         .collect()
+}
+
+/// A home whose Codex peers run the real Codex against `mock`, with a
+/// private CODEX_HOME that names the mock as its model provider and
+/// nothing else: the folder-trust dialog is what a new user meets.
+pub fn codex_home(mock: &Mock) -> Option<Home> {
+    let codex = bin("codex")?;
+    let mut home = Home::new();
+    let codex_home = home.path().join("codex");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model_provider = \"mock\"\nmodel = \"mock-model\"\n\n[model_providers.mock]\nname = \"mock\"\nbase_url = \"{}/v1\"\nwire_api = \"responses\"\nenv_key = \"MOCK_API_KEY\"\n",
+            mock.url()
+        ),
+    )
+    .unwrap();
+    home.set("IAPEER_CODEX_BIN", codex.to_str().unwrap())
+        .set("MOCK_API_KEY", "sk-iapeer-test")
+        .set("IAPEER_BOOT_DEADLINE_SECS", "60")
+        .set("IAPEER_READY_GATE_SECS", "60");
+    Some(home)
+}
+
+/// A working folder that is its own git repository (Codex asks for trust
+/// per repository).
+pub fn git_workdir(home: &Home, name: &str) -> PathBuf {
+    let dir = home.workdir(name);
+    let ok = Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "git init {}", dir.display());
+    dir
 }

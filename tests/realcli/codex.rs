@@ -1,0 +1,170 @@
+//! Codex 0.171.0 under iapeer.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{code, stderr, stdout, wait_until};
+use crate::tier::{codex_home, git_workdir, processes_with, Mock};
+
+const TASK_WAIT: Duration = Duration::from_secs(60);
+
+/// Regression: Codex's folder-trust dialog has a highlighted line that
+/// starts with `›` like its prompt, so it passed the ready gate, the task
+/// was lost, and an Enter was pressed into the dialog blind.
+#[test]
+fn an_untrusted_git_folder_comes_up_and_takes_a_task_without_a_human() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::openai(dir.path(), json!([{ "text": "hello from the mock" }]));
+    let Some(home) = codex_home(&mock) else {
+        return;
+    };
+    let cwd = git_workdir(&home, "carol");
+    home.add("carol", &["--runtime", "codex"]);
+    let out = home.run(&["wake", "carol", "--task", "list the files please"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    mock.wait_turn("list the files please", TASK_WAIT);
+    let answered = home.count("carol", |e| {
+        e.str("action") == Some("dialog-answered") && e.str("dialog") == Some("folder-trust")
+    });
+    assert_eq!(answered, 1, "the trust dialog answered once");
+    let config = std::fs::read_to_string(home.path().join("codex/config.toml")).unwrap();
+    assert!(
+        config.contains(cwd.to_str().unwrap()) && config.contains("trusted"),
+        "{config}"
+    );
+}
+
+/// Regression: Codex wrote its rollout only at the first turn, held open by
+/// a shared app-server outside the pane, so the session never learned its
+/// conversation and a park lost it.
+#[test]
+fn a_park_names_the_rollout_and_the_next_wake_resumes_it() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::openai(dir.path(), json!([{ "text": "first answer" }]));
+    let Some(home) = codex_home(&mock) else {
+        return;
+    };
+    home.add("dave", &["--runtime", "codex"]);
+    let out = home.run(&["wake", "dave", "--topic", "t", "--task", "the first task"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    mock.wait_turn("the first task", TASK_WAIT);
+    // Its conversation, learned from the rollout its own process holds.
+    let mut rollout = None;
+    wait_until(Duration::from_secs(20), "the rollout in the record", || {
+        let out = home.run(&["status", "dave", "--json"]);
+        rollout = home
+            .session("dave")
+            .and_then(|s| s["resume_ref"].as_str().map(str::to_owned));
+        let _ = out;
+        rollout.is_some()
+    });
+    let rollout = rollout.unwrap();
+    let out = home.run(&["stop", "dave"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let parked = std::fs::read_to_string(home.marker("dave", "idle-reaped")).unwrap();
+    assert!(
+        parked.contains(&format!("conversation={rollout}")),
+        "{parked}"
+    );
+    assert_eq!(code(&home.run(&["start", "dave"])), 0);
+    let out = home.run(&["wake", "dave", "--topic", "t", "--task", "the second task"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    mock.wait_turn("the second task", TASK_WAIT);
+    let woke = home
+        .lines("dave", "wake")
+        .into_iter()
+        .rfind(|e| e.str("mode").is_some())
+        .unwrap();
+    assert_eq!(woke.str("mode"), Some("resume"), "{}", woke.line);
+    assert_eq!(
+        home.session("dave").unwrap()["resume_ref"],
+        rollout.as_str()
+    );
+}
+
+/// Regression: a park killed the pane, but the turn, its tools and its
+/// model calls went on in the shared app-server.
+#[test]
+fn a_stop_ends_the_running_tool() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::openai(
+        dir.path(),
+        json!([{ "shell": ["bash", "-lc", "sleep 321.5"] }, { "text": "done" }]),
+    );
+    let Some(home) = codex_home(&mock) else {
+        return;
+    };
+    home.add(
+        "erin",
+        &[
+            "--runtime",
+            "codex",
+            "--",
+            "--dangerously-bypass-approvals-and-sandbox",
+        ],
+    );
+    let out = home.run(&["wake", "erin", "--task", "run the long command"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    wait_until(TASK_WAIT, "the tool's sleep to run", || {
+        !processes_with("sleep 321.5").is_empty()
+    });
+    let requests_before = mock.requests().len();
+    let out = home.run(&["stop", "erin"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    wait_until(Duration::from_secs(10), "the tool to be ended", || {
+        processes_with("sleep 321.5").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        mock.requests().len(),
+        requests_before,
+        "no model call after the stop"
+    );
+}
+
+/// Regression: tools ran in the shared app-server's environment, so
+/// `iapeer self-fresh` from a Codex agent found no IAPEER_IDENTITY (or
+/// another peer's).
+#[test]
+fn self_fresh_works_from_a_codex_tool() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let iapeer = env!("CARGO_BIN_EXE_iapeer");
+    let mock = Mock::openai(
+        dir.path(),
+        json!([{ "shell": ["bash", "-lc", format!("{iapeer} self-fresh")] }, { "text": "bye" }]),
+    );
+    let Some(home) = codex_home(&mock) else {
+        return;
+    };
+    home.add(
+        "finn",
+        &[
+            "--runtime",
+            "codex",
+            "--",
+            "--dangerously-bypass-approvals-and-sandbox",
+        ],
+    );
+    let first = {
+        let out = home.run(&["wake", "finn", "--task", "start over please"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        home.session("finn").unwrap()["session"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let _daemon = home.daemon();
+    home.wait_line("finn", "a fresh relaunch after the self-fresh", |e| {
+        e.str("ev") == Some("wake")
+            && e.str("mode") == Some("fresh")
+            && e.str("session") != Some(first.as_str())
+    });
+    assert!(
+        !home
+            .entries()
+            .iter()
+            .any(|e| e.line.contains("IAPEER_IDENTITY is not set")),
+        "the tool saw its own identity"
+    );
+}
