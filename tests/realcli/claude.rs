@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{code, stderr, stdout};
-use crate::tier::{claude_home, claude_trusts, Mock};
+use crate::support::{code, stderr, stdout, wait_until};
+use crate::tier::{claude_home, claude_trusts, processes_with, Mock};
 
 const TASK_WAIT: Duration = Duration::from_secs(60);
 
@@ -43,4 +43,152 @@ fn an_untrusted_new_folder_comes_up_and_takes_a_task_without_a_human() {
     );
     assert!(claude_trusts(&home, &home.workdir("alice")));
     assert_eq!(home.lines("alice", "ready").len(), 1);
+}
+
+/// Regression: pasting a task and pressing Enter a moment later lost the
+/// Enter when Claude rendered the paste after it (right after its start):
+/// the task sat typed but unsent while iapeer logged `delivered`.
+#[test]
+fn twenty_fresh_wakes_lose_no_enter() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::anthropic(dir.path(), json!([]));
+    let Some(home) = claude_home(&mock) else {
+        return;
+    };
+    home.add("gail", &[]);
+    // Under pressure, as in the field: the machine's cores kept busy.
+    let _load = crate::tier::CpuLoad::start(2);
+    for i in 0..20 {
+        let task = format!("enter check number {i}");
+        let out = home.run(&["wake", "gail", "--fresh", "--task", &task]);
+        assert_eq!(code(&out), 0, "wake {i}: {}", stderr(&out));
+        mock.wait_turn(&task, TASK_WAIT);
+        assert_eq!(mock.turns_with(&task), 1, "task {i} arrived once");
+        assert_eq!(code(&home.run(&["stop", "gail"])), 0);
+        assert_eq!(code(&home.run(&["start", "gail"])), 0);
+    }
+    let unconfirmed = home.count("gail", |e| e.str("outcome") == Some("delivery-unconfirmed"));
+    assert_eq!(unconfirmed, 0);
+}
+
+/// A Claude peer that runs Bash tools without asking (as root it must be
+/// told it is sandboxed to accept that mode).
+fn tool_runner(home: &mut crate::support::Home, name: &str, idle_secs: u64) {
+    home.set("IS_SANDBOX", "1");
+    home.add(name, &["--", "--dangerously-skip-permissions"]);
+    let file = home.path().join("peers").join(format!("{name}.json"));
+    let mut def: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    def["idle_secs"] = json!(idle_secs);
+    std::fs::write(&file, def.to_string()).unwrap();
+}
+
+/// Regression: Claude writes nothing to its transcript while a tool runs,
+/// so a long Bash call read as idle and the agent was parked mid-turn (and
+/// the tool reported `Exit code 137`).
+#[test]
+fn a_long_tool_call_is_not_parked_as_idle() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::anthropic(
+        dir.path(),
+        json!([
+            { "tool": "Bash", "input": { "command": "sleep 9.75", "description": "wait" } },
+            { "text": "the wait is over" }
+        ]),
+    );
+    let Some(mut home) = claude_home(&mock) else {
+        return;
+    };
+    home.set("IAPEER_TICK_SECS", "1");
+    tool_runner(&mut home, "hank", 2);
+    let _daemon = home.daemon();
+    let out = home.run(&["wake", "hank", "--task", "wait for a while"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    wait_until(TASK_WAIT, "the tool's sleep", || {
+        !processes_with("sleep 9.75").is_empty()
+    });
+    // Well past the idle limit and several ticks, the tool still runs.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !processes_with("sleep 9.75").is_empty(),
+        "the tool was ended"
+    );
+    let parked = |e: &iapeer::core::record::Entry| e.str("action") == Some("reaped-idle");
+    assert_eq!(home.count("hank", parked), 0, "parked mid-turn");
+    // Once the turn is over, idle is idle.
+    mock.wait_turn("", TASK_WAIT);
+    home.wait_line("hank", "an idle park after the turn", |e| parked(e));
+}
+
+/// Regression: Claude's Bash tool runs in a session of its own, so a stop
+/// that signalled the pane's process group left it running, reparented to
+/// init.
+#[test]
+fn a_stop_ends_the_running_bash_tool() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::anthropic(
+        dir.path(),
+        json!([{ "tool": "Bash", "input": { "command": "sleep 301.25", "description": "wait" } }]),
+    );
+    let Some(mut home) = claude_home(&mock) else {
+        return;
+    };
+    tool_runner(&mut home, "ivy", 3600);
+    let out = home.run(&["wake", "ivy", "--task", "wait a long time"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    wait_until(TASK_WAIT, "the tool's sleep", || {
+        !processes_with("sleep 301.25").is_empty()
+    });
+    assert_eq!(code(&home.run(&["stop", "ivy"])), 0);
+    wait_until(Duration::from_secs(10), "the tool to be ended", || {
+        processes_with("sleep 301.25").is_empty()
+    });
+}
+
+/// Regression: Claude writes no transcript before the first prompt, so
+/// after a self-fresh the folder's newest transcript was the abandoned
+/// one: a park named it and the next wake resumed it.
+#[test]
+fn after_a_self_fresh_a_park_does_not_name_the_abandoned_conversation() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let iapeer = env!("CARGO_BIN_EXE_iapeer");
+    let mock = Mock::anthropic(
+        dir.path(),
+        json!([
+            { "tool": "Bash", "input": { "command": format!("{iapeer} self-fresh"), "description": "start over" } },
+            { "text": "see you" }
+        ]),
+    );
+    let Some(mut home) = claude_home(&mock) else {
+        return;
+    };
+    tool_runner(&mut home, "jack", 3600);
+    let out = home.run(&[
+        "wake",
+        "jack",
+        "--topic",
+        "t",
+        "--task",
+        "please start over",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let abandoned = home.session("jack").unwrap()["resume_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let _daemon = home.daemon();
+    let fresh = home.wait_line("jack", "the fresh relaunch", |e| {
+        e.str("ev") == Some("ready") && e.str("cause") == Some("needs-eager-fresh")
+    });
+    let relaunched = fresh.str("session").unwrap().to_owned();
+    wait_until(Duration::from_secs(10), "the relaunch's record", || {
+        home.session("jack")
+            .is_some_and(|s| s["session"] == relaunched.as_str())
+    });
+    assert_eq!(code(&home.run(&["stop", "jack"])), 0);
+    let parked = std::fs::read_to_string(home.marker("jack", "idle-reaped")).unwrap();
+    assert!(
+        !parked.contains(&abandoned),
+        "the park names the abandoned conversation: {parked}"
+    );
 }

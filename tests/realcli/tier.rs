@@ -209,3 +209,31 @@ pub fn git_workdir(home: &Home, name: &str) -> PathBuf {
     assert!(ok, "git init {}", dir.display());
     dir
 }
+
+/// Busy loops on `n` cores for as long as it lives (a test under load),
+/// stopped on drop.
+pub struct CpuLoad(Vec<Child>);
+
+impl CpuLoad {
+    pub fn start(n: usize) -> CpuLoad {
+        CpuLoad(
+            (0..n)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
