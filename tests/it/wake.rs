@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{code, stderr, stdout, wait_until, Home};
+use crate::support::{code, fixtures, stderr, stdout, wait_until, Home};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(stdout(out).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
@@ -446,19 +446,109 @@ fn a_boot_that_never_gets_ready_is_killed_and_counted() {
 }
 
 #[test]
-fn a_startup_dialog_holds_the_ready_gate() {
+fn the_fake_trust_dialog_is_answered_as_the_real_one_is() {
     let mut home = Home::new();
-    home.set("FAKE_AGENT_DIALOG", "trust")
-        .set("IAPEER_BOOT_DEADLINE_SECS", "1");
+    home.set("FAKE_AGENT_DIALOG", "trust");
     home.add("alice", &[]);
+    let out = wake(&home, &["alice", "--task", "after the dialog"]);
+    assert_eq!(json(&out)["status"], "ready", "{}", stderr(&out));
+    let answered = home.count("alice", |e| {
+        e.str("action") == Some("dialog-answered") && e.str("dialog") == Some("folder-trust")
+    });
+    assert_eq!(answered, 1);
+    // The key went to the dialog, not into the first task.
+    home.wait_line("alice", "the task delivered", |e| {
+        e.str("task") == Some("after the dialog")
+    });
+}
+
+#[test]
+fn with_dialogs_manual_a_startup_dialog_fails_the_boot_saying_what_to_do() {
+    let mut home = Home::new();
+    home.set("FAKE_AGENT_DIALOG", "trust");
+    home.add("alice", &[]);
+    let file = home.path().join("peers/alice.json");
+    let mut def: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    def["dialogs"] = "manual".into();
+    std::fs::write(&file, def.to_string()).unwrap();
     let out = wake(&home, &["alice"]);
-    assert_eq!(json(&out)["cause"], "boot-timeout");
+    assert_eq!(json(&out)["cause"], "launch-failed");
     let f = home.lines("alice", "wake").pop().unwrap();
     assert!(
-        f.str("last_lines").unwrap().contains("Do you trust"),
+        f.str("last_lines")
+            .unwrap()
+            .contains("Yes, I trust this folder")
+            && f.str("reason").unwrap().contains("\"dialogs\": \"auto\""),
         "{}",
         f.line
     );
+    assert_eq!(
+        home.count("alice", |e| e.str("action") == Some("dialog-answered")),
+        0
+    );
+}
+
+/// The fake agent is only worth its speed if it looks like the real CLI:
+/// its trust dialog shows every line of the one captured from Claude Code
+/// 2.1.197, but the folder's path.
+#[test]
+fn the_fake_trust_dialog_shows_the_real_ones_lines() {
+    let mut home = Home::new();
+    home.set("FAKE_AGENT_DIALOG", "trust");
+    home.add("alice", &[]);
+    let socket = home.path().join("run/fake.sock");
+    let cwd = home.workdir("alice");
+    let started = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "f",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+        ])
+        .arg(&cwd)
+        .args(["-e", "FAKE_AGENT_DIALOG=trust"])
+        .arg(fixtures().join("fake-claude"))
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let real = std::fs::read_to_string(fixtures().join("real/claude/trust-dialog.txt")).unwrap();
+    let wanted: Vec<&str> = real
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('/') && !l.starts_with('─'))
+        .collect();
+    let capture = || {
+        let out = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(["capture-pane", "-p", "-t", "=f:"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Up to the dialog's last line, drawn once the fake is up.
+    wait_until(Duration::from_secs(10), "the fake's dialog", || {
+        capture().contains("Esc to cancel")
+    });
+    let screen = capture();
+    let missing: Vec<&&str> = wanted.iter().filter(|l| !screen.contains(**l)).collect();
+    assert!(
+        missing.is_empty(),
+        "the fake lacks {missing:#?} on\n{screen}"
+    );
+    let _ = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .arg("kill-server")
+        .status();
 }
 
 #[test]
@@ -675,7 +765,7 @@ fn a_park_after_clear_resumes_the_cleared_conversation() {
         .to_owned();
     assert_eq!(code(&wake(&home, &["a", "--task", "/clear"])), 0);
     wait_until(Duration::from_secs(5), "/clear recorded", || {
-        cleared_into(&home, &[&first])
+        cleared_into(&home, &[&first]).is_some()
     });
     park(&home, "a");
     let cleared = parked_conversation(&home, "a").expect("the park names a conversation");
@@ -689,11 +779,11 @@ fn a_park_after_clear_resumes_the_cleared_conversation() {
     });
 }
 
-/// A `/clear` beside a neighbour cannot be told from the neighbour's own
-/// start: neither of them takes it, and each resumes what it was launched
-/// on.
+/// A `/clear` beside a neighbour: the session that cleared follows its own
+/// record (Claude's `sessions/<pid>.json`) to the new conversation; the
+/// neighbour never takes it, and keeps to what it was launched on.
 #[test]
-fn a_neighbours_clear_is_never_taken() {
+fn a_clear_beside_a_neighbour_is_followed_by_its_own_session_only() {
     let home = Home::new();
     let shared = home.workdir("shared");
     for name in ["a", "b"] {
@@ -716,14 +806,17 @@ fn a_neighbours_clear_is_never_taken() {
     };
     let (a1, b1) = (ref_of("a"), ref_of("b"));
     assert_eq!(code(&wake(&home, &["a", "--task", "/clear"])), 0);
+    let mut cleared = None;
     wait_until(Duration::from_secs(5), "/clear recorded", || {
-        cleared_into(&home, &[&a1, &b1])
+        cleared = cleared_into(&home, &[&a1, &b1]);
+        cleared.is_some()
     });
+    let cleared = cleared.unwrap();
     park(&home, "b");
     assert_eq!(parked_conversation(&home, "b"), Some(b1.clone()));
     park(&home, "a");
-    assert_eq!(parked_conversation(&home, "a"), Some(a1.clone()));
-    for (name, own) in [("b", &b1), ("a", &a1)] {
+    assert_eq!(parked_conversation(&home, "a"), Some(cleared.clone()));
+    for (name, own) in [("b", &b1), ("a", &cleared)] {
         let r = json(&wake(&home, &[name, "--topic", "t"]));
         assert_eq!(r["cause"], "idle-reaped-resume", "{name}: {r}");
         assert_eq!(&ref_of(name), own, "{name}");
@@ -732,7 +825,8 @@ fn a_neighbours_clear_is_never_taken() {
 
 /// Has a transcript other than `before` recorded a `/clear` as its first
 /// message?
-fn cleared_into(home: &Home, before: &[&String]) -> bool {
+/// The conversation a `/clear` began, other than `before`.
+fn cleared_into(home: &Home, before: &[&String]) -> Option<String> {
     std::fs::read_dir(home.path().join("claude").join("projects"))
         .into_iter()
         .flatten()
@@ -740,8 +834,8 @@ fn cleared_into(home: &Home, before: &[&String]) -> bool {
         .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
         .filter_map(|f| Some(f.path().file_stem()?.to_str()?.to_owned()))
         .filter(|id| !before.contains(&id))
-        .any(|id| {
-            home.claude_messages(&id)
+        .find(|id| {
+            home.claude_messages(id)
                 .first()
                 .is_some_and(|m| m == "/clear")
         })
