@@ -154,7 +154,11 @@ pub(crate) fn start(
     let local = listener
         .local_addr()
         .map_err(|e| Error::failed("dashboard", e.to_string(), "report this"))?;
-    let server = tiny_http::Server::from_listener(listener, None)
+    // Served from a clone of the socket, so the accept loop can be started
+    // again on the same one (below).
+    let first = listener
+        .try_clone()
+        .and_then(|l| tiny_http::Server::from_listener(l, None).map_err(std::io::Error::other))
         .map_err(|e| Error::failed("dashboard", e.to_string(), "report this"))?;
 
     let shared = Arc::new(Shared {
@@ -169,26 +173,54 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
-            for request in server.incoming_requests() {
-                if shared.requests.fetch_add(1, Ordering::SeqCst) >= MAX_REQUESTS {
-                    shared.requests.fetch_sub(1, Ordering::SeqCst);
-                    let _ = request.respond(error(503, "too many requests in flight; retry"));
-                    continue;
-                }
-                let shared = Arc::clone(&shared);
-                let spawned = std::thread::Builder::new()
-                    .name("http-request".into())
-                    .spawn(move || {
-                        handle(&shared, request);
-                        shared.requests.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if let Err(e) = spawned {
-                    tracing::error!("dashboard: cannot start a request thread: {e}");
-                }
+            let mut server = Some(first);
+            loop {
+                let current = match server.take() {
+                    Some(s) => s,
+                    None => match listener.try_clone().and_then(|l| {
+                        tiny_http::Server::from_listener(l, None).map_err(std::io::Error::other)
+                    }) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!("dashboard: cannot serve again: {e}; retrying in 1 s");
+                            std::thread::sleep(Duration::from_secs(1));
+                            continue;
+                        }
+                    },
+                };
+                serve(&shared, &current);
+                // tiny_http ends its accept loop on the first accept error,
+                // and the receive timeout that connections inherit from the
+                // listener makes every quiet spell of RECEIVE_TIMEOUT one
+                // (EAGAIN). Accept again on the same socket: a connection
+                // made meanwhile waits in its backlog, and is not refused.
+                tracing::debug!("dashboard: the accept loop ended; accepting again");
+                std::thread::sleep(Duration::from_millis(10));
             }
         })
         .map_err(|e| Error::failed("dashboard", e.to_string(), "check thread limits"))?;
     Ok(local)
+}
+
+/// Serves requests until `server` stops accepting.
+fn serve(shared: &Arc<Shared>, server: &tiny_http::Server) {
+    for request in server.incoming_requests() {
+        if shared.requests.fetch_add(1, Ordering::SeqCst) >= MAX_REQUESTS {
+            shared.requests.fetch_sub(1, Ordering::SeqCst);
+            let _ = request.respond(error(503, "too many requests in flight; retry"));
+            continue;
+        }
+        let shared = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name("http-request".into())
+            .spawn(move || {
+                handle(&shared, request);
+                shared.requests.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::error!("dashboard: cannot start a request thread: {e}");
+        }
+    }
 }
 
 fn handle(shared: &Shared, request: Request) {

@@ -197,6 +197,22 @@ fn events_arrive_within_100_ms_of_being_logged() {
     }
 }
 
+/// Regression: the receive timeout set on the listening socket made
+/// accept() fail after ten quiet seconds, tiny_http stopped accepting for
+/// good, and the dashboard and /metrics refused every later connection (a
+/// Prometheus scrape every 15 s, a person opening the page a minute on).
+#[test]
+fn the_dashboard_still_answers_after_quiet_spells() {
+    let mut home = Home::new();
+    let (_d, base) = dashboard(&mut home);
+    assert_eq!(get(&format!("{base}/peers")).status(), 200);
+    // The quiet spell is the thing under test: nothing to wait for but time.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(12));
+        assert_eq!(get(&format!("{base}/metrics")).status(), 200);
+    }
+}
+
 /// The receive timeout that closes idle connections must not cut a live
 /// stream: it keeps flowing past it.
 #[test]
