@@ -168,3 +168,44 @@ fn self_fresh_works_from_a_codex_tool() {
         "the tool saw its own identity"
     );
 }
+
+/// Regression: when a peer's folder changed between a park and the next
+/// wake, Codex asked which directory to resume in, and the Enter iapeer
+/// pressed picked the old folder while the task sat unsent.
+#[test]
+fn a_resume_after_the_folder_moved_does_not_stop_to_ask() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::openai(
+        dir.path(),
+        json!([{ "text": "first" }, { "text": "second" }]),
+    );
+    let Some(home) = codex_home(&mock) else {
+        return;
+    };
+    home.add("kim", &["--runtime", "codex"]);
+    let out = home.run(&["wake", "kim", "--topic", "t", "--task", "in the old folder"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    mock.wait_turn("in the old folder", TASK_WAIT);
+    wait_until(Duration::from_secs(20), "the rollout in the record", || {
+        home.session("kim")
+            .is_some_and(|s| s["resume_ref"].is_string())
+    });
+    assert_eq!(code(&home.run(&["stop", "kim"])), 0);
+    assert_eq!(code(&home.run(&["start", "kim"])), 0);
+    // The operator moves the peer to another folder.
+    let moved = home.workdir("kim-moved");
+    let file = home.path().join("peers/kim.json");
+    let mut def: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    def["cwd"] = moved.to_str().unwrap().into();
+    std::fs::write(&file, def.to_string()).unwrap();
+    let out = home.run(&["wake", "kim", "--topic", "t", "--task", "in the new folder"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    mock.wait_turn("in the new folder", TASK_WAIT);
+    let woke = home
+        .lines("kim", "wake")
+        .into_iter()
+        .rfind(|e| e.str("mode").is_some())
+        .unwrap();
+    assert_eq!(woke.str("mode"), Some("resume"), "{}", woke.line);
+}
