@@ -192,3 +192,50 @@ fn after_a_self_fresh_a_park_does_not_name_the_abandoned_conversation() {
         "the park names the abandoned conversation: {parked}"
     );
 }
+
+/// Regression: after `/clear` the new transcript ends on the `/clear`
+/// entry itself, so the member read as mid-turn and `dispatch` called it
+/// busy for minutes (exit 7) with its one member idle.
+#[test]
+fn after_clear_a_member_is_free_for_dispatch() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::anthropic(dir.path(), json!([]));
+    let Some(home) = claude_home(&mock) else {
+        return;
+    };
+    let cwd = home.workdir("pool");
+    let out = home.run(&[
+        "pool",
+        "add",
+        "crew",
+        "--prefix",
+        "crew-",
+        "--start-index",
+        "1",
+        "--max",
+        "1",
+        "--quiet-secs",
+        "1",
+        "--cwd",
+        cwd.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = home.run(&["dispatch", "crew", "--task", "the first job"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    mock.wait_turn("the first job", TASK_WAIT);
+    let out = home.run(&["wake", "crew-1", "--task", "/clear"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Its one member is idle after the /clear: the next job goes to it.
+    let mut last = None;
+    wait_until(
+        Duration::from_secs(20),
+        "a dispatch to the idle member",
+        || {
+            let out = home.run(&["dispatch", "crew", "--task", "the second job"]);
+            last = Some((code(&out), stderr(&out)));
+            code(&out) == 0
+        },
+    );
+    mock.wait_turn("the second job", TASK_WAIT);
+    let _ = last;
+}
