@@ -8,13 +8,12 @@
 //! reported as "unknown", never as a death.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::core::error::{Error, Result};
+use crate::os::command::{call, clean_child, CallError};
 use crate::os::process;
 use crate::runtime::host::{last_lines, ExitStatus, Host, LaunchSpec, Launched, Probe};
 
@@ -178,7 +177,7 @@ impl Host for Tmux {
             Err(e) => {
                 return Err(Error::failed(
                     format!("launching {} in tmux", spec.name),
-                    e.to_string(),
+                    said(&e),
                     format!(
                         "check that tmux runs here (`tmux -V`) and that {} is writable",
                         spec.socket.parent().unwrap_or(spec.socket).display()
@@ -212,7 +211,7 @@ impl Host for Tmux {
             Err(CallError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 Probe::Unknown("tmux is not installed or not on PATH".into())
             }
-            Err(e) => Probe::Unknown(e.to_string()),
+            Err(e) => Probe::Unknown(said(&e)),
         }
     }
 
@@ -237,11 +236,7 @@ impl Host for Tmux {
                 None,
             )
             .map_err(|e| {
-                Error::failed(
-                    format!("reading the screen of {name}"),
-                    e.to_string(),
-                    "retry",
-                )
+                Error::failed(format!("reading the screen of {name}"), said(&e), "retry")
             })?;
         Ok(last_lines(&text, lines))
     }
@@ -252,7 +247,7 @@ impl Host for Tmux {
         let failed = |e: CallError| {
             Error::failed(
                 format!("delivering a task to {name}"),
-                e.to_string(),
+                said(&e),
                 format!("check the session with `iapeer status {name}`"),
             )
         };
@@ -310,7 +305,7 @@ impl Host for Tmux {
         self.run(socket, &args, None).map_err(|e| {
             Error::failed(
                 format!("answering a dialog of {name}"),
-                e.to_string(),
+                said(&e),
                 format!("check the session with `iapeer status {name}`"),
             )
         })?;
@@ -328,7 +323,7 @@ impl Host for Tmux {
                 Err(e) => {
                     return Err(Error::failed(
                         format!("ending the tmux server of {name}"),
-                        e.to_string(),
+                        said(&e),
                         format!("end it by hand: tmux -S {} kill-server", socket.display()),
                     ))
                 }
@@ -415,6 +410,15 @@ fn launches_on(socket: &Path) -> Vec<i32> {
     out
 }
 
+/// A failed tmux call, in words.
+fn said(e: &CallError) -> String {
+    match e {
+        CallError::Spawn(e) => format!("could not run tmux: {e}"),
+        CallError::Timeout => format!("tmux did not answer within {}s", CALL_TIMEOUT.as_secs()),
+        CallError::Failed(stderr) => format!("tmux said: {}", stderr.trim()),
+    }
+}
+
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
@@ -466,46 +470,6 @@ fn parse_probe(text: &str) -> Probe {
     }
 }
 
-/// Every tmux process starts clean, whatever this process did to its own
-/// signals: an empty signal mask (the daemon blocks SIGTERM, SIGINT and
-/// SIGHUP for its signal thread, and a tmux server that inherited that
-/// mask would ignore `kill-server`), default SIGPIPE and SIGXFSZ for the
-/// agents, and — on Linux — death with the thread that started it, so a
-/// launcher killed mid-launch leaves at most a half-started server (which
-/// the next launcher ends; see `end_strays`).
-fn clean_child(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id();
-    // SAFETY: only async-signal-safe calls (sigemptyset, pthread_sigmask,
-    // signal, prctl, getppid, _exit) between fork and exec, touching only
-    // the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            if libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-            #[cfg(target_os = "linux")]
-            {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The launcher may have died before the line above: then
-                // nobody will wait for us, and we hold its descriptors.
-                if libc::getppid() as u32 != parent {
-                    libc::_exit(1);
-                }
-            }
-            #[cfg(not(target_os = "linux"))]
-            let _ = parent;
-            Ok(())
-        });
-    }
-}
-
 /// Is a systemd user manager there to start scopes in?
 fn systemd_user_manager() -> bool {
     if std::env::var_os("IAPEER_NO_SCOPE").is_some() {
@@ -517,131 +481,6 @@ fn systemd_user_manager() -> bool {
     Path::new(&runtime).join("systemd").join("private").exists()
         && std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("systemd-run").is_file()))
-}
-
-#[derive(Debug)]
-enum CallError {
-    Spawn(std::io::Error),
-    Timeout,
-    Failed(String),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Spawn(e) => write!(f, "could not run tmux: {e}"),
-            CallError::Timeout => {
-                write!(f, "tmux did not answer within {}s", CALL_TIMEOUT.as_secs())
-            }
-            CallError::Failed(stderr) => write!(f, "tmux said: {}", stderr.trim()),
-        }
-    }
-}
-
-/// Runs `cmd` with a deadline, collecting stdout; a non-zero exit is
-/// `Failed(stderr)`.
-fn call(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<String, CallError> {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(CallError::Spawn)?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // On its own thread, so a tmux that stops reading cannot block us
-        // past the deadline; a failed write shows up as tmux's own error.
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&input);
-        });
-    }
-    let deadline = Instant::now() + timeout;
-    let (out, err) = match read_both(&mut child, deadline) {
-        Some(pair) => pair,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(CallError::Timeout);
-        }
-    };
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(CallError::Timeout);
-            }
-            Err(e) => return Err(CallError::Spawn(e)),
-        }
-    };
-    if status.success() {
-        Ok(out)
-    } else {
-        use std::os::unix::process::ExitStatusExt;
-        Err(CallError::Failed(if !err.trim().is_empty() {
-            err
-        } else if let Some(code) = status.code() {
-            format!("nothing, and exited with code {code}")
-        } else {
-            format!(
-                "nothing, and was killed by signal {}",
-                status.signal().unwrap_or(0)
-            )
-        }))
-    }
-}
-
-/// Reads stdout and stderr to their ends, or gives up at `deadline`.
-fn read_both(child: &mut Child, deadline: Instant) -> Option<(String, String)> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut stdout = child.stdout.take()?;
-    let mut stderr = child.stderr.take()?;
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let (mut out_open, mut err_open) = (true, true);
-    let mut buf = [0u8; 8192];
-    while out_open || err_open {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        let ms = PollTimeout::from(u16::try_from(left.as_millis()).unwrap_or(u16::MAX));
-        let mut fds = Vec::with_capacity(2);
-        if out_open {
-            fds.push(PollFd::new(stdout.as_fd(), PollFlags::POLLIN));
-        }
-        if err_open {
-            fds.push(PollFd::new(stderr.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, ms) {
-            Ok(0) => return None,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return None,
-        }
-        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(true)).collect();
-        drop(fds);
-        let mut i = 0;
-        if out_open {
-            if ready[i] {
-                match stdout.read(&mut buf) {
-                    Ok(0) | Err(_) => out_open = false,
-                    Ok(n) => out.extend_from_slice(&buf[..n]),
-                }
-            }
-            i += 1;
-        }
-        if err_open && ready[i] {
-            match stderr.read(&mut buf) {
-                Ok(0) | Err(_) => err_open = false,
-                Ok(n) => err.extend_from_slice(&buf[..n]),
-            }
-        }
-    }
-    Some((
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    ))
 }
 
 #[cfg(test)]
@@ -694,17 +533,5 @@ mod tests {
             ),
             "boom"
         );
-    }
-
-    #[test]
-    fn a_call_that_hangs_times_out() {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("10");
-        let start = Instant::now();
-        assert!(matches!(
-            call(cmd, None, Duration::from_millis(100)),
-            Err(CallError::Timeout)
-        ));
-        assert!(start.elapsed() < Duration::from_secs(2));
     }
 }

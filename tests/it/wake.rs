@@ -467,11 +467,7 @@ fn with_dialogs_manual_a_startup_dialog_fails_the_boot_saying_what_to_do() {
     let mut home = Home::new();
     home.set("FAKE_AGENT_DIALOG", "trust");
     home.add("alice", &[]);
-    let file = home.path().join("peers/alice.json");
-    let mut def: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    def["dialogs"] = "manual".into();
-    std::fs::write(&file, def.to_string()).unwrap();
+    home.edit_peer("alice", |def| def["dialogs"] = "manual".into());
     let out = wake(&home, &["alice"]);
     assert_eq!(json(&out)["cause"], "launch-failed");
     let f = home.lines("alice", "wake").pop().unwrap();

@@ -76,11 +76,7 @@ fn twenty_fresh_wakes_lose_no_enter() {
 fn tool_runner(home: &mut crate::support::Home, name: &str, idle_secs: u64) {
     home.set("IS_SANDBOX", "1");
     home.add(name, &["--", "--dangerously-skip-permissions"]);
-    let file = home.path().join("peers").join(format!("{name}.json"));
-    let mut def: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    def["idle_secs"] = json!(idle_secs);
-    std::fs::write(&file, def.to_string()).unwrap();
+    home.edit_peer(name, |def| def["idle_secs"] = json!(idle_secs));
 }
 
 /// Regression: Claude writes nothing to its transcript while a tool runs,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{code, stderr, stdout, wait_until};
-use crate::tier::{codex_home, git_workdir, processes_with, Mock};
+use crate::tier::{codex_home, git_workdir, last_decision, processes_with, Mock};
 
 const TASK_WAIT: Duration = Duration::from_secs(60);
 
@@ -71,11 +71,7 @@ fn a_park_names_the_rollout_and_the_next_wake_resumes_it() {
     let out = home.run(&["wake", "dave", "--topic", "t", "--task", "the second task"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     mock.wait_turn("the second task", TASK_WAIT);
-    let woke = home
-        .lines("dave", "wake")
-        .into_iter()
-        .rfind(|e| e.str("mode").is_some())
-        .unwrap();
+    let woke = last_decision(&home, "dave");
     assert_eq!(woke.str("mode"), Some("resume"), "{}", woke.line);
     assert_eq!(
         home.session("dave").unwrap()["resume_ref"],
@@ -194,18 +190,10 @@ fn a_resume_after_the_folder_moved_does_not_stop_to_ask() {
     assert_eq!(code(&home.run(&["start", "kim"])), 0);
     // The operator moves the peer to another folder.
     let moved = home.workdir("kim-moved");
-    let file = home.path().join("peers/kim.json");
-    let mut def: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    def["cwd"] = moved.to_str().unwrap().into();
-    std::fs::write(&file, def.to_string()).unwrap();
+    home.edit_peer("kim", |def| def["cwd"] = moved.to_str().unwrap().into());
     let out = home.run(&["wake", "kim", "--topic", "t", "--task", "in the new folder"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     mock.wait_turn("in the new folder", TASK_WAIT);
-    let woke = home
-        .lines("kim", "wake")
-        .into_iter()
-        .rfind(|e| e.str("mode").is_some())
-        .unwrap();
+    let woke = last_decision(&home, "kim");
     assert_eq!(woke.str("mode"), Some("resume"), "{}", woke.line);
 }

@@ -237,3 +237,11 @@ impl Drop for CpuLoad {
         }
     }
 }
+
+/// The last line about `name` that decided a launch (it has a `mode`).
+pub fn last_decision(home: &Home, name: &str) -> iapeer::core::record::Entry {
+    home.lines(name, "wake")
+        .into_iter()
+        .rfind(|e| e.str("mode").is_some())
+        .unwrap_or_else(|| panic!("{name} has no wake decision"))
+}

@@ -70,6 +70,15 @@ impl Home {
         assert!(out.status.success(), "add {name}: {}", stderr(&out));
     }
 
+    /// Edits `peers/<name>.json` as an operator would by hand.
+    pub fn edit_peer(&self, name: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+        let file = self.path().join("peers").join(format!("{name}.json"));
+        let mut def: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        edit(&mut def);
+        std::fs::write(&file, def.to_string()).unwrap();
+    }
+
     pub fn marker(&self, name: &str, kind: &str) -> PathBuf {
         self.lifecycle().join(format!("{name}.{kind}"))
     }

@@ -1,0 +1,192 @@
+//! Running a helper program (tmux): started clean of what this process did
+//! to its own signals, with a deadline on the whole call, its output read
+//! without blocking past it.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every helper process starts clean, whatever this process did to its own
+/// signals: an empty signal mask (the daemon blocks SIGTERM, SIGINT and
+/// SIGHUP for its signal thread, and a tmux server that inherited that
+/// mask would ignore `kill-server`), default SIGPIPE and SIGXFSZ for the
+/// agents, and — on Linux — death with the thread that started it, so a
+/// launcher killed mid-launch leaves at most a half-started server (which
+/// the next launcher ends; see `end_strays`).
+pub(crate) fn clean_child(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (sigemptyset, pthread_sigmask,
+    // signal, prctl, getppid, _exit) between fork and exec, touching only
+    // the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The launcher may have died before the line above: then
+                // nobody will wait for us, and we hold its descriptors.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = parent;
+            Ok(())
+        });
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum CallError {
+    Spawn(std::io::Error),
+    Timeout,
+    Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Spawn(e) => write!(f, "could not run it: {e}"),
+            CallError::Timeout => f.write_str("it did not answer in time"),
+            CallError::Failed(stderr) => write!(f, "it said: {}", stderr.trim()),
+        }
+    }
+}
+
+/// Runs `cmd` with a deadline, collecting stdout; a non-zero exit is
+/// `Failed(stderr)`.
+pub(crate) fn call(
+    mut cmd: Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<String, CallError> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(CallError::Spawn)?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // On its own thread, so a tmux that stops reading cannot block us
+        // past the deadline; a failed write shows up as tmux's own error.
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    let (out, err) = match read_both(&mut child, deadline) {
+        Some(pair) => pair,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(CallError::Timeout);
+        }
+    };
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CallError::Timeout);
+            }
+            Err(e) => return Err(CallError::Spawn(e)),
+        }
+    };
+    if status.success() {
+        Ok(out)
+    } else {
+        use std::os::unix::process::ExitStatusExt;
+        Err(CallError::Failed(if !err.trim().is_empty() {
+            err
+        } else if let Some(code) = status.code() {
+            format!("nothing, and exited with code {code}")
+        } else {
+            format!(
+                "nothing, and was killed by signal {}",
+                status.signal().unwrap_or(0)
+            )
+        }))
+    }
+}
+
+/// Reads stdout and stderr to their ends, or gives up at `deadline`.
+fn read_both(child: &mut Child, deadline: Instant) -> Option<(String, String)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut stdout = child.stdout.take()?;
+    let mut stderr = child.stderr.take()?;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (mut out_open, mut err_open) = (true, true);
+    let mut buf = [0u8; 8192];
+    while out_open || err_open {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let ms = PollTimeout::from(u16::try_from(left.as_millis()).unwrap_or(u16::MAX));
+        let mut fds = Vec::with_capacity(2);
+        if out_open {
+            fds.push(PollFd::new(stdout.as_fd(), PollFlags::POLLIN));
+        }
+        if err_open {
+            fds.push(PollFd::new(stderr.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, ms) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(true)).collect();
+        drop(fds);
+        let mut i = 0;
+        if out_open {
+            if ready[i] {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+            i += 1;
+        }
+        if err_open && ready[i] {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => err.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    Some((
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_hangs_times_out() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("10");
+        let start = Instant::now();
+        assert!(matches!(
+            call(cmd, None, Duration::from_millis(100)),
+            Err(CallError::Timeout)
+        ));
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}
