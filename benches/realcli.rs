@@ -264,10 +264,12 @@ fn main() {
             "real {name}: iapeer wake (resume) to ready: median {r50:.0} ms, p99 {r99:.0} ms; {:.2}x the bare median",
             r50 / f50
         );
+        // Parked already; this ends a server a failed run left behind.
         let _ = Command::new("tmux")
             .arg("-S")
             .arg(home.join("run/p.sock"))
             .arg("kill-server")
+            .stderr(Stdio::null())
             .status();
     }
 }
