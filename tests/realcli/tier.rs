@@ -138,6 +138,7 @@ pub fn claude_home(mock: &Mock) -> Option<Home> {
         json!({ "hasCompletedOnboarding": true }).to_string(),
     )
     .unwrap();
+    private_user_home(&mut home);
     home.set("IAPEER_CLAUDE_BIN", claude.to_str().unwrap())
         .set("ANTHROPIC_BASE_URL", &mock.url())
         .set("ANTHROPIC_API_KEY", "sk-ant-iapeer-test-0123456789abcdef")
@@ -146,6 +147,15 @@ pub fn claude_home(mock: &Mock) -> Option<Home> {
         .set("IAPEER_BOOT_DEADLINE_SECS", "60")
         .set("IAPEER_READY_GATE_SECS", "60");
     Some(home)
+}
+
+/// The agents run as a new user would, with a HOME of their own: their
+/// tools' login shells (`bash -l`) read no dotfiles of this machine's user
+/// (whose shell start-up can wait on a lock a killed shell left behind).
+fn private_user_home(home: &mut Home) {
+    let user = home.path().join("user");
+    std::fs::create_dir_all(&user).unwrap();
+    home.set("HOME", user.to_str().unwrap());
 }
 
 /// Claude's record of the folder: what `.claude.json` says of `cwd`.
@@ -190,6 +200,7 @@ pub fn codex_home(mock: &Mock) -> Option<Home> {
         ),
     )
     .unwrap();
+    private_user_home(&mut home);
     home.set("IAPEER_CODEX_BIN", codex.to_str().unwrap())
         .set("MOCK_API_KEY", "sk-iapeer-test")
         .set("IAPEER_BOOT_DEADLINE_SECS", "60")
