@@ -97,9 +97,14 @@ pub(crate) fn await_ready(
         match reading {
             Screen::Ready => {
                 let since = *ready_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= runtime.ready_settle() {
+                let held = since.elapsed();
+                if held >= runtime.ready_settle() {
                     return Boot::Ready;
                 }
+                // Look again once it has held long enough, deadline or not:
+                // a single look (the daemon's) must be able to pass too.
+                std::thread::sleep(runtime.ready_settle() - held);
+                continue;
             }
             Screen::ResumeFailed(line) => return Boot::ResumeFailed(line),
             Screen::NotYet => {}

@@ -239,3 +239,43 @@ fn with_dialogs_manual_none_is_answered_and_the_boot_says_what_to_do() {
         "one failed-boot line with the reason and the screen"
     );
 }
+
+/// Regression: a runtime whose ready screen must hold a moment could not
+/// pass the daemon's single look at a boot its waker left: every look saw
+/// the prompt for no time at all, until the boot deadline failed it.
+#[test]
+fn one_look_finishes_a_left_boot_of_a_runtime_that_settles() {
+    let b = bench();
+    b.define(|p| {
+        p.runtime = crate::core::peer::RuntimeKind::Claude;
+        p.command = None;
+    });
+    b.host
+        .show_on_launch(include_str!("../../fixtures/real/claude/ready.txt"), None);
+    b.wake().unwrap();
+    let mut rec = b.ctx.state.session(&b.id).unwrap().unwrap();
+    rec.ready_at = None; // as a waker killed before the gate left it
+    b.ctx.state.write_session(&b.id, &rec).unwrap();
+    let found = crate::engine::boot::finish_interrupted(
+        &b.ctx,
+        &b.id,
+        &b.peer(),
+        rec,
+        std::time::Instant::now(),
+    )
+    .unwrap();
+    assert!(
+        matches!(found, crate::engine::boot::Interrupted::Ready(_)),
+        "{found:?}"
+    );
+    let late_ready = |e: &Entry| {
+        e.ev() == Some(Ev::Ready)
+            && e.str("reason")
+                .is_some_and(|r| r.contains("after the waking process had gone"))
+    };
+    assert_eq!(
+        b.lines(late_ready),
+        0,
+        "the waker's own ready line is there already"
+    );
+}
