@@ -105,18 +105,14 @@ fn a_stop_ends_the_running_tool() {
     wait_until(TASK_WAIT, "the tool's sleep to run", || {
         !processes_with("sleep 321.5").is_empty()
     });
-    let requests_before = mock.requests().len();
+    let turns_before = mock.turns();
     let out = home.run(&["stop", "erin"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     wait_until(Duration::from_secs(10), "the tool to be ended", || {
         processes_with("sleep 321.5").is_empty()
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        mock.requests().len(),
-        requests_before,
-        "no model call after the stop"
-    );
+    assert_eq!(mock.turns(), turns_before, "no turn after the stop");
 }
 
 /// Regression: tools ran in the shared app-server's environment, so

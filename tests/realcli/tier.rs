@@ -96,6 +96,12 @@ impl Mock {
             .collect()
     }
 
+    /// How many of the agent's own turns there were (side requests, such
+    /// as a title the CLI asks for beside the first turn, not counted).
+    pub fn turns(&self) -> usize {
+        self.requests().iter().filter(|r| r["side"] != true).count()
+    }
+
     /// How many of the agent's own turns (not side requests) carried
     /// `text` as the user's last words.
     pub fn turns_with(&self, text: &str) -> usize {
