@@ -47,21 +47,12 @@ pub(crate) fn clean_child(cmd: &mut Command) {
     }
 }
 
+/// How a call went wrong; the caller words it (it knows what it ran).
 #[derive(Debug)]
 pub(crate) enum CallError {
     Spawn(std::io::Error),
     Timeout,
     Failed(String),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Spawn(e) => write!(f, "could not run it: {e}"),
-            CallError::Timeout => f.write_str("it did not answer in time"),
-            CallError::Failed(stderr) => write!(f, "it said: {}", stderr.trim()),
-        }
-    }
 }
 
 /// Runs `cmd` with a deadline, collecting stdout; a non-zero exit is
