@@ -32,6 +32,8 @@ const DIALOGS: &[Dialog] = &[Dialog {
 }];
 /// Screens iapeer must not answer: a login wants the operator.
 const LOGIN: &[&str] = &["Sign in with ChatGPT", "Provide your own API key"];
+/// The ready screen's footer (`fixtures/real/codex/ready.txt`).
+const READY_FOOTER: &str = "← for agents";
 const RESUME_GONE: &[&str] = &["No saved session found", "No rollout found"];
 
 #[derive(Debug)]
@@ -223,7 +225,11 @@ impl Runtime for Codex {
                 "Codex is asking for a login ({line}): log in once yourself with `codex login`, or configure a model provider in $CODEX_HOME/config.toml"
             ));
         }
-        if text.lines().any(|l| is_prompt_line(l, &['›', '▌'])) {
+        // The prompt with its footer: Codex's splash shows a prompt for a
+        // moment before a folder-trust dialog replaces it, but not the
+        // footer of the ready screen.
+        let prompt = text.lines().any(|l| is_prompt_line(l, &['›', '▌']));
+        if prompt && text.contains(READY_FOOTER) {
             Screen::Ready
         } else {
             Screen::NotYet

@@ -335,6 +335,12 @@ mod tests {
                 include_str!("../../fixtures/real/codex/ready.txt"),
                 "ready",
             ),
+            (
+                &codex,
+                "codex",
+                include_str!("../../fixtures/real/codex/notice-splash-before-trust.txt"),
+                "not yet",
+            ),
         ];
         for (runtime, kind, screen, want) in rows {
             let got = reading(*runtime, &peer(kind), screen);

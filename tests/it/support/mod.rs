@@ -168,7 +168,10 @@ impl Home {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("TMUX")
             .env_remove("RUST_LOG")
-            .env_remove("CLAUDECODE");
+            .env_remove("CLAUDECODE")
+            // The test runner's, not a user's: the real CLIs behave
+            // differently under it (Codex asks no folder trust).
+            .env_remove("CI");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
