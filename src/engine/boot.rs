@@ -71,6 +71,7 @@ pub(crate) fn await_ready(
     let mut pause = Duration::from_millis(5);
     let mut answered: Vec<&'static str> = Vec::new();
     let mut ready_since: Option<Instant> = None;
+    let mut blocked_since: Option<Instant> = None;
     loop {
         let screen = ctx
             .host
@@ -94,6 +95,9 @@ pub(crate) fn await_ready(
         if reading != Screen::Ready {
             ready_since = None;
         }
+        if !matches!(reading, Screen::Blocked(_)) {
+            blocked_since = None;
+        }
         match reading {
             Screen::Ready => {
                 let since = *ready_since.get_or_insert_with(Instant::now);
@@ -108,12 +112,18 @@ pub(crate) fn await_ready(
             }
             Screen::ResumeFailed(line) => return Boot::ResumeFailed(line),
             Screen::NotYet => {}
-            Screen::Blocked(reason) => {
+            // A capture can catch a dialog half drawn, or the moment one
+            // gives way to the next: only a screen that stays is one to
+            // give up on.
+            Screen::Blocked(reason)
+                if blocked_since.get_or_insert_with(Instant::now).elapsed() >= BLOCKED_HOLD =>
+            {
                 return Boot::Blocked {
                     reason,
                     last_lines: host::last_lines(&screen, LAST_LINES),
                 }
             }
+            Screen::Blocked(_) => {}
             Screen::Dialog(dialog) => {
                 if let Err(reason) = answer(ctx, id, peer, rec, dialog, &mut answered) {
                     return Boot::Blocked {
@@ -134,6 +144,10 @@ pub(crate) fn await_ready(
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
+
+/// How long a screen iapeer must not answer has to stay before the boot
+/// gives up on it.
+const BLOCKED_HOLD: Duration = Duration::from_millis(1500);
 
 /// How many times one dialog is answered before iapeer gives up on it.
 const ANSWERS_MAX: usize = 3;

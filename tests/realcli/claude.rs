@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{code, stderr, stdout, wait_until};
-use crate::tier::{claude_home, claude_trusts, processes_with, Mock};
+use crate::tier::{claude_home, claude_trusts, last_screen, processes_with, Mock};
 
 const TASK_WAIT: Duration = Duration::from_secs(60);
 
@@ -99,7 +99,13 @@ fn a_long_tool_call_is_not_parked_as_idle() {
     tool_runner(&mut home, "hank", 2);
     let _daemon = home.daemon();
     let out = home.run(&["wake", "hank", "--task", "wait for a while"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "hank")
+    );
     wait_until(TASK_WAIT, "the tool's sleep", || {
         !processes_with("sleep 9.75").is_empty()
     });
@@ -131,7 +137,13 @@ fn a_stop_ends_the_running_bash_tool() {
     };
     tool_runner(&mut home, "ivy", 3600);
     let out = home.run(&["wake", "ivy", "--task", "wait a long time"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "ivy")
+    );
     wait_until(TASK_WAIT, "the tool's sleep", || {
         !processes_with("sleep 301.25").is_empty()
     });

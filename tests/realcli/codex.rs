@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{code, stderr, stdout, wait_until};
-use crate::tier::{codex_home, git_workdir, last_decision, processes_with, Mock};
+use crate::tier::{codex_home, git_workdir, last_decision, last_screen, processes_with, Mock};
 
 const TASK_WAIT: Duration = Duration::from_secs(60);
 
@@ -47,7 +47,13 @@ fn a_park_names_the_rollout_and_the_next_wake_resumes_it() {
     };
     home.add("dave", &["--runtime", "codex"]);
     let out = home.run(&["wake", "dave", "--topic", "t", "--task", "the first task"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "dave")
+    );
     mock.wait_turn("the first task", TASK_WAIT);
     // Its conversation, learned from the rollout its own process holds.
     let mut rollout = None;
@@ -69,7 +75,13 @@ fn a_park_names_the_rollout_and_the_next_wake_resumes_it() {
     );
     assert_eq!(code(&home.run(&["start", "dave"])), 0);
     let out = home.run(&["wake", "dave", "--topic", "t", "--task", "the second task"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "dave")
+    );
     mock.wait_turn("the second task", TASK_WAIT);
     let woke = last_decision(&home, "dave");
     assert_eq!(woke.str("mode"), Some("resume"), "{}", woke.line);
@@ -101,7 +113,13 @@ fn a_stop_ends_the_running_tool() {
         ],
     );
     let out = home.run(&["wake", "erin", "--task", "run the long command"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "erin")
+    );
     wait_until(TASK_WAIT, "the tool's sleep to run", || {
         !processes_with("sleep 321.5").is_empty()
     });
@@ -140,7 +158,13 @@ fn self_fresh_works_from_a_codex_tool() {
     );
     let first = {
         let out = home.run(&["wake", "finn", "--task", "start over please"]);
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(
+            code(&out),
+            0,
+            "{}{}",
+            stderr(&out),
+            last_screen(&home, "finn")
+        );
         home.session("finn").unwrap()["session"]
             .as_str()
             .unwrap()
@@ -176,7 +200,13 @@ fn a_resume_after_the_folder_moved_does_not_stop_to_ask() {
     };
     home.add("kim", &["--runtime", "codex"]);
     let out = home.run(&["wake", "kim", "--topic", "t", "--task", "in the old folder"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "kim")
+    );
     mock.wait_turn("in the old folder", TASK_WAIT);
     wait_until(Duration::from_secs(20), "the rollout in the record", || {
         home.session("kim")
@@ -188,7 +218,13 @@ fn a_resume_after_the_folder_moved_does_not_stop_to_ask() {
     let moved = home.workdir("kim-moved");
     home.edit_peer("kim", |def| def["cwd"] = moved.to_str().unwrap().into());
     let out = home.run(&["wake", "kim", "--topic", "t", "--task", "in the new folder"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "kim")
+    );
     mock.wait_turn("in the new folder", TASK_WAIT);
     let woke = last_decision(&home, "kim");
     assert_eq!(woke.str("mode"), Some("resume"), "{}", woke.line);

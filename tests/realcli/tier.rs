@@ -262,3 +262,12 @@ pub fn last_decision(home: &Home, name: &str) -> iapeer::core::record::Entry {
         .rfind(|e| e.str("mode").is_some())
         .unwrap_or_else(|| panic!("{name} has no wake decision"))
 }
+
+/// What a failed wake of `name` left on its screen, for a failure message.
+pub fn last_screen(home: &Home, name: &str) -> String {
+    home.lines(name, "wake")
+        .into_iter()
+        .rev()
+        .find_map(|e| e.str("last_lines").map(str::to_owned))
+        .unwrap_or_default()
+}
