@@ -383,22 +383,10 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
                 crate::runtime::for_peer(&ctx.config, p).launched_on(&argv)
             });
             let rec = SessionRecord {
-                identity: id.to_string(),
-                runtime: peer.map_or("unknown", |p| p.runtime.as_str()).to_owned(),
-                cwd: peer.map(|p| p.cwd.clone()).unwrap_or_default(),
-                socket,
-                pane_pid,
-                started_at: clock::format_ms(now),
-                mode: "adopted".into(),
                 resume_ref,
-                topic: None,
-                task: None,
-                session: uuid::Uuid::new_v4().to_string(),
-                cause: "adopted".into(),
                 pane_start: process::start_time(pane_pid),
                 ready_at: Some(clock::format_ms(now)),
-                task_at: None,
-                ending: None,
+                ..orphan_record(id, peer, socket, pane_pid, now)
             };
             ctx.log(
                 &ctx.record(Ev::Daemon)
@@ -413,27 +401,39 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
             Ok(Settled::Alive(Box::new(rec)))
         }
         Probe::Dead { pane_pid, status } => {
-            let rec = SessionRecord {
-                identity: id.to_string(),
-                runtime: peer.map_or("unknown", |p| p.runtime.as_str()).to_owned(),
-                cwd: peer.map(|p| p.cwd.clone()).unwrap_or_default(),
-                socket,
-                pane_pid,
-                started_at: clock::format_ms(ctx.now()),
-                mode: "adopted".into(),
-                resume_ref: None,
-                topic: None,
-                task: None,
-                session: uuid::Uuid::new_v4().to_string(),
-                cause: "adopted".into(),
-                pane_start: None,
-                ready_at: None,
-                task_at: None,
-                ending: None,
-            };
+            let rec = orphan_record(id, peer, socket, pane_pid, ctx.now());
             record_death(ctx, id, peer, rec, status)?;
             Ok(Settled::None)
         }
+    }
+}
+
+/// The record of a session found without one: what the definition says
+/// of it, started now, as far as anyone knows.
+fn orphan_record(
+    id: &Identity,
+    peer: Option<&Peer>,
+    socket: std::path::PathBuf,
+    pane_pid: i32,
+    now: EpochMs,
+) -> SessionRecord {
+    SessionRecord {
+        identity: id.to_string(),
+        runtime: peer.map_or("unknown", |p| p.runtime.as_str()).to_owned(),
+        cwd: peer.map(|p| p.cwd.clone()).unwrap_or_default(),
+        socket,
+        pane_pid,
+        started_at: clock::format_ms(now),
+        mode: "adopted".into(),
+        resume_ref: None,
+        topic: None,
+        task: None,
+        session: uuid::Uuid::new_v4().to_string(),
+        cause: "adopted".into(),
+        pane_start: None,
+        ready_at: None,
+        task_at: None,
+        ending: None,
     }
 }
 
