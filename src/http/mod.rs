@@ -188,14 +188,22 @@ pub(crate) fn start(
                         }
                     },
                 };
+                let served = std::time::Instant::now();
                 serve(&shared, &current);
                 // tiny_http ends its accept loop on the first accept error,
                 // and the receive timeout that connections inherit from the
                 // listener makes every quiet spell of RECEIVE_TIMEOUT one
                 // (EAGAIN). Accept again on the same socket: a connection
                 // made meanwhile waits in its backlog, and is not refused.
-                tracing::debug!("dashboard: the accept loop ended; accepting again");
-                std::thread::sleep(Duration::from_millis(10));
+                // An accept that fails at once (out of descriptors) is not
+                // retried in a tight loop.
+                if served.elapsed() < RECEIVE_TIMEOUT {
+                    tracing::warn!("dashboard: accepting failed early; accepting again in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                } else {
+                    tracing::debug!("dashboard: the accept loop ended; accepting again");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
         })
         .map_err(|e| Error::failed("dashboard", e.to_string(), "check thread limits"))?;
