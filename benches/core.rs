@@ -63,6 +63,8 @@ fn decisions() {
             incoming_topic: topics[((i / 3) % 3) as usize],
             conversational: i & 4 == 0,
             can_resume: i & 8 == 0,
+            fresh_next: i % 17 == 0,
+            had_session: i & 16 == 0,
         };
         let d = resolve_wake_mode(black_box(&f));
         fresh += u64::from(d.mode == iapeer::core::vocab::Mode::Fresh);

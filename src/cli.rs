@@ -45,8 +45,12 @@ pub enum Command {
     Stop(NameArg),
     /// Lift a stop; an `always` peer is brought back up.
     Start(NameArg),
-    /// Clear a peer's crash-loop guard.
+    /// Clear a peer's crash-loop guard (and lift a give-up).
     Reset(NameArg),
+    /// End a peer's session now and bring it back fresh now.
+    Restart(NameArg),
+    /// Make the peer's next natural wake fresh (a soft reload).
+    Refresh(NameArg),
     /// From inside an agent's session: end it; it comes back fresh.
     SelfFresh,
     /// State and metrics per peer.

@@ -1,4 +1,5 @@
-//! `iapeer stop`, `start`, `reset`: operator controls.
+//! `iapeer stop`, `start`, `reset`, `restart`, `refresh`: operator
+//! controls.
 
 use crate::cli::NameArg;
 use crate::cmd::App;
@@ -52,6 +53,12 @@ pub(crate) fn start(app: &App, args: NameArg) -> Result<i32> {
     let peer = ctx.peer(&id)?;
     ctx.state.check(&id)?;
     let was_stopped = ctx.state.remove(&id, Marker::Stopped)?;
+    // A start is also how an operator says "try again" to a peer iapeer
+    // gave up on (DESIGN §5).
+    let was_failed = ctx.state.remove(&id, Marker::Failed)?;
+    if was_failed {
+        println!("{id}: iapeer had given up on it; it will be relaunched again");
+    }
     ctx.log(
         &ctx.record(Ev::Start).identity(&id).outcome(if was_stopped {
             Outcome::Started
@@ -95,10 +102,92 @@ pub(crate) fn reset(app: &App, args: NameArg) -> Result<i32> {
         .outcome(Outcome::GuardCleared);
     line.deaths = Some(cleared as u64);
     ctx.log(&line)?;
-    ctx.state.remove(&id, Marker::Deaths)?;
+    // Emptied, not removed: the file also says the peer has had a session.
+    ctx.state
+        .write_deaths(&id, &crate::core::crash_ring::CrashRing::default())?;
+    let failed = ctx.state.remove(&id, Marker::Failed)?;
     println!(
-        "{id}: crash-loop guard cleared ({cleared} recorded death{})",
-        if cleared == 1 { "" } else { "s" }
+        "{id}: crash-loop guard cleared ({cleared} recorded death{}){}",
+        if cleared == 1 { "" } else { "s" },
+        if failed {
+            "; iapeer had given up on it and will relaunch it again"
+        } else {
+            ""
+        }
+    );
+    Ok(0)
+}
+
+/// Ends the live session (if any) and brings the peer back fresh now: not
+/// a death, not a park. Refused for a stopped or externally supervised
+/// peer, exactly as a wake would be.
+pub(crate) fn restart(app: &App, args: NameArg) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let peer = ctx.peer(&id)?;
+    ctx.state.check(&id)?;
+    if let Some(supervisor) = peer.external_supervisor.clone() {
+        return Err(Error::Refused(Refusal::External {
+            identity: id.to_string(),
+            supervisor,
+        }));
+    }
+    if ctx.state.flag(&id, Flag::Stopped)?.is_some() {
+        return Err(Error::Refused(Refusal::Stopped {
+            identity: id.to_string(),
+        }));
+    }
+    let lock = ctx.lock(&id)?;
+    ctx.state
+        .set_flag(&id, Flag::NewEager, ctx.now(), "restart")?;
+    let ended = match ending::settle(&ctx, &id, Some(&peer))? {
+        Settled::Alive(rec) => {
+            ending::end_for_relaunch(&ctx, &id, *rec)?;
+            true
+        }
+        Settled::Unknown(why) => {
+            // Nothing ended, so nothing is asked for.
+            ctx.state.remove(&id, Marker::NewEager)?;
+            return Err(Error::failed(
+                id.to_string(),
+                format!("cannot tell whether its session is alive ({why})"),
+                "retry in a moment",
+            ));
+        }
+        Settled::None => false,
+    };
+    match crate::engine::wake::wake_locked(&ctx, &id, &Ask::default(), &lock) {
+        Ok(woke) => {
+            let session = match &woke {
+                crate::engine::wake::Woke::Launched { session, .. } => session.as_str(),
+                crate::engine::wake::Woke::AlreadyAlive { .. } => "?",
+            };
+            println!(
+                "{id}: {} fresh (session {session})",
+                if ended {
+                    "restarted"
+                } else {
+                    "was not running; started"
+                }
+            );
+            Ok(0)
+        }
+        Err(f) => Err(f.error),
+    }
+}
+
+/// Writes `.fresh-next`: the next natural wake starts the peer fresh
+/// (`cause=soft-reload`); a live session is left alone.
+pub(crate) fn refresh(app: &App, args: NameArg) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    ctx.peer(&id)?;
+    ctx.state.check(&id)?;
+    ctx.state
+        .set_flag(&id, Flag::FreshNext, ctx.now(), "refresh")?;
+    println!(
+        "{id}: its next wake starts it fresh; a running session goes on until it ends \
+         (`iapeer restart {id}` ends it now)"
     );
     Ok(0)
 }

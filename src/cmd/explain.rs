@@ -8,8 +8,8 @@ use crate::cmd::App;
 use crate::core::error::Result;
 use crate::core::identity::Identity;
 use crate::core::peer::Peer;
-use crate::core::session::{Liveness, Standing};
-use crate::core::vocab::Mode;
+use crate::core::session::{EndKind, Liveness, Standing};
+use crate::core::vocab::{Cause, Mode};
 use crate::core::wake_plan::{Ask, Gathered, Plan};
 use crate::engine::ctx::Ctx;
 use crate::engine::wake;
@@ -44,13 +44,23 @@ pub(crate) fn run(app: &App, args: ExplainArgs) -> Result<i32> {
     }
     let now = ctx.now();
     let mut notes = Vec::new();
-    let (alive, settle_death) = recorded_session(&ctx, &id, &mut notes)?;
+    let (alive, settles) = recorded_session(&ctx, &id, &mut notes)?;
     let mut g = wake::gather(&ctx, &id, &peer, alive)?;
-    if settle_death {
-        // A wake would first record that death, exactly as the daemon
-        // would: one more death, and no park marker.
-        g.ring.record(now, now);
-        g.idle_reaped = false;
+    // A wake would first settle the recorded session exactly as the daemon
+    // would.
+    match settles {
+        // One more death, and no park marker.
+        Some(EndKind::Death) => {
+            g.ring.record(now, now);
+            g.idle_reaped = false;
+            g.had_session = true;
+        }
+        Some(EndKind::Relaunch) => g.idle_reaped = false,
+        Some(EndKind::Park) => {
+            g.idle_reaped = true;
+            g.had_session = true;
+        }
+        None => {}
     }
     if ctx.state.deaths(&id)?.problem.is_some() {
         notes.push("the .deaths file is garbage and reads as no deaths".into());
@@ -74,35 +84,58 @@ pub(crate) fn run(app: &App, args: ExplainArgs) -> Result<i32> {
 }
 
 /// Is a recorded session alive, or dead and waiting to be settled?
-fn recorded_session(ctx: &Ctx, id: &Identity, notes: &mut Vec<String>) -> Result<(bool, bool)> {
+fn recorded_session(
+    ctx: &Ctx,
+    id: &Identity,
+    notes: &mut Vec<String>,
+) -> Result<(bool, Option<EndKind>)> {
     let Some(rec) = ctx.state.session(id)? else {
         if ctx.config.paths.socket(id.as_str()).exists() {
             notes.push("a tmux socket exists without a session record; a wake would adopt a live session or clear a dead one".into());
         }
-        return Ok((false, false));
+        return Ok((false, None));
     };
-    match rec.standing(|r| crate::os::process::liveness(r.pane_pid, r.pane_start)) {
+    match rec.standing(crate::os::process::boot_id().as_deref(), |r| {
+        crate::os::process::liveness(r.pane_pid, r.pane_start)
+    }) {
         Standing::Launching => {
             notes.push("a launch of it is under way, or was cut short; a wake would wait for it, or finish it first".into());
-            Ok((true, false))
+            Ok((true, None))
         }
         Standing::Ending => {
             let action = rec.ending.as_ref().map_or("", |e| e.action.as_str());
             notes.push(format!(
                 "its last session is mid-way through ending ({action}); a wake would finish that first"
             ));
-            Ok((false, false))
+            Ok((false, None))
         }
-        Standing::Running(Liveness::Alive) => Ok((true, false)),
+        Standing::OtherBoot => {
+            notes.push(format!(
+                "its recorded session was launched before the host restarted; a wake would \
+                 first settle it as a park (host-restart), not a death (pid {})",
+                rec.pane_pid
+            ));
+            Ok((false, Some(EndKind::Park)))
+        }
+        Standing::Running(Liveness::Alive) => Ok((true, None)),
         Standing::Running(Liveness::Unknown) => {
             notes.push(format!(
                 "cannot tell whether pid {} is alive; a wake would fail and ask to retry",
                 rec.pane_pid
             ));
-            Ok((true, false))
+            Ok((true, None))
         }
         Standing::Running(Liveness::Dead) => {
-            let new_eager = ctx.state.flag(id, Flag::NewEager)?.is_some();
+            let new_eager = ctx.state.flag(id, Flag::NewEager)?;
+            if crate::engine::ending::asked_self_fresh(new_eager.as_ref(), &rec) {
+                notes.push(format!(
+                    "its recorded session (pid {}) ended by self-fresh; a wake would record \
+                     that (not a death) and start it fresh",
+                    rec.pane_pid
+                ));
+                return Ok((false, Some(EndKind::Relaunch)));
+            }
+            let new_eager = new_eager.is_some();
             let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
             let action = crate::core::pass::death_action(
                 new_eager,
@@ -114,7 +147,7 @@ fn recorded_session(ctx: &Ctx, id: &Identity, notes: &mut Vec<String>) -> Result
                 rec.pane_pid,
                 action.as_str()
             ));
-            Ok((false, true))
+            Ok((false, Some(EndKind::Death)))
         }
     }
 }
@@ -168,6 +201,15 @@ fn explain(
             e.notes
                 .push(format!("{counted} deaths inside the crash-loop window"));
         }
+        Plan::RefuseFailed => {
+            e.outcome = "refused";
+            e.mode = Some(Mode::Refused);
+            e.cause = Some(Cause::GaveUp.as_str().into());
+            e.notes.push(format!(
+                "iapeer gave up on it (.failed); `iapeer reset {}` lifts that",
+                e.identity
+            ));
+        }
         Plan::Fail(d) => {
             e.outcome = "fail";
             e.mode = Some(d.mode);
@@ -181,6 +223,9 @@ fn explain(
             }
             if d.consume.new_eager {
                 e.consumes.push(".new-eager");
+            }
+            if d.consume.fresh_next {
+                e.consumes.push(".fresh-next");
             }
             if d.mode == Mode::Resume {
                 e.resume_ref.clone_from(&g.resume_target);

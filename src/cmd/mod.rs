@@ -47,6 +47,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Stop(args) => control::stop(&app, args),
         Command::Start(args) => control::start(&app, args),
         Command::Reset(args) => control::reset(&app, args),
+        Command::Restart(args) => control::restart(&app, args),
+        Command::Refresh(args) => control::refresh(&app, args),
         Command::SelfFresh => self_fresh::run(&app),
         Command::Status(args) => status::run(&app, args),
         Command::Explain(args) => explain::run(&app, args),

@@ -55,6 +55,10 @@ pub(crate) fn add(app: &App, args: AddArgs) -> Result<i32> {
         );
     }
     definitions::save_peer(paths, &peer)?;
+    // Its history begins here: `why` and the metrics tell nothing of an
+    // earlier peer of the same name.
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    ctx.log(&ctx.record(Ev::Start).identity(&id).outcome(Outcome::Added))?;
     println!("{id}: defined in {}", file.display());
     Ok(0)
 }

@@ -46,6 +46,14 @@ pub(crate) fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
             true
         },
     )?;
+    // A peer's history starts at its latest `add` (or the removal of an
+    // earlier peer of the same name).
+    if let Some(born) = mine
+        .iter()
+        .rposition(|e| matches!(e.str("outcome"), Some("added" | "removed")))
+    {
+        mine.drain(..=born);
+    }
     let mut history = history::history(&mine);
     if !verbose {
         history.lines.clear();

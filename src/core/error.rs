@@ -59,6 +59,11 @@ pub enum Refusal {
         window_secs: u64,
         retry_after_ms: i64,
     },
+    /// iapeer gave up on it after the guard refused window after window.
+    Failed {
+        identity: String,
+        since_ms: Option<i64>,
+    },
     External {
         identity: String,
         supervisor: String,
@@ -133,7 +138,7 @@ impl Refusal {
     pub fn exit_code(&self) -> i32 {
         match self {
             Refusal::Stopped { .. } => 3,
-            Refusal::CrashLoop { .. } => 4,
+            Refusal::CrashLoop { .. } | Refusal::Failed { .. } => 4,
             Refusal::External { .. } => 5,
             Refusal::LockHeld { .. } => 6,
             Refusal::PoolFull { .. } => 7,
@@ -224,6 +229,15 @@ impl fmt::Display for Refusal {
                  retry after {}, or inspect it with `iapeer why {identity}` \
                  and clear the guard with `iapeer reset {identity}`",
                 crate::core::clock::format_ms(*retry_after_ms)
+            ),
+            Refusal::Failed { identity, since_ms } => write!(
+                f,
+                "iapeer gave up on {identity}{}: it kept dying and the crash-loop guard \
+                 refused it window after window; see `iapeer why {identity}`, fix the cause, \
+                 then `iapeer reset {identity}` (or `iapeer start {identity}`)",
+                since_ms
+                    .map(|ms| format!(" at {}", crate::core::clock::format_ms(ms)))
+                    .unwrap_or_default()
             ),
             Refusal::External {
                 identity,

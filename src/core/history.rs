@@ -78,6 +78,9 @@ fn is_end(e: &Entry) -> bool {
                     | "parked-stopped"
                     | "needs-eager-fresh"
                     | "always-on-relaunch"
+                    | "self-fresh"
+                    | "restarted"
+                    | "host-restart"
             )
         ),
         Some("wake") => {
@@ -153,6 +156,9 @@ pub(crate) fn cause_sentence(cause: &str, topic: Option<&str>) -> String {
     match cause {
         "folder-launch" => "a fresh start was asked for (--fresh)".into(),
         "attach" => "a resume was asked for (--resume)".into(),
+        "first-wake" => "it had never run since it was added, so it started fresh".into(),
+        "soft-reload" => "a fresh start at its next wake was asked for (.fresh-next, e.g. by `iapeer refresh`)".into(),
+        "gave-up" => "iapeer had given up on it (.failed) after the crash-loop guard refused it window after window".into(),
         "crash-or-self-close" => "its previous session ended on its own (a crash or a self-close, not a park), \
              and a crash needs a clean start rather than a resume that could crash again"
             .into(),
@@ -166,7 +172,7 @@ pub(crate) fn cause_sentence(cause: &str, topic: Option<&str>) -> String {
         ),
         "idle-reaped-resume" => "it had been parked, and the work continued the same topic, so it resumed its conversation".into(),
         "idle-reaped-no-resume" => "it had been parked, but there was no conversation to resume".into(),
-        "needs-eager-fresh" => "a fresh start was requested (.new-eager, e.g. by the agent's own self-fresh)".into(),
+        "needs-eager-fresh" => "a fresh start was requested (.new-eager: the agent's own self-fresh, `iapeer restart`, or a script)".into(),
         "resume-failed-fresh" => "a resume was tried and did not come up, so it started fresh (that is not counted as a death)".into(),
         "attach-nothing-to-resume" => "a resume was asked for, but there was no conversation to resume".into(),
         "crash-loop" => "the crash-loop guard refused it: too many deaths inside the window".into(),
@@ -195,6 +201,15 @@ pub(crate) fn end_sentence(end: &Line) -> String {
             format!(
                 "ended after asking for a fresh start{status}, and was relaunched fresh at once"
             )
+        }
+        ("supervise", Some("self-fresh"), _) => {
+            "ended because the agent asked for a fresh start (self-fresh; not a death), and was relaunched fresh".into()
+        }
+        ("supervise", Some("restarted"), _) => {
+            "was restarted by an operator (`iapeer restart`; not a death) and came back fresh".into()
+        }
+        ("supervise", Some("host-restart"), _) => {
+            "was cut short by a restart of the host; that counts as a park (not a death), so it stayed resume-eligible".into()
         }
         ("supervise", Some("always-on-relaunch"), _) => {
             format!("died{status}; being always-on, it was relaunched at once")

@@ -58,7 +58,10 @@ impl Metrics {
     /// Folds one log line in.
     pub fn apply(&mut self, e: &Entry) {
         let Some(id) = e.identity() else { return };
-        if e.str("outcome").and_then(Outcome::parse) == Some(Outcome::Removed) {
+        if matches!(
+            e.str("outcome").and_then(Outcome::parse),
+            Some(Outcome::Removed | Outcome::Added)
+        ) {
             self.peers.remove(id);
             return;
         }

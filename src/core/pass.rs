@@ -26,9 +26,11 @@ pub(crate) fn death_action(new_eager: bool, policy: Option<Policy>, stopped: boo
 pub(crate) fn outcome(action: Action) -> Outcome {
     match action {
         Action::NeedsEagerFresh | Action::AlwaysOnRelaunch => Outcome::Relaunching,
-        Action::ReapedIdle | Action::ReapedMaxAge | Action::ParkedStopped => {
+        Action::SelfFresh | Action::Restarted => Outcome::Relaunching,
+        Action::ReapedIdle | Action::ReapedMaxAge | Action::ParkedStopped | Action::HostRestart => {
             Outcome::ResumeEligible
         }
+        Action::GaveUp => Outcome::Failed,
         _ => Outcome::FreshOnNextMessage,
     }
 }
@@ -71,6 +73,8 @@ pub(crate) struct PassFacts {
     /// `None`: state without a definition; treated as lazy.
     pub policy: Option<Policy>,
     pub stopped: bool,
+    /// `.failed`: given up on, no automatic relaunch (DESIGN §5).
+    pub failed: bool,
     pub new_eager: bool,
     pub session: Option<LiveFacts>,
 }
@@ -106,6 +110,9 @@ pub enum PassAction {
     FinishLaunch,
     /// Its session died: record the death (then maybe relaunch).
     RecordDeath,
+    /// Its session was launched before the host restarted: settle it as
+    /// a park, not a death.
+    HostRestart,
     /// No session, and one is wanted now (`.new-eager`, or `always`).
     Launch,
     Park(Action),
@@ -121,7 +128,7 @@ pub(crate) fn decide(f: &PassFacts) -> PassAction {
         return PassAction::SkipExternal;
     }
     let Some(s) = &f.session else {
-        return if !f.stopped && (f.new_eager || f.policy == Some(Policy::Always)) {
+        return if !f.stopped && !f.failed && (f.new_eager || f.policy == Some(Policy::Always)) {
             PassAction::Launch
         } else {
             PassAction::Nothing
@@ -129,6 +136,7 @@ pub(crate) fn decide(f: &PassFacts) -> PassAction {
     };
     let liveness = match s.standing {
         Standing::Ending => return PassAction::FinishEnding,
+        Standing::OtherBoot => return PassAction::HostRestart,
         // Its launcher holds the lock if it is still at work, and then the
         // worker acting on this finds the lock held and leaves it be.
         Standing::Launching => return PassAction::FinishLaunch,
@@ -175,6 +183,7 @@ mod tests {
             external: false,
             policy: Some(Policy::Lazy),
             stopped: false,
+            failed: false,
             new_eager: false,
             session,
         }
@@ -198,6 +207,11 @@ mod tests {
         f.stopped = true;
         f.new_eager = true;
         rows.push(("stopped: never launched", f, Nothing));
+        let mut f = facts(None);
+        f.policy = Some(Policy::Always);
+        f.failed = true;
+        f.new_eager = true;
+        rows.push(("given up on: never relaunched", f, Nothing));
         let mut s = live(Alive);
         s.standing = Standing::Ending;
         rows.push(("a journaled end is finished", facts(Some(s)), FinishEnding));
@@ -207,6 +221,13 @@ mod tests {
             "a launch whose launcher died is finished",
             facts(Some(s)),
             FinishLaunch,
+        ));
+        let mut s = live(Alive);
+        s.standing = Standing::OtherBoot;
+        rows.push((
+            "launched before the host restarted: a park",
+            facts(Some(s)),
+            HostRestart,
         ));
         rows.push((
             "dead: record the death",

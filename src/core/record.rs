@@ -55,6 +55,9 @@ pub struct Record {
     /// `dialog-answered` lines: which start-up dialog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dialog: Option<String>,
+    /// `tick-error` lines: how often the error before it recurred unlogged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<u64>,
     pub source: Source,
     pub pid: u32,
 }
@@ -82,6 +85,7 @@ impl Record {
             reason: None,
             error: None,
             dialog: None,
+            repeats: None,
             source,
             pid: std::process::id(),
         }

@@ -30,6 +30,10 @@ pub struct SessionRecord {
     /// The last task delivered, if any.
     #[serde(default)]
     pub task: Option<String>,
+    /// The kernel's boot id when the session was launched: a record from
+    /// another boot means the host restarted under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 
     /// A fresh id per launch, carried by every log line about the session.
     #[serde(default)]
@@ -86,6 +90,9 @@ pub enum EndKind {
     Park,
     /// Ended on its own, or a boot that never became ready.
     Death,
+    /// Ended to come back fresh at once, as asked (`self-fresh`,
+    /// `restart`): neither a park nor a death.
+    Relaunch,
 }
 
 impl SessionRecord {
@@ -123,6 +130,8 @@ pub enum Liveness {
 pub(crate) enum Standing {
     /// Its end is journaled but unfinished: finish that end first.
     Ending,
+    /// Launched in an earlier boot: the host restarted under it.
+    OtherBoot,
     /// Recorded before tmux was asked, and not since: a launch under way,
     /// or cut short.
     Launching,
@@ -131,11 +140,19 @@ pub(crate) enum Standing {
 }
 
 impl SessionRecord {
-    /// Where this record stands; `liveness` is asked only of a record whose
-    /// process is known.
-    pub(crate) fn standing(&self, liveness: impl FnOnce(&SessionRecord) -> Liveness) -> Standing {
+    /// Where this record stands, seen from the boot `boot` (this host's
+    /// boot id, when known); `liveness` is asked only of a record whose
+    /// process is known and of this boot.
+    pub(crate) fn standing(
+        &self,
+        boot: Option<&str>,
+        liveness: impl FnOnce(&SessionRecord) -> Liveness,
+    ) -> Standing {
+        let other_boot = matches!((boot, self.boot_id.as_deref()), (Some(b), Some(r)) if b != r);
         if self.ending.is_some() {
             Standing::Ending
+        } else if other_boot {
+            Standing::OtherBoot
         } else if self.is_launching() {
             Standing::Launching
         } else {

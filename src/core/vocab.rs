@@ -66,6 +66,14 @@ pub enum Action {
     CrashedWhileWorking,
     /// `wake` lines: a start-up dialog was answered (DESIGN §6).
     DialogAnswered,
+    /// The agent asked for a fresh start (`iapeer self-fresh`): not a death.
+    SelfFresh,
+    /// The host restarted under the session: a park, not a death.
+    HostRestart,
+    /// `iapeer restart`: ended to come back fresh now; not a death.
+    Restarted,
+    /// Refused window after window: no more automatic relaunches (§5).
+    GaveUp,
     // daemon
     Started,
     Stopping,
@@ -74,7 +82,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub(crate) const ALL: [Action; 14] = [
+    pub(crate) const ALL: [Action; 18] = [
         Action::ReapedIdle,
         Action::ReapedMaxAge,
         Action::ReapedGone,
@@ -85,6 +93,10 @@ impl Action {
         Action::Alive,
         Action::CrashedWhileWorking,
         Action::DialogAnswered,
+        Action::SelfFresh,
+        Action::HostRestart,
+        Action::Restarted,
+        Action::GaveUp,
         Action::Started,
         Action::Stopping,
         Action::Reloaded,
@@ -103,6 +115,10 @@ impl Action {
             Action::Alive => "alive",
             Action::CrashedWhileWorking => "crashed-while-working",
             Action::DialogAnswered => "dialog-answered",
+            Action::SelfFresh => "self-fresh",
+            Action::HostRestart => "host-restart",
+            Action::Restarted => "restarted",
+            Action::GaveUp => "gave-up",
             Action::Started => "started",
             Action::Stopping => "stopping",
             Action::Reloaded => "reloaded",
@@ -143,6 +159,10 @@ pub enum Cause {
     FolderLaunch,
     Attach,
     AttachNothingToResume,
+    /// A peer that has never had a session since it was added.
+    FirstWake,
+    /// `.fresh-next` (`iapeer refresh`): this natural wake is fresh.
+    SoftReload,
     CrashOrSelfClose,
     IdleReapedHuman,
     IdleReapedHumanNoResume,
@@ -153,6 +173,8 @@ pub enum Cause {
     NeedsEagerFresh,
     ResumeFailedFresh,
     CrashLoop,
+    /// iapeer gave up on it (`.failed`): refused until `reset`/`start`.
+    GaveUp,
     Stopped,
     ExternalSupervisor,
     WakeLockHeld,
@@ -162,10 +184,12 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub(crate) const ALL: [Cause; 18] = [
+    pub(crate) const ALL: [Cause; 21] = [
         Cause::FolderLaunch,
         Cause::Attach,
         Cause::AttachNothingToResume,
+        Cause::FirstWake,
+        Cause::SoftReload,
         Cause::CrashOrSelfClose,
         Cause::IdleReapedHuman,
         Cause::IdleReapedHumanNoResume,
@@ -175,6 +199,7 @@ impl Cause {
         Cause::NeedsEagerFresh,
         Cause::ResumeFailedFresh,
         Cause::CrashLoop,
+        Cause::GaveUp,
         Cause::Stopped,
         Cause::ExternalSupervisor,
         Cause::WakeLockHeld,
@@ -188,6 +213,8 @@ impl Cause {
             Cause::FolderLaunch => "folder-launch",
             Cause::Attach => "attach",
             Cause::AttachNothingToResume => "attach-nothing-to-resume",
+            Cause::FirstWake => "first-wake",
+            Cause::SoftReload => "soft-reload",
             Cause::CrashOrSelfClose => "crash-or-self-close",
             Cause::IdleReapedHuman => "idle-reaped-human",
             Cause::IdleReapedHumanNoResume => "idle-reaped-human-no-resume",
@@ -197,6 +224,7 @@ impl Cause {
             Cause::NeedsEagerFresh => "needs-eager-fresh",
             Cause::ResumeFailedFresh => "resume-failed-fresh",
             Cause::CrashLoop => "crash-loop",
+            Cause::GaveUp => "gave-up",
             Cause::Stopped => "stopped",
             Cause::ExternalSupervisor => "external-supervisor",
             Cause::WakeLockHeld => "wake-lock-held",
@@ -251,6 +279,8 @@ pub enum Outcome {
     FreshOnNextMessage,
     /// Ended, and being brought back now.
     Relaunching,
+    /// Given up on: not relaunched until `iapeer reset` or `start`.
+    Failed,
     /// A task typed into a running session (`wake` lines that launch nothing).
     Delivered,
     /// A task typed in, but the runtime's record does not show it taken,
@@ -258,6 +288,8 @@ pub enum Outcome {
     DeliveryUnconfirmed,
     /// `stop` lines: `iapeer rm` removed the peer.
     Removed,
+    /// `start` lines: `iapeer add` defined the peer (its history begins).
+    Added,
     /// `start` lines: the halt was lifted, or there was none.
     Started,
     WasNotStopped,
@@ -268,13 +300,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 10] = [
+    pub(crate) const ALL: [Outcome; 12] = [
         Outcome::ResumeEligible,
         Outcome::FreshOnNextMessage,
         Outcome::Relaunching,
+        Outcome::Failed,
         Outcome::Delivered,
         Outcome::DeliveryUnconfirmed,
         Outcome::Removed,
+        Outcome::Added,
         Outcome::Started,
         Outcome::WasNotStopped,
         Outcome::GuardCleared,
@@ -286,9 +320,11 @@ impl Outcome {
             Outcome::ResumeEligible => "resume-eligible",
             Outcome::FreshOnNextMessage => "fresh-on-next-message",
             Outcome::Relaunching => "relaunching",
+            Outcome::Failed => "failed",
             Outcome::Delivered => "delivered",
             Outcome::DeliveryUnconfirmed => "delivery-unconfirmed",
             Outcome::Removed => "removed",
+            Outcome::Added => "added",
             Outcome::Started => "started",
             Outcome::WasNotStopped => "was-not-stopped",
             Outcome::GuardCleared => "guard-cleared",

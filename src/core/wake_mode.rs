@@ -25,6 +25,11 @@ pub struct Facts<'a> {
     pub idle_reaped: bool,
     /// `.new-eager` exists: someone asked for a fresh start.
     pub new_eager: bool,
+    /// `.fresh-next` exists: a soft reload (`iapeer refresh`).
+    pub fresh_next: bool,
+    /// The peer has had a session since it was added (else a wake with
+    /// no park marker is its first, with nothing to blame).
+    pub had_session: bool,
     /// The topic of the last session (`.topic`).
     pub stored_topic: Option<&'a str>,
     /// The topic this wake carries.
@@ -41,6 +46,7 @@ pub struct Facts<'a> {
 pub struct Consume {
     pub idle_reaped: bool,
     pub new_eager: bool,
+    pub fresh_next: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +66,8 @@ pub fn resolve_wake_mode(f: &Facts<'_>) -> Decision {
         Request::Resume if f.can_resume => (Mode::Resume, Cause::Attach),
         Request::Resume => (Mode::Fail, Cause::AttachNothingToResume),
         Request::Message if f.new_eager => (Mode::Fresh, Cause::NeedsEagerFresh),
+        Request::Message if f.fresh_next => (Mode::Fresh, Cause::SoftReload),
+        Request::Message if !f.idle_reaped && !f.had_session => (Mode::Fresh, Cause::FirstWake),
         // It died on its own: a crash needs a clean start, not a
         // re-crashing resume.
         Request::Message if !f.idle_reaped => (Mode::Fresh, Cause::CrashOrSelfClose),
@@ -76,14 +84,16 @@ pub fn resolve_wake_mode(f: &Facts<'_>) -> Decision {
         },
     };
     let consume = match mode {
+        // Any fresh start answers both fresh requests.
         Mode::Fresh => Consume {
             idle_reaped: f.idle_reaped,
             new_eager: f.new_eager,
+            fresh_next: f.fresh_next,
         },
-        // An explicit resume keeps a pending eager request for later.
+        // An explicit resume keeps pending fresh requests for later.
         Mode::Resume => Consume {
             idle_reaped: f.idle_reaped,
-            new_eager: false,
+            ..Consume::default()
         },
         Mode::Refused | Mode::Fail => Consume::default(),
     };
@@ -115,18 +125,20 @@ mod tests {
     const NONE: Consume = Consume {
         idle_reaped: false,
         new_eager: false,
+        fresh_next: false,
     };
     const PARK: Consume = Consume {
         idle_reaped: true,
-        new_eager: false,
+        ..NONE
     };
     const EAGER: Consume = Consume {
-        idle_reaped: false,
         new_eager: true,
+        ..NONE
     };
     const BOTH: Consume = Consume {
         idle_reaped: true,
         new_eager: true,
+        ..NONE
     };
 
     /// (request, idle_reaped, new_eager, stored, incoming, conversational,
@@ -198,6 +210,8 @@ mod tests {
                 incoming_topic: incoming,
                 conversational,
                 can_resume,
+                fresh_next: false,
+                had_session: true,
             });
             assert_eq!(
                 got,
@@ -225,7 +239,13 @@ mod tests {
             IdleReapedResume,
             IdleReapedNoResume,
             NeedsEagerFresh,
+            SoftReload,
+            FirstWake,
         ];
+        let reached: std::collections::HashSet<Cause> = reached
+            .into_iter()
+            .chain(FRESH_TABLE.iter().map(|r| r.4))
+            .collect();
         for c in decidable {
             assert!(reached.contains(&c), "no row reaches {c}");
         }
@@ -234,7 +254,7 @@ mod tests {
     #[test]
     fn never_consumes_without_a_launch_and_never_consumes_what_is_absent() {
         for request in [Request::Fresh, Request::Resume, Message] {
-            for bits in 0..16u8 {
+            for bits in 0..64u8 {
                 let f = Facts {
                     request,
                     idle_reaped: bits & 1 != 0,
@@ -243,10 +263,18 @@ mod tests {
                     incoming_topic: Some(if bits & 4 != 0 { "a" } else { "b" }),
                     conversational: bits & 8 != 0,
                     can_resume: bits & 4 != 0,
+                    fresh_next: bits & 16 != 0,
+                    had_session: bits & 32 != 0,
                 };
                 let d = resolve_wake_mode(&f);
                 assert!(!d.consume.idle_reaped || f.idle_reaped);
                 assert!(!d.consume.new_eager || f.new_eager);
+                assert!(!d.consume.fresh_next || f.fresh_next);
+                if d.mode == Fresh {
+                    // A fresh start answers every fresh request.
+                    assert_eq!(d.consume.new_eager, f.new_eager);
+                    assert_eq!(d.consume.fresh_next, f.fresh_next);
+                }
                 if d.mode == Fail {
                     assert_eq!(d.consume, NONE);
                 } else {
@@ -258,6 +286,52 @@ mod tests {
                     assert_ne!(d.mode, Fresh);
                 }
             }
+        }
+    }
+
+    /// The soft reload and the first wake (DESIGN §4 3.0, 3a):
+    /// (request, idle_reaped, fresh_next, had_session) → (mode, cause,
+    /// consumed).
+    #[rustfmt::skip]
+    const FRESH_TABLE: &[(Request, bool, bool, bool, Cause, Mode, Consume)] = &[
+        // 3.0 `.fresh-next` turns a message wake fresh, answering the park too
+        (Message,         true,  true,  true,  SoftReload, Fresh, Consume { idle_reaped: true, fresh_next: true, ..NONE }),
+        (Message,         false, true,  true,  SoftReload, Fresh, Consume { fresh_next: true, ..NONE }),
+        (Message,         false, true,  false, SoftReload, Fresh, Consume { fresh_next: true, ..NONE }),
+        // 3a: never had a session: nothing to blame
+        (Message,         false, false, false, FirstWake, Fresh, NONE),
+        (Message,         false, false, true,  CrashOrSelfClose, Fresh, NONE),
+        // a park marker means it had one, whatever else says
+        (Message,         true,  false, false, IdleReapedResume, Resume, PARK),
+        // explicit requests are what they were; a fresh one answers the reload
+        (Request::Fresh,  false, true,  true,  FolderLaunch, Fresh, Consume { fresh_next: true, ..NONE }),
+        (Request::Resume, true,  true,  true,  Attach, Resume, PARK),
+    ];
+
+    #[test]
+    fn soft_reload_and_first_wake() {
+        for (i, row) in FRESH_TABLE.iter().enumerate() {
+            let &(request, idle_reaped, fresh_next, had_session, cause, mode, consume) = row;
+            let got = resolve_wake_mode(&Facts {
+                request,
+                idle_reaped,
+                new_eager: false,
+                stored_topic: Some("a"),
+                incoming_topic: Some("a"),
+                conversational: false,
+                can_resume: true,
+                fresh_next,
+                had_session,
+            });
+            assert_eq!(
+                got,
+                Decision {
+                    mode,
+                    cause,
+                    consume
+                },
+                "row {i}: {row:?}"
+            );
         }
     }
 

@@ -35,8 +35,13 @@ pub(crate) struct Gathered {
     pub alive: bool,
     pub cwd_exists: bool,
     pub ring: CrashRing,
+    /// `.failed`: iapeer gave up on it (DESIGN §5).
+    pub failed: bool,
     pub idle_reaped: bool,
     pub new_eager: bool,
+    pub fresh_next: bool,
+    /// The peer has had a session since it was added.
+    pub had_session: bool,
     pub stored_topic: Option<String>,
     pub conversational: bool,
     pub resume_target: Option<String>,
@@ -54,6 +59,8 @@ pub(crate) enum Plan {
         counted: usize,
         retry_after_ms: EpochMs,
     },
+    /// Given up on (`.failed`) until `reset` or `start`.
+    RefuseFailed,
     Launch(Decision),
     /// `resolve_wake_mode` said fail (nothing to resume).
     Fail(Decision),
@@ -73,6 +80,9 @@ pub(crate) fn plan(g: &Gathered, ask: &Ask, now: EpochMs, guard: GuardPolicy) ->
     if !g.cwd_exists {
         return Plan::CwdMissing;
     }
+    if g.failed {
+        return Plan::RefuseFailed;
+    }
     if let Guard::Refuse {
         counted,
         retry_after_ms,
@@ -87,6 +97,8 @@ pub(crate) fn plan(g: &Gathered, ask: &Ask, now: EpochMs, guard: GuardPolicy) ->
         request: ask.request(),
         idle_reaped: g.idle_reaped,
         new_eager: g.new_eager,
+        fresh_next: g.fresh_next,
+        had_session: g.had_session,
         stored_topic: g.stored_topic.as_deref(),
         incoming_topic: ask.topic.as_deref(),
         conversational: g.conversational,
@@ -135,6 +147,9 @@ mod tests {
             ring: CrashRing::default(),
             idle_reaped: false,
             new_eager: false,
+            fresh_next: false,
+            had_session: true,
+            failed: false,
             stored_topic: None,
             conversational: false,
             resume_target: Some("abc".into()),
@@ -169,6 +184,9 @@ mod tests {
         g.alive = false;
         assert_eq!(plan(&g, &ask, NOW, GUARD), Plan::CwdMissing);
         g.cwd_exists = true;
+        g.failed = true;
+        assert_eq!(plan(&g, &ask, NOW, GUARD), Plan::RefuseFailed);
+        g.failed = false;
         assert_eq!(
             plan(&g, &ask, NOW, GUARD),
             Plan::CrashLoop {

@@ -8,6 +8,8 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::core::backoff;
+use crate::core::backoff::Failing;
 use crate::core::clock::EpochMs;
 use crate::core::crash_ring;
 use crate::core::error::{Error, Refusal, Result};
@@ -57,6 +59,11 @@ pub struct Supervisor {
     /// Kept as monotonic instants, so the wall clock jumping neither
     /// stretches nor shortens a wait.
     backoff: HashMap<Identity, Backoff>,
+    /// Deaths and refusals in a row per identity, for the relaunch
+    /// back-off and the give-up (DESIGN §5). Kept in memory: a restarted
+    /// daemon starts each streak again, the crash-loop guard on disk
+    /// still holding.
+    streaks: HashMap<Identity, backoff::Streak>,
     revisit: BTreeMap<Instant, BTreeSet<Identity>>,
     /// The latest activity a worker measured precisely (transcripts, tmux)
     /// per live identity. The loop itself reads only the session record,
@@ -64,10 +71,11 @@ pub struct Supervisor {
     seen: HashMap<Identity, EpochMs>,
     /// Session pids registered with the death watch.
     watched: HashMap<Identity, i32>,
-    /// The last tick-error logged per identity, so one broken file is not
-    /// logged on every pass: for reading its state, and for a launch that
-    /// failed before deciding anything (a broken definition, say).
-    errors: HashMap<Identity, String>,
+    /// Per identity, the pass that keeps failing (retried with growing
+    /// delay, its error logged once and then counted), and the last error
+    /// of a launch that failed before deciding anything (a broken
+    /// definition, say).
+    errors: HashMap<Identity, (Failing, Instant)>,
     launch_errors: HashMap<Identity, String>,
     deaths: DeathWatch,
     /// Counters folded from the log: replayed at start, then followed, so
@@ -121,6 +129,7 @@ impl Supervisor {
             busy: HashSet::new(),
             again: HashSet::new(),
             backoff: HashMap::new(),
+            streaks: HashMap::new(),
             revisit: BTreeMap::new(),
             seen: HashMap::new(),
             watched: HashMap::new(),
@@ -148,11 +157,30 @@ impl Supervisor {
         if lines.is_empty() {
             return;
         }
-        let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
-        for f in &lines {
-            metrics.apply(&f.entry);
+        {
+            let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+            for f in &lines {
+                metrics.apply(&f.entry);
+            }
         }
         self.metrics_dirty = true;
+        // An operator's `reset` or `start` (or a new definition) starts a
+        // peer's streak again: its next relaunch waits for nothing.
+        for f in &lines {
+            let e = &f.entry;
+            if !matches!(e.ev(), Some(Ev::Reset | Ev::Start)) {
+                continue;
+            }
+            let Some(id) = e.identity().and_then(|i| Identity::parse(i).ok()) else {
+                continue;
+            };
+            if self.streaks.remove(&id).is_some() {
+                if self.backoff.get(&id).is_some_and(|b| !b.crash_loop) {
+                    self.backoff.remove(&id);
+                }
+                self.schedule(&id, Instant::now());
+            }
+        }
     }
 
     /// When a held-back metrics write is due, if one is.
@@ -311,9 +339,21 @@ impl Supervisor {
                 return false;
             }
         };
-        self.errors.remove(id);
         if facts.session.is_none() {
             self.seen.remove(id);
+        }
+        let settings = self.ctx.config.backoff();
+        if let Some(streak) = self.streaks.get_mut(id) {
+            if let Some(s) = facts.session.as_ref().filter(|s| s.is_alive() && s.ready) {
+                streak.up_for(s.age_ms, &settings);
+            }
+            if !facts.failed && streak.gave_up(&settings) {
+                // `.failed` is gone (`reset`, `start`): a new start.
+                *streak = backoff::Streak::default();
+            }
+            if *streak == backoff::Streak::default() {
+                self.streaks.remove(id);
+            }
         }
         match (&facts.session, &rec) {
             (Some(s), Some(r)) if s.is_alive() => {
@@ -333,6 +373,19 @@ impl Supervisor {
             self.schedule(id, self.instant_at(at));
         }
         let action = pass::decide(&facts);
+        if matches!(action, PassAction::Nothing | PassAction::SkipExternal) {
+            // Nothing left to do: whatever failed before is over.
+            self.recovered(id);
+        } else if let Some(until) = self
+            .errors
+            .get(id)
+            .map(|f| f.1)
+            .filter(|u| *u > Instant::now())
+        {
+            // It failed a moment ago: retried when its delay is up.
+            self.schedule(id, until);
+            return false;
+        }
         match action {
             PassAction::Nothing => false,
             PassAction::SkipExternal => false,
@@ -409,24 +462,45 @@ impl Supervisor {
         match outcome {
             Err(e) => self.tick_error(id, &e),
             Ok(out) => {
+                self.recovered(id);
                 if out.busy {
                     self.schedule(id, now + BUSY_RETRY);
                 }
                 if let Some(at) = out.activity {
                     self.seen.insert(id.clone(), at);
                 }
+                if let Some(d) = out.died.filter(|d| d.relaunch) {
+                    self.died(id, d.at_ms, d.uptime_ms);
+                }
                 match out.woke {
                     Some(Ok(_)) => {
                         self.backoff.remove(id);
                         self.launch_errors.remove(id);
+                        if let Some(streak) = self.streaks.get_mut(id) {
+                            streak.launched();
+                        }
+                    }
+                    Some(Err(f)) if f.died => {
+                        // A boot that failed: launched, and dead at once.
+                        self.streaks.entry(id.clone()).or_default().launched();
+                        self.died(id, self.ctx.now(), 0);
+                        tracing::info!("{id}: {}", f.error);
                     }
                     Some(Err(f)) => {
                         let backoff = match &f.error {
                             Error::Refused(Refusal::CrashLoop { retry_after_ms, .. }) => {
-                                Some(Backoff {
-                                    until: self.instant_at(*retry_after_ms),
-                                    crash_loop: true,
-                                })
+                                let settings = self.ctx.config.backoff();
+                                let streak = self.streaks.entry(id.clone()).or_default();
+                                match streak.refused(&settings) {
+                                    backoff::AfterRefusal::GiveUp => {
+                                        self.give_up(id);
+                                        None
+                                    }
+                                    backoff::AfterRefusal::Wait => Some(Backoff {
+                                        until: self.instant_at(*retry_after_ms),
+                                        crash_loop: true,
+                                    }),
+                                }
                             }
                             Error::Refused(Refusal::LockHeld { .. }) => {
                                 Some(Backoff::after(BUSY_RETRY))
@@ -456,8 +530,82 @@ impl Supervisor {
         self.pass(id, None);
     }
 
+    /// A death was recorded: the next automatic relaunch waits for the
+    /// back-off (DESIGN §5).
+    fn died(&mut self, id: &Identity, at_ms: EpochMs, uptime_ms: i64) {
+        let settings = self.ctx.config.backoff();
+        let streak = self.streaks.entry(id.clone()).or_default();
+        streak.died(at_ms, uptime_ms, &settings);
+        if streak.gave_up(&settings) {
+            self.give_up(id);
+            return;
+        }
+        let at = streak.relaunch_at(self.ctx.now(), &settings);
+        let until = self.instant_at(at);
+        // The guard's own wait, if longer, stays.
+        if self.backoff.get(id).is_none_or(|b| b.until < until) {
+            self.backoff.insert(
+                id.clone(),
+                Backoff {
+                    until,
+                    crash_loop: false,
+                },
+            );
+        }
+        self.schedule(id, until);
+    }
+
+    /// The guard refused window after window: write `.failed` and log it;
+    /// no automatic relaunch until `reset` or `start`.
+    fn give_up(&mut self, id: &Identity) {
+        let streak = self.streaks.get(id).copied().unwrap_or_default();
+        if let Err(e) =
+            crate::engine::ending::give_up(&self.ctx, id, streak.refusals, streak.deaths)
+        {
+            self.tick_error(id, &e);
+        }
+        self.backoff.remove(id);
+    }
+
+    /// A pass over `id` failed: logged once per distinct error (then
+    /// counted), and not retried before its growing delay is up.
     fn tick_error(&mut self, id: &Identity, e: &Error) {
-        log_once(&self.ctx, &mut self.errors, id, e);
+        let msg = e.to_string();
+        let settings = self.ctx.config.backoff();
+        let now = self.ctx.now();
+        let entry = self
+            .errors
+            .entry(id.clone())
+            .or_insert_with(|| (Failing::default(), Instant::now()));
+        let report = entry.0.failed(&msg, now, &settings);
+        let until = Instant::now() + Duration::from_millis(report.retry_in_ms.max(0) as u64);
+        entry.1 = until;
+        if report.log {
+            tracing::warn!("{id}: {msg}");
+            let mut line = self
+                .ctx
+                .record(Ev::Supervise)
+                .identity(id)
+                .action(Action::TickError)
+                .error(&msg);
+            line.repeats = report.repeats;
+            if let Err(e) = self.ctx.log(&line) {
+                tracing::error!("{e}");
+            }
+        }
+        self.schedule(id, until);
+    }
+
+    /// A pass over `id` went through: its failing run, if any, is over.
+    fn recovered(&mut self, id: &Identity) {
+        if let Some((f, _)) = self.errors.remove(id) {
+            if f.unlogged() > 0 {
+                tracing::info!(
+                    "{id}: recovered; the last error recurred {} more time(s)",
+                    f.unlogged()
+                );
+            }
+        }
     }
 
     fn schedule(&mut self, id: &Identity, at: Instant) {

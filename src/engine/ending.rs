@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::core::clock::{self, EpochMs};
 use crate::core::error::Result;
 use crate::core::identity::Identity;
+use crate::core::marker::FlagMarker;
 use crate::core::pass::{death_action, outcome};
 use crate::core::peer::Peer;
 use crate::core::record::{Entry, Record};
@@ -55,23 +56,83 @@ pub(crate) fn exit_status(ctx: &Ctx, rec: &SessionRecord) -> ExitStatus {
     }
 }
 
-/// Records the death of a recorded session: journal, then finish. `peer`
-/// is the definition the caller acts on (the daemon keeps the last good
-/// one while the file is broken).
+/// The reason `iapeer self-fresh` writes into `.new-eager`.
+pub(crate) const SELF_FRESH: &str = "self-fresh";
+
+/// Records the end of a recorded session whose process ended: journal,
+/// then finish. A death, unless the agent asked for it (`self-fresh`
+/// marked `.new-eager` during this session). `peer` is the definition the
+/// caller acts on (the daemon keeps the last good one while the file is
+/// broken). Returns the kind of end recorded.
 pub(crate) fn record_death(
     ctx: &Ctx,
     id: &Identity,
     peer: Option<&Peer>,
     rec: SessionRecord,
     status: ExitStatus,
-) -> Result<()> {
+) -> Result<EndKind> {
     let last_lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
-    let new_eager = ctx.state.flag(id, Flag::NewEager)?.is_some();
+    let new_eager = ctx.state.flag(id, Flag::NewEager)?;
     let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
-    let action = death_action(new_eager, peer.map(|p| p.policy), stopped);
-    let mut ending = ending_now(ctx, EndKind::Death, action.as_str());
+    let mut ending = if asked_self_fresh(new_eager.as_ref(), &rec) {
+        ending_now(ctx, EndKind::Relaunch, Action::SelfFresh.as_str())
+    } else {
+        let action = death_action(new_eager.is_some(), peer.map(|p| p.policy), stopped);
+        ending_now(ctx, EndKind::Death, action.as_str())
+    };
     ending.exit_status = Some(status.to_string());
     ending.last_lines = last_lines.filter(|l| !l.is_empty());
+    let kind = ending.kind;
+    end(ctx, id, rec, ending)?;
+    Ok(kind)
+}
+
+/// Did the agent ask for this end? `self-fresh` marked `.new-eager`
+/// during the session.
+pub(crate) fn asked_self_fresh(new_eager: Option<&FlagMarker>, rec: &SessionRecord) -> bool {
+    new_eager.is_some_and(|f| {
+        f.reason.as_deref() == Some(SELF_FRESH)
+            && f.at_ms
+                .zip(rec.started_ms())
+                .is_none_or(|(at, started)| at >= started)
+    })
+}
+
+/// Ends a live session so that it comes back fresh at once (`restart`):
+/// neither a park nor a death. The caller has written `.new-eager`.
+pub(crate) fn end_for_relaunch(ctx: &Ctx, id: &Identity, rec: SessionRecord) -> Result<()> {
+    let ending = ending_now(ctx, EndKind::Relaunch, Action::Restarted.as_str());
+    end(ctx, id, rec, ending)
+}
+
+/// Gives up on a peer that kept dying: `refusals` windows refused by the
+/// crash-loop guard and `deaths` deaths in a row, with no healthy run
+/// between (DESIGN §5). `.failed`, then the line.
+pub(crate) fn give_up(ctx: &Ctx, id: &Identity, refusals: u32, deaths: u32) -> Result<()> {
+    let now = ctx.now();
+    let reason = format!(
+        "{deaths} deaths in a row with no healthy run, {refusals} crash-loop window(s) refused; \
+         `iapeer why {id}` shows why it dies, `iapeer reset {id}` tries again"
+    );
+    ctx.state.set_flag(id, Flag::Failed, now, &reason)?;
+    let mut line = ctx
+        .record(Ev::Supervise)
+        .identity(id)
+        .action(Action::GaveUp)
+        .outcome(Outcome::Failed)
+        .reason(reason);
+    line.deaths = Some(ctx.state.deaths(id)?.ring.entries().len() as u64);
+    ctx.log(&line)
+}
+
+/// Settles a session the host restarted under (its `boot_id` is not this
+/// boot's): a park, resume-eligible, never a death (DESIGN §4).
+pub(crate) fn record_host_restart(ctx: &Ctx, id: &Identity, rec: SessionRecord) -> Result<()> {
+    let mut ending = ending_now(ctx, EndKind::Park, Action::HostRestart.as_str());
+    ending.reason = Some(format!(
+        "the host restarted under it (it was launched in boot {})",
+        rec.boot_id.as_deref().unwrap_or("?")
+    ));
     end(ctx, id, rec, ending)
 }
 
@@ -172,8 +233,12 @@ pub(crate) fn finish_ending(
             deaths.ring.record(ending.at_ms, ctx.now());
             ctx.state.write_deaths(id, &deaths.ring)?;
         }
-        // It died on its own: a park marker left from before is stale.
+    }
+    if ending.kind != EndKind::Park {
+        // It did not end parked: a park marker left from before is stale.
         ctx.state.remove(id, Marker::IdleReaped)?;
+    }
+    if ending.kind == EndKind::Death {
         // An agent that asked for a fresh start was not interrupted.
         let asked = ending.action == Action::NeedsEagerFresh.as_str();
         if let Some(task) = task_in_flight(&rec, ending.at_ms).filter(|_| !asked) {
@@ -191,7 +256,11 @@ pub(crate) fn finish_ending(
             }
         }
     }
-    let pane = (ending.kind == EndKind::Park).then_some((rec.pane_pid, rec.pane_start));
+    // The pane's processes are killed by pid only when this boot started
+    // them: after a host restart the pid is someone else's.
+    let pane = (ending.kind == EndKind::Park
+        && rec.boot_id.as_deref() == process::boot_id().as_deref())
+    .then_some((rec.pane_pid, rec.pane_start));
     ctx.host.kill(&rec.socket, id.as_str(), pane)?;
     ctx.state.remove(id, Marker::Session)?;
     Ok(())
@@ -302,9 +371,15 @@ pub(crate) fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Se
     let Some(rec) = ctx.state.session(id)? else {
         return adopt_orphan(ctx, id, peer);
     };
-    match rec.standing(|r| process::liveness(r.pane_pid, r.pane_start)) {
+    match rec.standing(process::boot_id().as_deref(), |r| {
+        process::liveness(r.pane_pid, r.pane_start)
+    }) {
         Standing::Ending => {
             finish_ending(ctx, id, rec, true)?;
+            Ok(Settled::None)
+        }
+        Standing::OtherBoot => {
+            record_host_restart(ctx, id, rec)?;
             Ok(Settled::None)
         }
         Standing::Launching => finish_launch(ctx, id, rec),
@@ -434,6 +509,7 @@ fn orphan_record(
         ready_at: None,
         task_at: None,
         ending: None,
+        boot_id: process::boot_id(),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::core::identity::Identity;
 use crate::core::metrics;
 use crate::core::peer::Peer;
 use crate::core::record::Entry;
-use crate::core::session::Liveness;
+use crate::core::session::{Liveness, Standing};
 use crate::engine::ctx::Ctx;
 use crate::store::markers::Flag;
 
@@ -30,6 +30,8 @@ pub(crate) enum LifecycleState {
     Stopped,
     /// The crash-loop guard refuses launches.
     CrashLooping,
+    /// Given up on (`.failed`): no automatic relaunch until `reset`/`start`.
+    Failed,
     /// Another supervisor owns it.
     External,
 }
@@ -43,6 +45,7 @@ impl LifecycleState {
             LifecycleState::Parked => "parked",
             LifecycleState::Stopped => "stopped",
             LifecycleState::CrashLooping => "crash-looping",
+            LifecycleState::Failed => "failed",
             LifecycleState::External => "external",
         }
     }
@@ -116,6 +119,10 @@ pub(crate) fn peer_status(
         note(e);
         None
     });
+    let failed = ctx.state.flag(&id, Flag::Failed).unwrap_or_else(|e| {
+        note(e);
+        None
+    });
     let parked = ctx.state.flag(&id, Flag::IdleReaped).unwrap_or_else(|e| {
         note(e);
         None
@@ -130,9 +137,15 @@ pub(crate) fn peer_status(
     });
     let policy = crate::engine::wake::guard_policy(ctx);
     let guard = deaths.guard(now, policy);
+    let boot = crate::os::process::boot_id();
     let live = rec.as_ref().filter(|r| {
-        r.ending.is_none()
-            && crate::os::process::liveness(r.pane_pid, r.pane_start) != Liveness::Dead
+        !matches!(
+            r.standing(boot.as_deref(), |r| crate::os::process::liveness(
+                r.pane_pid,
+                r.pane_start
+            )),
+            Standing::Ending | Standing::OtherBoot | Standing::Running(Liveness::Dead)
+        )
     });
     let state = if peer.external_supervisor.is_some() {
         LifecycleState::External
@@ -144,6 +157,8 @@ pub(crate) fn peer_status(
         } else {
             LifecycleState::Starting
         }
+    } else if failed.is_some() {
+        LifecycleState::Failed
     } else if matches!(guard, Guard::Refuse { .. }) {
         LifecycleState::CrashLooping
     } else if parked.is_some() {

@@ -10,7 +10,7 @@ use crate::core::error::Result;
 use crate::core::identity::Identity;
 use crate::core::pass::{cheap_activity, decide, LiveFacts, PassAction, PassFacts};
 use crate::core::peer::{Peer, Policy, RuntimeKind};
-use crate::core::session::{Liveness, SessionRecord, Standing};
+use crate::core::session::{EndKind, Liveness, SessionRecord, Standing};
 use crate::core::vocab::Action;
 use crate::core::wake_plan::Ask;
 use crate::engine::boot::{self, Interrupted};
@@ -58,6 +58,7 @@ pub(crate) fn gather_pass(
             external,
             policy: peer.map(|p| p.policy),
             stopped: false,
+            failed: false,
             new_eager: false,
             session: None,
         },
@@ -69,6 +70,7 @@ pub(crate) fn gather_pass(
     }
     let f = &mut g.facts;
     f.stopped = may_have(Marker::Stopped) && ctx.state.flag(id, Flag::Stopped)?.is_some();
+    f.failed = may_have(Marker::Failed) && ctx.state.flag(id, Flag::Failed)?.is_some();
     f.new_eager = may_have(Marker::NewEager) && ctx.state.flag(id, Flag::NewEager)?.is_some();
     if may_have(Marker::Session) {
         g.record = ctx.state.session(id)?;
@@ -97,7 +99,9 @@ fn live_facts(
         .and_then(|p| p.max_age_secs)
         .map_or(cfg.max_age.as_millis() as i64, secs);
     let started = rec.started_ms().unwrap_or(now);
-    let standing = rec.standing(|r| process::liveness(r.pane_pid, r.pane_start));
+    let standing = rec.standing(process::boot_id().as_deref(), |r| {
+        process::liveness(r.pane_pid, r.pane_start)
+    });
     let alive = standing == Standing::Running(Liveness::Alive);
     let lazy = peer.is_none_or(|p| p.policy == Policy::Lazy);
     let activity = (alive && rec.is_ready() && lazy).then(|| {
@@ -173,6 +177,18 @@ pub struct PassOutcome {
     /// The session's latest activity, as measured (for the daemon's loop,
     /// which does not measure it itself).
     pub activity: Option<EpochMs>,
+    /// A death was recorded: when, and how long the session had been up.
+    /// Its relaunch, if one is wanted, is left to the caller's back-off.
+    pub died: Option<Died>,
+}
+
+/// A death a pass recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Died {
+    pub at_ms: EpochMs,
+    pub uptime_ms: i64,
+    /// An automatic relaunch is wanted (`always`, `.new-eager`).
+    pub relaunch: bool,
 }
 
 /// One pass over one identity, under its wake lock (skipped if another
@@ -189,6 +205,7 @@ pub(crate) fn run_pass(
         woke: None,
         busy: false,
         activity: None,
+        died: None,
     };
     let Some(lock) = ctx.state.try_lock(id)? else {
         outcome.busy = true;
@@ -218,8 +235,21 @@ pub(crate) fn run_pass(
             }
             (PassAction::RecordDeath, Some(rec)) => {
                 let status = ending::exit_status(ctx, &rec);
-                ending::record_death(ctx, id, peer, rec, status)?;
+                let now = ctx.now();
+                let uptime_ms = now.saturating_sub(rec.started_ms().unwrap_or(now));
+                if ending::record_death(ctx, id, peer, rec, status)? == EndKind::Death {
+                    // A relaunch after a death waits for the back-off.
+                    let again = gather_pass(ctx, id, peer, None, Activity::Known(None))?;
+                    outcome.died = Some(Died {
+                        at_ms: now,
+                        uptime_ms,
+                        relaunch: decide(&again.facts) == PassAction::Launch,
+                    });
+                    outcome.actions.push(action);
+                    break;
+                }
             }
+            (PassAction::HostRestart, Some(rec)) => ending::record_host_restart(ctx, id, rec)?,
             (PassAction::Park(a), Some(rec)) => {
                 let idle_seconds = match a {
                     Action::ReapedIdle => facts

@@ -47,9 +47,14 @@ pub(crate) fn gather(ctx: &Ctx, id: &Identity, peer: &Peer, alive: bool) -> Resu
         alive,
         cwd_exists: peer.cwd.is_dir(),
         ring: deaths.ring,
+        failed: state.flag(id, Flag::Failed)?.is_some(),
         resume_target: conversation::resume_target(ctx, runtime.as_ref(), peer, parked_reason),
         idle_reaped: idle_reaped.is_some(),
         new_eager: state.flag(id, Flag::NewEager)?.is_some(),
+        fresh_next: state.flag(id, Flag::FreshNext)?.is_some(),
+        // `.deaths` is written at a peer's first ready and kept from then
+        // on (`reset` empties it), and every failed boot writes it.
+        had_session: idle_reaped.is_some() || state.exists(id, Marker::Deaths)?,
         stored_topic: state.topic(id)?,
         conversational: peer.is_conversational(),
     })
@@ -86,6 +91,8 @@ pub struct WakeFailure {
     pub cause: Option<Cause>,
     pub runtime: Option<String>,
     pub error: Error,
+    /// The boot failed and was recorded as a death.
+    pub died: bool,
 }
 
 impl From<Error> for WakeFailure {
@@ -95,6 +102,7 @@ impl From<Error> for WakeFailure {
             cause: None,
             runtime: None,
             error,
+            died: false,
         }
     }
 }
@@ -191,7 +199,27 @@ pub(crate) fn wake_locked(
                 None,
                 &error,
             );
+            consume_eager(ctx, id)?;
             Err(failure(Mode::Fail, Cause::CwdMissing, &peer, error))
+        }
+        Plan::RefuseFailed => {
+            let since_ms = ctx.state.flag(id, Flag::Failed)?.and_then(|f| f.at_ms);
+            let error = Error::Refused(Refusal::Failed {
+                identity: id.to_string(),
+                since_ms,
+            });
+            log_refusal(
+                ctx,
+                id,
+                &peer,
+                ask,
+                Mode::Refused,
+                Cause::GaveUp,
+                None,
+                &error,
+            );
+            consume_eager(ctx, id)?;
+            Err(failure(Mode::Refused, Cause::GaveUp, &peer, error))
         }
         Plan::CrashLoop {
             counted,
@@ -243,12 +271,22 @@ pub(crate) fn wake_locked(
     }
 }
 
+/// A wake refused before it launches answers `.new-eager` all the same: a
+/// marker never makes a loop (DESIGN §5).
+fn consume_eager(ctx: &Ctx, id: &Identity) -> Result<()> {
+    if ctx.state.take_flag(id, Flag::NewEager)?.is_some() {
+        tracing::info!("{id}: .new-eager consumed by a refused wake");
+    }
+    Ok(())
+}
+
 fn failure(mode: Mode, cause: Cause, peer: &Peer, error: Error) -> WakeFailure {
     WakeFailure {
         mode,
         cause: Some(cause),
         runtime: Some(peer.runtime.as_str().to_owned()),
         error,
+        died: false,
     }
 }
 
@@ -274,6 +312,7 @@ fn refuse_if_needed(
             None,
             &error,
         );
+        consume_eager(ctx, id)?;
         return Err(failure(
             Mode::Refused,
             Cause::ExternalSupervisor,
@@ -295,6 +334,7 @@ fn refuse_if_needed(
             None,
             &error,
         );
+        consume_eager(ctx, id)?;
         return Err(failure(Mode::Refused, Cause::Stopped, peer, error));
     }
     Ok(())
@@ -425,6 +465,7 @@ fn launch(
     for (consume, flag) in [
         (decision.consume.idle_reaped, Flag::IdleReaped),
         (decision.consume.new_eager, Flag::NewEager),
+        (decision.consume.fresh_next, Flag::FreshNext),
     ] {
         if consume {
             taken.extend(ctx.state.take_flag(id, flag)?);
@@ -482,7 +523,10 @@ fn launch(
             describe,
             format!("see `iapeer why {id}` and the last screen lines in `iapeer log --peer {id}`"),
         );
-        return Err(failure(Mode::Fail, boot_cause, peer, error));
+        return Err(WakeFailure {
+            died: true,
+            ..failure(Mode::Fail, boot_cause, peer, error)
+        });
     }
 
     // Ready: record it, then the topic, the trimmed ring, the ready line.
@@ -512,7 +556,9 @@ fn launch(
     let mut deaths = ctx.state.deaths(id)?;
     let before = deaths.ring.clone();
     deaths.ring.trim(ctx.now(), guard_policy(ctx).window_ms);
-    if deaths.ring != before || deaths.problem.is_some() {
+    // Written at the first ready even when empty: from then on the peer
+    // has had a session (a later wake is not its first).
+    if deaths.ring != before || deaths.problem.is_some() || !ctx.state.exists(id, Marker::Deaths)? {
         ctx.state.write_deaths(id, &deaths.ring)?;
     }
     let mut ready = ctx
@@ -618,6 +664,7 @@ fn start(
         ready_at: None,
         task_at: None,
         ending: None,
+        boot_id: crate::os::process::boot_id(),
     };
     ctx.state.write_session(id, &rec)?;
     let launched = ctx

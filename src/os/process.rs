@@ -16,6 +16,19 @@ use crate::core::session::Liveness;
 
 /// The process's start time (clock ticks after boot), to tell it from a
 /// later process that got the same pid. `None` where it cannot be read.
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once; `None`
+/// where the system does not say.
+pub(crate) fn boot_id() -> Option<String> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty() && s.len() <= 64)
+    })
+    .clone()
+}
+
 pub(crate) fn start_time(pid: i32) -> Option<u64> {
     read_stat(pid).ok().flatten().map(|s| s.start)
 }

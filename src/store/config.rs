@@ -28,6 +28,11 @@ pub struct Config {
     pub ready_gate: Duration,
     pub crashloop_max: u32,
     pub crashloop_window: Duration,
+    /// Relaunch back-off and give-up (DESIGN §5).
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub backoff_reset: Duration,
+    pub give_up_after: u32,
     pub log_max_bytes: u64,
     pub log_keep: u32,
     pub supervise_log_verbose: bool,
@@ -110,6 +115,10 @@ impl Config {
             ready_gate: env.secs("IAPEER_READY_GATE_SECS", 120.0, 0.01)?,
             crashloop_max: env.int("IAPEER_CRASHLOOP_MAX", 3, 1)?,
             crashloop_window: env.secs("IAPEER_CRASHLOOP_WINDOW_SECS", 300.0, 0.0)?,
+            backoff_base: env.secs("IAPEER_BACKOFF_BASE_SECS", 1.0, 0.0)?,
+            backoff_max: env.secs("IAPEER_BACKOFF_MAX_SECS", 300.0, 0.0)?,
+            backoff_reset: env.secs("IAPEER_BACKOFF_RESET_SECS", 600.0, 0.0)?,
+            give_up_after: env.int("IAPEER_GIVE_UP_AFTER", 3, 1)?,
             log_max_bytes: env.int("IAPEER_LIFECYCLE_LOG_MAX_BYTES", 5 * 1024 * 1024, 1)?,
             log_keep: env.int("IAPEER_LIFECYCLE_LOG_KEEP", 5, 1)?,
             supervise_log_verbose: env.flag("IAPEER_SUPERVISE_LOG_VERBOSE")?,
@@ -123,6 +132,18 @@ impl Config {
             http_token_file: env.path("IAPEER_HTTP_TOKEN_FILE", user_home.as_deref())?,
             home,
         })
+    }
+
+    /// The back-off settings, for the pure maths.
+    pub(crate) fn backoff(&self) -> crate::core::backoff::Settings {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        crate::core::backoff::Settings {
+            base_ms: ms(self.backoff_base),
+            max_ms: ms(self.backoff_max),
+            reset_ms: ms(self.backoff_reset),
+            give_up_after: self.give_up_after,
+            crashloop_max: self.crashloop_max,
+        }
     }
 
     /// Creates the home and its directories (0700) when missing, and refuses
@@ -382,6 +403,10 @@ mod tests {
         assert_eq!(c.ready_gate, Duration::from_secs(120));
         assert_eq!(c.crashloop_max, 3);
         assert_eq!(c.crashloop_window, Duration::from_secs(300));
+        assert_eq!(c.backoff_base, Duration::from_secs(1));
+        assert_eq!(c.backoff_max, Duration::from_secs(300));
+        assert_eq!(c.backoff_reset, Duration::from_secs(600));
+        assert_eq!(c.give_up_after, 3);
         assert_eq!(c.log_max_bytes, 5 * 1024 * 1024);
         assert_eq!(c.log_keep, 5);
         assert!(!c.supervise_log_verbose);

@@ -75,7 +75,7 @@ fn self_fresh_relaunches_fresh_without_any_message() {
         code(&home.run(&["wake", "alice", "--task", "self-fresh"])),
         0
     );
-    let eager = home.wait_line("alice", "needs-eager-fresh", action("needs-eager-fresh"));
+    let eager = home.wait_line("alice", "self-fresh", action("self-fresh"));
     assert_eq!(eager.str("session"), Some(old.as_str()));
     assert_eq!(eager.str("outcome"), Some("relaunching"));
     let ready = home.wait_line("alice", "a fresh ready", |e| {

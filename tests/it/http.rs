@@ -619,10 +619,7 @@ fn the_page_shows_a_peer_come_alive_without_a_reload() {
         ),
     );
     assert!(
-        decisions["value"]
-            .as_str()
-            .unwrap()
-            .contains("crash-or-self-close"),
+        decisions["value"].as_str().unwrap().contains("first-wake"),
         "{decisions}"
     );
 

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod calm;
 mod daemon;
 mod docs;
 mod faults;

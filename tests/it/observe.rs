@@ -62,12 +62,15 @@ fn why_after_a_self_fresh() {
     });
     let (j, text) = why(&home, "alice");
     assert_eq!(j["history"]["bring_up"]["cause"], "needs-eager-fresh");
-    assert_eq!(j["history"]["previous_end"]["action"], "needs-eager-fresh");
+    assert_eq!(j["history"]["previous_end"]["action"], "self-fresh");
     assert!(
         j["history"]["previous_task"].is_null(),
         "a requested end is not a crash"
     );
-    assert!(text.contains("asking for a fresh start"), "{text}");
+    assert!(
+        text.contains("the agent asked for a fresh start (self-fresh; not a death)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -350,7 +353,12 @@ fn log_follow_prints_new_matching_lines() {
     std::thread::sleep(Duration::from_millis(300));
     home.run(&["reset", "bob"]);
     home.run(&["reset", "alice"]);
-    let line = BufReader::new(out).lines().next().unwrap().unwrap();
+    // History first (the add), then the new line.
+    let line = BufReader::new(out)
+        .lines()
+        .map_while(|l| l.ok())
+        .find(|l| !l.contains("outcome=added"))
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert!(line.contains(" reset ") && line.contains("alice"), "{line}");

@@ -80,7 +80,7 @@ fn rm_refuses_a_live_session_unless_forced_and_leaves_nothing_to_inherit() {
     home.add("alice", &[]);
     let out = home.run(&["explain", "alice", "--json"]);
     let e: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(e["cause"], "crash-or-self-close");
+    assert_eq!(e["cause"], "first-wake", "no history is inherited");
 }
 
 #[test]
@@ -108,7 +108,13 @@ fn self_fresh_from_inside_ends_the_session_with_an_eager_marker() {
     assert!(!home.has("alice", "new-eager"));
     let sup = home.lines("alice", "supervise");
     assert_eq!(sup.len(), 1, "no crashed-while-working for a requested end");
-    assert_eq!(sup[0].str("action"), Some("needs-eager-fresh"));
+    assert_eq!(sup[0].str("action"), Some("self-fresh"));
+    assert_eq!(sup[0].str("outcome"), Some("relaunching"));
+    assert_eq!(
+        std::fs::read_to_string(home.marker("alice", "deaths")).unwrap(),
+        "[]\n",
+        "a self-fresh is not a death"
+    );
 }
 
 #[test]

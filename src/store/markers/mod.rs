@@ -50,17 +50,21 @@ pub(crate) enum Marker {
     Deaths,
     Topic,
     Stopped,
+    FreshNext,
+    Failed,
     Lock,
 }
 
 impl Marker {
-    pub(crate) const ALL: [Marker; 7] = [
+    pub(crate) const ALL: [Marker; 9] = [
         Marker::Session,
         Marker::IdleReaped,
         Marker::NewEager,
         Marker::Deaths,
         Marker::Topic,
         Marker::Stopped,
+        Marker::FreshNext,
+        Marker::Failed,
         Marker::Lock,
     ];
 
@@ -72,6 +76,8 @@ impl Marker {
             Marker::Deaths => "deaths",
             Marker::Topic => "topic",
             Marker::Stopped => "stopped",
+            Marker::FreshNext => "fresh-next",
+            Marker::Failed => "failed",
             Marker::Lock => "lock",
         }
     }
@@ -80,8 +86,8 @@ impl Marker {
         Marker::ALL.into_iter().find(|m| m.ext() == ext)
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
@@ -91,6 +97,8 @@ pub(crate) enum Flag {
     IdleReaped,
     NewEager,
     Stopped,
+    FreshNext,
+    Failed,
 }
 
 impl Flag {
@@ -99,6 +107,8 @@ impl Flag {
             Flag::IdleReaped => Marker::IdleReaped,
             Flag::NewEager => Marker::NewEager,
             Flag::Stopped => Marker::Stopped,
+            Flag::FreshNext => Marker::FreshNext,
+            Flag::Failed => Marker::Failed,
         }
     }
 }
@@ -112,7 +122,7 @@ pub(crate) struct TakenFlag {
 
 /// Which markers exist for one identity, from one directory listing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Present(u8);
+pub(crate) struct Present(u16);
 
 impl Present {
     pub(crate) fn has(self, m: Marker) -> bool {
@@ -299,7 +309,11 @@ impl StateDir {
             let cap = match m {
                 Marker::Session => SESSION_MAX,
                 Marker::Topic => TOPIC_MAX + 2,
-                Marker::IdleReaped | Marker::NewEager | Marker::Stopped => FLAG_MAX,
+                Marker::IdleReaped
+                | Marker::NewEager
+                | Marker::Stopped
+                | Marker::FreshNext
+                | Marker::Failed => FLAG_MAX,
                 // Garbage deaths read as none (DESIGN §2); the lock holds nothing.
                 Marker::Deaths | Marker::Lock => continue,
             };

@@ -30,6 +30,9 @@ fn is_end(e: &Entry) -> bool {
                     | "parked-stopped"
                     | "needs-eager-fresh"
                     | "always-on-relaunch"
+                    | "self-fresh"
+                    | "restarted"
+                    | "host-restart"
             )
         ),
         Some("wake") => {
@@ -44,7 +47,14 @@ fn is_death(e: &Entry) -> bool {
     is_end(e)
         && !matches!(
             e.str("action"),
-            Some("reaped-idle" | "reaped-max-age" | "parked-stopped")
+            Some(
+                "reaped-idle"
+                    | "reaped-max-age"
+                    | "parked-stopped"
+                    | "self-fresh"
+                    | "restarted"
+                    | "host-restart"
+            )
         )
 }
 

@@ -1,0 +1,323 @@
+//! Lifecycle semantics over time (DESIGN §4, §5): a first wake blames
+//! nothing, a self-fresh is not a death, a host restart is a park, an
+//! eager marker never makes a loop, and a peer that keeps dying backs off
+//! and is given up on. A real daemon, real tmux, the fake agents.
+
+use std::time::Duration;
+
+use iapeer::core::record::Entry;
+
+use crate::support::{code, stdout, wait_until, Home};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+fn deaths(home: &Home, name: &str) -> Vec<i64> {
+    std::fs::read_to_string(home.marker(name, "deaths"))
+        .map(|s| serde_json::from_str(&s).unwrap())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_first_wake_blames_nothing_and_a_new_peer_of_the_same_name_starts_over() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    let r = json(&home.run(&["wake", "alice", "--json"]));
+    assert_eq!(r["cause"], "first-wake");
+    let (j, text) = why(&home, "alice");
+    assert_eq!(j["history"]["bring_up"]["cause"], "first-wake");
+    assert!(text.contains("never run since it was added"), "{text}");
+    assert!(!text.contains("crash"), "nothing to blame: {text}");
+
+    // It ran: a death now is a death, and the next wake says so.
+    home.kill_session_process("alice", libc::SIGKILL);
+    let r = json(&home.run(&["wake", "alice", "--json"]));
+    assert_eq!(r["cause"], "crash-or-self-close");
+
+    // Removed and added again: nothing of the old one is told.
+    assert_eq!(code(&home.run(&["rm", "alice", "--force"])), 0);
+    home.add("alice", &[]);
+    let (j, text) = why(&home, "alice");
+    assert!(j["history"]["bring_up"].is_null(), "{j}");
+    assert!(j["history"]["previous_end"].is_null(), "{j}");
+    assert!(!text.contains("crash"), "{text}");
+    let r = json(&home.run(&["wake", "alice", "--json"]));
+    assert_eq!(r["cause"], "first-wake");
+}
+
+fn why(home: &Home, name: &str) -> (serde_json::Value, String) {
+    let j = json(&home.run(&["why", name, "--json"]));
+    (j, stdout(&home.run(&["why", name])))
+}
+
+/// Four voluntary resets in a row: each comes back fresh at once, none is
+/// a death, and the guard never refuses.
+#[test]
+fn four_self_freshes_in_a_row_come_back_fresh_with_no_refusal() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "30");
+    home.add("alice", &[]);
+    let _d = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "alice"])), 0);
+    for round in 1..=4 {
+        let old = home.session("alice").unwrap()["session"].clone();
+        assert_eq!(
+            code(&home.run(&["wake", "alice", "--task", "self-fresh"])),
+            0
+        );
+        wait_until(Duration::from_secs(20), "the fresh session", || {
+            home.count("alice", |e| {
+                e.str("ev") == Some("ready") && e.str("cause") == Some("needs-eager-fresh")
+            }) == round
+                && home.session("alice").is_some_and(|s| s["session"] != old)
+        });
+    }
+    let ends = home.lines("alice", "supervise");
+    assert_eq!(ends.len(), 4, "{ends:?}");
+    assert!(ends.iter().all(|e| e.str("action") == Some("self-fresh")));
+    assert_eq!(home.count("alice", |e| e.str("mode") == Some("refused")), 0);
+    assert!(deaths(&home, "alice").is_empty(), "no death recorded");
+    let s = json(&home.run(&["status", "alice", "--json"]));
+    assert_eq!(s["peers"][0]["lifecycle_state"], "alive");
+}
+
+/// A session record from another boot is what a host restart leaves: it
+/// is settled as a park (no death, resume-eligible), and an `always` peer
+/// comes back resumed.
+#[test]
+fn a_record_from_another_boot_is_settled_as_a_host_restart() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "30");
+    home.add("keeper", &["--policy", "always"]);
+    home.add("lazy", &[]);
+    for name in ["keeper", "lazy"] {
+        assert_eq!(code(&home.run(&["wake", name, "--task", "hello"])), 0);
+    }
+    // The host "restarts": tmux and the agents are gone, the records stay,
+    // written in a boot that is not this one.
+    for name in ["keeper", "lazy"] {
+        let mut rec = home.session(name).unwrap();
+        let pid = rec["pane_pid"].as_i64().unwrap() as i32;
+        let server = home.tmux_server_pid(name);
+        rec["boot_id"] = "00000000-0000-4000-8000-000000000000".into();
+        // SAFETY: killing processes this test started.
+        unsafe {
+            libc::kill(server, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
+        std::fs::write(
+            home.marker(name, "session"),
+            serde_json::to_vec(&rec).unwrap(),
+        )
+        .unwrap();
+    }
+    let e = json(&home.run(&["explain", "lazy", "--json"]));
+    assert_eq!(e["cause"], "idle-reaped-resume", "{e}");
+
+    let _d = home.daemon();
+    let ready = home.wait_line("keeper", "keeper back", |e| {
+        e.str("ev") == Some("ready") && e.str("source") == Some("daemon")
+    });
+    assert_eq!(ready.str("mode"), Some("resume"), "{}", ready.line);
+    assert_eq!(ready.str("cause"), Some("idle-reaped-resume"));
+    for name in ["keeper", "lazy"] {
+        let end = home.wait_line(name, "host-restart", |e| {
+            e.str("action") == Some("host-restart")
+        });
+        assert_eq!(end.str("outcome"), Some("resume-eligible"));
+        assert_eq!(home.count(name, is_death), 0, "{name}: no death");
+        assert!(deaths(&home, name).is_empty(), "{name}: no death");
+    }
+    wait_until(Duration::from_secs(5), "lazy parked", || {
+        home.has("lazy", "idle-reaped") && !home.has("lazy", "session")
+    });
+    let reason = std::fs::read_to_string(home.marker("lazy", "idle-reaped")).unwrap();
+    assert!(reason.contains("host-restart"), "{reason}");
+    let r = json(&home.run(&["wake", "lazy", "--json"]));
+    assert_eq!(r["mode"], "resume", "{r}");
+}
+
+fn is_death(e: &Entry) -> bool {
+    matches!(
+        e.str("action"),
+        Some("reaped-gone" | "always-on-relaunch" | "needs-eager-fresh")
+    ) || (e.str("mode") == Some("fail") && e.str("cause") == Some("launch-failed"))
+}
+
+/// `.new-eager` for a peer whose folder is gone: refused, the marker
+/// consumed, and no loop.
+#[test]
+fn a_refused_eager_relaunch_is_logged_at_most_twice() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "0.2");
+    home.add("alice", &[]);
+    std::fs::remove_dir(home.workdir("alice")).unwrap();
+    let _d = home.daemon();
+    std::fs::create_dir_all(home.lifecycle()).unwrap();
+    std::fs::write(home.marker("alice", "new-eager"), "").unwrap();
+    home.wait_line("alice", "the refusal", |e| {
+        e.str("cause") == Some("cwd-missing")
+    });
+    // Many ticks later.
+    std::thread::sleep(Duration::from_secs(3));
+    let refusals = home.count("alice", |e| e.str("cause") == Some("cwd-missing"));
+    assert!((1..=2).contains(&refusals), "{refusals} refusals");
+    assert!(!home.has("alice", "new-eager"), "consumed by the refusal");
+}
+
+/// An `always` peer whose program exits at once: growing gaps between its
+/// launches, then a give-up that holds until `reset`.
+#[test]
+fn an_always_peer_that_keeps_dying_backs_off_and_is_given_up_on() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "0.2")
+        .set("IAPEER_BACKOFF_BASE_SECS", "0.2")
+        .set("IAPEER_CRASHLOOP_MAX", "3")
+        .set("IAPEER_CRASHLOOP_WINDOW_SECS", "2")
+        .set("IAPEER_GIVE_UP_AFTER", "2");
+    home.add(
+        "broken",
+        &["--policy", "always", "--runtime", "shell", "--", "false"],
+    );
+    let _d = home.daemon();
+    let gave_up = {
+        let mut found = None;
+        wait_until(Duration::from_secs(30), "the give-up", || {
+            found = home
+                .entries()
+                .into_iter()
+                .find(|e| e.str("action") == Some("gave-up"));
+            found.is_some()
+        });
+        found.unwrap()
+    };
+    assert_eq!(gave_up.str("outcome"), Some("failed"));
+    assert!(home.has("broken", "failed"));
+    let launches: Vec<i64> = home
+        .lines("broken", "wake")
+        .iter()
+        .filter(|e| e.str("mode") == Some("fresh"))
+        .filter_map(Entry::ts_ms)
+        .collect();
+    assert!(launches.len() >= 4, "{launches:?}");
+    let gaps: Vec<i64> = launches.windows(2).map(|w| w[1] - w[0]).collect();
+    for w in gaps.windows(2) {
+        // Timing noise aside, a gap never shrinks.
+        assert!(w[1] + 100 >= w[0], "gaps shrank: {gaps:?}");
+    }
+    assert!(gaps.last().unwrap() > &(gaps[0] * 3), "gaps grew: {gaps:?}");
+    let s = json(&home.run(&["status", "broken", "--json"]));
+    assert_eq!(s["peers"][0]["lifecycle_state"], "failed");
+    // Nothing more is launched, however many ticks pass.
+    let before = home.count("broken", |e| e.str("ev") == Some("wake"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        home.count("broken", |e| e.str("ev") == Some("wake")),
+        before
+    );
+    // A wake by hand is refused as given up on: exit 4.
+    let out = home.run(&["wake", "broken"]);
+    assert_eq!(code(&out), 4, "{}", stdout(&out));
+    assert_eq!(
+        home.lines("broken", "wake").pop().unwrap().str("cause"),
+        Some("gave-up")
+    );
+    // `reset` lifts it: launched again at once.
+    assert_eq!(code(&home.run(&["reset", "broken"])), 0);
+    assert!(!home.has("broken", "failed"));
+    wait_until(Duration::from_secs(10), "a launch after the reset", || {
+        home.count("broken", |e| e.str("mode") == Some("fresh")) > launches.len()
+    });
+}
+
+#[test]
+fn restart_ends_the_session_and_comes_back_fresh_and_refresh_waits_for_the_next_wake() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    assert_eq!(code(&home.run(&["wake", "alice", "--task", "hi"])), 0);
+    let old = home.session("alice").unwrap()["session"].clone();
+    let out = home.run(&["restart", "alice"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    let rec = home.session("alice").unwrap();
+    assert_ne!(rec["session"], old);
+    assert_eq!(rec["mode"], "fresh");
+    let end = home.lines("alice", "supervise").pop().unwrap();
+    assert_eq!(end.str("action"), Some("restarted"));
+    assert_eq!(end.str("outcome"), Some("relaunching"));
+    assert!(
+        deaths(&home, "alice").is_empty(),
+        "a restart is not a death"
+    );
+
+    // refresh: the live session is left alone; the next natural wake is
+    // fresh even after a park.
+    assert_eq!(code(&home.run(&["refresh", "alice"])), 0);
+    assert!(home.has("alice", "fresh-next"));
+    assert_eq!(code(&home.run(&["stop", "alice"])), 0);
+    assert_eq!(code(&home.run(&["start", "alice"])), 0);
+    let e = json(&home.run(&["explain", "alice", "--json"]));
+    assert_eq!(e["cause"], "soft-reload", "{e}");
+    let r = json(&home.run(&["wake", "alice", "--json"]));
+    assert_eq!(
+        (r["mode"].as_str(), r["cause"].as_str()),
+        (Some("fresh"), Some("soft-reload"))
+    );
+    assert!(!home.has("alice", "fresh-next"), "consumed");
+    assert!(
+        !home.has("alice", "idle-reaped"),
+        "the park is answered too"
+    );
+
+    // A stopped peer is not restarted.
+    assert_eq!(code(&home.run(&["stop", "alice"])), 0);
+    assert_eq!(code(&home.run(&["restart", "alice"])), 3);
+}
+
+/// A per-peer error that persists (here a tmux that refuses
+/// `kill-server`) is retried with growing delay and logged once, not in
+/// a tight loop.
+#[test]
+fn a_persisting_error_is_logged_once_and_retried_ever_later() {
+    let mut home = Home::new();
+    let wrapper = home.path().join("tmux-refusing-kill");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = kill-server ]; then\n    echo 'refused for this test' >&2; exit 1\n  fi\ndone\nexec tmux \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    home.set("IAPEER_TMUX_BIN", wrapper.to_str().unwrap())
+        .set("IAPEER_TICK_SECS", "0.05");
+    home.add("alice", &[]);
+    let d = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "alice"])), 0);
+    home.kill_session_process("alice", libc::SIGKILL);
+    home.wait_line("alice", "the tick-error", |e| {
+        e.str("action") == Some("tick-error")
+    });
+    let cpu_before = cpu_ticks(d.pid());
+    let wall = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let cpu = (cpu_ticks(d.pid()) - cpu_before) as f64 / 100.0 / wall.elapsed().as_secs_f64();
+    let errors = home.count("alice", |e| e.str("action") == Some("tick-error"));
+    assert_eq!(errors, 1, "logged once, then counted");
+    // 100 ticks went by; the failing end was retried a handful of times.
+    assert!(cpu < 0.2, "the daemon used {:.0}% of a core", cpu * 100.0);
+    // The death itself is recorded once.
+    assert_eq!(
+        home.count("alice", |e| e.str("action") == Some("reaped-gone")),
+        1
+    );
+}
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
