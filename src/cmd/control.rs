@@ -20,8 +20,9 @@ pub(crate) fn stop(app: &App, args: NameArg) -> Result<i32> {
     let peer = ctx.peer(&id)?;
     ctx.state.check(&id)?;
     ctx.log(&ctx.record(Ev::Stop).identity(&id).reason("operator stop"))?;
+    let stopped_at = ctx.now();
     ctx.state
-        .set_flag(&id, Flag::Stopped, ctx.now(), "operator stop")?;
+        .set_flag(&id, Flag::Stopped, stopped_at, "operator stop")?;
     let _lock = ctx.lock(&id).inspect_err(|e| {
         if matches!(e, Error::Refused(Refusal::LockHeld { .. })) {
             eprintln!(
@@ -41,7 +42,23 @@ pub(crate) fn stop(app: &App, args: NameArg) -> Result<i32> {
         Settled::Unknown(why) => {
             println!("{id}: stopped; whether its session is alive is unknown ({why}); the daemon will park it");
         }
-        Settled::None => println!("{id}: stopped (it was not running)"),
+        // The daemon may have seen `.stopped` first and parked it itself.
+        Settled::None => match ctx.state.flag(&id, Flag::IdleReaped)? {
+            Some(park)
+                if park.at_ms.is_some_and(|at| at >= stopped_at)
+                    && park
+                        .reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with(Action::ParkedStopped.as_str())) =>
+            {
+                println!(
+                    "{id}: stopped; the daemon parked its session, which will resume after \
+                     `iapeer start {id}`"
+                )
+            }
+            Some(_) => println!("{id}: stopped (it was already parked)"),
+            None => println!("{id}: stopped (it was not running)"),
+        },
     }
     Ok(0)
 }

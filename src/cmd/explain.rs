@@ -242,8 +242,11 @@ fn human(e: &Explanation) -> String {
                 .to_owned()
         }
         "launch" => format!(
-            "a wake now would start it {} ({})",
-            e.mode.map_or("?", Mode::as_str),
+            "a wake now would {} ({})",
+            match e.mode {
+                Some(Mode::Resume) => "resume it",
+                _ => "start it fresh",
+            },
             e.cause.as_deref().unwrap_or("?")
         ),
         other => format!(

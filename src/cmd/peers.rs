@@ -77,7 +77,13 @@ pub(crate) fn rm(app: &App, args: RmArgs) -> Result<i32> {
             path: file,
         });
     }
-    if let Some(pool) = peer.as_ref().and_then(|p| p.pool.as_deref()) {
+    // A member comes and goes with its pool; one whose pool is gone is a
+    // leftover anyone may remove.
+    if let Some(pool) = peer
+        .as_ref()
+        .and_then(|p| p.pool.as_deref())
+        .filter(|pool| definitions::pool_file(&ctx.config.paths, pool).exists())
+    {
         return Err(Error::input(
             format!("peer {id}"),
             format!("it is a member of pool {pool}"),

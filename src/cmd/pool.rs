@@ -6,8 +6,8 @@ use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
 use crate::core::pool::{Pool, Template};
 use crate::engine::ctx::Ctx;
-use crate::store::definitions;
 use crate::store::markers::Marker;
+use crate::store::{definitions, fsutil};
 
 pub(crate) fn run(app: &App, cmd: PoolCommand) -> Result<i32> {
     match cmd {
@@ -91,11 +91,20 @@ fn look_alikes(app: &App, pool: &Pool) -> Result<Vec<String>> {
     Ok(out.into_iter().collect())
 }
 
+/// Removes a pool and its members, journaled: the definition is first
+/// renamed aside (`<name>.json.removing`: no longer a pool, so nothing
+/// recreates its members), then each member is removed, then the journal.
+/// Killed anywhere, `pool rm` again finishes the job.
 fn rm(app: &App, args: RmArgs) -> Result<i32> {
     let ctx = Ctx::open(app.config.clone(), app.source)?;
-    let pool = definitions::load_pool(&ctx.config.paths, &args.name)?;
+    let paths = &ctx.config.paths;
+    let journal = definitions::pool_removal(paths, &args.name);
+    let (pool, resumed) = match definitions::load_pool_removal(paths, &args.name)? {
+        Some(pool) => (pool, true),
+        None => (definitions::load_pool(paths, &args.name)?, false),
+    };
     let members = pool.members();
-    if !args.force {
+    if !args.force && !resumed {
         let live: Vec<&str> = members
             .iter()
             .filter(|m| ctx.state.exists(m, Marker::Session).unwrap_or(false))
@@ -109,21 +118,48 @@ fn rm(app: &App, args: RmArgs) -> Result<i32> {
             ));
         }
     }
-    // The pool goes first, so nothing recreates its members meanwhile.
-    let file = definitions::pool_file(&ctx.config.paths, &pool.name);
-    std::fs::remove_file(&file).map_err(|e| Error::io(&file, "remove", e))?;
+    if !resumed {
+        // The pool goes first, so nothing recreates its members meanwhile.
+        let file = definitions::pool_file(paths, &pool.name);
+        fsutil::rename_durable(&file, &journal)?;
+    } else {
+        // A second definition written meanwhile would recreate members.
+        let file = definitions::pool_file(paths, &pool.name);
+        if file.exists() {
+            return Err(Error::input(
+                format!("pool {}", pool.name),
+                format!(
+                    "its removal was begun ({}) and it has been defined again since",
+                    journal.display()
+                ),
+                format!(
+                    "remove {} to finish the old removal, or {} to keep the new pool",
+                    file.display(),
+                    journal.display()
+                ),
+            ));
+        }
+    }
     for m in &members {
         let peer = ctx
             .peer(m)
             .ok()
             .filter(|p| p.pool.as_deref() == Some(&pool.name));
         if peer.is_some() || ctx.state.scan()?.get(m).is_some_and(|p| p.any_state()) {
-            super::peers::remove_peer(&ctx, m, peer.as_ref(), args.force)?;
+            // The pool is already gone: ending a running member is what
+            // finishing its removal means.
+            super::peers::remove_peer(&ctx, m, peer.as_ref(), args.force || resumed)?;
         }
     }
+    std::fs::remove_file(&journal).map_err(|e| Error::io(&journal, "remove", e))?;
     println!(
-        "pool {}: removed with its {} members",
+        "pool {}: {} with its {} members",
         pool.name,
+        if resumed {
+            "an interrupted removal finished"
+        } else {
+            "removed"
+        },
         members.len()
     );
     Ok(0)

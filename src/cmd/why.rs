@@ -107,8 +107,14 @@ fn human(a: &Answer, session: Option<&status::SessionInfo>) -> String {
                 _ => "fresh",
             };
             let cause = b.cause.as_deref().unwrap_or("?");
+            // Only a session that passed its gate "came up".
+            let verb = if h.ready.is_some() {
+                "It last came up"
+            } else {
+                "It was last launched"
+            };
             out.push_str(&format!(
-                "It last came up {mode} at {} ({cause}): {}.",
+                "{verb} {mode} at {} ({cause}): {}.",
                 b.ts,
                 history::cause_sentence(cause, b.topic.as_deref())
             ));
@@ -153,14 +159,19 @@ fn human(a: &Answer, session: Option<&status::SessionInfo>) -> String {
             }
             push_screen(&mut out, e);
         }
-        None if h.bring_up.is_some() => {
+        // A first wake had no session before it.
+        None if h
+            .bring_up
+            .as_ref()
+            .is_some_and(|b| b.cause.as_deref() != Some("first-wake")) =>
+        {
             out.push_str("The log kept nothing about the session before that.\n")
         }
         None => {}
     }
     if let Some(e) = &h.since_end {
         out.push_str(&format!(
-            "That session has since {} ({}).\n",
+            "Since then, that session {} ({}).\n",
             history::end_sentence(e),
             e.ts
         ));
@@ -168,7 +179,7 @@ fn human(a: &Answer, session: Option<&status::SessionInfo>) -> String {
     }
     let c = &a.crash_loop;
     out.push_str(&format!(
-        "Crash-loop guard: {} death(s) in the last {}s; {} refuse a launch{}.\n",
+        "Crash-loop guard: {} death(s) in the last {}s ({} would refuse a launch){}.\n",
         c.deaths_in_window,
         c.window_secs,
         c.max,
@@ -224,4 +235,67 @@ fn push_screen(out: &mut String, e: &history::Line) {
 
 fn short(s: &str) -> &str {
     s.get(..8).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn told(log: &[&str]) -> String {
+        let entries: Vec<Entry> = log.iter().filter_map(|l| Entry::parse(l)).collect();
+        let answer = Answer {
+            identity: "a".into(),
+            state: "asleep".into(),
+            history: history::history(&entries),
+            crash_loop: CrashLoop {
+                deaths_in_window: 0,
+                max: 3,
+                window_secs: 300,
+                retry_after: None,
+            },
+        };
+        human(&answer, None)
+    }
+
+    const WAKE_FRESH: &str = r#"{"ts":"2026-11-21T01:00:00.000Z","ev":"wake","identity":"a","mode":"fresh","cause":"first-wake","session":"s1","source":"cli","pid":1}"#;
+    const READY: &str = r#"{"ts":"2026-11-21T01:00:01.000Z","ev":"ready","identity":"a","mode":"fresh","cause":"first-wake","session":"s1","latency_ms":900,"source":"cli","pid":1}"#;
+    const PARKED: &str = r#"{"ts":"2026-11-21T02:00:00.000Z","ev":"supervise","identity":"a","action":"reaped-idle","idle_seconds":3700,"outcome":"resume-eligible","session":"s1","source":"daemon","pid":2}"#;
+    const BOOT_FAILED: &str = r#"{"ts":"2026-11-21T01:00:02.000Z","ev":"wake","identity":"a","runtime":"shell","mode":"fail","cause":"launch-failed","session":"s1","exit_status":"1","source":"cli","pid":1}"#;
+    const SELF_FRESH: &str = r#"{"ts":"2026-11-21T02:00:00.000Z","ev":"supervise","identity":"a","action":"self-fresh","outcome":"relaunching","session":"s1","source":"daemon","pid":2}"#;
+
+    /// Each story, the sentences it must tell and the glitches it must not.
+    #[test]
+    fn the_sentences_read_right() {
+        let rows: &[(&[&str], &[&str], &[&str])] = &[
+            (
+                &[WAKE_FRESH, READY, PARKED],
+                &[
+                    "It last came up fresh",
+                    "never run since it was added",
+                    "Since then, that session was parked by iapeer after 61m idle",
+                    "(3 would refuse a launch)",
+                ],
+                &["has since was", "crash", "before that"],
+            ),
+            (
+                &[WAKE_FRESH, BOOT_FAILED],
+                &["It was last launched fresh", "never became ready"],
+                &["came up", "has since"],
+            ),
+            (
+                &[WAKE_FRESH, READY, SELF_FRESH],
+                &["the agent asked for a fresh start (self-fresh; not a death)"],
+                &["died", "crash"],
+            ),
+        ];
+        for (log, want, never) in rows {
+            let text = told(log);
+            for w in *want {
+                assert!(text.contains(w), "missing {w:?} in:\n{text}");
+            }
+            for n in *never {
+                assert!(!text.contains(n), "{n:?} in:\n{text}");
+            }
+        }
+    }
 }

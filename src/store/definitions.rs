@@ -87,6 +87,23 @@ pub(crate) fn load_pool(paths: &Paths, name: &str) -> Result<Pool> {
     pool::parse(&file, &bytes, Some(name))
 }
 
+/// The journal of a pool being removed: its definition, renamed aside
+/// (no longer a pool the daemon syncs), kept until every member is gone.
+pub(crate) fn pool_removal(paths: &Paths, name: &str) -> PathBuf {
+    paths.pools.join(format!("{name}.json.removing"))
+}
+
+/// A pool whose removal was begun and not finished, if there is one.
+pub(crate) fn load_pool_removal(paths: &Paths, name: &str) -> Result<Option<Pool>> {
+    Identity::parse(name)?;
+    let file = pool_removal(paths, name);
+    match read_definition(&file) {
+        Ok(bytes) => pool::parse(&file, &bytes, Some(name)).map(Some),
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Every pool, sorted by name; a broken one as its error.
 pub(crate) fn load_pools(paths: &Paths) -> Result<Vec<Result<Pool>>> {
     Ok(fsutil::json_files(&paths.pools)?

@@ -46,6 +46,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Renames `from` to `to` durably: the rename, then an fsync of the
+/// folder both are in.
+pub(crate) fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io(from, "rename", e))?;
+    let dir = to.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, "sync", e))
+}
+
 /// The first whole lines of a file, reading at most `max` bytes.
 pub(crate) fn head_lines(path: &Path, max: usize) -> std::io::Result<Vec<String>> {
     let mut buf = Vec::with_capacity(max.min(64 * 1024));

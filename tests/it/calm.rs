@@ -321,3 +321,24 @@ fn cpu_ticks(pid: i32) -> u64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
+
+/// `stop` says what happened to the session, whoever parked it: with a
+/// daemon watching, it often parks the session before the CLI can.
+#[test]
+fn stop_says_the_session_was_parked_whoever_parked_it() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "30");
+    home.add("alice", &[]);
+    let _d = home.daemon();
+    for _ in 0..5 {
+        assert_eq!(code(&home.run(&["wake", "alice"])), 0);
+        let out = home.run(&["stop", "alice"]);
+        assert_eq!(code(&out), 0);
+        let said = stdout(&out);
+        assert!(said.contains("parked"), "{said}");
+        assert!(!said.contains("not running"), "{said}");
+        assert_eq!(code(&home.run(&["start", "alice"])), 0);
+    }
+    let out = home.run(&["stop", "alice"]);
+    assert!(stdout(&out).contains("already parked"), "{}", stdout(&out));
+}

@@ -457,3 +457,85 @@ fn concurrent_dispatches_that_grow_the_pool_never_share_a_member() {
     sorted.sort();
     assert_eq!(sorted, ["job 0", "job 1", "job 2"], "{tasks:?}");
 }
+
+/// `pool rm` is journaled: killed at any step it finishes on the next
+/// try, and a member left behind can always be removed.
+#[test]
+fn pool_rm_interrupted_at_any_step_finishes_on_the_next_try() {
+    let members = |home: &Home| -> Vec<String> {
+        (11..15)
+            .map(|i| format!("ccl-auto-{i}"))
+            .filter(|m| home.path().join(format!("peers/{m}.json")).exists())
+            .collect()
+    };
+    // Each step a kill -9 can land after: the journal written, then each
+    // member removed in turn, then everything but the journal.
+    for removed_before_the_kill in 0..=4 {
+        let home = pool_home();
+        // `pool add` writes the member definitions when the daemon syncs;
+        // `pool ls` (any command) sees them as the daemon would.
+        let _d = home.daemon();
+        wait_until(Duration::from_secs(10), "the members", || {
+            members(&home).len() == 4
+        });
+        drop(_d);
+        assert_eq!(code(&home.run(&["wake", "ccl-auto-12"])), 0);
+        std::fs::rename(
+            home.path().join("pools/ccl.json"),
+            home.path().join("pools/ccl.json.removing"),
+        )
+        .unwrap();
+        for m in members(&home).iter().take(removed_before_the_kill) {
+            std::fs::remove_file(home.path().join(format!("peers/{m}.json"))).unwrap();
+        }
+        let out = home.run(&["pool", "rm", "ccl"]);
+        assert_eq!(
+            code(&out),
+            0,
+            "step {removed_before_the_kill}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains("interrupted removal finished"));
+        assert!(members(&home).is_empty(), "step {removed_before_the_kill}");
+        assert!(!home.path().join("pools/ccl.json.removing").exists());
+        assert!(!home.has("ccl-auto-12", "session"), "its session was ended");
+    }
+
+    // A real kill -9 mid-way, again and again, until one run finishes.
+    let home = pool_home();
+    let _d = home.daemon();
+    wait_until(Duration::from_secs(10), "the members", || {
+        members(&home).len() == 4
+    });
+    drop(_d);
+    let mut delay = 1;
+    loop {
+        let mut child = home
+            .iapeer()
+            .args(["pool", "rm", "ccl", "--force"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.success() {
+            break;
+        }
+        delay *= 2;
+        assert!(delay < 10_000, "pool rm never got through");
+    }
+    assert!(members(&home).is_empty());
+
+    // A member whose pool is gone (by hand) is a leftover `rm` removes.
+    let home = pool_home();
+    let _d = home.daemon();
+    wait_until(Duration::from_secs(10), "the members", || {
+        members(&home).len() == 4
+    });
+    drop(_d);
+    std::fs::remove_file(home.path().join("pools/ccl.json")).unwrap();
+    let out = home.run(&["rm", "ccl-auto-11"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
