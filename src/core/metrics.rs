@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::record::Entry;
 use crate::core::vocab::Outcome;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PeerMetrics {
     pub wakes_fresh: u64,
     pub wakes_resume: u64,
@@ -34,13 +35,13 @@ pub struct PeerMetrics {
     pub crashed_task: Option<CrashedTask>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrashedTask {
     pub task: String,
     pub ts: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastEvent {
     #[serde(rename = "type")]
     pub kind: String,
@@ -52,6 +53,23 @@ pub struct LastEvent {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metrics {
     pub peers: BTreeMap<String, PeerMetrics>,
+}
+
+/// Everything folded from the log: the metrics, and the last line about
+/// each identity (what `status` shows as its last decision).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Folded {
+    pub metrics: Metrics,
+    pub last: BTreeMap<String, Entry>,
+}
+
+impl Folded {
+    pub fn apply(&mut self, e: &Entry) {
+        self.metrics.apply(e);
+        if let Some(id) = e.identity() {
+            self.last.insert(id.to_owned(), e.clone());
+        }
+    }
 }
 
 impl Metrics {

@@ -153,6 +153,9 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
         if let Some(m) = sup.metrics_due() {
             wake_at = wake_at.min(m);
         }
+        if let Some(c) = sup.checkpoint_due() {
+            wake_at = wake_at.min(c);
+        }
         let first = match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
             Ok(ev) => Some(ev),
             Err(RecvTimeoutError::Timeout) => None,
@@ -165,7 +168,11 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
         let mut full = false;
         for ev in events {
             match ev {
-                Event::Signal(Sig::Stop) => return,
+                Event::Signal(Sig::Stop) => {
+                    sup.refresh_metrics();
+                    sup.write_checkpoint(true);
+                    return;
+                }
                 Event::Signal(Sig::Reload) => {
                     notifier.reloading();
                     match sup.reload_peers() {
@@ -217,6 +224,7 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
         }
         sup.refresh_metrics();
         sup.write_metrics(full);
+        sup.write_checkpoint(false);
         if let (Some(every), Some(at)) = (watchdog_every, next_watchdog) {
             if Instant::now() >= at {
                 notifier.watchdog();

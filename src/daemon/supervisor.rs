@@ -78,12 +78,17 @@ pub struct Supervisor {
     errors: HashMap<Identity, (Failing, Instant)>,
     launch_errors: HashMap<Identity, String>,
     deaths: DeathWatch,
-    /// Counters folded from the log: replayed at start, then followed, so
-    /// CLI processes' lines count as well as ours.
+    /// Counters folded from the log: from the checkpoint (or the start of
+    /// the retained log) at start, then followed, so CLI processes' lines
+    /// count as well as ours.
     metrics: Arc<std::sync::Mutex<metrics::Metrics>>,
+    /// The last line about each identity, kept in the checkpoint with them.
+    last: BTreeMap<String, crate::core::record::Entry>,
     follower: log::Follower,
     metrics_written: Option<Instant>,
     metrics_dirty: bool,
+    checkpoint_written: Option<Instant>,
+    checkpoint_dirty: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +119,8 @@ pub struct PassStats {
 impl Supervisor {
     pub fn new(ctx: Arc<Ctx>, events: Sender<Event>) -> Result<Self> {
         let log = ctx.config.paths.lifecycle_log.clone();
+        let (folded, follower) =
+            log::checkpoint::fold(&log, &ctx.config.paths.metrics_checkpoint());
         let deaths = DeathWatch::start(events.clone()).map_err(|e| {
             Error::failed(
                 "death watch",
@@ -136,10 +143,13 @@ impl Supervisor {
             errors: HashMap::new(),
             launch_errors: HashMap::new(),
             deaths,
-            metrics: Arc::default(),
-            follower: log::Follower::from_start(&log),
+            metrics: Arc::new(std::sync::Mutex::new(folded.metrics)),
+            last: folded.last,
+            follower,
             metrics_written: None,
             metrics_dirty: true,
+            checkpoint_written: None,
+            checkpoint_dirty: true,
         };
         s.reload_peers()?;
         s.refresh_metrics();
@@ -161,9 +171,13 @@ impl Supervisor {
             let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
             for f in &lines {
                 metrics.apply(&f.entry);
+                if let Some(id) = f.entry.identity() {
+                    self.last.insert(id.to_owned(), f.entry.clone());
+                }
             }
         }
         self.metrics_dirty = true;
+        self.checkpoint_dirty = true;
         // An operator's `reset` or `start` (or a new definition) starts a
         // peer's streak again: its next relaunch waits for nothing.
         for f in &lines {
@@ -181,6 +195,45 @@ impl Supervisor {
                 self.schedule(&id, Instant::now());
             }
         }
+    }
+
+    /// Writes the metrics checkpoint (counters and the log position they
+    /// cover, in one atomic write) when something changed, at most once
+    /// per `METRICS_EVERY` unless `now` is asked.
+    pub(crate) fn write_checkpoint(&mut self, now: bool) {
+        let recent = self
+            .checkpoint_written
+            .is_some_and(|t| t.elapsed() < METRICS_EVERY);
+        if !self.checkpoint_dirty || (recent && !now) {
+            return;
+        }
+        let Some(position) = self.follower.position() else {
+            return;
+        };
+        let folded = metrics::Folded {
+            metrics: self
+                .metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            last: self.last.clone(),
+        };
+        let path = self.ctx.config.paths.metrics_checkpoint();
+        match log::checkpoint::save(&path, position, &folded) {
+            Ok(()) => {
+                self.checkpoint_written = Some(Instant::now());
+                self.checkpoint_dirty = false;
+            }
+            Err(e) => tracing::warn!("metrics checkpoint: {e}"),
+        }
+    }
+
+    /// When a held-back checkpoint write is due, if one is.
+    pub(super) fn checkpoint_due(&self) -> Option<Instant> {
+        self.checkpoint_dirty.then(|| {
+            self.checkpoint_written
+                .map_or_else(Instant::now, |t| t + METRICS_EVERY)
+        })
     }
 
     /// When a held-back metrics write is due, if one is.

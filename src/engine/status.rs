@@ -1,8 +1,6 @@
 //! What state each peer is in, for `iapeer status` (and anything else that
 //! shows the fleet). Read-only: nothing here acts.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use crate::core::clock::EpochMs;
@@ -88,19 +86,12 @@ pub(crate) struct PeerStatus {
     pub problem: Option<String>,
 }
 
-/// From one read of the whole log: the last line about each identity, and
-/// everyone's metrics.
-pub(crate) fn read_log(ctx: &Ctx) -> (HashMap<String, Entry>, metrics::Metrics) {
-    let mut last: HashMap<String, Entry> = HashMap::new();
-    let mut metrics = metrics::Metrics::default();
-    let _ = crate::store::log::for_each_entry(&ctx.config.paths.lifecycle_log, |e| {
-        metrics.apply(&e);
-        if let Some(id) = e.identity() {
-            last.insert(id.to_owned(), e);
-        }
-        true
-    });
-    (last, metrics)
+/// The last line about each identity, and everyone's metrics: the
+/// daemon's checkpoint and the lines after it (the whole retained log
+/// only when there is no checkpoint).
+pub(crate) fn read_log(ctx: &Ctx) -> metrics::Folded {
+    let paths = &ctx.config.paths;
+    crate::store::log::checkpoint::fold(&paths.lifecycle_log, &paths.metrics_checkpoint()).0
 }
 
 /// One peer's status.
@@ -207,7 +198,7 @@ pub(crate) fn collect(
     ctx: &Ctx,
     only: Option<&Identity>,
 ) -> Result<Vec<std::result::Result<PeerStatus, crate::Error>>> {
-    let (last, metrics) = read_log(ctx);
+    let metrics::Folded { metrics, last } = read_log(ctx);
     let peers: Vec<std::result::Result<Peer, crate::Error>> = match only {
         Some(id) => vec![Ok(ctx.peer(id)?)],
         None => crate::store::definitions::load_peers(&ctx.config.paths)?,

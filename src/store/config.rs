@@ -205,6 +205,11 @@ impl Paths {
         self.run.join(format!("{name}.sock"))
     }
 
+    /// The metrics checkpoint: counters and the log position they cover.
+    pub(crate) fn metrics_checkpoint(&self) -> PathBuf {
+        self.state.join("metrics.json")
+    }
+
     pub(crate) fn daemon_lock(&self) -> PathBuf {
         self.run.join("daemon.lock")
     }

@@ -342,3 +342,75 @@ fn stop_says_the_session_was_parked_whoever_parked_it() {
     let out = home.run(&["stop", "alice"]);
     assert!(stdout(&out).contains("already parked"), "{}", stdout(&out));
 }
+
+/// Counters never go backwards: after 20 rotations took the early lines
+/// away, and after a daemon restart, they are what the whole history says.
+#[test]
+fn counters_are_identical_after_twenty_rotations_and_a_restart() {
+    let mut home = Home::new();
+    let metrics = home.path().join("metrics.prom");
+    home.set("IAPEER_TICK_SECS", "30")
+        .set("IAPEER_LIFECYCLE_LOG_MAX_BYTES", "2000")
+        .set("IAPEER_METRICS_FILE", metrics.to_str().unwrap());
+    home.add("alice", &["--runtime", "shell", "--", "sleep", "100000"]);
+    let checkpoint = home.path().join("state/metrics.json");
+    let log = home.log_path();
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&log).unwrap());
+    let mut d = home.daemon();
+    let mut rotations = 0;
+    for _ in 0..20 {
+        let before = inode();
+        let stamp = std::fs::metadata(&checkpoint)
+            .and_then(|m| m.modified())
+            .ok();
+        assert_eq!(code(&home.run(&["wake", "alice"])), 0);
+        assert_eq!(code(&home.run(&["stop", "alice"])), 0);
+        assert_eq!(code(&home.run(&["start", "alice"])), 0);
+        for _ in 0..10 {
+            assert_eq!(code(&home.run(&["reset", "alice"])), 0);
+        }
+        rotations += usize::from(inode() != before);
+        wait_until(Duration::from_secs(5), "a newer checkpoint", || {
+            std::fs::metadata(&checkpoint)
+                .and_then(|m| m.modified())
+                .ok()
+                != stamp
+        });
+    }
+    assert!(rotations >= 20, "{rotations} rotations");
+    let wakes = |home: &Home| {
+        let s = json(&home.run(&["status", "alice", "--json"]));
+        let m = &s["peers"][0]["lifecycle_metrics"];
+        (
+            m["wakes_fresh"].as_u64(),
+            m["wakes_resume"].as_u64(),
+            m["parks_stop"].as_u64(),
+        )
+    };
+    let retained = home.count("alice", |e| e.str("ev") == Some("wake"));
+    assert!(retained < 20, "rotation took lines away ({retained} kept)");
+    // A shell has nothing to resume: every wake is fresh.
+    let want = (Some(20), Some(0), Some(20));
+    assert_eq!(wakes(&home), want);
+    let prom = |path: &std::path::Path| -> String {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("iapeer_wakes_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    wait_until(Duration::from_secs(5), "the metrics file", || {
+        prom(&metrics).contains("mode=\"fresh\"} 20")
+    });
+    let before = prom(&metrics);
+
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(5)).is_some());
+    std::fs::remove_file(&metrics).unwrap();
+    let _d = home.daemon();
+    assert_eq!(wakes(&home), want, "after a restart");
+    wait_until(Duration::from_secs(5), "the metrics file again", || {
+        metrics.exists() && prom(&metrics) == before
+    });
+}

@@ -1,7 +1,8 @@
 //! Crash consistency under a storm, and concurrency under load.
 //!
 //! The storm: dozens of peers; actors fire random wakes, task deliveries,
-//! agent crashes, self-fresh, stops/starts, resets and script `touch`es,
+//! agent crashes, self-fresh, stops/starts, resets, restarts, refreshes,
+//! the records a host restart leaves behind and script `touch`es,
 //! while the daemon is `kill -9`ed at random moments and restarted. After
 //! every kill the invariants are checked from disk (see
 //! `support::invariants`). `make test` runs IAPEER_STORM_KILLS (default
@@ -136,9 +137,55 @@ fn act(home: &Home, names: &[String], rng: &mut Rng) {
         }
         79..85 => run(&["stop", name]),
         85..91 => run(&["start", name]),
-        91..95 => run(&["reset", name]),
+        91..94 => run(&["reset", name]),
+        94..96 => run(&["restart", name]),
+        96..97 => run(&["refresh", name]),
+        97..99 => host_restart_record(home, name),
         _ => run(&["explain", name]),
     }
+}
+
+/// What a host restart leaves behind: a `.session` from another boot,
+/// its processes long gone. Written under the peer's wake lock, as only a
+/// launch would write it, and only where no session is recorded.
+fn host_restart_record(home: &Home, name: &str) {
+    use std::os::fd::AsRawFd;
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(home.marker(name, "lock"))
+    else {
+        return;
+    };
+    // SAFETY: flock on a descriptor we own; released when it closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return;
+    }
+    if home.has(name, "session") {
+        return;
+    }
+    let gone = std::process::Command::new("true")
+        .spawn()
+        .and_then(|mut c| c.wait().map(|_| c.id()))
+        .unwrap_or(1);
+    let rec = serde_json::json!({
+        "identity": name,
+        "runtime": "shell",
+        "cwd": home.workdir(name),
+        "socket": home.path().join(format!("run/{name}.sock")),
+        "pane_pid": gone,
+        "started_at": "2026-11-30T08:00:00.000Z",
+        "mode": "fresh",
+        "session": format!("before-reboot-{gone}"),
+        "cause": "first-wake",
+        "ready_at": "2026-11-30T08:00:01.000Z",
+        "boot_id": "00000000-0000-4000-8000-000000000000",
+    });
+    let tmp = home.lifecycle().join(format!(".{name}.session.tmp"));
+    let _ = std::fs::write(&tmp, serde_json::to_vec(&rec).unwrap());
+    let _ = std::fs::rename(&tmp, home.marker(name, "session"));
 }
 
 fn storm(kills: usize) -> Counts {

@@ -138,6 +138,17 @@ impl Follower {
         f
     }
 
+    /// Where the next line will be read from: after every whole line
+    /// returned so far.
+    pub(crate) fn position(&self) -> Option<Position> {
+        let (_, (dev, ino)) = self.file.as_ref()?;
+        Some(Position {
+            dev: *dev,
+            ino: *ino,
+            offset: self.offset - self.partial.len() as u64,
+        })
+    }
+
     fn empty(path: &Path) -> Self {
         Follower {
             path: path.to_path_buf(),

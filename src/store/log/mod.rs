@@ -18,6 +18,7 @@
 //! Reading walks `lifecycle.log.N` … `.1`, then `lifecycle.log`, oldest
 //! first, and skips torn lines.
 
+pub(crate) mod checkpoint;
 mod files;
 mod follow;
 mod read;
@@ -26,7 +27,7 @@ pub use files::log_files;
 use files::{numbered, rotated_files};
 pub use follow::Position;
 pub(crate) use follow::{Follower, LogChanges};
-pub(crate) use read::{for_each_entry, for_each_matching};
+pub(crate) use read::for_each_matching;
 pub use read::{read_all, ReadStats};
 
 use std::fs::{self, File, OpenOptions};

@@ -1,0 +1,157 @@
+//! The metrics checkpoint (`state/metrics.json`): the counters folded from
+//! the log, written atomically together with the log position they cover.
+//! Counters are rebuilt from the checkpoint and the lines after it, so they
+//! survive a daemon restart and the rotation of old lines alike, and
+//! nobody re-reads the whole history to show them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::error::Result;
+use crate::core::metrics::{Folded, Metrics, PeerMetrics};
+use crate::core::record::Entry;
+use crate::store::fsutil;
+
+use super::follow::{Follower, Position};
+
+const VERSION: u32 = 1;
+/// A checkpoint larger than this is not ours: ignored.
+const MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    version: u32,
+    /// `dev:ino:offset` (hex) of the first line not folded in.
+    position: String,
+    peers: BTreeMap<String, PeerMetrics>,
+    /// The last line about each identity, as written.
+    last: BTreeMap<String, String>,
+}
+
+/// Writes `folded`, covering the log up to `position`.
+pub(crate) fn save(path: &Path, position: Position, folded: &Folded) -> Result<()> {
+    let saved = Saved {
+        version: VERSION,
+        position: position.to_string(),
+        peers: folded.metrics.peers.clone(),
+        last: folded
+            .last
+            .iter()
+            .map(|(k, e)| (k.clone(), e.line.clone()))
+            .collect(),
+    };
+    let body = serde_json::to_vec(&saved).expect("a checkpoint always serializes");
+    fsutil::write_atomic(path, &body)
+}
+
+/// Reads a checkpoint; `None` (and a warning) when it is missing, not ours
+/// or damaged: the fold then starts from the oldest retained line.
+pub(crate) fn load(path: &Path) -> Option<(Position, Folded)> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > MAX_BYTES {
+        tracing::warn!("{}: not a checkpoint; ignored", path.display());
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let saved: Saved = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("{}: {e}; rebuilding from the log", path.display());
+            return None;
+        }
+    };
+    if saved.version != VERSION {
+        tracing::warn!(
+            "{}: version {} is not {VERSION}; rebuilding from the log",
+            path.display(),
+            saved.version
+        );
+        return None;
+    }
+    let position: Position = saved.position.parse().ok()?;
+    let folded = Folded {
+        metrics: Metrics { peers: saved.peers },
+        last: saved
+            .last
+            .into_iter()
+            .filter_map(|(k, line)| Entry::parse(&line).map(|e| (k, e)))
+            .collect(),
+    };
+    Some((position, folded))
+}
+
+/// The fold of the log so far, from the checkpoint at `checkpoint` (if
+/// any) and the lines after it, with a follower left after the last line.
+pub(crate) fn fold(log: &Path, checkpoint: &Path) -> (Folded, Follower) {
+    let (mut follower, mut folded) = match load(checkpoint) {
+        Some((pos, folded)) => (Follower::at(log, pos), folded),
+        None => (Follower::from_start(log), Folded::default()),
+    };
+    loop {
+        let lines = follower.poll();
+        if lines.is_empty() {
+            break;
+        }
+        for f in &lines {
+            folded.apply(&f.entry);
+        }
+    }
+    (folded, follower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::Record;
+    use crate::core::vocab::{Ev, Mode, Source};
+    use crate::store::config::Config;
+    use crate::store::log::LogWriter;
+
+    fn wake(n: i64) -> Record {
+        Record::new(1_795_236_254_821 + n, Ev::Wake, Source::Cli)
+            .identity("alice")
+            .mode(Mode::Fresh)
+    }
+
+    /// The counters are what the whole history says, after rotations took
+    /// most of it away, and a checkpoint damaged or missing rebuilds from
+    /// what is left.
+    #[test]
+    fn counters_survive_rotation_through_the_checkpoint() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let config = Config::from_lookup(|k| match k {
+            "IAPEER_HOME" => Some(home.path().into()),
+            "HOME" => Some(home.path().into()),
+            "IAPEER_LIFECYCLE_LOG_MAX_BYTES" => Some("400".into()),
+            "IAPEER_LIFECYCLE_LOG_KEEP" => Some("2".into()),
+            _ => None,
+        })
+        .unwrap();
+        config.ensure_home().unwrap();
+        let log = config.paths.lifecycle_log.clone();
+        let cp = home.path().join("state/metrics.json");
+        let mut writer = LogWriter::new(&config);
+        for round in 0..20 {
+            for i in 0..5 {
+                writer.append(&wake(round * 5 + i)).unwrap();
+            }
+            let (folded, follower) = fold(&log, &cp);
+            assert_eq!(
+                folded.metrics.peers["alice"].wakes_fresh,
+                (round as u64 + 1) * 5,
+                "round {round}"
+            );
+            save(&cp, follower.position().unwrap(), &folded).unwrap();
+        }
+        let retained = crate::store::log::read_all(&log).unwrap().0.len();
+        assert!(retained < 100, "rotation kept only {retained}");
+        std::fs::write(&cp, b"{garbage").unwrap();
+        let (folded, _) = fold(&log, &cp);
+        assert_eq!(
+            folded.metrics.peers["alice"].wakes_fresh as usize, retained,
+            "rebuilt from what is left"
+        );
+    }
+}
