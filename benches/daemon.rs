@@ -6,7 +6,10 @@
 //! - one full pass over 1,000 and 10,000 sleeping identities, and with 100
 //!   and 200 live sessions (in process);
 //! - the idle daemon's resident memory, and its CPU over 60 s with 100 live
-//!   sessions.
+//!   sessions;
+//! - its CPU while one peer's action keeps failing (a tmux that refuses
+//!   `kill-server`) and while the disk is full (the log cannot grow), each
+//!   over 30 s, beside the same daemon idle.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -25,6 +28,7 @@ const RUNS: usize = 100;
 fn main() {
     reaction_times();
     pass_costs();
+    cost_of_persisting_errors();
 }
 
 struct Home {
@@ -338,5 +342,117 @@ fn report(what: &str, v: &mut [Duration]) {
         p(99).as_secs_f64() * 1e3,
         v[v.len() - 1].as_secs_f64() * 1e3,
         v.len()
+    );
+}
+
+/// The daemon's CPU while one peer's end keeps failing, and while the log's
+/// disk is full, each against the same daemon idle (the floor).
+fn cost_of_persisting_errors() {
+    const OVER: Duration = Duration::from_secs(30);
+    let home = Home::new();
+    let wrapper = home.path().join("tmux-refusing-kill");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = kill-server ]; then echo refused >&2; exit 1; fi\ndone\nexec tmux \"$@\"\n",
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    home.run(&[
+        "add",
+        "e",
+        "--cwd",
+        "/tmp",
+        "--runtime",
+        "shell",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let spawn = |refusing: bool| {
+        let mut c = home.cmd();
+        c.env("IAPEER_TICK_SECS", "0.1");
+        if refusing {
+            c.env("IAPEER_TMUX_BIN", &wrapper);
+        }
+        let child = c
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("daemon");
+        let d = Running(child);
+        std::thread::sleep(Duration::from_secs(1));
+        d
+    };
+    let cpu_over = |d: &Running| {
+        let before = cpu_ticks(d.0.id());
+        let t = Instant::now();
+        std::thread::sleep(OVER);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (cpu_ticks(d.0.id()) - before) as f64 / hz / t.elapsed().as_secs_f64() * 100.0
+    };
+    let d = spawn(false);
+    let floor = cpu_over(&d);
+    drop(d);
+
+    home.run(&["wake", "e"]);
+    let d = spawn(true);
+    // SAFETY: killing the agent this bench launched.
+    unsafe { libc::kill(home.pane_pid("e"), libc::SIGKILL) };
+    std::thread::sleep(Duration::from_secs(1));
+    let failing = cpu_over(&d);
+    let lines = std::fs::read_to_string(home.log()).unwrap_or_default();
+    let errors = lines.matches("tick-error").count();
+    drop(d);
+
+    // A full disk: the log may not grow by a byte (RLIMIT_FSIZE), and an
+    // always peer dies, so every pass has a death it cannot record.
+    let d = spawn(false);
+    home.run(&[
+        "add",
+        "k",
+        "--cwd",
+        "/tmp",
+        "--policy",
+        "always",
+        "--runtime",
+        "shell",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    wait(Duration::from_secs(10), || {
+        home.marker("k", "session").exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let size = log_len(&home.log());
+    let lim = libc::rlimit {
+        rlim_cur: size,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on our own child, with a valid struct.
+    unsafe {
+        libc::prlimit(
+            d.0.id() as i32,
+            libc::RLIMIT_FSIZE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    // SAFETY: killing the agent this bench launched.
+    unsafe { libc::kill(home.pane_pid("k"), libc::SIGKILL) };
+    std::thread::sleep(Duration::from_secs(1));
+    let full = cpu_over(&d);
+    drop(d);
+    println!(
+        "daemon CPU over {:.0} s at a 0.1 s tick: idle {floor:.2}% (floor), one peer failing every pass {failing:.2}% ({:.1}x floor, {errors} tick-error line(s)), full disk {full:.2}% ({:.1}x floor); goal < 5% of a core",
+        OVER.as_secs_f64(),
+        failing / floor.max(0.01),
+        full / floor.max(0.01),
     );
 }

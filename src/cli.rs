@@ -70,6 +70,9 @@ pub enum Command {
     /// Hand a task to a free member of a pool (or wake one), printing it;
     /// exit 7 when every member is busy and the pool is at its max.
     Dispatch(DispatchArgs),
+    /// Every effective setting and where it came from (the environment,
+    /// config.toml, or the default).
+    Config(LsArgs),
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! One module per subcommand, each exposing `run` (or a verb).
 
+pub(crate) mod config;
 pub(crate) mod control;
 pub(crate) mod dispatch;
 pub(crate) mod events;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Events(args) => events::run(&app, args),
         Command::Pool(cmd) => pool::run(&app, cmd),
         Command::Dispatch(args) => dispatch::run(&app, args),
+        Command::Config(args) => config::run(&app, args),
     }
 }
 

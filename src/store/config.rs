@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::core::error::{Error, Result};
+use crate::store::settings;
+use std::collections::BTreeMap;
 
 /// The longest socket path we allow ourselves: `sun_path` is 104 bytes on
 /// macOS and 108 on Linux, both counting the trailing NUL.
@@ -52,6 +54,10 @@ pub struct Config {
     /// A 0600 file holding the bearer token the dashboard requires
     /// (`IAPEER_HTTP_TOKEN_FILE`; mandatory off loopback).
     pub http_token_file: Option<PathBuf>,
+    /// `$IAPEER_HOME/config.toml`, and what it set (the environment
+    /// overrides it).
+    pub config_file: PathBuf,
+    pub(crate) from_file: BTreeMap<&'static str, settings::FileValue>,
 }
 
 /// Every place iapeer keeps state, resolved once.
@@ -92,6 +98,42 @@ impl Config {
                     expected: "a home directory (or set IAPEER_HOME)",
                 })?,
         };
+        // config.toml under the home, overridden by the environment.
+        let config_file = home.join("config.toml");
+        let from_file = settings::read_file(&config_file)?;
+        let merged =
+            |k: &str| get(k).or_else(|| from_file.get(k).map(|f| OsString::from(&f.value)));
+        let env = Env { get: &merged };
+        Self::build(&env, &get, home, user_home)
+            .map(|mut c| {
+                c.from_file = from_file.clone();
+                c
+            })
+            .map_err(|e| match e {
+                Error::Config {
+                    var,
+                    value,
+                    expected,
+                } if get(var).is_none() && from_file.contains_key(var) => Error::input(
+                    format!(
+                        "{} line {}, key {}",
+                        config_file.display(),
+                        from_file[var].line,
+                        settings::by_var(var).map_or_else(|| var.to_lowercase(), |s| s.key())
+                    ),
+                    format!("{value:?} is not valid: expected {expected}"),
+                    "fix the value, or remove the line for the default",
+                ),
+                e => e,
+            })
+    }
+
+    fn build(
+        env: &Env<'_>,
+        get: &dyn Fn(&str) -> Option<OsString>,
+        home: PathBuf,
+        user_home: Option<PathBuf>,
+    ) -> Result<Self> {
         let in_user_home = |dir: &str| user_home.as_ref().map(|h| h.join(dir));
         let claude_config_dir = env
             .path("CLAUDE_CONFIG_DIR", user_home.as_deref())?
@@ -130,6 +172,8 @@ impl Config {
             metrics_file: env.path("IAPEER_METRICS_FILE", user_home.as_deref())?,
             http_addr: env.socket_addr("IAPEER_HTTP_ADDR")?,
             http_token_file: env.path("IAPEER_HTTP_TOKEN_FILE", user_home.as_deref())?,
+            config_file: home.join("config.toml"),
+            from_file: BTreeMap::new(),
             home,
         })
     }

@@ -7,3 +7,4 @@ pub(crate) mod definitions;
 pub(crate) mod fsutil;
 pub mod log;
 pub mod markers;
+pub mod settings;

@@ -5,6 +5,7 @@
 mod support;
 
 mod calm;
+mod config;
 mod daemon;
 mod docs;
 mod faults;

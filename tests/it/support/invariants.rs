@@ -198,7 +198,7 @@ pub fn check_markers(dir: &Path) -> Result<(), String> {
             }
             "deaths" => serde_json::from_str::<Vec<i64>>(&text).is_ok(),
             "topic" => text.len() <= 257 && text.lines().count() <= 1,
-            "idle-reaped" | "new-eager" | "stopped" => {
+            "idle-reaped" | "new-eager" | "stopped" | "fresh-next" | "failed" => {
                 text.is_empty()
                     || text
                         .lines()
