@@ -10,9 +10,11 @@ use clap::{Args, Parser, Subcommand};
 /// Keeps a fleet of AI coding agents alive, lean and explainable.
 ///
 /// State lives under IAPEER_HOME (default ~/.iapeer); every decision is
-/// appended to logs/iapeer/lifecycle.log. Exit codes: 0 done, 1 failed,
-/// 2 bad usage/config/input, 3 refused: stopped, 4 refused: crash loop,
-/// 5 refused: external supervisor, 6 wake lock held (retry).
+/// appended to logs/iapeer/lifecycle.log. Settings come from the
+/// environment, then $IAPEER_HOME/config.toml (`iapeer config` shows them).
+/// Exit codes: 0 done, 1 failed, 2 bad usage/config/input, 3 refused:
+/// stopped, 4 refused: crash loop or given up on, 5 refused: external
+/// supervisor, 6 wake lock held (retry), 7 pool full, 8 `wait` timed out.
 #[derive(Debug, Parser)]
 #[command(
     name = "iapeer",
@@ -37,20 +39,23 @@ pub enum Command {
     Add(AddArgs),
     /// Remove a peer's definition and every state file about it.
     Rm(RmArgs),
+    /// Change a peer's definition in place (atomically, validated as
+    /// `add`); a running daemon applies it at once.
+    Set(SetArgs),
     /// List the defined peers.
     Ls(LsArgs),
     /// Bring a peer up (or deliver to its live session).
     Wake(WakeArgs),
     /// Halt a peer: mark it stopped and park its live session.
-    Stop(NameArg),
+    Stop(Targets),
     /// Lift a stop; an `always` peer is brought back up.
-    Start(NameArg),
+    Start(Targets),
     /// Clear a peer's crash-loop guard (and lift a give-up).
-    Reset(NameArg),
+    Reset(Targets),
     /// End a peer's session now and bring it back fresh now.
-    Restart(NameArg),
+    Restart(Targets),
     /// Make the peer's next natural wake fresh (a soft reload).
-    Refresh(NameArg),
+    Refresh(Targets),
     /// From inside an agent's session: end it; it comes back fresh.
     SelfFresh,
     /// State and metrics per peer.
@@ -73,6 +78,18 @@ pub enum Command {
     /// Every effective setting and where it came from (the environment,
     /// config.toml, or the default).
     Config(LsArgs),
+    /// The agent's terminal (a tmux client); detaching (C-b d) leaves it
+    /// running.
+    Attach(AttachArgs),
+    /// The last lines of the agent's screen.
+    Peek(PeekArgs),
+    /// Wait until a peer is ready, idle, ended, or has no queued task;
+    /// exit 8 on timeout.
+    Wait(WaitArgs),
+    /// Shell completions, generated from these definitions.
+    Completions(CompletionsArgs),
+    /// The man page (roff), generated from these definitions.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +174,73 @@ pub struct NameArg {
     pub name: String,
 }
 
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    pub name: String,
+    /// Look only: keys typed are not sent to the agent.
+    #[arg(long, short)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PeekArgs {
+    pub name: String,
+    /// How many lines, from the bottom of the screen.
+    #[arg(short = 'n', long = "lines", default_value_t = 40)]
+    pub lines: usize,
+    /// Print the screen again each time it changes, until the session ends.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitFor {
+    Ready,
+    Idle,
+    Ended,
+    QueueEmpty,
+}
+
+impl WaitFor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitFor::Ready => "ready",
+            WaitFor::Idle => "idle",
+            WaitFor::Ended => "ended",
+            WaitFor::QueueEmpty => "queue-empty",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    pub name: String,
+    #[arg(long = "for", value_enum)]
+    pub r#for: WaitFor,
+    /// Give up after this long (90s, 15m, 1h; default 1h): exit 8.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+}
+
+/// The peers a verb acts on: names, every peer, or a pool's members.
+#[derive(Debug, Args)]
+pub struct Targets {
+    #[arg(value_name = "NAME", required_unless_present_any = ["all", "pool"])]
+    pub names: Vec<String>,
+    /// Every defined peer.
+    #[arg(long)]
+    pub all: bool,
+    /// Every member of this pool.
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeArg {
     Claude,
@@ -216,6 +300,56 @@ pub struct AddArgs {
     /// Park sessions older than this (default IAPEER_MAX_AGE_SECS).
     #[arg(long, value_name = "SECS")]
     pub max_age_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DialogsArg {
+    Auto,
+    Manual,
+}
+
+/// A definition key `set --unset` clears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnsetKey {
+    IdleSecs,
+    MaxAgeSecs,
+    InitialPrompt,
+    ReadyPattern,
+    ExternalSupervisor,
+    Command,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    pub name: String,
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeArg>,
+    #[arg(long, value_enum)]
+    pub policy: Option<PolicyArg>,
+    /// true: a human-facing peer that never auto-freshes.
+    #[arg(long, value_name = "BOOL")]
+    pub conversational: Option<bool>,
+    #[arg(long, value_name = "SECS")]
+    pub idle_secs: Option<u64>,
+    #[arg(long, value_name = "SECS")]
+    pub max_age_secs: Option<u64>,
+    #[arg(long, value_name = "TEXT")]
+    pub initial_prompt: Option<String>,
+    #[arg(long, value_name = "TEXT")]
+    pub ready_pattern: Option<String>,
+    /// Another supervisor owns the peer (launchd, systemd, …).
+    #[arg(long, value_name = "NAME")]
+    pub external_supervisor: Option<String>,
+    #[arg(long, value_enum)]
+    pub dialogs: Option<DialogsArg>,
+    /// Clear a key back to its default (repeatable).
+    #[arg(long, value_enum, value_name = "KEY")]
+    pub unset: Vec<UnsetKey>,
+    /// shell: the command to run; claude/codex: extra arguments.
+    #[arg(last = true, value_name = "ARGV")]
+    pub argv: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -283,7 +417,7 @@ pub struct LogArgs {
     #[arg(long, value_name = "NAME")]
     pub peer: Option<String>,
     /// Only lines at or after this: a duration back from now (90s, 15m, 1h,
-    /// 2d) or an RFC 3339 time.
+    /// 2d), an RFC 3339 time, HH:MM (local time), today or yesterday.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
     /// Only lines before this (same forms as --since).
@@ -299,9 +433,35 @@ pub struct LogArgs {
     /// Print the raw JSON lines.
     #[arg(long)]
     pub json: bool,
-    /// Keep printing new matching lines as they are written.
+    /// Only the last N matching lines (with --follow: N lines of history
+    /// before the new ones).
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    pub lines: Option<usize>,
+    /// Print new matching lines as they are written, starting at the end
+    /// of the log (add -n for some history first).
     #[arg(long, short)]
     pub follow: bool,
+}
+
+impl Command {
+    /// Verbs that only read and print: safe to end at once when the
+    /// reader of their output goes away.
+    pub fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Command::Ls(_)
+                | Command::Status(_)
+                | Command::Explain(_)
+                | Command::Log(_)
+                | Command::Why(_)
+                | Command::Events(_)
+                | Command::Config(_)
+                | Command::Peek(_)
+                | Command::Completions(_)
+                | Command::Man
+                | Command::Pool(PoolCommand::Ls(_))
+        )
+    }
 }
 
 /// `--fresh` / `--resume` as the request a wake makes (neither: a message).

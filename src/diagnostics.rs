@@ -75,9 +75,17 @@ pub(crate) fn init_daemon(
         .with_writer(writer)
         .with_ansi(false)
         .try_init();
+    // The appender names each day's file by its UTC date.
+    let today = time::OffsetDateTime::now_utc().date();
     eprintln!(
-        "iapeer daemon: diagnostics in {}/iapeer.<date>.log; decisions in {decisions}",
-        dir.display()
+        "iapeer daemon: diagnostics in {} (a new file each day, seven kept); decisions in {decisions}",
+        dir.join(format!(
+            "iapeer.{:04}-{:02}-{:02}.log",
+            today.year(),
+            u8::from(today.month()),
+            today.day()
+        ))
+        .display()
     );
     Ok(Some(guard))
 }

@@ -11,6 +11,16 @@ fn main() {
     if !matches!(cli.command, Some(iapeer::cli::Command::Daemon(_))) {
         iapeer::diagnostics::init_cli(cli.verbose);
     }
+    if cli
+        .command
+        .as_ref()
+        .is_some_and(iapeer::cli::Command::only_reads)
+    {
+        // `iapeer status | head`: a reader whose pipe closes ends quietly,
+        // as Unix tools do. (Verbs that act keep going to finish their work.)
+        // SAFETY: restoring the default disposition, before any thread.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = match iapeer::cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -1,7 +1,6 @@
 //! `iapeer stop`, `start`, `reset`, `restart`, `refresh`: operator
 //! controls.
 
-use crate::cli::NameArg;
 use crate::cmd::App;
 use crate::core::error::{Error, Refusal, Result};
 use crate::core::identity::Identity;
@@ -14,8 +13,8 @@ use crate::engine::ending::Settled;
 use crate::store::markers::{Flag, Marker};
 
 /// Writes `.stopped`, then parks a live session (it stays resume-eligible).
-pub(crate) fn stop(app: &App, args: NameArg) -> Result<i32> {
-    let id = Identity::parse(&args.name)?;
+pub(crate) fn stop(app: &App, name: &str) -> Result<i32> {
+    let id = Identity::parse(name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
     ctx.state.check(&id)?;
@@ -64,8 +63,8 @@ pub(crate) fn stop(app: &App, args: NameArg) -> Result<i32> {
 }
 
 /// Lifts a stop. An `always` peer is brought back at once.
-pub(crate) fn start(app: &App, args: NameArg) -> Result<i32> {
-    let id = Identity::parse(&args.name)?;
+pub(crate) fn start(app: &App, name: &str) -> Result<i32> {
+    let id = Identity::parse(name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
     ctx.state.check(&id)?;
@@ -104,8 +103,8 @@ pub(crate) fn start(app: &App, args: NameArg) -> Result<i32> {
 }
 
 /// Clears the crash-loop ring.
-pub(crate) fn reset(app: &App, args: NameArg) -> Result<i32> {
-    let id = Identity::parse(&args.name)?;
+pub(crate) fn reset(app: &App, name: &str) -> Result<i32> {
+    let id = Identity::parse(name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     ctx.peer(&id)?;
     ctx.state.check(&id)?;
@@ -138,8 +137,8 @@ pub(crate) fn reset(app: &App, args: NameArg) -> Result<i32> {
 /// Ends the live session (if any) and brings the peer back fresh now: not
 /// a death, not a park. Refused for a stopped or externally supervised
 /// peer, exactly as a wake would be.
-pub(crate) fn restart(app: &App, args: NameArg) -> Result<i32> {
-    let id = Identity::parse(&args.name)?;
+pub(crate) fn restart(app: &App, name: &str) -> Result<i32> {
+    let id = Identity::parse(name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
     ctx.state.check(&id)?;
@@ -195,8 +194,8 @@ pub(crate) fn restart(app: &App, args: NameArg) -> Result<i32> {
 
 /// Writes `.fresh-next`: the next natural wake starts the peer fresh
 /// (`cause=soft-reload`); a live session is left alone.
-pub(crate) fn refresh(app: &App, args: NameArg) -> Result<i32> {
-    let id = Identity::parse(&args.name)?;
+pub(crate) fn refresh(app: &App, name: &str) -> Result<i32> {
+    let id = Identity::parse(name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     ctx.peer(&id)?;
     ctx.state.check(&id)?;

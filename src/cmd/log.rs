@@ -37,6 +37,8 @@ pub(crate) const FIELD_ORDER: &[&str] = &[
     "last_lines",
     "reason",
     "error",
+    "dialog",
+    "repeats",
     "source",
     "pid",
 ];
@@ -143,21 +145,45 @@ pub(crate) fn run(app: &App, args: LogArgs) -> Result<i32> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut broken_pipe = false;
     let path = &app.config.paths.lifecycle_log;
-    let stats = log::for_each_matching(
-        path,
-        |raw| filter.may_match(raw),
-        |entry| {
-            if !filter.matches(&entry) {
-                return true;
-            }
-            let text = if args.json { entry.line } else { human(&entry) };
-            if writeln!(out, "{text}").is_err() {
-                broken_pipe = true;
-                return false;
-            }
-            true
-        },
-    )?;
+    // Following from the end, history is shown only when -n asks for it.
+    let history = match (args.follow, args.lines) {
+        (true, None) => Some(0),
+        (_, n) => n,
+    };
+    let mut last: std::collections::VecDeque<Entry> = std::collections::VecDeque::new();
+    let mut stats = log::ReadStats::default();
+    if history != Some(0) {
+        stats = log::for_each_matching(
+            path,
+            |raw| filter.may_match(raw),
+            |entry| {
+                if !filter.matches(&entry) {
+                    return true;
+                }
+                if let Some(n) = history {
+                    // Only the last n are kept, then printed.
+                    if last.len() == n {
+                        last.pop_front();
+                    }
+                    last.push_back(entry);
+                    return true;
+                }
+                let text = if args.json { entry.line } else { human(&entry) };
+                if writeln!(out, "{text}").is_err() {
+                    broken_pipe = true;
+                    return false;
+                }
+                true
+            },
+        )?;
+    }
+    for entry in last {
+        let text = if args.json { entry.line } else { human(&entry) };
+        if writeln!(out, "{text}").is_err() {
+            broken_pipe = true;
+            break;
+        }
+    }
     if !broken_pipe {
         out.flush().ok();
     }
@@ -255,6 +281,7 @@ mod tests {
             cause: None,
             json: false,
             follow: false,
+            lines: None,
         };
         let e = Entry::parse(r#"{"ts":"2026-11-21T04:30:00.000Z","ev":"wake","identity":"alice","source":"cli","pid":1}"#).unwrap();
         assert!(

@@ -1,6 +1,6 @@
 //! `iapeer add`, `iapeer rm`, `iapeer ls`: peer definitions.
 
-use crate::cli::{AddArgs, LsArgs, PolicyArg, RmArgs};
+use crate::cli::{AddArgs, DialogsArg, LsArgs, PolicyArg, RmArgs, SetArgs, UnsetKey};
 use crate::cmd::App;
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
@@ -60,6 +60,98 @@ pub(crate) fn add(app: &App, args: AddArgs) -> Result<i32> {
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     ctx.log(&ctx.record(Ev::Start).identity(&id).outcome(Outcome::Added))?;
     println!("{id}: defined in {}", file.display());
+    Ok(0)
+}
+
+/// Changes a definition in place: every change validated as `add` would,
+/// then one atomic write (a running daemon sees it at once).
+pub(crate) fn set(app: &App, args: SetArgs) -> Result<i32> {
+    let id = Identity::parse(&args.name)?;
+    let paths = &app.config.paths;
+    let mut peer = definitions::load_peer(paths, &id)?;
+    if let Some(pool) = &peer.pool {
+        return Err(Error::input(
+            format!("peer {id}"),
+            format!("it is a member of pool {pool}, whose definition writes it"),
+            format!("edit pools/{pool}.json instead"),
+        ));
+    }
+    let before = peer.clone();
+    if let Some(cwd) = args.cwd {
+        peer.cwd = crate::cli::absolute(cwd)?;
+    }
+    if let Some(r) = args.runtime {
+        peer.runtime = r.into();
+    }
+    if let Some(p) = args.policy {
+        peer.policy = match p {
+            PolicyArg::Lazy => Policy::Lazy,
+            PolicyArg::Always => Policy::Always,
+        };
+    }
+    if let Some(c) = args.conversational {
+        peer.conversational = c;
+    }
+    if args.idle_secs.is_some() {
+        peer.idle_secs = args.idle_secs;
+    }
+    if args.max_age_secs.is_some() {
+        peer.max_age_secs = args.max_age_secs;
+    }
+    if args.initial_prompt.is_some() {
+        peer.initial_prompt = args.initial_prompt;
+    }
+    if args.ready_pattern.is_some() {
+        peer.ready_pattern = args.ready_pattern;
+    }
+    if args.external_supervisor.is_some() {
+        peer.external_supervisor = args.external_supervisor;
+    }
+    if let Some(d) = args.dialogs {
+        peer.dialogs = match d {
+            DialogsArg::Auto => Dialogs::Auto,
+            DialogsArg::Manual => Dialogs::Manual,
+        };
+    }
+    if !args.argv.is_empty() {
+        peer.command = Some(args.argv);
+    }
+    for key in args.unset {
+        match key {
+            UnsetKey::IdleSecs => peer.idle_secs = None,
+            UnsetKey::MaxAgeSecs => peer.max_age_secs = None,
+            UnsetKey::InitialPrompt => peer.initial_prompt = None,
+            UnsetKey::ReadyPattern => peer.ready_pattern = None,
+            UnsetKey::ExternalSupervisor => peer.external_supervisor = None,
+            UnsetKey::Command => peer.command = None,
+        }
+    }
+    if peer == before {
+        println!("{id}: unchanged");
+        return Ok(0);
+    }
+    let file = paths.peer_file(id.as_str());
+    let body = serde_json::to_vec_pretty(&peer).expect("a peer always serializes");
+    crate::core::peer::parse(&file, &body, Some(&id)).map_err(|e| match e {
+        Error::Input { problem, hint, .. } => Error::Usage(format!("{problem}; {hint}")),
+        e => e,
+    })?;
+    if !peer.cwd.is_dir() {
+        tracing::warn!(
+            "{} does not exist; wakes of {id} fail until it does",
+            peer.cwd.display()
+        );
+    }
+    definitions::save_peer(paths, &peer)?;
+    println!(
+        "{id}: updated {}{}",
+        file.display(),
+        if crate::daemon::lock::is_running(&paths.daemon_lock()) {
+            "; the daemon applies it now (a running session keeps its launch settings until it next starts)"
+        } else {
+            ""
+        }
+    );
     Ok(0)
 }
 

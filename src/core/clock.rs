@@ -51,6 +51,35 @@ pub(crate) fn parse_when(s: &str, now: EpochMs) -> Option<EpochMs> {
     })
 }
 
+/// [`parse_when`], and the forms a person types for a time of day, read
+/// in the local time zone (`offset_s` east of UTC): `today`, `yesterday`
+/// (their midnights), `HH:MM` or `HH:MM:SS` (the latest such time not in
+/// the future).
+pub(crate) fn parse_when_local(s: &str, now: EpochMs, offset_s: i32) -> Option<EpochMs> {
+    const DAY: i64 = 86_400_000;
+    let offset = i64::from(offset_s) * 1000;
+    let local_now = now + offset;
+    let local_midnight = local_now.div_euclid(DAY) * DAY;
+    let utc = |local: i64| local - offset;
+    match s.trim() {
+        "today" => return Some(utc(local_midnight)),
+        "yesterday" => return Some(utc(local_midnight - DAY)),
+        _ => {}
+    }
+    let parts: Vec<&str> = s.trim().split(':').collect();
+    if (2..=3).contains(&parts.len()) && parts.iter().all(|p| p.len() == 2) {
+        let n: Vec<i64> = parts.iter().filter_map(|p| p.parse().ok()).collect();
+        let (h, m, sec) = (n.first()?, n.get(1)?, n.get(2).unwrap_or(&0));
+        if n.len() == parts.len() && *h < 24 && *m < 60 && *sec < 60 {
+            let at = local_midnight + ((h * 60 + m) * 60 + sec) * 1000;
+            let at = if at > local_now { at - DAY } else { at };
+            return Some(utc(at));
+        }
+        return None;
+    }
+    parse_when(s, now)
+}
+
 /// Parses a duration like `90s`, `15m`, `1h30m`, `2d` or a bare number of
 /// seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -89,6 +118,31 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_of_day_are_read_in_the_local_zone() {
+        // 2026-12-01T14:30:00Z
+        let now = parse_rfc3339("2026-12-01T14:30:00Z").unwrap();
+        let at = |s: &str, off: i32| parse_when_local(s, now, off).map(format_ms);
+        let rows = [
+            ("today", 0, "2026-12-01T00:00:00.000Z"),
+            ("yesterday", 0, "2026-11-30T00:00:00.000Z"),
+            ("08:46", 0, "2026-12-01T08:46:00.000Z"),
+            // Later than now today: yesterday's.
+            ("15:00", 0, "2026-11-30T15:00:00.000Z"),
+            ("08:46:30", 0, "2026-12-01T08:46:30.000Z"),
+            // One hour east: local 15:30 now, local midnight is 23:00Z.
+            ("today", 3600, "2026-11-30T23:00:00.000Z"),
+            ("15:00", 3600, "2026-12-01T14:00:00.000Z"),
+            ("1h", 3600, "2026-12-01T13:30:00.000Z"),
+        ];
+        for (s, off, want) in rows {
+            assert_eq!(at(s, off).as_deref(), Some(want), "{s} at {off}");
+        }
+        for bad in ["24:00", "8:46", "08:60", "aa:bb", "tomorrow"] {
+            assert_eq!(at(bad, 0), None, "{bad}");
+        }
+    }
 
     #[test]
     fn formats_with_millis_and_z() {

@@ -46,6 +46,8 @@ pub enum Error {
         problem: String,
         hint: String,
     },
+    /// `iapeer wait` gave up (exit 8).
+    TimedOut { waited_for: String, secs: f64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +132,7 @@ impl Error {
             | Error::NoPeer { .. } => 2,
             Error::Io { .. } | Error::Failed { .. } => 1,
             Error::Refused(r) => r.exit_code(),
+            Error::TimedOut { .. } => 8,
         }
     }
 }
@@ -202,6 +205,11 @@ impl fmt::Display for Error {
                 }
             }
             Error::Refused(r) => r.fmt(f),
+            Error::TimedOut { waited_for, secs } => write!(
+                f,
+                "timed out after {secs:.0}s waiting for {waited_for}; \
+                 see `iapeer status` and `iapeer why`, or wait longer with --timeout"
+            ),
             Error::Failed {
                 subject,
                 problem,

@@ -58,7 +58,11 @@ fn a_daemon_with_an_empty_environment_launches_with_the_settings_of_config_toml(
     };
     assert_eq!(setting("claude_bin")["source"], "config.toml:2");
     assert_eq!(setting("tick_secs")["value"], "30");
-    assert_eq!(setting("idle_secs")["source"], "env", "the environment wins");
+    assert_eq!(
+        setting("idle_secs")["source"],
+        "env",
+        "the environment wins"
+    );
     assert_eq!(setting("idle_secs")["value"], "77");
     assert_eq!(setting("max_age_secs")["source"], "default");
 }

@@ -67,3 +67,69 @@ fn the_contract_in_docs_is_the_shared_one() {
         shared.display()
     );
 }
+
+fn doc(name: &str) -> String {
+    std::fs::read_to_string(root().join("docs").join(name)).unwrap()
+}
+
+/// Every setting the code reads from config.toml is in the reference,
+/// with its key and its default.
+#[test]
+fn the_configuration_reference_names_every_setting_and_its_default() {
+    let text = doc("configuration.md");
+    let mut missing = Vec::new();
+    for s in iapeer::store::settings::SETTINGS {
+        let default = if s.default.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("`{}`", s.default)
+        };
+        let row = format!("| `{}` | `{}` | {default} |", s.var, s.key());
+        if !text.contains(&row) {
+            missing.push(row);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks {missing:#?}"
+    );
+}
+
+/// Every verb clap knows is in the CLI reference, and every exit code.
+#[test]
+fn the_cli_reference_names_every_verb_and_exit_code() {
+    use clap::CommandFactory;
+    let text = doc("cli.md");
+    let mut missing: Vec<String> = iapeer::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|name| {
+            !text.contains(&format!("| `{name}")) && !text.contains(&format!("`{name}`"))
+        })
+        .collect();
+    for code in 0..=8 {
+        if !text.contains(&format!("| {code} |")) {
+            missing.push(format!("exit code {code}"));
+        }
+    }
+    assert!(missing.is_empty(), "docs/cli.md lacks {missing:?}");
+    let help = {
+        let mut cmd = iapeer::cli::Cli::command();
+        cmd.render_long_help().to_string()
+    };
+    assert!(
+        help.contains("8 `wait` timed out"),
+        "--help stops short: {help}"
+    );
+}
+
+/// Every kind of state file is in the file reference.
+#[test]
+fn the_file_reference_names_every_state_file() {
+    let text = doc("files.md");
+    let missing: Vec<&str> = iapeer::store::markers::extensions()
+        .into_iter()
+        .filter(|ext| !text.contains(&format!("<id>.{ext}")))
+        .collect();
+    assert!(missing.is_empty(), "docs/files.md lacks {missing:?}");
+}

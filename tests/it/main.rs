@@ -17,4 +17,5 @@ mod observe;
 mod peers;
 mod pools;
 mod storm;
+mod verbs;
 mod wake;

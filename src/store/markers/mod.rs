@@ -91,6 +91,12 @@ impl Marker {
     }
 }
 
+/// The extension of every kind of file kept per identity (`.session`,
+/// `.idle-reaped`, …), for the documentation's checks.
+pub fn extensions() -> Vec<&'static str> {
+    Marker::ALL.iter().map(|m| m.ext()).collect()
+}
+
 /// The boolean markers: presence is what counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Flag {
