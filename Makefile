@@ -2,7 +2,7 @@
 CARGO  ?= cargo
 PREFIX ?= $(HOME)/.local
 
-.PHONY: run test deps lint bench install stress fuzz
+.PHONY: run test deps lint bench install uninstall stress fuzz
 
 ## run: build, and run the daemon in the foreground on the default home
 ##      (IAPEER_HOME or ~/.iapeer); it prints where its logs are
@@ -35,8 +35,13 @@ stress: deps
 fuzz:
 	./scripts/fuzz.sh $${FUZZ_SECONDS:-20}
 
-## install: the binary into $(PREFIX)/bin, and the systemd user unit
-##          (Linux) or launchd agent (macOS) pointing at it
+## install: the binary into $(PREFIX)/bin, shell completions, the man page,
+##          and the systemd user unit (Linux) or launchd agent (macOS)
+##          pointing at it; says how to enable it
 install:
 	$(CARGO) install --locked --path . --root $(PREFIX)
 	./scripts/install-unit.sh $(PREFIX)/bin/iapeer
+
+## uninstall: remove what install put in place (state and logs stay)
+uninstall:
+	./scripts/install-unit.sh --uninstall $(PREFIX)

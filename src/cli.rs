@@ -78,6 +78,9 @@ pub enum Command {
     /// Every effective setting and where it came from (the environment,
     /// config.toml, or the default).
     Config(LsArgs),
+    /// What is wrong here, each with its fix (exit 1 when something must
+    /// be fixed).
+    Doctor(LsArgs),
     /// The agent's terminal (a tmux client); detaching (C-b d) leaves it
     /// running.
     Attach(AttachArgs),
@@ -456,6 +459,7 @@ impl Command {
                 | Command::Why(_)
                 | Command::Events(_)
                 | Command::Config(_)
+                | Command::Doctor(_)
                 | Command::Peek(_)
                 | Command::Completions(_)
                 | Command::Man

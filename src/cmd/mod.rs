@@ -3,6 +3,7 @@
 pub(crate) mod config;
 pub(crate) mod control;
 pub(crate) mod dispatch;
+pub(crate) mod doctor;
 pub(crate) mod events;
 pub(crate) mod explain;
 pub mod log;
@@ -61,6 +62,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Pool(cmd) => pool::run(&app, cmd),
         Command::Dispatch(args) => dispatch::run(&app, args),
         Command::Config(args) => config::run(&app, args),
+        Command::Doctor(args) => doctor::run(&app, args),
         Command::Attach(args) => look::attach(&app, args),
         Command::Peek(args) => look::peek(&app, args),
         Command::Wait(args) => look::wait(&app, args),

@@ -298,3 +298,105 @@ fn completions_load_in_bash_and_the_man_page_renders() {
     let man = home.run(&["man"]);
     assert!(stdout(&man).contains(".TH iapeer 1"), "{}", stdout(&man));
 }
+
+/// `make install`'s script, in a private HOME: the unit points at the
+/// binary with its folder on PATH, completions and the man page are in
+/// place, a missing user manager is said plainly, and uninstall removes it
+/// all.
+#[test]
+fn install_puts_the_unit_completions_and_man_page_in_place_and_uninstall_removes_them() {
+    let home = assert_fs::TempDir::new().unwrap();
+    let prefix = home.path().join("prefix");
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    let bin = prefix.join("bin/iapeer");
+    std::fs::copy(env!("CARGO_BIN_EXE_iapeer"), &bin).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-unit.sh");
+    let run = |args: &[&str]| {
+        Command::new(&script)
+            .args(args)
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[bin.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit =
+        std::fs::read_to_string(home.path().join(".config/systemd/user/iapeer.service")).unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={} daemon", bin.display())),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!(
+            "Environment=PATH={}:",
+            prefix.join("bin").display()
+        )),
+        "{unit}"
+    );
+    // No user manager in this environment: said, with what to do.
+    assert!(said.contains("no systemd user manager"), "{said}");
+    assert!(said.contains("loginctl enable-linger"), "{said}");
+    let completion = home
+        .path()
+        .join(".local/share/bash-completion/completions/iapeer");
+    assert!(std::fs::read_to_string(&completion)
+        .unwrap()
+        .contains("_iapeer"));
+    let man = prefix.join("share/man/man1/iapeer.1");
+    assert!(man.exists());
+
+    let out = run(&["--uninstall", prefix.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!bin.exists() && !completion.exists() && !man.exists());
+    assert!(!home
+        .path()
+        .join(".config/systemd/user/iapeer.service")
+        .exists());
+}
+
+#[test]
+fn doctor_flags_a_missing_runtime_and_a_home_others_can_write() {
+    let mut home = Home::new();
+    home.add("alice", &[]);
+    let out = home.run(&["doctor"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    home.set("IAPEER_CLAUDE_BIN", "/nonexistent/claude");
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = home.run(&["doctor", "--json"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let failed: Vec<&str> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["verdict"] == "fail")
+        .map(|c| c["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["runtime", "home"], "{doc}");
+    let text = stdout(&home.run(&["doctor"]));
+    assert!(text.contains("chmod 700"), "{text}");
+    assert!(
+        text.contains("claude_bin"),
+        "the fix names the setting: {text}"
+    );
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+}
