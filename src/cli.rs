@@ -393,8 +393,34 @@ pub struct WakeArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     pub name: Option<String>,
+    /// The same as `-o json`.
     #[arg(long)]
     pub json: bool,
+    /// table (the default), wide (session, pid, cause, exact times) or json.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: OutputArg,
+    /// Redraw whenever a decision is logged (and every few seconds, for
+    /// the ages), until interrupted.
+    #[arg(short, long)]
+    pub watch: bool,
+    /// Colour the states: auto (on a terminal, unless NO_COLOR is set),
+    /// always or never.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputArg {
+    Table,
+    Wide,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Args)]

@@ -176,7 +176,7 @@ pub(crate) fn restart(app: &App, name: &str) -> Result<i32> {
         Ok(woke) => {
             let session = match &woke {
                 crate::engine::wake::Woke::Launched { session, .. } => session.as_str(),
-                crate::engine::wake::Woke::AlreadyAlive { .. } => "?",
+                crate::engine::wake::Woke::AlreadyAlive { session, .. } => session.as_str(),
             };
             println!(
                 "{id}: {} fresh (session {session})",

@@ -1,37 +1,117 @@
-//! `iapeer status`: state per peer, as an aligned table or JSON.
+//! `iapeer status`: state per peer, as an aligned table (`-o wide` for
+//! more), or JSON; `-w` redraws it whenever a decision is logged.
 
-use crate::cli::StatusArgs;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use crate::cli::{ColorArg, OutputArg, StatusArgs};
 use crate::cmd::App;
+use crate::core::clock::{self, EpochMs};
 use crate::core::error::Result;
 use crate::core::identity::Identity;
 use crate::engine::ctx::Ctx;
-use crate::engine::status;
+use crate::engine::status::{self, LifecycleState, PeerStatus};
 
 pub(crate) fn run(app: &App, args: StatusArgs) -> Result<i32> {
     let only = args.name.as_deref().map(Identity::parse).transpose()?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
-    let all = status::collect(&ctx, only.as_ref())?;
-    let daemon = crate::daemon::lock::is_running(&ctx.config.paths.daemon_lock());
-    if args.json {
-        println!("{}", status::document(&ctx, &all, daemon));
+    let output = if args.json {
+        OutputArg::Json
+    } else {
+        args.output
+    };
+    let colour = match args.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    if !args.watch {
+        print!("{}", render(&ctx, only.as_ref(), output, colour)?);
         return Ok(0);
     }
-    let mut rows = vec![[
-        "NAME",
-        "STATE",
-        "RUNTIME",
-        "POLICY",
-        "AGE",
-        "DEATHS",
-        "LAST DECISION",
-    ]
-    .map(String::from)
-    .to_vec()];
+    // Redraw when the log's folder changes (a decision was logged), and
+    // every few seconds for the ages.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |_| {
+        let _ = tx.send(());
+    })
+    .map_err(|e| crate::Error::failed("status --watch", e.to_string(), "run status without -w"))?;
+    use notify::Watcher;
+    watcher
+        .watch(
+            &ctx.config.paths.log_dir,
+            notify::RecursiveMode::NonRecursive,
+        )
+        .map_err(|e| {
+            crate::Error::failed("status --watch", e.to_string(), "run status without -w")
+        })?;
+    let clear = std::io::stdout().is_terminal();
+    loop {
+        let screen = render(&ctx, only.as_ref(), output, colour)?;
+        if clear {
+            print!("\x1b[H\x1b[2J");
+        }
+        print!("{screen}");
+        if !clear {
+            println!();
+        }
+        use std::io::Write;
+        if std::io::stdout().flush().is_err() {
+            return Ok(0);
+        }
+        let _ = rx.recv_timeout(Duration::from_secs(5));
+        // A burst of lines is one redraw.
+        std::thread::sleep(Duration::from_millis(100));
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -> Result<String> {
+    let all = status::collect(ctx, only)?;
+    let daemon = crate::daemon::lock::is_running(&ctx.config.paths.daemon_lock());
+    if output == OutputArg::Json {
+        return Ok(format!("{}\n", status::document(ctx, &all, daemon)));
+    }
+    let now = ctx.now();
+    let wide = output == OutputArg::Wide;
+    let mut out = String::new();
     for s in &all {
-        match s {
-            Ok(s) => rows.push(vec![
+        if let Err(e) = s {
+            out.push_str(&format!("iapeer: {e}\n"));
+        }
+    }
+    let peers: Vec<&PeerStatus> = all.iter().flatten().collect();
+    if peers.is_empty() && only.is_none() {
+        out.push_str(&format!(
+            "no peers are defined (in {}); add one with `iapeer add NAME --cwd DIR`\n",
+            ctx.config.paths.peers.display()
+        ));
+    } else {
+        let mut header = vec![
+            "NAME",
+            "STATE",
+            "RUNTIME",
+            "POLICY",
+            "UP",
+            "DEATHS",
+            "LAST DECISION",
+        ];
+        if wide {
+            header.splice(5..5, ["SESSION", "PID", "CAUSE"]);
+        }
+        let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+        for s in &peers {
+            let state = s.lifecycle_state.as_str();
+            let mut row = vec![
                 s.name.clone(),
-                s.lifecycle_state.as_str().to_owned(),
+                if colour {
+                    paint(s.lifecycle_state, state)
+                } else {
+                    state.to_owned()
+                },
                 s.runtime.clone(),
                 match &s.pool {
                     Some(p) => format!("{}@{p}", s.policy),
@@ -40,34 +120,62 @@ pub(crate) fn run(app: &App, args: StatusArgs) -> Result<i32> {
                 s.session
                     .as_ref()
                     .map_or("-".to_owned(), |i| human_age(i.age_secs)),
-                s.deaths_in_window.to_string(),
-                s.last_decision
-                    .as_ref()
-                    .map_or("-".to_owned(), |d| format!("{} {}", d.ts, d.summary)),
-            ]),
-            Err(e) => eprintln!("iapeer: {e}"),
+                s.lifecycle_metrics.deaths.to_string(),
+                s.last_decision.as_ref().map_or("-".to_owned(), |d| {
+                    let when = if wide {
+                        d.ts.clone()
+                    } else {
+                        clock::parse_rfc3339(&d.ts).map_or(d.ts.clone(), |t| ago(now, t))
+                    };
+                    format!("{when} {}", d.summary)
+                }),
+            ];
+            if wide {
+                let i = s.session.as_ref();
+                row.splice(
+                    5..5,
+                    [
+                        i.map_or("-".into(), |i| {
+                            i.session.get(..8).unwrap_or(&i.session).to_owned()
+                        }),
+                        i.map_or("-".into(), |i| i.pid.to_string()),
+                        i.map_or("-".into(), |i| i.cause.clone()),
+                    ],
+                );
+            }
+            rows.push(row);
         }
+        // Colour codes take no room: align on the plain text.
+        out.push_str(&align(&rows, colour));
     }
-    print!("{}", super::table(&rows));
-    for s in all.iter().flatten() {
+    for s in &peers {
         if let Some(p) = &s.problem {
-            eprintln!("iapeer: {}: {p}", s.name);
+            out.push_str(&format!("{}: {p}\n", s.name));
         }
         if let Some(c) = &s.lifecycle_metrics.crashed_task {
-            println!(
-                "{}: its session died working on a task at {}: {:?}",
+            out.push_str(&format!(
+                "{}: its session died working on a task at {}: {:?}\n",
                 s.name, c.ts, c.task
-            );
+            ));
         }
         if let Some(r) = &s.retry_after {
-            println!(
-                "{}: crash-loop guard lifts at {r} (or `iapeer reset {}`)",
-                s.name, s.name
-            );
+            out.push_str(&format!(
+                "{}: crash-loop guard: {} deaths in the window; it lifts at {r} (or `iapeer reset {}`)\n",
+                s.name, s.deaths_in_window, s.name
+            ));
+        }
+        if s.lifecycle_state == LifecycleState::Failed {
+            out.push_str(&format!(
+                "{}: iapeer gave up on it; `iapeer why {}`, then `iapeer reset {}`\n",
+                s.name, s.name, s.name
+            ));
         }
     }
-    println!(
-        "daemon: {}; home {}{}",
+    if peers.iter().any(|s| s.session.is_some()) {
+        out.push_str("look at one: `iapeer peek NAME`, or `iapeer attach NAME [--read-only]` (C-b d detaches)\n");
+    }
+    out.push_str(&format!(
+        "daemon: {}; home {}{}\n",
         if daemon { "running" } else { "not running" },
         ctx.config.home.display(),
         if ctx.config.paths.run_relocated {
@@ -78,8 +186,70 @@ pub(crate) fn run(app: &App, args: StatusArgs) -> Result<i32> {
         } else {
             String::new()
         }
-    );
-    Ok(0)
+    ));
+    Ok(out)
+}
+
+/// Like [`super::table`], measuring cells without their colour codes.
+fn align(rows: &[Vec<String>], colour: bool) -> String {
+    if !colour {
+        return super::table(rows);
+    }
+    let plain = |s: &str| strip(s).chars().count();
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| plain(s))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                line.push_str(&" ".repeat(widths[c] - plain(cell) + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn strip(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+fn paint(state: LifecycleState, text: &str) -> String {
+    let code = match state {
+        LifecycleState::Alive => "32",
+        LifecycleState::Starting => "33",
+        LifecycleState::CrashLooping | LifecycleState::Failed => "31",
+        LifecycleState::Stopped | LifecycleState::External => "2",
+        LifecycleState::Asleep | LifecycleState::Parked => "36",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// How long ago `t` was, as a person reads it.
+fn ago(now: EpochMs, t: EpochMs) -> String {
+    let secs = (now.saturating_sub(t).max(0) / 1000) as u64;
+    format!("{} ago", human_age(secs))
 }
 
 fn human_age(secs: u64) -> String {
@@ -88,5 +258,32 @@ fn human_age(secs: u64) -> String {
         s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
         s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
         s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_is_measured_without_its_codes() {
+        let rows = vec![
+            vec!["NAME".into(), "STATE".into(), "X".into()],
+            vec![
+                "a".into(),
+                paint(LifecycleState::Alive, "alive"),
+                "1".into(),
+            ],
+        ];
+        let out = align(&rows, true);
+        let lines: Vec<String> = out.lines().map(strip).collect();
+        assert_eq!(lines, ["NAME  STATE  X", "a     alive  1"]);
+    }
+
+    #[test]
+    fn ages_read_as_a_person_says_them() {
+        assert_eq!(ago(100_000, 40_000), "1m0s ago");
+        assert_eq!(ago(100_000, 200_000), "0s ago", "a time ahead is now");
+        assert_eq!(human_age(90_000), "1d1h");
     }
 }

@@ -52,15 +52,19 @@ pub(crate) fn run(app: &App, args: WakeArgs) -> Result<i32> {
     }
 }
 
-/// The `--json` report (DESIGN §9 / the wake issue):
-/// `{status, woke, mode, cause, runtime, reason, latency_ms}`.
+/// The `--json` report: `{schema, name, status, woke, mode, cause,
+/// runtime, session, reason, latency_ms}` (`name` as in every verb's JSON).
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Report {
+    pub schema: u32,
+    pub name: String,
     pub status: &'static str,
     pub woke: bool,
     pub mode: Option<Mode>,
     pub cause: Option<Cause>,
     pub runtime: Option<String>,
+    /// The session it is on (the launch's, or the live one's).
+    pub session: Option<String>,
     pub reason: String,
     pub latency_ms: Option<u64>,
 }
@@ -73,8 +77,11 @@ impl Report {
                 cause,
                 runtime,
                 latency_ms,
-                ..
+                session,
             }) => Report {
+                schema: 1,
+                name: name.to_owned(),
+                session: Some(session.clone()),
                 status: "ready",
                 woke: true,
                 mode: Some(*mode),
@@ -83,7 +90,14 @@ impl Report {
                 reason: format!("{name} came up {mode} ({cause})"),
                 latency_ms: Some(*latency_ms),
             },
-            Ok(Woke::AlreadyAlive { runtime, delivered }) => Report {
+            Ok(Woke::AlreadyAlive {
+                runtime,
+                delivered,
+                session,
+            }) => Report {
+                schema: 1,
+                name: name.to_owned(),
+                session: Some(session.clone()),
                 status: "alive",
                 woke: false,
                 mode: None,
@@ -97,6 +111,9 @@ impl Report {
                 latency_ms: None,
             },
             Err(f) => Report {
+                schema: 1,
+                name: name.to_owned(),
+                session: None,
                 status: if f.mode == Mode::Refused || matches!(f.error, Error::Refused(_)) {
                     "refused"
                 } else {

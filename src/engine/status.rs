@@ -252,6 +252,7 @@ pub(crate) fn document(
         })
         .collect();
     serde_json::json!({
+        "schema": 1,
         "home": ctx.config.home,
         "run": ctx.config.paths.run,
         "daemon": daemon,

@@ -80,6 +80,7 @@ pub enum Woke {
     AlreadyAlive {
         runtime: String,
         delivered: bool,
+        session: String,
     },
 }
 
@@ -438,6 +439,7 @@ fn deliver_to_live(
     Ok(Woke::AlreadyAlive {
         runtime: peer.runtime.as_str().to_owned(),
         delivered,
+        session: rec.session.clone(),
     })
 }
 

@@ -400,3 +400,70 @@ fn doctor_flags_a_missing_runtime_and_a_home_others_can_write() {
     )
     .unwrap();
 }
+
+#[test]
+fn status_reads_well_in_a_pipe_wide_as_json_and_watching() {
+    let home = Home::new();
+    let out = home.run(&["status"]);
+    assert!(
+        stdout(&out).contains("no peers are defined"),
+        "{}",
+        stdout(&out)
+    );
+    shell(&home, "alice");
+    let out = home.run(&["wake", "alice", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (r["schema"].as_u64(), r["name"].as_str()),
+        (Some(1), Some("alice"))
+    );
+    let session = home.session("alice").unwrap()["session"].clone();
+    assert_eq!(r["session"], session, "wake --json says the session");
+    let table = stdout(&home.run(&["status"]));
+    assert!(!table.contains('\x1b'), "no colour into a pipe: {table:?}");
+    assert!(table.contains(" ago "), "relative times: {table}");
+    assert!(table.contains("iapeer attach NAME"), "how to look: {table}");
+    let wide = stdout(&home.run(&["status", "-o", "wide"]));
+    let short = &session.as_str().unwrap()[..8];
+    assert!(wide.contains("SESSION") && wide.contains(short), "{wide}");
+    let colour = stdout(&home.run(&["status", "--color", "always"]));
+    assert!(colour.contains("\x1b[32malive"), "{colour:?}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout(&home.run(&["status", "-o", "json"]))).unwrap();
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["peers"][0]["name"], "alice");
+
+    // -w: a new screen when a decision is logged.
+    let mut child = home
+        .iapeer()
+        .args(["status", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+            let _ = tx.send(line);
+        }
+    });
+    let next_with = |needle: &str| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(4) {
+            if rx
+                .recv_timeout(Duration::from_millis(200))
+                .is_ok_and(|l| l.contains(needle))
+            {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(next_with("alice"), "the first screen");
+    assert_eq!(code(&home.run(&["stop", "alice"])), 0);
+    assert!(next_with("stopped"), "redrawn after the stop");
+    let _ = child.kill();
+    let _ = child.wait();
+}
