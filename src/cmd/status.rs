@@ -164,6 +164,12 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
                 s.name, s.deaths_in_window, s.name
             ));
         }
+        if let Some(until) = s.session.as_ref().and_then(|i| i.limited_until.as_ref()) {
+            out.push_str(&format!(
+                "{}: its runtime hit a usage limit; held until {until}, then given its last task again\n",
+                s.name
+            ));
+        }
         if s.lifecycle_state == LifecycleState::Failed {
             out.push_str(&format!(
                 "{}: iapeer gave up on it; `iapeer why {}`, then `iapeer reset {}`\n",

@@ -51,6 +51,10 @@ pub struct SessionRecord {
     /// RFC 3339, when `task` was delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_at: Option<String>,
+    /// RFC 3339: its runtime reported a usage limit that lifts then; held,
+    /// not parked, until that time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited_until: Option<String>,
     /// Written first when the session ends, so an end interrupted by a crash
     /// is finished, not repeated.
     #[serde(default, skip_serializing_if = "Option::is_none")]

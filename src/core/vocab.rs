@@ -74,6 +74,8 @@ pub enum Action {
     Restarted,
     /// Refused window after window: no more automatic relaunches (§5).
     GaveUp,
+    /// The runtime reported a usage limit: held until it lifts (§12).
+    Limited,
     // daemon
     Started,
     Stopping,
@@ -82,7 +84,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub(crate) const ALL: [Action; 18] = [
+    pub(crate) const ALL: [Action; 19] = [
         Action::ReapedIdle,
         Action::ReapedMaxAge,
         Action::ReapedGone,
@@ -97,6 +99,7 @@ impl Action {
         Action::HostRestart,
         Action::Restarted,
         Action::GaveUp,
+        Action::Limited,
         Action::Started,
         Action::Stopping,
         Action::Reloaded,
@@ -119,6 +122,7 @@ impl Action {
             Action::HostRestart => "host-restart",
             Action::Restarted => "restarted",
             Action::GaveUp => "gave-up",
+            Action::Limited => "limited",
             Action::Started => "started",
             Action::Stopping => "stopping",
             Action::Reloaded => "reloaded",

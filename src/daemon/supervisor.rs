@@ -64,6 +64,8 @@ pub struct Supervisor {
     /// daemon starts each streak again, the crash-loop guard on disk
     /// still holding.
     streaks: HashMap<Identity, backoff::Streak>,
+    /// Sessions a usage limit holds: not parked for idleness before then.
+    held: HashMap<Identity, Instant>,
     revisit: BTreeMap<Instant, BTreeSet<Identity>>,
     /// The latest activity a worker measured precisely (transcripts, tmux)
     /// per live identity. The loop itself reads only the session record,
@@ -137,6 +139,7 @@ impl Supervisor {
             again: HashSet::new(),
             backoff: HashMap::new(),
             streaks: HashMap::new(),
+            held: HashMap::new(),
             revisit: BTreeMap::new(),
             seen: HashMap::new(),
             watched: HashMap::new(),
@@ -426,6 +429,13 @@ impl Supervisor {
             self.schedule(id, self.instant_at(at));
         }
         let action = pass::decide(&facts);
+        if action == PassAction::Park(Action::ReapedIdle) {
+            if let Some(until) = self.held.get(id).copied().filter(|u| *u > Instant::now()) {
+                // Its usage limit holds it: looked at again when it lifts.
+                self.schedule(id, until);
+                return false;
+            }
+        }
         if matches!(action, PassAction::Nothing | PassAction::SkipExternal) {
             // Nothing left to do: whatever failed before is over.
             self.recovered(id);
@@ -521,6 +531,20 @@ impl Supervisor {
                 }
                 if let Some(at) = out.activity {
                     self.seen.insert(id.clone(), at);
+                }
+                match out.held_until {
+                    Some(at) => {
+                        // Looked at again when it lifts, and now and then
+                        // before (a person may answer it meanwhile).
+                        let until = self
+                            .instant_at(at)
+                            .min(now + self.ctx.config.tick.max(Duration::from_secs(60)));
+                        self.held.insert(id.clone(), until);
+                        self.schedule(id, until);
+                    }
+                    None => {
+                        self.held.remove(id);
+                    }
                 }
                 if let Some(d) = out.died.filter(|d| d.relaunch) {
                     self.died(id, d.at_ms, d.uptime_ms);

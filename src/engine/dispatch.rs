@@ -185,6 +185,7 @@ mod tests {
             ready_at: ready.then(|| clock::format_ms(0)),
             task_at: task_at.map(clock::format_ms),
             ending: None,
+            limited_until: None,
             boot_id: None,
         }
     }

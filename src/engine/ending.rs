@@ -509,6 +509,7 @@ fn orphan_record(
         ready_at: None,
         task_at: None,
         ending: None,
+        limited_until: None,
         boot_id: process::boot_id(),
     }
 }

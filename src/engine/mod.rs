@@ -9,6 +9,7 @@ pub mod ctx;
 pub(crate) mod deliver;
 pub(crate) mod dispatch;
 pub(crate) mod ending;
+pub(crate) mod limited;
 pub(crate) mod status;
 pub(crate) mod supervise;
 pub mod wake;

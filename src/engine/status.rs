@@ -58,6 +58,9 @@ pub(crate) struct SessionInfo {
     pub cause: String,
     pub session: String,
     pub task: Option<String>,
+    /// Its runtime reported a usage limit lifting then (DESIGN §12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited_until: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -167,6 +170,7 @@ pub(crate) fn peer_status(
             cause: r.cause.clone(),
             session: r.session.clone(),
             task: r.task.clone(),
+            limited_until: r.limited_until.clone(),
         }
     });
     PeerStatus {

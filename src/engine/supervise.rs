@@ -15,6 +15,7 @@ use crate::core::vocab::Action;
 use crate::core::wake_plan::Ask;
 use crate::engine::boot::{self, Interrupted};
 use crate::engine::ctx::Ctx;
+use crate::engine::limited::{self, Idle};
 use crate::engine::{conversation, ending, wake};
 use crate::os::process;
 use crate::runtime::host::Probe;
@@ -180,6 +181,9 @@ pub struct PassOutcome {
     /// A death was recorded: when, and how long the session had been up.
     /// Its relaunch, if one is wanted, is left to the caller's back-off.
     pub died: Option<Died>,
+    /// Not parked for idleness: its runtime's usage limit holds it until
+    /// then.
+    pub held_until: Option<EpochMs>,
 }
 
 /// A death a pass recorded.
@@ -206,6 +210,7 @@ pub(crate) fn run_pass(
         busy: false,
         activity: None,
         died: None,
+        held_until: None,
     };
     let Some(lock) = ctx.state.try_lock(id)? else {
         outcome.busy = true;
@@ -250,6 +255,26 @@ pub(crate) fn run_pass(
                 }
             }
             (PassAction::HostRestart, Some(rec)) => ending::record_host_restart(ctx, id, rec)?,
+            (PassAction::Park(Action::ReapedIdle), Some(mut rec))
+                if peer.is_some_and(|p| p.runtime != RuntimeKind::Shell) =>
+            {
+                let peer = peer.expect("checked in the guard");
+                match limited::before_idle_park(ctx, id, peer, &mut rec)? {
+                    Idle::Held(until) => {
+                        outcome.held_until = Some(until);
+                        break;
+                    }
+                    Idle::Resumed => break,
+                    Idle::Park => {
+                        let idle_seconds = facts
+                            .session
+                            .as_ref()
+                            .and_then(|s| s.idle_ms)
+                            .map(|ms| (ms / 1000) as u64);
+                        ending::park(ctx, id, rec, Action::ReapedIdle, idle_seconds)?;
+                    }
+                }
+            }
             (PassAction::Park(a), Some(rec)) => {
                 let idle_seconds = match a {
                     Action::ReapedIdle => facts

@@ -666,6 +666,7 @@ fn start(
         ready_at: None,
         task_at: None,
         ending: None,
+        limited_until: None,
         boot_id: crate::os::process::boot_id(),
     };
     ctx.state.write_session(id, &rec)?;

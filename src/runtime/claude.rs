@@ -347,6 +347,26 @@ impl Runtime for Claude {
     fn ready_settle(&self) -> std::time::Duration {
         std::time::Duration::from_millis(300)
     }
+
+    /// `API Error: … Claude AI usage limit reached|<epoch seconds>` after
+    /// the last user turn. (A `Session limit reached · Retrying in 48s`
+    /// is Claude waiting on its own: that turn is still going.)
+    fn limit(&self, screen: &str, _now: EpochMs, _offset_s: i32) -> Option<super::Limit> {
+        let lines: Vec<&str> = screen.lines().collect();
+        let (at, line) = super::after_last_turn(&lines, &['❯', '>'], "usage limit reached")?;
+        if lines[at..].iter().any(|l| l.contains("Retrying in")) {
+            return None;
+        }
+        let until_ms = line
+            .rsplit_once('|')
+            .and_then(|(_, t)| t.trim().parse::<i64>().ok())
+            .filter(|t| *t > 1_000_000_000)
+            .map(|t| t * 1000);
+        Some(super::Limit {
+            until_ms,
+            said: line.trim().trim_start_matches('●').trim().to_owned(),
+        })
+    }
 }
 
 /// Every character outside `[A-Za-z0-9]` becomes `-`.
@@ -417,6 +437,35 @@ fn with_heads(dir: &Path) -> impl Iterator<Item = (SystemTime, PathBuf, Head)> {
 mod tests {
     use super::*;
     use crate::core::{clock, peer};
+
+    /// The usage-limit screens of the pinned Claude Code, as captured: a
+    /// limit with the epoch it names; a limit Claude is retrying on its
+    /// own, a per-minute rate limit and ordinary screens are none.
+    #[test]
+    fn usage_limits_are_read_from_the_real_screens() {
+        let c = claude(Path::new("/nonexistent"));
+        let read = |file: &str| {
+            let screen = fs::read_to_string(format!(
+                "{}/fixtures/real/claude/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            c.limit(&screen, 0, 0)
+        };
+        let l = read("rate-limited-usage-limit.txt").expect("a usage limit");
+        assert_eq!(l.until_ms, Some(1_796_129_759_000));
+        assert!(l.said.contains("usage limit reached"), "{}", l.said);
+        for calm in [
+            "rate-limited-session-limit.txt",
+            "rate-limited-retrying.txt",
+            "rate-limited.txt",
+            "ready.txt",
+            "working-tool.txt",
+            "after-clear.txt",
+        ] {
+            assert_eq!(read(calm), None, "{calm}");
+        }
+    }
 
     impl Claude {
         /// Transcripts recorded for `cwd`, most recently modified first.

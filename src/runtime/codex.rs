@@ -239,6 +239,75 @@ impl Runtime for Codex {
     fn dialogs(&self) -> &'static [Dialog] {
         DIALOGS
     }
+
+    /// `You’ve hit your usage limit. … try again at 1:23 PM.` (or `at Dec
+    /// 3rd, 2026 7:27 PM.`) after the last user turn, in local time.
+    fn limit(&self, screen: &str, now: EpochMs, offset_s: i32) -> Option<super::Limit> {
+        let lines: Vec<&str> = screen.lines().collect();
+        let (_, line) = super::after_last_turn(&lines, &['›', '▌'], "hit your usage limit")?;
+        let until_ms = line.rsplit_once("try again at ").and_then(|(_, when)| {
+            parse_try_again(when.trim_end_matches('.').trim(), now, offset_s)
+        });
+        Some(super::Limit {
+            until_ms,
+            said: line.trim().trim_start_matches('■').trim().to_owned(),
+        })
+    }
+}
+
+/// `1:23 PM` (today's, or tomorrow's when today's is long gone) or
+/// `Dec 3rd, 2026 7:27 PM`, local.
+fn parse_try_again(when: &str, now: EpochMs, offset_s: i32) -> Option<EpochMs> {
+    const DAY: i64 = 86_400_000;
+    let words: Vec<&str> = when.split_whitespace().collect();
+    let (date, clock) = match words.as_slice() {
+        [t, ampm] => (None, (*t, *ampm)),
+        [month, day, year, t, ampm] => (Some((*month, *day, *year)), (*t, *ampm)),
+        _ => return None,
+    };
+    let (h, m) = clock.0.split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    if !(1..=12).contains(&h) || !(0..60).contains(&m) {
+        return None;
+    }
+    let h = match clock.1 {
+        "AM" => h % 12,
+        "PM" => h % 12 + 12,
+        _ => return None,
+    };
+    let offset = i64::from(offset_s) * 1000;
+    let of_day = (h * 60 + m) * 60_000;
+    match date {
+        None => {
+            let local_now = now + offset;
+            // Codex names the minute (truncated): a time just gone is this
+            // minute's, one long gone is tomorrow's.
+            let at = local_now.div_euclid(DAY) * DAY + of_day;
+            let at = if at + 10 * 60_000 < local_now {
+                at + DAY
+            } else {
+                at
+            };
+            Some(at - offset)
+        }
+        Some((month, day, year)) => {
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            let month = MONTHS.iter().position(|m| *m == month)? as u8 + 1;
+            let day: u8 = day
+                .trim_end_matches(',')
+                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                .parse()
+                .ok()?;
+            let year: i32 = year.trim_end_matches(',').parse().ok()?;
+            let date =
+                time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day)
+                    .ok()?;
+            let midnight = date.midnight().assume_utc().unix_timestamp() * 1000;
+            Some(midnight + of_day - offset)
+        }
+    }
 }
 
 /// Flags that keep a session's work inside its own pane: by default Codex
@@ -307,6 +376,53 @@ fn newest_first(dir: &Path, depth: usize, limit: usize) -> Vec<PathBuf> {
 mod tests {
     use super::*;
     use assert_fs::TempDir;
+
+    /// The usage-limit screens of the pinned Codex, as captured: the time
+    /// it names, in the local zone; screens without a limit have none.
+    #[test]
+    fn usage_limits_are_read_from_the_real_screens() {
+        let c = Codex {
+            bin: "codex".into(),
+            sessions: "/nonexistent".into(),
+        };
+        let now = crate::core::clock::parse_rfc3339("2026-12-01T11:00:00Z").unwrap();
+        let at = |file: &str, off: i32| {
+            let screen = fs::read_to_string(format!(
+                "{}/fixtures/real/codex/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            c.limit(&screen, now, off)
+                .map(|l| l.until_ms.map(crate::core::clock::format_ms))
+        };
+        assert_eq!(
+            at("usage-limit.txt", 0),
+            Some(Some("2026-12-01T13:23:00.000Z".into()))
+        );
+        assert_eq!(
+            at("usage-limit.txt", 3600),
+            Some(Some("2026-12-01T12:23:00.000Z".into())),
+            "1:23 PM an hour east of UTC"
+        );
+        assert_eq!(
+            at("usage-limit-days.txt", 0),
+            Some(Some("2026-12-03T19:27:00.000Z".into()))
+        );
+        for calm in ["ready.txt", "working-tool.txt", "approval-prompt.txt"] {
+            assert_eq!(at(calm, 0), None, "{calm}");
+        }
+        // A time long past today is tomorrow's; this minute is now.
+        let late = crate::core::clock::parse_rfc3339("2026-12-01T15:00:30Z").unwrap();
+        assert_eq!(
+            parse_try_again("3:00 PM", late, 0).map(crate::core::clock::format_ms),
+            Some("2026-12-01T15:00:00.000Z".into())
+        );
+        assert_eq!(
+            parse_try_again("1:23 PM", late, 0).map(crate::core::clock::format_ms),
+            Some("2026-12-02T13:23:00.000Z".into())
+        );
+        assert_eq!(parse_try_again("13:23 PM", late, 0), None);
+    }
 
     fn rollout(home: &Path, day: &str, name: &str, first: &str) {
         let dir = home.join("sessions").join(day);

@@ -64,6 +64,40 @@ impl Dialog {
     }
 }
 
+/// A usage limit the runtime's screen reports for its last turn (DESIGN
+/// §12): not a death, not idle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Limit {
+    /// When it lifts, when the runtime says.
+    pub until_ms: Option<EpochMs>,
+    /// The line that says so.
+    pub said: String,
+}
+
+/// The line among `lines` after the last user turn (a prompt line with
+/// text, `user_glyph`) that holds `needle`: what the last turn ended with.
+/// The input line at the bottom (the last prompt line) is not a turn.
+pub(crate) fn after_last_turn<'a>(
+    lines: &[&'a str],
+    user_glyphs: &[char],
+    needle: &str,
+) -> Option<(usize, &'a str)> {
+    let prompts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| is_prompt_line(l, user_glyphs))
+        .map(|(i, _)| i)
+        .collect();
+    let input = *prompts.last()?;
+    let last_turn = prompts[..prompts.len() - 1].last().copied().unwrap_or(0);
+    lines[last_turn..input]
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| l.contains(needle))
+        .map(|(i, l)| (last_turn + i, *l))
+}
+
 /// One conversation a runtime keeps on disk (a Claude transcript, a Codex
 /// rollout).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +167,12 @@ pub(crate) trait Runtime: Send + Sync {
     }
     /// Reads the screen during a boot.
     fn screen(&self, peer: &Peer, text: &str) -> Screen;
+    /// Whether the screen says the last turn ended on a usage limit, and
+    /// until when; `offset_s`: the local time zone, for a runtime that
+    /// says a time of day.
+    fn limit(&self, _screen: &str, _now: EpochMs, _offset_s: i32) -> Option<Limit> {
+        None
+    }
     /// How long the ready screen must hold before it counts: a TUI that
     /// flashes its prompt before a dialog must not pass the gate on it.
     fn ready_settle(&self) -> std::time::Duration {

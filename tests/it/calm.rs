@@ -414,3 +414,56 @@ fn counters_are_identical_after_twenty_rotations_and_a_restart() {
         metrics.exists() && prom(&metrics) == before
     });
 }
+
+/// A session whose last turn ended on its runtime's usage limit is not
+/// idle: it is held until the limit lifts, then given its task again, and
+/// parked only once it is quiet with no limit on screen.
+#[test]
+fn a_usage_limit_holds_the_session_then_its_task_is_given_again() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "0.2");
+    home.add("alice", &["--idle-secs", "1"]);
+    let _d = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "alice", "--task", "limit 4"])), 0);
+    let limited = home.wait_line("alice", "the limit", |e| e.str("action") == Some("limited"));
+    let until = iapeer::core::clock::parse_rfc3339(limited.str("retry_after").unwrap()).unwrap();
+    let said_at = limited.ts_ms().unwrap();
+    assert!(
+        (2_000..=6_000).contains(&(until - said_at)),
+        "lifts in ~4 s"
+    );
+    assert!(
+        limited
+            .str("reason")
+            .unwrap()
+            .contains("usage limit reached"),
+        "{}",
+        limited.line
+    );
+    // Idle for longer than its idle_secs, and not parked.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(home.has("alice", "session"));
+    assert_eq!(
+        home.count("alice", |e| e.str("action") == Some("reaped-idle")),
+        0
+    );
+    let again = home.wait_line("alice", "the task again", |e| {
+        e.str("outcome") == Some("delivered")
+            && e.str("reason")
+                .is_some_and(|r| r.contains("usage limit lifted"))
+    });
+    assert!(
+        again.ts_ms().unwrap() >= until,
+        "not before the limit lifts"
+    );
+    assert_eq!(again.str("task"), Some("limit 4"));
+    // It hit the limit again (the fake always does): held once more, then
+    // it is a person's to look at; a limited session is never counted a death.
+    home.wait_line("alice", "held again", |e| {
+        e.str("action") == Some("limited") && e.ts_ms() > Some(said_at + 1_000)
+    });
+    assert_eq!(
+        home.count("alice", |e| e.str("action") == Some("reaped-gone")),
+        0
+    );
+}

@@ -247,3 +247,57 @@ fn after_clear_a_member_is_free_for_dispatch() {
     mock.wait_turn("the second job", TASK_WAIT);
     let _ = last;
 }
+
+/// The model answers with Claude's usage limit: the real CLI shows it and
+/// sits at its prompt. iapeer reads the time it names, holds the session
+/// rather than parking it as idle, and once the limit lifts gives it its
+/// task again, which reaches the model.
+#[test]
+fn a_usage_limit_holds_the_session_and_the_task_goes_again_when_it_lifts() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let lifts = iapeer::core::clock::now_ms() / 1000 + 25;
+    let mock = Mock::anthropic(
+        dir.path(),
+        json!([
+            // As the service answers: no retry (Claude retries a plain
+            // 429 on its own, and then it is not limited).
+            {"error": 429, "type": "rate_limit_error",
+             "message": format!("Claude AI usage limit reached|{lifts}"),
+             "headers": {"x-should-retry": "false"}},
+            {"text": "back at work"}
+        ]),
+    );
+    let Some(mut home) = claude_home(&mock) else {
+        return;
+    };
+    home.set("IAPEER_TICK_SECS", "1");
+    home.add("lim", &[]);
+    home.edit_peer("lim", |def| def["idle_secs"] = json!(2));
+    let _d = home.daemon();
+    let out = home.run(&["wake", "lim", "--task", "do the limited thing"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let limited = home.wait_line("lim", "the limit read off the screen", |e| {
+        e.str("action") == Some("limited")
+    });
+    assert_eq!(
+        limited.str("retry_after"),
+        Some(iapeer::core::clock::format_ms(lifts * 1000).as_str()),
+        "the time Claude named: {}",
+        limited.line
+    );
+    assert!(home.has("lim", "session"), "held, not parked");
+    wait_until(
+        Duration::from_secs(60),
+        "the task again, to the model",
+        || mock.turns_with("do the limited thing") >= 2,
+    );
+    let again = home.wait_line("lim", "the delivery line", |e| {
+        e.str("reason")
+            .is_some_and(|r| r.contains("usage limit lifted"))
+    });
+    assert!(again.ts_ms().unwrap() >= lifts * 1000);
+    assert_eq!(
+        home.count("lim", |e| e.str("action") == Some("reaped-gone")),
+        0
+    );
+}

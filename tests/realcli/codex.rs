@@ -229,3 +229,47 @@ fn a_resume_after_the_folder_moved_does_not_stop_to_ask() {
     let woke = last_decision(&home, "kim");
     assert_eq!(woke.str("mode"), Some("resume"), "{}", woke.line);
 }
+
+/// The model answers with Codex's usage limit: the real CLI names the time
+/// it lifts (to the minute, local), iapeer reads it, holds the session
+/// rather than parking it as idle, and never counts it a death.
+#[test]
+fn a_usage_limit_holds_the_session_until_the_time_codex_names() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::openai(dir.path(), json!([{ "usage_limit": 3600 }]));
+    let Some(mut home) = codex_home(&mock) else {
+        return;
+    };
+    home.set("IAPEER_TICK_SECS", "1");
+    git_workdir(&home, "lim");
+    home.add("lim", &["--runtime", "codex"]);
+    home.edit_peer("lim", |def| def["idle_secs"] = json!(2));
+    let _d = home.daemon();
+    let asked = iapeer::core::clock::now_ms();
+    let out = home.run(&["wake", "lim", "--task", "do the limited thing"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let limited = home.wait_line("lim", "the limit read off the screen", |e| {
+        e.str("action") == Some("limited")
+    });
+    let until = iapeer::core::clock::parse_rfc3339(limited.str("retry_after").unwrap()).unwrap();
+    let want = asked + 3_600_000;
+    assert!(
+        (until - want).abs() <= 120_000,
+        "Codex said about an hour from now: {}",
+        limited.line
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        home.has("lim", "session"),
+        "held, not parked: {}",
+        last_screen(&home, "lim")
+    );
+    assert_eq!(
+        home.count("lim", |e| e.str("action") == Some("reaped-idle")),
+        0
+    );
+    assert_eq!(
+        home.count("lim", |e| e.str("action") == Some("reaped-gone")),
+        0
+    );
+}
