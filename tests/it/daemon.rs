@@ -207,6 +207,9 @@ fn a_script_touching_stopped_parks_and_removing_it_brings_an_always_peer_back() 
     home.wait_line("keeper", "the always peer up", |e| {
         e.str("ev") == Some("ready")
     });
+    // A conversation to resume: like the real CLI, the fake writes none
+    // before its first prompt.
+    assert_eq!(code(&home.run(&["wake", "keeper", "--task", "hello"])), 0);
     std::fs::write(home.marker("keeper", "stopped"), "").unwrap();
     home.wait_line("keeper", "parked-stopped", action("parked-stopped"));
     // The line comes first; the session ends right after.
@@ -216,7 +219,8 @@ fn a_script_touching_stopped_parks_and_removing_it_brings_an_always_peer_back() 
     assert!(home.has("keeper", "idle-reaped"));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        home.count("keeper", |e| e.str("ev") == Some("wake")),
+        home.count("keeper", |e| e.str("ev") == Some("wake")
+            && e.str("mode").is_some()),
         1,
         "a stopped peer stays down"
     );

@@ -79,7 +79,10 @@ fn why_after_an_idle_park_and_resume() {
     home.set("IAPEER_IDLE_SECS", "1");
     home.add("alice", &[]);
     let _d = home.daemon();
-    assert_eq!(code(&home.run(&["wake", "alice", "--topic", "billing"])), 0);
+    assert_eq!(
+        code(&home.run(&["wake", "alice", "--topic", "billing", "--task", "hi"])),
+        0
+    );
     home.wait_line("alice", "parked", |e| {
         e.str("action") == Some("reaped-idle")
     });
@@ -246,7 +249,7 @@ fn metrics_survive_a_daemon_restart() {
     home.add("keeper", &["--policy", "always"]);
     let mut d = home.daemon();
     home.wait_line("keeper", "up", |e| e.str("ev") == Some("ready"));
-    home.run(&["wake", "alice", "--topic", "t"]);
+    home.run(&["wake", "alice", "--topic", "t", "--task", "hi"]);
     home.run(&["stop", "alice"]);
     home.run(&["start", "alice"]);
     home.run(&["wake", "alice", "--topic", "t"]);

@@ -122,7 +122,7 @@ fn a_parked_executor_with_a_new_topic_starts_fresh() {
 fn a_parked_conversational_peer_resumes_whatever_the_topic() {
     let home = Home::new();
     home.add("hal", &["--conversational"]);
-    wake(&home, &["hal", "--topic", "weather"]);
+    wake(&home, &["hal", "--topic", "weather", "--task", "hi"]);
     let first = home.session("hal").unwrap()["resume_ref"].clone();
     park(&home, "hal");
     let r = json(&wake(&home, &["hal", "--topic", "something else"]));
@@ -229,7 +229,7 @@ fn an_agent_that_dies_at_once_stops_at_the_crash_loop_guard() {
 fn a_resume_that_fails_retries_fresh_without_counting_a_death() {
     let mut home = Home::new();
     home.add("alice", &[]);
-    wake(&home, &["alice", "--topic", "t"]);
+    wake(&home, &["alice", "--topic", "t", "--task", "hi"]);
     park(&home, "alice");
     home.set("FAKE_AGENT_RESUME_FAILS", "1");
     let out = wake(&home, &["alice", "--topic", "t"]);
@@ -561,7 +561,9 @@ fn the_fake_trust_dialog_shows_the_real_ones_lines() {
 fn codex_peers_resume_by_rollout_id() {
     let home = Home::new();
     home.add("cx", &["--runtime", "codex"]);
-    let r = json(&wake(&home, &["cx", "--topic", "t"]));
+    // Codex writes its rollout at the first turn: until then there is
+    // nothing to resume.
+    let r = json(&wake(&home, &["cx", "--topic", "t", "--task", "hi"]));
     assert_eq!(r["runtime"], "codex");
     let rollout = home.session("cx").unwrap()["resume_ref"]
         .as_str()
@@ -888,4 +890,82 @@ fn codex_members_launched_together_each_learn_their_own_rollout() {
             codex_messages(&home, &id) == [format!("task for {name}")]
         });
     }
+}
+
+/// The fake writes its records when the real CLIs do: no Claude
+/// transcript and no Codex rollout before the first prompt (only Claude's
+/// process record), and a first Claude transcript whose leading lines carry
+/// no cwd, as in the recorded one.
+#[test]
+fn the_fake_writes_its_records_when_the_real_clis_do() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    home.add("cx", &["--runtime", "codex"]);
+    for name in ["alice", "cx"] {
+        assert_eq!(code(&wake(&home, &[name])), 0);
+    }
+    let files = |dir: &std::path::Path, ext: &str| -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == ext) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    };
+    let claude = home.path().join("claude");
+    assert!(
+        files(&claude.join("projects"), "jsonl").is_empty(),
+        "a transcript before the first prompt"
+    );
+    assert_eq!(
+        files(&claude.join("sessions"), "json").len(),
+        1,
+        "the process record is there"
+    );
+    assert!(
+        files(&home.path().join("codex/sessions"), "jsonl").is_empty(),
+        "a rollout before the first turn"
+    );
+
+    for name in ["alice", "cx"] {
+        assert_eq!(code(&wake(&home, &[name, "--task", "first words"])), 0);
+    }
+    let transcripts = files(&claude.join("projects"), "jsonl");
+    assert_eq!(transcripts.len(), 1);
+    let ours: Vec<serde_json::Value> = std::fs::read_to_string(&transcripts[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let real: Vec<serde_json::Value> =
+        std::fs::read_to_string(fixtures().join("real/claude/transcript-first-turn.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let first_with_cwd = |v: &[serde_json::Value]| v.iter().position(|e| e.get("cwd").is_some());
+    assert!(
+        first_with_cwd(&real).unwrap() > 0,
+        "the recording's first lines have no cwd"
+    );
+    assert!(first_with_cwd(&ours).unwrap() > 0, "nor have the fake's");
+    assert_eq!(ours[0]["type"], real[0]["type"]);
+    let user = |v: &[serde_json::Value]| {
+        v.iter()
+            .find(|e| e.get("cwd").is_some())
+            .map(|e| e["type"].clone())
+    };
+    assert_eq!(
+        user(&ours),
+        user(&real),
+        "the first line with a cwd is the user's"
+    );
+    assert_eq!(files(&home.path().join("codex/sessions"), "jsonl").len(), 1);
 }
