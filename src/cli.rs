@@ -276,6 +276,15 @@ pub struct AgentArgs {
     pub argv: Vec<String>,
 }
 
+impl From<PolicyArg> for peer::Policy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Lazy => peer::Policy::Lazy,
+            PolicyArg::Always => peer::Policy::Always,
+        }
+    }
+}
+
 impl From<RuntimeArg> for peer::RuntimeKind {
     fn from(r: RuntimeArg) -> Self {
         match r {

@@ -134,12 +134,18 @@ pub(crate) fn resolve(app: &App, t: &Targets) -> Result<Vec<String>> {
 
 /// Rows as left-aligned columns, two spaces apart.
 pub(crate) fn table(rows: &[Vec<String>]) -> String {
+    table_by(rows, |s| s.chars().count())
+}
+
+/// [`table`], measuring each cell with `width` (which may skip what takes
+/// no room on a terminal, like colour codes).
+pub(crate) fn table_by(rows: &[Vec<String>], width: impl Fn(&str) -> usize) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
             rows.iter()
                 .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
+                .map(|s| width(s))
                 .max()
                 .unwrap_or(0)
         })
@@ -148,10 +154,9 @@ pub(crate) fn table(rows: &[Vec<String>]) -> String {
     for row in rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                line.push_str(&" ".repeat(widths[c] - width(cell) + 2));
             }
         }
         out.push_str(line.trim_end());

@@ -1,10 +1,10 @@
 //! `iapeer add`, `iapeer rm`, `iapeer ls`: peer definitions.
 
-use crate::cli::{AddArgs, DialogsArg, LsArgs, PolicyArg, RmArgs, SetArgs, UnsetKey};
+use crate::cli::{AddArgs, DialogsArg, LsArgs, RmArgs, SetArgs, UnsetKey};
 use crate::cmd::App;
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
-use crate::core::peer::{Dialogs, Peer, Policy};
+use crate::core::peer::{Dialogs, Peer};
 use crate::core::vocab::{Ev, Outcome};
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
@@ -28,10 +28,7 @@ pub(crate) fn add(app: &App, args: AddArgs) -> Result<i32> {
         cwd: crate::cli::absolute(agent.cwd)?,
         runtime: agent.runtime.into(),
         command: (!agent.argv.is_empty()).then_some(agent.argv),
-        policy: match args.policy {
-            PolicyArg::Lazy => Policy::Lazy,
-            PolicyArg::Always => Policy::Always,
-        },
+        policy: args.policy.into(),
         conversational: args.conversational,
         initial_prompt: agent.initial_prompt,
         external_supervisor: None,
@@ -42,19 +39,7 @@ pub(crate) fn add(app: &App, args: AddArgs) -> Result<i32> {
         pool: None,
         dialogs: Dialogs::default(),
     };
-    // The same checks a load makes, before anything is written.
-    let body = serde_json::to_vec_pretty(&peer).expect("a peer always serializes");
-    crate::core::peer::parse(&file, &body, Some(&id)).map_err(|e| match e {
-        Error::Input { problem, hint, .. } => Error::Usage(format!("{problem}; {hint}")),
-        e => e,
-    })?;
-    if !peer.cwd.is_dir() {
-        tracing::warn!(
-            "{} does not exist yet; wakes of {id} fail until it does",
-            peer.cwd.display()
-        );
-    }
-    definitions::save_peer(paths, &peer)?;
+    check_and_save(app, &id, &peer)?;
     // Its history begins here: `why` and the metrics tell nothing of an
     // earlier peer of the same name.
     let ctx = Ctx::open(app.config.clone(), app.source)?;
@@ -84,10 +69,7 @@ pub(crate) fn set(app: &App, args: SetArgs) -> Result<i32> {
         peer.runtime = r.into();
     }
     if let Some(p) = args.policy {
-        peer.policy = match p {
-            PolicyArg::Lazy => Policy::Lazy,
-            PolicyArg::Always => Policy::Always,
-        };
+        peer.policy = p.into();
     }
     if let Some(c) = args.conversational {
         peer.conversational = c;
@@ -131,18 +113,7 @@ pub(crate) fn set(app: &App, args: SetArgs) -> Result<i32> {
         return Ok(0);
     }
     let file = paths.peer_file(id.as_str());
-    let body = serde_json::to_vec_pretty(&peer).expect("a peer always serializes");
-    crate::core::peer::parse(&file, &body, Some(&id)).map_err(|e| match e {
-        Error::Input { problem, hint, .. } => Error::Usage(format!("{problem}; {hint}")),
-        e => e,
-    })?;
-    if !peer.cwd.is_dir() {
-        tracing::warn!(
-            "{} does not exist; wakes of {id} fail until it does",
-            peer.cwd.display()
-        );
-    }
-    definitions::save_peer(paths, &peer)?;
+    check_and_save(app, &id, &peer)?;
     println!(
         "{id}: updated {}{}",
         file.display(),
@@ -153,6 +124,24 @@ pub(crate) fn set(app: &App, args: SetArgs) -> Result<i32> {
         }
     );
     Ok(0)
+}
+
+/// Checks a definition as a load would, then writes it (atomically);
+/// nothing is written when it would not load.
+fn check_and_save(app: &App, id: &Identity, peer: &Peer) -> Result<()> {
+    let file = app.config.paths.peer_file(id.as_str());
+    let body = serde_json::to_vec_pretty(peer).expect("a peer always serializes");
+    crate::core::peer::parse(&file, &body, Some(id)).map_err(|e| match e {
+        Error::Input { problem, hint, .. } => Error::Usage(format!("{problem}; {hint}")),
+        e => e,
+    })?;
+    if !peer.cwd.is_dir() {
+        tracing::warn!(
+            "{} does not exist; wakes of {id} fail until it does",
+            peer.cwd.display()
+        );
+    }
+    definitions::save_peer(&app.config.paths, peer)
 }
 
 pub(crate) fn rm(app: &App, args: RmArgs) -> Result<i32> {

@@ -196,35 +196,13 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
     Ok(out)
 }
 
-/// Like [`super::table`], measuring cells without their colour codes.
+/// [`super::table`], measuring cells without their colour codes.
 fn align(rows: &[Vec<String>], colour: bool) -> String {
-    if !colour {
-        return super::table(rows);
+    if colour {
+        super::table_by(rows, |s| strip(s).chars().count())
+    } else {
+        super::table(rows)
     }
-    let plain = |s: &str| strip(s).chars().count();
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| plain(s))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if c + 1 < row.len() {
-                line.push_str(&" ".repeat(widths[c] - plain(cell) + 2));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 fn strip(s: &str) -> String {
