@@ -18,10 +18,11 @@ test: deps
 deps:
 	./scripts/test-deps.sh
 
-## lint: formatting and clippy, warnings as errors
+## lint: formatting, clippy and the API docs, warnings as errors
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
 ## bench: print the figures (appends/s, decisions/s, …)
 bench: deps

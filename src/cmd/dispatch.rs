@@ -26,8 +26,9 @@ pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
                 println!(
                     "{}",
                     serde_json::json!({
+                        "schema": 1,
                         "pool": pool.name,
-                        "member": d.member.as_str(),
+                        "name": d.member.as_str(),
                         "status": if d.woke.is_some() { "woke" } else { "delivered" },
                         "wake": report,
                     })
@@ -41,8 +42,9 @@ pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
             println!(
                 "{}",
                 serde_json::json!({
+                    "schema": 1,
                     "pool": pool.name,
-                    "member": null,
+                    "name": null,
                     "status": if f.error.exit_code() == 7 { "full" } else { "failed" },
                     "reason": f.error.to_string(),
                 })

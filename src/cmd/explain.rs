@@ -17,7 +17,8 @@ use crate::store::markers::Flag;
 
 #[derive(Debug, Serialize)]
 struct Explanation {
-    identity: String,
+    schema: u32,
+    name: String,
     runtime: String,
     /// launch, deliver, refused, fail.
     outcome: &'static str,
@@ -160,7 +161,8 @@ fn explain(
     notes: Vec<String>,
 ) -> Explanation {
     let mut e = Explanation {
-        identity: id.to_string(),
+        schema: 1,
+        name: id.to_string(),
         runtime: peer.runtime.as_str().to_owned(),
         outcome: "launch",
         mode: None,
@@ -207,7 +209,7 @@ fn explain(
             e.cause = Some(Cause::GaveUp.as_str().into());
             e.notes.push(format!(
                 "iapeer gave up on it (.failed); `iapeer reset {}` lifts that",
-                e.identity
+                e.name
             ));
         }
         Plan::Fail(d) => {
@@ -254,7 +256,7 @@ fn human(e: &Explanation) -> String {
             e.cause.as_deref().unwrap_or("?")
         ),
     };
-    let mut out = format!("{}: {what}\n", e.identity);
+    let mut out = format!("{}: {what}\n", e.name);
     if !e.consumes.is_empty() {
         out.push_str(&format!("  consumes: {}\n", e.consumes.join(", ")));
     }

@@ -16,7 +16,8 @@ use crate::engine::status;
 
 #[derive(Debug, Serialize)]
 struct Answer {
-    identity: String,
+    schema: u32,
+    name: String,
     state: String,
     history: History,
     crash_loop: CrashLoop,
@@ -63,7 +64,8 @@ pub(crate) fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
     let ring = ctx.state.deaths(&id)?.ring;
     let policy = crate::engine::wake::guard_policy(&ctx);
     let answer = Answer {
-        identity: id.to_string(),
+        schema: 1,
+        name: id.to_string(),
         state: status.lifecycle_state.as_str().to_owned(),
         crash_loop: CrashLoop {
             deaths_in_window: ring.count_in_window(now, policy.window_ms),
@@ -91,7 +93,7 @@ pub(crate) fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
 
 fn human(a: &Answer, session: Option<&status::SessionInfo>) -> String {
     let h = &a.history;
-    let mut out = format!("{} is {}", a.identity, a.state);
+    let mut out = format!("{} is {}", a.name, a.state);
     if let Some(s) = session {
         out.push_str(&format!(
             " (session {}, up {})",
@@ -244,7 +246,8 @@ mod tests {
     fn told(log: &[&str]) -> String {
         let entries: Vec<Entry> = log.iter().filter_map(|l| Entry::parse(l)).collect();
         let answer = Answer {
-            identity: "a".into(),
+            schema: 1,
+            name: "a".into(),
             state: "asleep".into(),
             history: history::history(&entries),
             crash_loop: CrashLoop {

@@ -1,7 +1,7 @@
 //! One supervise pass over one identity, decided (DESIGN §7): from the
-//! facts read about it, what to do now ([`decide`]), what a death leads to
-//! ([`death_action`]), what an ending leaves the peer as ([`outcome`]), and
-//! when to look again ([`revisit_at`]). Pure: the engine reads the facts and
+//! facts read about it, what to do now (`decide`), what a death leads to
+//! (`death_action`), what an ending leaves the peer as (`outcome`), and
+//! when to look again (`revisit_at`). Pure: the engine reads the facts and
 //! carries the action out.
 
 use crate::core::clock::{self, EpochMs};

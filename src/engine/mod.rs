@@ -1,6 +1,6 @@
 //! Acting on one identity, under its wake lock: how sessions end
-//! ([`ending`]), how they come up ([`wake`], its ready gate [`boot`]), one
-//! supervise pass ([`supervise`]), dispatch to pools, and status. The
+//! (`ending`), how they come up ([`wake`], its ready gate `boot`), one
+//! supervise pass (`supervise`), dispatch to pools, and status. The
 //! decisions come from `core`; files from `store`; sessions from `runtime`.
 
 pub(crate) mod boot;

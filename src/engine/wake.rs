@@ -6,7 +6,7 @@
 //! log `ready` → deliver the task.
 //!
 //! The checks from "external" to "resolve_wake_mode" are one pure function,
-//! [`crate::core::wake_plan::plan`], so `iapeer explain` shows exactly what
+//! `core::wake_plan::plan`, so `iapeer explain` shows exactly what
 //! a wake would do; this file gathers its facts and carries it out.
 
 use std::ffi::OsString;

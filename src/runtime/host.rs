@@ -1,5 +1,5 @@
 //! The session host: what the engine asks of whatever runs sessions (tmux
-//! in production, [`crate::runtime::fake`] in the engine's unit tests), and
+//! in production, `runtime::fake` in the engine's unit tests), and
 //! the plain facts it answers with.
 
 use std::ffi::OsString;

@@ -1,7 +1,7 @@
 //! Runtimes: how a peer's program is launched, resumed and observed
 //! (DESIGN §11). Each runtime knows its own command line, where its
 //! conversations live on disk, and what its screen looks like when ready;
-//! none of them runs tmux (that is [`tmux`]'s job alone).
+//! none of them runs tmux (that is `tmux`'s job alone).
 
 pub(crate) mod claude;
 pub(crate) mod codex;

@@ -86,7 +86,7 @@ fn dispatch_uses_a_free_member_then_grows_then_refuses_when_full() {
     let (c, r) = dispatch(&home, "first");
     assert_eq!(c, 0);
     assert_eq!(
-        (r["member"].as_str(), r["status"].as_str()),
+        (r["name"].as_str(), r["status"].as_str()),
         (Some("ccl-auto-11"), Some("delivered"))
     );
     assert_eq!(home.session("ccl-auto-11").unwrap()["task"], "first");
@@ -96,17 +96,17 @@ fn dispatch_uses_a_free_member_then_grows_then_refuses_when_full() {
     assert_eq!(line.str("reason"), Some("dispatched by pool ccl"));
 
     let (_, r) = dispatch(&home, "second");
-    assert_eq!(r["member"], "ccl-auto-12", "11 is busy with its task");
+    assert_eq!(r["name"], "ccl-auto-12", "11 is busy with its task");
     let (c, r) = dispatch(&home, "third");
     assert_eq!(c, 0);
     assert_eq!(
-        (r["member"].as_str(), r["status"].as_str()),
+        (r["name"].as_str(), r["status"].as_str()),
         (Some("ccl-auto-13"), Some("woke"))
     );
     assert_eq!(r["wake"]["status"], "ready");
     assert_eq!(home.session("ccl-auto-13").unwrap()["task"], "third");
     let (_, r) = dispatch(&home, "fourth");
-    assert_eq!(r["member"], "ccl-auto-14");
+    assert_eq!(r["name"], "ccl-auto-14");
 
     let out = home.run(&["dispatch", "ccl", "--task", "fifth"]);
     assert_eq!(code(&out), 7, "{}", stderr(&out));
@@ -143,9 +143,9 @@ fn idle_members_above_min_are_parked_and_min_members_are_not() {
     });
     std::thread::sleep(Duration::from_millis(3200));
     // Both min members are busy: the next dispatch grows the pool.
-    assert_eq!(dispatch(&home, "a").1["member"], "ccl-auto-11");
-    assert_eq!(dispatch(&home, "b").1["member"], "ccl-auto-12");
-    assert_eq!(dispatch(&home, "c").1["member"], "ccl-auto-13");
+    assert_eq!(dispatch(&home, "a").1["name"], "ccl-auto-11");
+    assert_eq!(dispatch(&home, "b").1["name"], "ccl-auto-12");
+    assert_eq!(dispatch(&home, "c").1["name"], "ccl-auto-13");
     let parked = home.wait_line("ccl-auto-13", "the idle park", |e| {
         e.str("action") == Some("reaped-idle")
     });
