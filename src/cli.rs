@@ -56,6 +56,9 @@ pub enum Command {
     Restart(Targets),
     /// Make the peer's next natural wake fresh (a soft reload).
     Refresh(Targets),
+    /// Stop the agent's current turn, as its runtime's key does (Esc for
+    /// Claude Code and Codex, Ctrl-C for a shell); the session goes on.
+    Interrupt(Targets),
     /// From inside an agent's session: end it; it comes back fresh.
     SelfFresh,
     /// State and metrics per peer.

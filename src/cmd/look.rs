@@ -67,6 +67,22 @@ pub(crate) fn attach(app: &App, args: AttachArgs) -> Result<i32> {
     ))
 }
 
+/// Presses the runtime's interrupt key in the agent's session: its turn
+/// stops, the session goes on.
+pub(crate) fn interrupt(app: &App, name: &str) -> Result<i32> {
+    let id = Identity::parse(name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let peer = ctx.peer(&id)?;
+    let rec = live(&ctx, &id)?;
+    let keys = crate::runtime::for_peer(&ctx.config, &peer).interrupt_keys();
+    ctx.host.send_keys(&rec.socket, id.as_str(), keys)?;
+    println!(
+        "{id}: pressed {} (its turn stops; the session goes on)",
+        keys.join(" ")
+    );
+    Ok(0)
+}
+
 /// Prints the last lines of the agent's screen; with `--follow`, again
 /// each time they change.
 pub(crate) fn peek(app: &App, args: PeekArgs) -> Result<i32> {

@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Reset(t) => each(&app, &t, control::reset),
         Command::Restart(t) => each(&app, &t, control::restart),
         Command::Refresh(t) => each(&app, &t, control::refresh),
+        Command::Interrupt(t) => each(&app, &t, look::interrupt),
         Command::SelfFresh => self_fresh::run(&app),
         Command::Status(args) => status::run(&app, args),
         Command::Explain(args) => explain::run(&app, args),

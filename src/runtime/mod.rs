@@ -167,6 +167,10 @@ pub(crate) trait Runtime: Send + Sync {
     }
     /// Reads the screen during a boot.
     fn screen(&self, peer: &Peer, text: &str) -> Screen;
+    /// The keys that stop the agent's current turn (tmux key names).
+    fn interrupt_keys(&self) -> &'static [&'static str] {
+        &["Escape"]
+    }
     /// Whether the screen says the last turn ended on a usage limit, and
     /// until when; `offset_s`: the local time zone, for a runtime that
     /// says a time of day.

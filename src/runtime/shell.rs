@@ -8,6 +8,10 @@ use crate::core::peer::{Peer, RuntimeKind};
 pub(crate) struct Shell;
 
 impl Runtime for Shell {
+    fn interrupt_keys(&self) -> &'static [&'static str] {
+        &["C-c"]
+    }
+
     fn kind(&self) -> RuntimeKind {
         RuntimeKind::Shell
     }

@@ -467,3 +467,25 @@ fn status_reads_well_in_a_pipe_wide_as_json_and_watching() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn interrupt_stops_the_turn_and_the_session_goes_on() {
+    let home = Home::new();
+    home.add("alice", &[]);
+    assert_eq!(code(&home.run(&["wake", "alice", "--task", "work 30"])), 0);
+    let t = Instant::now();
+    let out = home.run(&["interrupt", "alice"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("Escape"), "{}", stdout(&out));
+    let out = home.run(&["wait", "alice", "--for", "idle", "--timeout", "10s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(t.elapsed() < Duration::from_secs(10), "the turn stopped");
+    let screen = stdout(&home.run(&["peek", "alice"]));
+    assert!(screen.contains("Interrupted"), "{screen}");
+    assert!(home.has("alice", "session"));
+    // A shell gets Ctrl-C.
+    shell(&home, "sh");
+    assert_eq!(code(&home.run(&["wake", "sh"])), 0);
+    assert!(stdout(&home.run(&["interrupt", "sh"])).contains("C-c"));
+    assert_eq!(code(&home.run(&["interrupt", "nobody"])), 2);
+}

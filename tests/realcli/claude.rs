@@ -301,3 +301,51 @@ fn a_usage_limit_holds_the_session_and_the_task_goes_again_when_it_lifts() {
         0
     );
 }
+
+/// `iapeer interrupt` presses Claude's Esc: a running Bash tool is ended
+/// and the turn is over, the session still up.
+#[test]
+fn interrupt_stops_the_running_turn_and_the_session_goes_on() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::anthropic(
+        dir.path(),
+        json!([
+            { "tool": "Bash", "input": { "command": "sleep 41.5", "description": "wait" } },
+            { "text": "stopped as asked" }
+        ]),
+    );
+    let Some(mut home) = claude_home(&mock) else {
+        return;
+    };
+    tool_runner(&mut home, "ivy", 3600);
+    let out = home.run(&["wake", "ivy", "--task", "wait for a long while"]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "ivy")
+    );
+    wait_until(TASK_WAIT, "the tool's sleep", || {
+        !processes_with("sleep 41.5").is_empty()
+    });
+    let out = home.run(&["interrupt", "ivy"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    wait_until(Duration::from_secs(15), "the tool ended", || {
+        processes_with("sleep 41.5").is_empty()
+    });
+    let out = home.run(&["wait", "ivy", "--for", "idle", "--timeout", "15s"]);
+    assert_eq!(
+        code(&out),
+        0,
+        "the turn is over: {}",
+        last_screen(&home, "ivy")
+    );
+    assert!(home.has("ivy", "session"), "the session goes on");
+    // As captured in fixtures/real/claude/interrupted-tool.txt.
+    let screen = stdout(&home.run(&["peek", "ivy", "-n", "30"]));
+    assert!(
+        screen.contains("Interrupted · What should Claude do instead?"),
+        "{screen}"
+    );
+}
