@@ -397,9 +397,14 @@ pub struct WakeArgs {
     /// Resume the last conversation; fails if there is none.
     #[arg(long)]
     pub resume: bool,
-    /// Print {status, woke, mode, cause, runtime, reason, latency_ms}.
+    /// Print {schema, name, status, woke, mode, cause, runtime, session,
+    /// reason, latency_ms}.
     #[arg(long)]
     pub json: bool,
+    /// Return once the decision is logged, printing the session id; the
+    /// boot and the delivery go on in the background.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,9 @@ use crate::engine::wake::{WakeFailure, Woke};
 pub(crate) fn run(app: &App, args: WakeArgs) -> Result<i32> {
     let id = Identity::parse(&args.name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;
+    if args.no_wait {
+        return no_wait(&ctx, &id, &args);
+    }
     let ask = Ask {
         request: crate::cli::request(args.fresh, args.resume),
         topic: args.topic,
@@ -49,6 +52,121 @@ pub(crate) fn run(app: &App, args: WakeArgs) -> Result<i32> {
     match result {
         Ok(_) => Ok(0),
         Err(failure) => Err(failure.error),
+    }
+}
+
+/// `wake --no-wait`: the same wake, run by a copy of this program in a
+/// process group of its own (so it outlives this one and its terminal);
+/// this one returns as soon as that wake's decision is in the log, with
+/// the session id, or with the refusal's exit code.
+fn no_wait(ctx: &Ctx, id: &Identity, args: &WakeArgs) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    // What would fail at once is said here, where someone reads it.
+    ctx.peer(id)?;
+    if let Some(task) = &args.task {
+        crate::core::wake_plan::check_task(task)?;
+    }
+    if let Some(topic) = &args.topic {
+        crate::core::marker::check_topic(topic)?;
+    }
+    let mut follower = crate::store::log::Follower::at_end(&ctx.config.paths.lifecycle_log);
+    let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", "resolve", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("wake").arg(id.as_str());
+    for (flag, value) in [("--topic", &args.topic), ("--task", &args.task)] {
+        if let Some(v) = value {
+            cmd.arg(flag).arg(v);
+        }
+    }
+    if args.fresh {
+        cmd.arg("--fresh");
+    }
+    if args.resume {
+        cmd.arg("--resume");
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            Error::failed(
+                format!("waking {id}"),
+                e.to_string(),
+                "retry without --no-wait",
+            )
+        })?;
+    let pid = child.id() as u64;
+    let deadline =
+        std::time::Instant::now() + ctx.config.wake_lock_wait + std::time::Duration::from_secs(10);
+    loop {
+        for f in follower.poll() {
+            let e = &f.entry;
+            if e.u64("pid") != Some(pid) || e.ev() != Some(crate::core::vocab::Ev::Wake) {
+                continue;
+            }
+            let mode = e.str("mode").and_then(Mode::parse);
+            let delivered = e.str("outcome").is_some();
+            if mode.is_none() && !delivered {
+                continue; // a dialog answered, say
+            }
+            let session = e.str("session").unwrap_or("");
+            let code = match (mode, e.str("cause")) {
+                (Some(Mode::Fresh | Mode::Resume), _) | (None, _) => 0,
+                (_, Some("stopped")) => 3,
+                (_, Some("crash-loop" | "gave-up")) => 4,
+                (_, Some("external-supervisor")) => 5,
+                (_, Some("wake-lock-held")) => 6,
+                (_, Some("cwd-missing")) => 2,
+                _ => 1,
+            };
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "schema": 1,
+                        "name": id.as_str(),
+                        "status": if code == 0 { if delivered { "alive" } else { "starting" } } else { "refused" },
+                        "mode": e.str("mode"),
+                        "cause": e.str("cause"),
+                        "session": (!session.is_empty()).then_some(session),
+                        "reason": e.str("reason"),
+                    })
+                );
+            } else if code == 0 {
+                println!("{session}");
+            } else {
+                eprintln!(
+                    "iapeer: {id}: {}",
+                    e.str("reason").unwrap_or("the wake was refused")
+                );
+            }
+            return Ok(code);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Done without a line: it was running, and there was no task.
+            if status.success() {
+                if let Some(rec) = ctx.state.session(id)? {
+                    println!("{}", rec.session);
+                    return Ok(0);
+                }
+            }
+            // It ended without a decision: nothing was launched.
+            return Err(Error::failed(
+                format!("waking {id}"),
+                format!("the wake ended ({status}) before deciding anything"),
+                format!("run `iapeer wake {id}` without --no-wait to see why"),
+            ));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::failed(
+                format!("waking {id}"),
+                "no decision was logged in time",
+                format!("see `iapeer log --peer {id}`"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

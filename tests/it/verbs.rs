@@ -489,3 +489,39 @@ fn interrupt_stops_the_turn_and_the_session_goes_on() {
     assert!(stdout(&home.run(&["interrupt", "sh"])).contains("C-c"));
     assert_eq!(code(&home.run(&["interrupt", "nobody"])), 2);
 }
+
+#[test]
+fn wake_no_wait_returns_at_the_decision_with_the_session_id() {
+    let mut home = Home::new();
+    // A slow boot: the answer must come well before it is ready.
+    home.set("FAKE_AGENT_BOOT_MS", "1500");
+    home.add("alice", &[]);
+    let t = Instant::now();
+    let out = home.run(&["wake", "alice", "--no-wait", "--task", "later"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "it did not wait for the boot"
+    );
+    let session = stdout(&out).trim().to_owned();
+    assert_eq!(session.len(), 36, "a session id: {session:?}");
+    crate::support::wait_until(
+        Duration::from_secs(15),
+        "the boot, in the background",
+        || {
+            home.lines("alice", "ready")
+                .iter()
+                .any(|e| e.str("session") == Some(session.as_str()))
+        },
+    );
+    crate::support::wait_until(Duration::from_secs(15), "the task delivered", || {
+        home.session("alice").is_some_and(|s| s["task"] == "later")
+    });
+    // Running: the live session's id.
+    let out = home.run(&["wake", "alice", "--no-wait"]);
+    assert_eq!(stdout(&out).trim(), session);
+    // A refusal keeps its exit code.
+    assert_eq!(code(&home.run(&["stop", "alice"])), 0);
+    let out = home.run(&["wake", "alice", "--no-wait"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
