@@ -397,6 +397,8 @@ impl Supervisor {
         };
         if facts.session.is_none() {
             self.seen.remove(id);
+            // A hold was about the session that ended.
+            self.held.remove(id);
         }
         let settings = self.ctx.config.backoff();
         if let Some(streak) = self.streaks.get_mut(id) {

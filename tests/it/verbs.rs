@@ -525,3 +525,24 @@ fn wake_no_wait_returns_at_the_decision_with_the_session_id() {
     let out = home.run(&["wake", "alice", "--no-wait"]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
 }
+
+#[test]
+fn a_verb_that_acts_ends_quietly_when_its_pipe_closes() {
+    let home = Home::new();
+    for i in 0..5 {
+        shell(&home, &format!("q{i}"));
+    }
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} stop --all | true; echo \"status $?\"",
+            env!("CARGO_BIN_EXE_iapeer")
+        ))
+        .env("IAPEER_HOME", home.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    // The first peer was stopped before anything was printed.
+    assert!(home.has("q0", "stopped"));
+}
