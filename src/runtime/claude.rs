@@ -62,6 +62,20 @@ const DIALOGS: &[Dialog] = &[
             "records the acceptance in $CLAUDE_CONFIG_DIR/settings.json (skipDangerousModePermissionPrompt)",
         ),
     },
+    Dialog {
+        name: "mcp-server",
+        needles: &[
+            "New MCP server found in this project",
+            "Continue without using this MCP server",
+        ],
+        // "3. Continue without using this MCP server": a server in the
+        // project's .mcp.json runs code, and starting it is the operator's
+        // call, not iapeer's. Nothing is written: it asks again next time.
+        keys: &["3"],
+        persists: Some(
+            "leaves the project's new MCP server off (nothing is written; to use it, answer this in the peer's terminal with `iapeer attach`)",
+        ),
+    },
 ];
 
 /// Screens iapeer must not answer: a login wants the operator.

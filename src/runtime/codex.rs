@@ -225,6 +225,14 @@ impl Runtime for Codex {
                 "Codex is asking for a login ({line}): log in once yourself with `codex login`, or configure a model provider in $CODEX_HOME/config.toml"
             ));
         }
+        // A numbered choice iapeer does not know (its known dialogs are
+        // matched before this): not answered blind.
+        if let Some(line) = text.lines().find(|l| is_menu_item(l)) {
+            return Screen::Blocked(format!(
+                "Codex shows a choice iapeer does not know ({}): answer it in the peer's terminal (`iapeer attach NAME`), or report the screen",
+                line.trim()
+            ));
+        }
         // The prompt with its footer: Codex's splash shows a prompt for a
         // moment before a folder-trust dialog replaces it, but not the
         // footer of the ready screen.
@@ -253,6 +261,16 @@ impl Runtime for Codex {
             said: line.trim().trim_start_matches('■').trim().to_owned(),
         })
     }
+}
+
+/// The highlighted item of a numbered menu (`› 1. Use session directory`).
+fn is_menu_item(line: &str) -> bool {
+    let Some(rest) = line.trim_start().strip_prefix('›') else {
+        return false;
+    };
+    let rest = rest.trim_start();
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    digits > 0 && rest[digits..].starts_with(". ")
 }
 
 /// `1:23 PM` (today's, or tomorrow's when today's is long gone) or

@@ -364,6 +364,12 @@ mod tests {
             (
                 &claude,
                 "claude",
+                include_str!("../../fixtures/real/claude/mcp-server-dialog.txt"),
+                "dialog mcp-server",
+            ),
+            (
+                &claude,
+                "claude",
                 include_str!("../../fixtures/real/claude/ready.txt"),
                 "ready",
             ),
@@ -378,6 +384,12 @@ mod tests {
                 "codex",
                 include_str!("../../fixtures/real/codex/ready.txt"),
                 "ready",
+            ),
+            (
+                &codex,
+                "codex",
+                include_str!("../../fixtures/real/codex/cwd-choice.txt"),
+                "blocked",
             ),
             (
                 &codex,

@@ -349,3 +349,35 @@ fn interrupt_stops_the_running_turn_and_the_session_goes_on() {
         "{screen}"
     );
 }
+
+/// A project with a new MCP server in its `.mcp.json`: Claude asks before
+/// starting it. iapeer answers "continue without", says so, and the task
+/// reaches the model; the server is left for the operator to allow.
+#[test]
+fn a_new_mcp_server_is_left_off_and_the_boot_goes_on() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::anthropic(dir.path(), json!([{ "text": "hello" }]));
+    let Some(home) = claude_home(&mock) else {
+        return;
+    };
+    home.add("mia", &[]);
+    std::fs::write(
+        home.workdir("mia").join(".mcp.json"),
+        json!({"mcpServers": {"demo": {"command": "true", "args": []}}}).to_string(),
+    )
+    .unwrap();
+    let out = home.run(&["wake", "mia", "--task", "hello with mcp around"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    mock.wait_turn("hello with mcp around", TASK_WAIT);
+    let answered = home
+        .lines("mia", "wake")
+        .into_iter()
+        .filter(|e| e.str("dialog") == Some("mcp-server"))
+        .collect::<Vec<_>>();
+    assert_eq!(answered.len(), 1, "answered once");
+    assert!(
+        answered[0].str("reason").is_some_and(|r| r.contains("off")),
+        "{}",
+        answered[0].line
+    );
+}
