@@ -47,7 +47,9 @@ fn an_untrusted_new_folder_comes_up_and_takes_a_task_without_a_human() {
 
 /// Regression: pasting a task and pressing Enter a moment later lost the
 /// Enter when Claude rendered the paste after it (right after its start):
-/// the task sat typed but unsent while iapeer logged `delivered`.
+/// the task sat typed but unsent while iapeer logged `delivered`. And a
+/// finished first turn, whose transcript sometimes ends on the user's
+/// entry, was read as mid-turn.
 #[test]
 fn twenty_fresh_wakes_lose_no_enter() {
     let dir = assert_fs::TempDir::new().unwrap();
@@ -64,6 +66,10 @@ fn twenty_fresh_wakes_lose_no_enter() {
         assert_eq!(code(&out), 0, "wake {i}: {}", stderr(&out));
         mock.wait_turn(&task, TASK_WAIT);
         assert_eq!(mock.turns_with(&task), 1, "task {i} arrived once");
+        // A finished first turn reads as over (its transcript may end on
+        // the user's entry; Claude's own record says idle).
+        let out = home.run(&["wait", "gail", "--for", "idle", "--timeout", "15s"]);
+        assert_eq!(code(&out), 0, "first turn {i} still read as busy");
         assert_eq!(code(&home.run(&["stop", "gail"])), 0);
         assert_eq!(code(&home.run(&["start", "gail"])), 0);
     }
