@@ -57,6 +57,26 @@ pub enum Event {
 const STALE_TEMP: Duration = Duration::from_secs(60);
 
 /// `iapeer daemon`: runs until SIGTERM/SIGINT; returns the exit code.
+/// Each live session costs the daemon a pidfd, and a burst of work a few
+/// more: the soft limit on open files is raised to the hard one, so that
+/// descriptors run out only where the system says they must.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    // No more than any kernel grants one process.
+    let want = hard.min(1 << 20);
+    if want > soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+            Ok(()) => tracing::info!("open-file limit raised from {soft} to {want}"),
+            Err(e) => tracing::warn!("open-file limit stays {soft}: {e}"),
+        }
+    } else {
+        tracing::info!("open-file limit {soft}");
+    }
+}
+
 pub(crate) fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32> {
     // Before any thread exists (the diagnostics writer is one): a thread
     // that does not block SIGTERM would take it with the default action.
@@ -79,6 +99,7 @@ pub(crate) fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
+    raise_fd_limit();
     let (tx, rx) = mpsc::channel();
     signals::start(sigset, tx.clone())
         .map_err(|e| Error::failed("daemon", e.to_string(), "check thread limits"))?;

@@ -132,9 +132,18 @@ impl ProcessHandle {
             return Ok(None);
         };
         // Check the start time *after* opening: the handle now pins this
-        // process, so a match means it is the one we launched.
-        if start.is_some() && start_time(pid) != start {
-            return Ok(None);
+        // process, so a match means it is the one we launched. Only a
+        // different start time (or no such process) says it is gone: a
+        // table that cannot be read now (out of descriptors, say) says
+        // nothing, and is "cannot tell", never a death.
+        if let Some(start) = start {
+            match read_stat(pid) {
+                Ok(Some(s)) if s.start == start => {}
+                Ok(_) => return Ok(None),
+                // No process table to check against (not Linux).
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(Some(ProcessHandle { pid, fd }))
     }

@@ -201,3 +201,44 @@ fn a_full_disk_holds_the_decision_back_and_the_daemon_keeps_running() {
     let (_, stats) = iapeer::store::log::read_all(&log).unwrap();
     assert_eq!(stats.skipped, 0);
 }
+
+/// Out of file descriptors, a live agent is "cannot tell", never dead:
+/// twenty live sessions under a daemon held to a tiny open-file limit
+/// for ten seconds, and none is recorded dead or ended.
+#[test]
+fn out_of_descriptors_no_healthy_agent_is_recorded_dead() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "0.2");
+    let names: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    for n in &names {
+        home.add(n, &["--runtime", "shell", "--", "sleep", "100000"]);
+        assert_eq!(code(&home.run(&["wake", n])), 0);
+    }
+    let pids: Vec<i32> = names
+        .iter()
+        .map(|n| home.session(n).unwrap()["pane_pid"].as_i64().unwrap() as i32)
+        .collect();
+    let d = home.daemon();
+    // Soft and hard: the daemon cannot raise it back.
+    let lim = libc::rlimit {
+        rlim_cur: 24,
+        rlim_max: 24,
+    };
+    // SAFETY: prlimit on a child process we own, with a valid struct.
+    let r = unsafe { libc::prlimit(d.pid(), libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    std::thread::sleep(Duration::from_secs(10));
+    let dead: usize = names
+        .iter()
+        .map(|n| home.count(n, |e| e.str("action") == Some("reaped-gone")))
+        .sum();
+    assert_eq!(dead, 0, "healthy agents recorded dead");
+    for (n, pid) in names.iter().zip(&pids) {
+        assert_eq!(
+            iapeer::os::process::liveness(*pid, None),
+            iapeer::core::session::Liveness::Alive,
+            "{n} was ended"
+        );
+        assert!(home.has(n, "session"), "{n} lost its record");
+    }
+}
