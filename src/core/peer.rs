@@ -161,6 +161,15 @@ impl Peer {
                 "remove it",
             ));
         }
+        if let Some(prompt) = &self.initial_prompt {
+            // Typed in as a task is: held to the same rules (DESIGN §6).
+            crate::core::wake_plan::check_task(prompt).map_err(|e| match e {
+                Error::Input { problem, hint, .. } => {
+                    Error::input(subject(), format!("initial_prompt: {problem}"), hint)
+                }
+                e => e,
+            })?;
+        }
         if let Some(pattern) = &self.ready_pattern {
             if pattern.is_empty() {
                 return Err(Error::input(

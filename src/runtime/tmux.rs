@@ -111,6 +111,24 @@ fn visible_needle(text: &str) -> String {
     line.chars().take(40).collect()
 }
 
+/// An argument as tmux's command line must be given it to pass it on as
+/// it is: tmux takes an argument ending in `;` for the end of a command
+/// (`x ';'` would arrive as `x`, and what follows would run as a tmux
+/// command). Its final `;` is escaped as `\;`, which tmux turns back into
+/// `;` (a backslash before it included: `a\;` arrives as `a\;`).
+fn literal_argument(arg: &OsString) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let bytes = arg.as_bytes();
+    match bytes.split_last() {
+        Some((b';', head)) => {
+            let mut out = head.to_vec();
+            out.extend_from_slice(b"\\;");
+            OsString::from_vec(out)
+        }
+        _ => arg.clone(),
+    }
+}
+
 impl Host for Tmux {
     fn launch(&self, spec: &LaunchSpec<'_>) -> Result<Launched> {
         self.ensure_conf()?;
@@ -139,7 +157,7 @@ impl Host for Tmux {
         // Through env(1): tmux hands a single-word command to `sh -c`, and
         // no command of ours ever goes through a shell.
         args.extend(["env".into(), "--".into()]);
-        args.extend(spec.argv.iter().cloned());
+        args.extend(spec.argv.iter().map(literal_argument));
 
         let base = |with_scope: bool| {
             let mut cmd = if with_scope {

@@ -319,3 +319,47 @@ fn a_torn_last_log_line_is_skipped_and_the_next_line_is_whole() {
     assert_eq!(code(&out), 0);
     assert!(stderr(&out).contains("skipped 1 torn"), "{}", stderr(&out));
 }
+
+/// tmux reads an argument ending in `;` as the end of a command: every
+/// such element must reach the program as it was given, and none may run
+/// as a tmux command. Checked on the real pane.
+#[test]
+fn argv_elements_ending_in_a_semicolon_reach_the_program_as_given() {
+    let home = Home::new();
+    let marker = home.path().join("tmux-ran-this");
+    let hostile = [
+        "x;".to_owned(),
+        ";".to_owned(),
+        "a\\;".to_owned(),
+        "{}".to_owned(),
+        format!("run-shell 'touch {}' ;", marker.display()),
+        "plain".to_owned(),
+    ];
+    let mut argv = vec![
+        "--runtime".to_owned(),
+        "shell".to_owned(),
+        "--".to_owned(),
+        "sh".to_owned(),
+        "-c".to_owned(),
+        "printf '%s\\n' \"$@\" > args.txt; sleep 100000".to_owned(),
+        "sh".to_owned(),
+    ];
+    argv.extend(hostile.iter().cloned());
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    home.add("semi", &args);
+    let out = home.run(&["wake", "semi"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let file = home.workdir("semi").join("args.txt");
+    crate::support::wait_until(
+        std::time::Duration::from_secs(5),
+        "the program's arguments",
+        || std::fs::read_to_string(&file).is_ok_and(|t| t.lines().count() == hostile.len()),
+    );
+    let got: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(got, hostile);
+    assert!(!marker.exists(), "an argument ran as a tmux command");
+}

@@ -172,3 +172,34 @@ fn status_reports_states() {
     let text = stdout(&home.run(&["status"]));
     assert!(text.contains("alive") && text.contains("parked"), "{text}");
 }
+
+/// An initial prompt is typed in as a task is, so it is held to the same
+/// rules: a control character (^C, or an escape that would end the
+/// bracketed paste early) is refused by `add`, `set` and in a hand-written
+/// definition, and nothing is written or typed.
+#[test]
+fn an_initial_prompt_with_control_characters_is_refused_everywhere() {
+    let home = Home::new();
+    for bad in ["stop\u{3}now", "end\u{1b}[201~paste"] {
+        let out = home.run(&["add", "p", "--cwd", "/tmp", "--initial-prompt", bad]);
+        assert_eq!(code(&out), 2, "add {bad:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("control character"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!home.path().join("peers/p.json").exists());
+    home.add("p", &[]);
+    let out = home.run(&["set", "p", "--initial-prompt", "x\u{3}"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    home.edit_peer("p", |def| def["initial_prompt"] = "by hand\u{3}".into());
+    let out = home.run(&["wake", "p"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("initial_prompt"), "{}", stderr(&out));
+    assert!(!home.has("p", "session"), "nothing launched");
+    // Newlines and tabs are fine, as in a task.
+    home.edit_peer("p", |def| def["initial_prompt"] = serde_json::Value::Null);
+    let out = home.run(&["set", "p", "--initial-prompt", "line one\n\tline two"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
