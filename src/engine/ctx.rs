@@ -73,7 +73,7 @@ impl Ctx {
 
     pub(crate) fn with_host(config: Config, source: Source, host: Box<dyn Host>) -> Result<Self> {
         config.ensure_home()?;
-        let state = StateDir::open(&config.paths.lifecycle)?;
+        let state = StateDir::open(&config.paths.lifecycle)?.with_run(&config.paths.run);
         let log = Mutex::new(LogWriter::new(&config));
         Ok(Ctx {
             config,

@@ -331,8 +331,10 @@ impl Host for Tmux {
     }
 
     fn kill(&self, socket: &Path, name: &str, pane: Option<(i32, Option<u64>)>) -> Result<()> {
-        if let Some((pid, start)) = pane {
-            process::terminate_group(pid, start, KILL_GRACE);
+        // By pid only when its start time says it is still the one
+        // launched: a record without one could name anybody's process.
+        if let Some((pid, Some(start))) = pane {
+            process::terminate_group(pid, Some(start), KILL_GRACE);
         }
         if socket.exists() {
             match self.run(socket, &[os("kill-server")], None) {

@@ -363,3 +363,54 @@ fn argv_elements_ending_in_a_semicolon_reach_the_program_as_given() {
     assert_eq!(got, hostile);
     assert!(!marker.exists(), "an argument ran as a tmux command");
 }
+
+/// A `.session` is untrusted input: one naming a socket outside this
+/// home's `run/` (a home copied with `cp -a`, or a planted record) is
+/// refused and never acted on, and a pid without its start time is never
+/// signalled.
+#[test]
+fn a_session_record_is_never_trusted_with_a_foreign_socket_or_an_unverified_pid() {
+    let home = Home::new();
+    home.add("alice", &["--runtime", "shell", "--", "sleep", "100000"]);
+    std::fs::create_dir_all(home.lifecycle()).unwrap();
+    let precious = home.path().join("precious.sock");
+    std::fs::write(&precious, "not ours to delete").unwrap();
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let rec = |socket: &Path, pane_start: Option<u64>| {
+        let mut v = serde_json::json!({
+            "identity": "alice", "runtime": "shell", "cwd": "/tmp",
+            "socket": socket, "pane_pid": bystander.id(),
+            "started_at": "2026-12-01T00:00:00.000Z", "mode": "fresh",
+            "session": "planted", "cause": "first-wake",
+            "ready_at": "2026-12-01T00:00:01.000Z",
+        });
+        if let Some(s) = pane_start {
+            v["pane_start"] = s.into();
+        }
+        std::fs::write(home.marker("alice", "session"), v.to_string()).unwrap();
+    };
+    rec(&precious, None);
+    for args in [
+        &["stop", "alice"][..],
+        &["wake", "alice"],
+        &["restart", "alice"],
+    ] {
+        let out = home.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("never acted on"), "{}", stderr(&out));
+    }
+    assert!(precious.exists(), "a file outside run/ was removed");
+    // This home's socket, but no start time: the pid is not signalled.
+    rec(&home.path().join("run/alice.sock"), None);
+    let _ = home.run(&["stop", "alice"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "an unverified pid was killed"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}

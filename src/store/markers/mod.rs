@@ -150,6 +150,9 @@ impl Present {
 pub struct StateDir {
     path: PathBuf,
     dir: OwnedFd,
+    /// Where this home's tmux sockets are: a record naming a socket
+    /// anywhere else is not this home's (a copied home, a planted file).
+    run: Option<PathBuf>,
 }
 
 impl StateDir {
@@ -173,7 +176,14 @@ impl StateDir {
         Ok(StateDir {
             path: path.to_path_buf(),
             dir,
+            run: None,
         })
+    }
+
+    /// Records must name their socket under `run` (this home's).
+    pub(crate) fn with_run(mut self, run: &Path) -> Self {
+        self.run = Some(run.to_path_buf());
+        self
     }
 
     pub(crate) fn path_of(&self, id: &Identity, m: Marker) -> PathBuf {
@@ -286,6 +296,21 @@ impl StateDir {
                 format!("it records identity {:?}, not {id}", rec.identity),
                 "remove the file if it was copied from another peer",
             ));
+        }
+        // Its socket is acted on (ended, removed): only this home's own.
+        if let Some(run) = &self.run {
+            let own = run.join(format!("{id}.sock"));
+            if rec.socket != own && !rec.socket.as_os_str().is_empty() {
+                return Err(Error::unsafe_file(
+                    &path,
+                    format!(
+                        "it names the tmux socket {}, not this home's {} (a record copied from \
+                         another home, or planted); it is never acted on",
+                        rec.socket.display(),
+                        own.display()
+                    ),
+                ));
+            }
         }
         Ok(Some(rec))
     }
