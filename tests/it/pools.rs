@@ -536,6 +536,7 @@ fn pool_rm_interrupted_at_any_step_finishes_on_the_next_try() {
     });
     drop(_d);
     std::fs::remove_file(home.path().join("pools/ccl.json")).unwrap();
-    let out = home.run(&["rm", "ccl-auto-11"]);
+    // (The daemon may have brought it up, min 2: --force ends it too.)
+    let out = home.run(&["rm", "ccl-auto-11", "--force"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
