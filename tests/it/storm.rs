@@ -270,8 +270,10 @@ fn a_storm_with_the_daemon_killed_at_random_keeps_every_invariant() {
         .and_then(|k| k.parse().ok())
         .unwrap_or(20);
     let c = storm(kills);
+    // (A self-fresh, a restart and a host restart are ends, not deaths:
+    // fewer deaths than acts that end sessions.)
     assert!(
-        c.decisions > 20 && c.deaths > 5 && c.parks > 5,
+        c.decisions > 20 && c.deaths > 1 && c.parks > 5,
         "the storm did little: {c:?}"
     );
 }
