@@ -137,9 +137,17 @@ pub(crate) fn wait(app: &App, args: WaitArgs) -> Result<i32> {
     let started = Instant::now();
     let mut quiet_since: Option<Instant> = None;
     loop {
+        // A session being launched, running, or that cannot be told: not
+        // ended.
+        let boot = crate::os::process::boot_id();
         let rec = ctx.state.session(&id)?.filter(|r| {
-            r.ending.is_none()
-                && crate::os::process::liveness(r.pane_pid, r.pane_start) != Liveness::Dead
+            matches!(
+                r.standing(boot.as_deref(), |r| crate::os::process::liveness(
+                    r.pane_pid,
+                    r.pane_start
+                )),
+                Standing::Launching | Standing::Running(Liveness::Alive | Liveness::Unknown)
+            )
         });
         let done = match args.r#for {
             WaitFor::Ready => rec.as_ref().is_some_and(SessionRecord::is_ready),
