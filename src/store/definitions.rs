@@ -51,11 +51,47 @@ pub(crate) fn load_peers(paths: &Paths) -> Result<Vec<Result<Peer>>> {
         .collect())
 }
 
-/// Reads a definition file: a regular file of reasonable size.
+/// Reads a definition file: a regular file of reasonable size, that only
+/// its owner (this user) can change, in a folder only this user can write.
+/// A definition is a command the daemon runs: one another user could have
+/// written or swapped is never read.
 pub(crate) fn read_definition(file: &Path) -> Result<Vec<u8>> {
-    let meta = fs::metadata(file).map_err(|e| Error::io(file, "read", e))?;
+    use std::os::unix::fs::MetadataExt;
+    if let Some(dir) = file.parent() {
+        let d = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, "inspect", e))?;
+        fsutil::check_owner(dir, d.uid())?;
+        if d.mode() & 0o022 != 0 {
+            return Err(Error::unsafe_file(
+                dir,
+                format!(
+                    "others may write in it (mode {:o}), so a definition in it could be anyone's; \
+                     `chmod 700 {}`",
+                    d.mode() & 0o777,
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    let meta = fs::symlink_metadata(file).map_err(|e| Error::io(file, "read", e))?;
+    if meta.file_type().is_symlink() {
+        return Err(Error::unsafe_file(
+            file,
+            "it is a symlink; definitions are read only from real files",
+        ));
+    }
     if !meta.is_file() {
         return Err(Error::unsafe_file(file, "it is not a regular file"));
+    }
+    fsutil::check_owner(file, meta.uid())?;
+    if meta.mode() & 0o022 != 0 {
+        return Err(Error::unsafe_file(
+            file,
+            format!(
+                "others may change it (mode {:o}); `chmod 600 {}`",
+                meta.mode() & 0o777,
+                file.display()
+            ),
+        ));
     }
     if meta.len() > DEFINITION_MAX {
         return Err(Error::unsafe_file(

@@ -414,3 +414,63 @@ fn a_session_record_is_never_trusted_with_a_foreign_socket_or_an_unverified_pid(
     let _ = bystander.kill();
     let _ = bystander.wait();
 }
+
+/// A definition is a command the daemon runs: one another user could have
+/// written (their file, a file others may change, a symlink, or any file in
+/// a folder others may write in) is never read — by the CLI, the daemon at
+/// start, or the daemon on SIGHUP.
+#[test]
+fn definitions_another_user_could_have_written_are_never_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "0.2");
+    home.add("mine", &["--runtime", "shell", "--", "sleep", "100000"]);
+    let _d = home.daemon();
+    let peers = home.path().join("peers");
+    let planted = |name: &str| {
+        let def = serde_json::json!({
+            "name": name, "cwd": "/tmp", "runtime": "shell", "policy": "always",
+            "command": ["sh", "-c", format!("touch {}/ran-{name}; sleep 100000", home.path().display())],
+        });
+        let file = peers.join(format!("{name}.json"));
+        std::fs::write(&file, def.to_string()).unwrap();
+        file
+    };
+    // Another user's file.
+    let theirs = planted("theirs");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    // A file anyone may change.
+    let open = planted("open");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // A symlink to a definition elsewhere.
+    let elsewhere = home.path().join("elsewhere.json");
+    std::fs::write(
+        &elsewhere,
+        std::fs::read_to_string(planted("linked")).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(peers.join("linked.json")).unwrap();
+    symlink(&elsewhere, peers.join("linked.json")).unwrap();
+    _d.signal(libc::SIGHUP);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for name in ["theirs", "open", "linked"] {
+        assert!(
+            !home.path().join(format!("ran-{name}")).exists(),
+            "{name} ran"
+        );
+        let out = home.run(&["wake", name]);
+        assert_eq!(code(&out), 2, "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{name}.json")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // A folder anyone may write in: nothing in it is read.
+    std::fs::set_permissions(&peers, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = home.run(&["wake", "mine"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 700"), "{}", stderr(&out));
+    std::fs::set_permissions(&peers, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(code(&home.run(&["wake", "mine"])), 0);
+}
