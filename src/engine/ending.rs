@@ -256,11 +256,13 @@ pub(crate) fn finish_ending(
             }
         }
     }
-    // The pane's processes are killed by pid only when this boot started
-    // them: after a host restart the pid is someone else's.
-    let pane = (ending.kind == EndKind::Park
-        && rec.boot_id.as_deref() == process::boot_id().as_deref())
-    .then_some((rec.pane_pid, rec.pane_start));
+    // A session ended by iapeer (a park, a restart) has its whole tree
+    // ended by pid, but only when this boot started it: after a host
+    // restart the pid is someone else's. (A record from before boot ids
+    // were kept is this boot's.)
+    let this_boot = rec.boot_id.is_none() || rec.boot_id == process::boot_id();
+    let pane =
+        (ending.kind != EndKind::Death && this_boot).then_some((rec.pane_pid, rec.pane_start));
     ctx.host.kill(&rec.socket, id.as_str(), pane)?;
     ctx.state.remove(id, Marker::Session)?;
     Ok(())

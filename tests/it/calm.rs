@@ -467,3 +467,37 @@ fn a_usage_limit_holds_the_session_then_its_task_is_given_again() {
         0
     );
 }
+
+/// A restart ends the session's whole tree, as a stop does: a tool that
+/// runs in a session of its own (as Claude's Bash tool does) goes with it.
+#[test]
+fn a_restart_ends_the_tools_of_the_session_it_ends() {
+    let home = Home::new();
+    // A duration no other process has.
+    let secs = format!("4242.{}", std::process::id());
+    let script = format!("setsid sleep {secs} & sleep 100000");
+    home.add("tooly", &["--runtime", "shell", "--", "sh", "-c", &script]);
+    let cmdline = format!("sleep\0{secs}\0").into_bytes();
+    assert_eq!(code(&home.run(&["wake", "tooly"])), 0);
+    let tool = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                // The sleep itself, not the shell whose script names it.
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == cmdline)
+            })
+            .count()
+    };
+    wait_until(Duration::from_secs(5), "the tool", || tool() == 1);
+    assert_eq!(code(&home.run(&["restart", "tooly"])), 0);
+    // The new session starts a tool of its own: one, not two.
+    wait_until(Duration::from_secs(5), "the old tool gone", || tool() == 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(tool(), 1, "the old session's tool outlived the restart");
+    assert_eq!(code(&home.run(&["stop", "tooly"])), 0);
+    wait_until(Duration::from_secs(5), "no tool after the stop", || {
+        tool() == 0
+    });
+}
