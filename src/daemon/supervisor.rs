@@ -91,6 +91,9 @@ pub struct Supervisor {
     metrics_dirty: bool,
     checkpoint_written: Option<Instant>,
     checkpoint_dirty: bool,
+    /// The state directory was replaced under the daemon: it acts no more.
+    state_replaced: bool,
+    state_checked: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +156,8 @@ impl Supervisor {
             metrics_dirty: true,
             checkpoint_written: None,
             checkpoint_dirty: true,
+            state_replaced: false,
+            state_checked: None,
         };
         s.reload_peers()?;
         s.refresh_metrics();
@@ -360,6 +365,7 @@ impl Supervisor {
     /// Looks at every identity: those with a definition and those with
     /// state files.
     pub fn full_pass(&mut self) -> Result<PassStats> {
+        self.state_current()?;
         let scan = self.ctx.state.scan()?;
         let ids: BTreeSet<Identity> = scan.keys().chain(self.peers.keys()).cloned().collect();
         let mut stats = PassStats::default();
@@ -376,9 +382,43 @@ impl Supervisor {
         Ok(stats)
     }
 
+    /// Whether the state directory is still the one the daemon holds:
+    /// acting through a replaced one would split the truth in two. Said
+    /// once, in the log.
+    fn state_current(&mut self) -> Result<()> {
+        match self.ctx.state.is_current() {
+            Ok(()) => {
+                self.state_checked = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                if !self.state_replaced {
+                    self.state_replaced = true;
+                    tracing::error!("{e}");
+                    let line = self
+                        .ctx
+                        .record(Ev::Daemon)
+                        .action(Action::TickError)
+                        .error(&e);
+                    if let Err(e) = self.ctx.log(&line) {
+                        tracing::error!("{e}");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// One identity: decide without the lock, act on a worker. Returns true
     /// if a worker was started.
     pub(crate) fn pass(&mut self, id: &Identity, present: Option<Present>) -> bool {
+        // Looked at once a second at most: two stats, not two per peer.
+        let stale = self
+            .state_checked
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if self.state_replaced || (stale && self.state_current().is_err()) {
+            return false;
+        }
         if self.busy.contains(id) {
             self.again.insert(id.clone());
             return false;

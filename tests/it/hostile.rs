@@ -427,30 +427,33 @@ fn definitions_another_user_could_have_written_are_never_run() {
     home.add("mine", &["--runtime", "shell", "--", "sleep", "100000"]);
     let _d = home.daemon();
     let peers = home.path().join("peers");
-    let planted = |name: &str| {
+    // Each is made outside and moved in whole, as its owner would: never
+    // for a moment a definition of ours.
+    let planted = |name: &str, prepare: &dyn Fn(&Path)| {
         let def = serde_json::json!({
             "name": name, "cwd": "/tmp", "runtime": "shell", "policy": "always",
             "command": ["sh", "-c", format!("touch {}/ran-{name}; sleep 100000", home.path().display())],
         });
-        let file = peers.join(format!("{name}.json"));
-        std::fs::write(&file, def.to_string()).unwrap();
-        file
+        let outside = home.path().join(format!("{name}.json"));
+        std::fs::write(&outside, def.to_string()).unwrap();
+        prepare(&outside);
+        std::fs::rename(&outside, peers.join(format!("{name}.json"))).unwrap();
     };
     // Another user's file.
-    let theirs = planted("theirs");
-    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    planted("theirs", &|f| {
+        std::os::unix::fs::chown(f, Some(65534), Some(65534)).unwrap();
+    });
     // A file anyone may change.
-    let open = planted("open");
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    planted("open", &|f| {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o666)).unwrap();
+    });
     // A symlink to a definition elsewhere.
-    let elsewhere = home.path().join("elsewhere.json");
-    std::fs::write(
-        &elsewhere,
-        std::fs::read_to_string(planted("linked")).unwrap(),
-    )
-    .unwrap();
-    std::fs::remove_file(peers.join("linked.json")).unwrap();
-    symlink(&elsewhere, peers.join("linked.json")).unwrap();
+    planted("linked", &|f| {
+        let elsewhere = home.path().join("elsewhere.json");
+        std::fs::copy(f, &elsewhere).unwrap();
+        std::fs::remove_file(f).unwrap();
+        symlink(&elsewhere, f).unwrap();
+    });
     _d.signal(libc::SIGHUP);
     std::thread::sleep(std::time::Duration::from_secs(2));
     for name in ["theirs", "open", "linked"] {
@@ -473,4 +476,68 @@ fn definitions_another_user_could_have_written_are_never_run() {
     assert!(stderr(&out).contains("chmod 700"), "{}", stderr(&out));
     std::fs::set_permissions(&peers, std::fs::Permissions::from_mode(0o700)).unwrap();
     assert_eq!(code(&home.run(&["wake", "mine"])), 0);
+}
+
+/// The state directory replaced under a running daemon (moved away, a new
+/// one made): the daemon says so and acts on nothing through the old one,
+/// so an operator's stop in the new one is not undone by a relaunch.
+#[test]
+fn a_state_directory_replaced_under_the_daemon_is_never_acted_through() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "0.2");
+    home.add(
+        "keeper",
+        &[
+            "--policy",
+            "always",
+            "--runtime",
+            "shell",
+            "--",
+            "sleep",
+            "100000",
+        ],
+    );
+    let _d = home.daemon();
+    home.wait_line("keeper", "up", |e| e.str("ev") == Some("ready"));
+    let lifecycle = home.lifecycle();
+    std::fs::rename(&lifecycle, home.path().join("state/lifecycle.old")).unwrap();
+    std::fs::create_dir(&lifecycle).unwrap();
+    std::fs::set_permissions(
+        &lifecycle,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let said = {
+        let mut found = None;
+        crate::support::wait_until(
+            std::time::Duration::from_secs(10),
+            "the daemon to say so",
+            || {
+                found = home
+                    .lines_any("daemon")
+                    .into_iter()
+                    .find(|e| e.str("error").is_some_and(|r| r.contains("was replaced")));
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    };
+    assert!(
+        said.str("error").unwrap().contains("restart"),
+        "{}",
+        said.line
+    );
+    // The operator stops it in the new directory, and the agent dies:
+    // nothing relaunches it through the old one.
+    assert_eq!(code(&home.run(&["stop", "keeper"])), 0);
+    let wakes = home.count("keeper", |e| e.str("ev") == Some("wake"));
+    let old: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(home.path().join("state/lifecycle.old/keeper.session")).unwrap(),
+    )
+    .unwrap();
+    // SAFETY: killing the agent this test's home launched.
+    unsafe { libc::kill(old["pane_pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(home.count("keeper", |e| e.str("ev") == Some("wake")), wakes);
+    assert!(home.has("keeper", "stopped"));
 }

@@ -180,6 +180,25 @@ impl StateDir {
         })
     }
 
+    /// Whether the directory at this path is still the one held open: one
+    /// replaced under a running process (moved away, a new one made) must
+    /// not be acted on through the old handle while others use the new.
+    pub(crate) fn is_current(&self) -> Result<()> {
+        let held =
+            stat::fstat(&self.dir).map_err(|e| Error::io(&self.path, "inspect", e.into()))?;
+        let now =
+            stat::lstat(&self.path).map_err(|e| Error::io(&self.path, "inspect", e.into()))?;
+        if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino) {
+            return Err(Error::unsafe_file(
+                &self.path,
+                "it was replaced while the daemon held the one before; the daemon stops acting on \
+                 any peer until it is restarted (`systemctl --user restart iapeer`, or Ctrl-C and \
+                 `iapeer daemon`)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Records must name their socket under `run` (this home's).
     pub(crate) fn with_run(mut self, run: &Path) -> Self {
         self.run = Some(run.to_path_buf());
