@@ -150,25 +150,25 @@ impl Config {
         );
         Ok(Config {
             paths,
-            tick: env.secs("IAPEER_TICK_SECS", 10.0, 0.01)?,
-            idle: env.secs("IAPEER_IDLE_SECS", 3600.0, 0.0)?,
-            max_age: env.secs("IAPEER_MAX_AGE_SECS", 14_400.0, 0.0)?,
-            boot_deadline: env.secs("IAPEER_BOOT_DEADLINE_SECS", 240.0, 0.01)?,
-            ready_gate: env.secs("IAPEER_READY_GATE_SECS", 120.0, 0.01)?,
-            crashloop_max: env.int("IAPEER_CRASHLOOP_MAX", 3, 1)?,
-            crashloop_window: env.secs("IAPEER_CRASHLOOP_WINDOW_SECS", 300.0, 0.0)?,
-            backoff_base: env.secs("IAPEER_BACKOFF_BASE_SECS", 1.0, 0.0)?,
-            backoff_max: env.secs("IAPEER_BACKOFF_MAX_SECS", 300.0, 0.0)?,
-            backoff_reset: env.secs("IAPEER_BACKOFF_RESET_SECS", 600.0, 0.0)?,
-            give_up_after: env.int("IAPEER_GIVE_UP_AFTER", 3, 1)?,
-            log_max_bytes: env.int("IAPEER_LIFECYCLE_LOG_MAX_BYTES", 5 * 1024 * 1024, 1)?,
-            log_keep: env.int("IAPEER_LIFECYCLE_LOG_KEEP", 5, 1)?,
+            tick: env.secs("IAPEER_TICK_SECS", 0.01)?,
+            idle: env.secs("IAPEER_IDLE_SECS", 0.0)?,
+            max_age: env.secs("IAPEER_MAX_AGE_SECS", 0.0)?,
+            boot_deadline: env.secs("IAPEER_BOOT_DEADLINE_SECS", 0.01)?,
+            ready_gate: env.secs("IAPEER_READY_GATE_SECS", 0.01)?,
+            crashloop_max: env.int("IAPEER_CRASHLOOP_MAX", 1)?,
+            crashloop_window: env.secs("IAPEER_CRASHLOOP_WINDOW_SECS", 0.0)?,
+            backoff_base: env.secs("IAPEER_BACKOFF_BASE_SECS", 0.0)?,
+            backoff_max: env.secs("IAPEER_BACKOFF_MAX_SECS", 0.0)?,
+            backoff_reset: env.secs("IAPEER_BACKOFF_RESET_SECS", 0.0)?,
+            give_up_after: env.int("IAPEER_GIVE_UP_AFTER", 1)?,
+            log_max_bytes: env.int("IAPEER_LIFECYCLE_LOG_MAX_BYTES", 1)?,
+            log_keep: env.int("IAPEER_LIFECYCLE_LOG_KEEP", 1)?,
             supervise_log_verbose: env.flag("IAPEER_SUPERVISE_LOG_VERBOSE")?,
-            claude_bin: env.program("IAPEER_CLAUDE_BIN", "claude")?,
-            codex_bin: env.program("IAPEER_CODEX_BIN", "codex")?,
+            claude_bin: env.program("IAPEER_CLAUDE_BIN")?,
+            codex_bin: env.program("IAPEER_CODEX_BIN")?,
             claude_config_dir,
             codex_home,
-            wake_lock_wait: env.secs("IAPEER_WAKE_LOCK_WAIT_SECS", 30.0, 0.0)?,
+            wake_lock_wait: env.secs("IAPEER_WAKE_LOCK_WAIT_SECS", 0.0)?,
             metrics_file: env.path("IAPEER_METRICS_FILE", user_home.as_deref())?,
             http_addr: env.socket_addr("IAPEER_HTTP_ADDR")?,
             http_token_file: env.path("IAPEER_HTTP_TOKEN_FILE", user_home.as_deref())?,
@@ -327,8 +327,19 @@ impl Env<'_> {
         }
     }
 
-    fn secs(&self, var: &'static str, default: f64, min: f64) -> Result<Duration> {
+    /// The default of `var`, as [`settings::SETTINGS`] says it (the one
+    /// list `iapeer config` shows and the docs are checked against).
+    fn default_of(var: &'static str) -> &'static str {
+        settings::by_var(var)
+            .map(|s| s.default)
+            .unwrap_or_else(|| panic!("{var} is not in settings::SETTINGS"))
+    }
+
+    fn secs(&self, var: &'static str, min: f64) -> Result<Duration> {
         let Some(raw) = self.text(var)? else {
+            let default: f64 = Self::default_of(var)
+                .parse()
+                .unwrap_or_else(|_| panic!("the default of {var} is not a number"));
             return Ok(Duration::from_secs_f64(default));
         };
         let bad = || Error::Config {
@@ -347,12 +358,14 @@ impl Env<'_> {
         Ok(Duration::from_millis((secs * 1000.0).round() as u64))
     }
 
-    fn int<T>(&self, var: &'static str, default: T, min: T) -> Result<T>
+    fn int<T>(&self, var: &'static str, min: T) -> Result<T>
     where
         T: std::str::FromStr + PartialOrd,
     {
         let Some(raw) = self.text(var)? else {
-            return Ok(default);
+            return Ok(Self::default_of(var)
+                .parse()
+                .unwrap_or_else(|_| panic!("the default of {var} is not a whole number")));
         };
         match raw.trim().parse::<T>() {
             Ok(v) if v >= min => Ok(v),
@@ -390,9 +403,9 @@ impl Env<'_> {
         })
     }
 
-    fn program(&self, var: &'static str, default: &str) -> Result<OsString> {
+    fn program(&self, var: &'static str) -> Result<OsString> {
         match (self.get)(var) {
-            None => Ok(default.into()),
+            None => Ok(Self::default_of(var).into()),
             Some(v) if v.is_empty() => Err(Error::Config {
                 var,
                 value: String::new(),
