@@ -96,9 +96,7 @@ fn recorded_session(
         }
         return Ok((false, None));
     };
-    match rec.standing(crate::os::process::boot_id().as_deref(), |r| {
-        crate::os::process::liveness(r.pane_pid, r.pane_start)
-    }) {
+    match crate::os::process::standing(&rec) {
         Standing::Launching => {
             notes.push("a launch of it is under way, or was cut short; a wake would wait for it, or finish it first".into());
             Ok((true, None))

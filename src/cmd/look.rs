@@ -16,11 +16,7 @@ use crate::engine::ctx::Ctx;
 fn live(ctx: &Ctx, id: &Identity) -> Result<SessionRecord> {
     ctx.peer(id)?;
     let rec = ctx.state.session(id)?;
-    let standing = rec.as_ref().map(|r| {
-        r.standing(crate::os::process::boot_id().as_deref(), |r| {
-            crate::os::process::liveness(r.pane_pid, r.pane_start)
-        })
-    });
+    let standing = rec.as_ref().map(crate::os::process::standing);
     match (rec, standing) {
         (Some(rec), Some(Standing::Running(Liveness::Alive))) => Ok(rec),
         (_, Some(Standing::Launching)) => Err(Error::failed(
@@ -139,13 +135,9 @@ pub(crate) fn wait(app: &App, args: WaitArgs) -> Result<i32> {
     loop {
         // A session being launched, running, or that cannot be told: not
         // ended.
-        let boot = crate::os::process::boot_id();
         let rec = ctx.state.session(&id)?.filter(|r| {
             matches!(
-                r.standing(boot.as_deref(), |r| crate::os::process::liveness(
-                    r.pane_pid,
-                    r.pane_start
-                )),
+                crate::os::process::standing(r),
                 Standing::Launching | Standing::Running(Liveness::Alive | Liveness::Unknown)
             )
         });

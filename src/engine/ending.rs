@@ -373,9 +373,7 @@ pub(crate) fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Se
     let Some(rec) = ctx.state.session(id)? else {
         return adopt_orphan(ctx, id, peer);
     };
-    match rec.standing(process::boot_id().as_deref(), |r| {
-        process::liveness(r.pane_pid, r.pane_start)
-    }) {
+    match process::standing(&rec) {
         Standing::Ending => {
             finish_ending(ctx, id, rec, true)?;
             Ok(Settled::None)

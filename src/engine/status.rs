@@ -131,13 +131,9 @@ pub(crate) fn peer_status(
     });
     let policy = crate::engine::wake::guard_policy(ctx);
     let guard = deaths.guard(now, policy);
-    let boot = crate::os::process::boot_id();
     let live = rec.as_ref().filter(|r| {
         !matches!(
-            r.standing(boot.as_deref(), |r| crate::os::process::liveness(
-                r.pane_pid,
-                r.pane_start
-            )),
+            crate::os::process::standing(r),
             Standing::Ending | Standing::OtherBoot | Standing::Running(Liveness::Dead)
         )
     });

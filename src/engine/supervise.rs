@@ -100,9 +100,7 @@ fn live_facts(
         .and_then(|p| p.max_age_secs)
         .map_or(cfg.max_age.as_millis() as i64, secs);
     let started = rec.started_ms().unwrap_or(now);
-    let standing = rec.standing(process::boot_id().as_deref(), |r| {
-        process::liveness(r.pane_pid, r.pane_start)
-    });
+    let standing = process::standing(rec);
     let alive = standing == Standing::Running(Liveness::Alive);
     let lazy = peer.is_none_or(|p| p.policy == Policy::Lazy);
     let activity = (alive && rec.is_ready() && lazy).then(|| {

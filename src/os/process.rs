@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::core::session::Liveness;
+use crate::core::session::{Liveness, SessionRecord, Standing};
 
 /// The process's start time (clock ticks after boot), to tell it from a
 /// later process that got the same pid. `None` where it cannot be read.
@@ -171,6 +171,12 @@ impl ProcessHandle {
     pub(crate) fn signal(&self, signal: Signal) -> std::io::Result<()> {
         sys::signal(self.pid, &self.fd, signal)
     }
+}
+
+/// Where a recorded session stands, seen from this boot and the process
+/// table now: the one reading every caller acts on.
+pub(crate) fn standing(rec: &SessionRecord) -> Standing {
+    rec.standing(boot_id().as_deref(), |r| liveness(r.pane_pid, r.pane_start))
 }
 
 /// Whether the process `pid` (started at `start`) is alive.
