@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use iapeer::core::record::Entry;
 
-use crate::support::{code, stdout, wait_until, Home};
+use crate::support::{code, cpu_ticks, stdout, wait_until, Home};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
@@ -313,13 +313,6 @@ fn a_persisting_error_is_logged_once_and_retried_ever_later() {
         home.count("alice", |e| e.str("action") == Some("reaped-gone")),
         1
     );
-}
-
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 /// `stop` says what happened to the session, whoever parked it: with a

@@ -5,7 +5,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use crate::support::{code, stderr, stdout, wait_until, Home};
+use crate::support::{code, cpu_ticks, stderr, stdout, wait_until, Home};
 
 fn home() -> Home {
     let mut h = Home::new();
@@ -125,19 +125,6 @@ fn an_idle_session_is_parked_and_the_next_wake_resumes_it() {
         home.session("alice").unwrap()["resume_ref"],
         conversation.as_str()
     );
-}
-
-/// CPU time a process and the children it waited for (its tmux calls)
-/// have used, in clock ticks.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_name.split(' ').collect();
-    // utime, stime, cutime, cstime
-    fields[11..15]
-        .iter()
-        .map(|f| f.parse::<u64>().unwrap())
-        .sum()
 }
 
 #[test]

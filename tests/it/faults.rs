@@ -131,12 +131,22 @@ fn settled_len(log: &std::path::Path) -> u64 {
 }
 
 fn set_fsize(pid: i32, limit: Option<u64>) {
+    set_limit(
+        pid,
+        libc::RLIMIT_FSIZE,
+        limit.unwrap_or(libc::RLIM_INFINITY),
+        libc::RLIM_INFINITY,
+    );
+}
+
+/// Sets a child's resource limit (soft `cur`, hard `max`).
+fn set_limit(pid: i32, resource: libc::__rlimit_resource_t, cur: u64, max: u64) {
     let lim = libc::rlimit {
-        rlim_cur: limit.unwrap_or(libc::RLIM_INFINITY),
-        rlim_max: libc::RLIM_INFINITY,
+        rlim_cur: cur,
+        rlim_max: max,
     };
     // SAFETY: prlimit on a child process we own, with a valid struct.
-    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+    let r = unsafe { libc::prlimit(pid, resource, &lim, std::ptr::null_mut()) };
     assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
@@ -220,13 +230,7 @@ fn out_of_descriptors_no_healthy_agent_is_recorded_dead() {
         .collect();
     let d = home.daemon();
     // Soft and hard: the daemon cannot raise it back.
-    let lim = libc::rlimit {
-        rlim_cur: 24,
-        rlim_max: 24,
-    };
-    // SAFETY: prlimit on a child process we own, with a valid struct.
-    let r = unsafe { libc::prlimit(d.pid(), libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
-    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    set_limit(d.pid(), libc::RLIMIT_NOFILE, 24, 24);
     std::thread::sleep(Duration::from_secs(10));
     let dead: usize = names
         .iter()
