@@ -350,17 +350,7 @@ fn report(what: &str, v: &mut [Duration]) {
 fn cost_of_persisting_errors() {
     const OVER: Duration = Duration::from_secs(30);
     let home = Home::new();
-    let wrapper = home.path().join("tmux-refusing-kill");
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = kill-server ]; then echo refused >&2; exit 1; fi\ndone\nexec tmux \"$@\"\n",
-    )
-    .expect("wrapper");
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tmux-refusing-kill-server");
     home.run(&[
         "add",
         "e",

@@ -280,17 +280,7 @@ fn restart_ends_the_session_and_comes_back_fresh_and_refresh_waits_for_the_next_
 #[test]
 fn a_persisting_error_is_logged_once_and_retried_ever_later() {
     let mut home = Home::new();
-    let wrapper = home.path().join("tmux-refusing-kill");
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = kill-server ]; then\n    echo 'refused for this test' >&2; exit 1\n  fi\ndone\nexec tmux \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let wrapper = crate::support::fixtures().join("tmux-refusing-kill-server");
     home.set("IAPEER_TMUX_BIN", wrapper.to_str().unwrap())
         .set("IAPEER_TICK_SECS", "0.05");
     home.add("alice", &[]);
