@@ -47,9 +47,7 @@ pub(crate) fn before_idle_park(
         return Ok(Idle::Park);
     };
     // A limit that names no time is looked at again after an idle period.
-    let idle = peer
-        .idle_secs
-        .map_or(ctx.config.idle.as_millis() as i64, |s| s as i64 * 1000);
+    let idle = ctx.config.idle_limit_ms(Some(peer));
     let until = limit.until_ms.unwrap_or(now + idle.max(60_000));
     let known = rec.limited_until.as_deref().and_then(clock::parse_rfc3339);
     if known.is_none() {

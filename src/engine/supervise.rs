@@ -93,9 +93,7 @@ fn live_facts(
 ) -> (LiveFacts, Option<EpochMs>) {
     let cfg = &ctx.config;
     let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let idle_limit_ms = peer
-        .and_then(|p| p.idle_secs)
-        .map_or(cfg.idle.as_millis() as i64, secs);
+    let idle_limit_ms = cfg.idle_limit_ms(peer);
     let max_age_ms = peer
         .and_then(|p| p.max_age_secs)
         .map_or(cfg.max_age.as_millis() as i64, secs);

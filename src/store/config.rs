@@ -178,6 +178,15 @@ impl Config {
         })
     }
 
+    /// How long a peer may be idle before it is parked: its own
+    /// `idle_secs`, or `IAPEER_IDLE_SECS`.
+    pub(crate) fn idle_limit_ms(&self, peer: Option<&crate::core::peer::Peer>) -> i64 {
+        peer.and_then(|p| p.idle_secs)
+            .map_or(self.idle.as_millis() as i64, |s| {
+                i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
+            })
+    }
+
     /// The back-off settings, for the pure maths.
     pub(crate) fn backoff(&self) -> crate::core::backoff::Settings {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
