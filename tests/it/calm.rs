@@ -30,8 +30,13 @@ fn a_first_wake_blames_nothing_and_a_new_peer_of_the_same_name_starts_over() {
     assert!(text.contains("never run since it was added"), "{text}");
     assert!(!text.contains("crash"), "nothing to blame: {text}");
 
-    // It ran: a death now is a death, and the next wake says so.
+    // It ran: a death now is a death, and the next wake says so (once the
+    // kill has landed: until then the session is alive, and takes the wake).
+    let pid = home.session("alice").unwrap()["pane_pid"].as_i64().unwrap() as i32;
     home.kill_session_process("alice", libc::SIGKILL);
+    wait_until(Duration::from_secs(5), "the agent dead", || {
+        iapeer::os::process::liveness(pid, None) == iapeer::core::session::Liveness::Dead
+    });
     let r = json(&home.run(&["wake", "alice", "--json"]));
     assert_eq!(r["cause"], "crash-or-self-close");
 
