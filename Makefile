@@ -10,7 +10,8 @@ run:
 	$(CARGO) build --release
 	./target/release/iapeer daemon
 
-## test: install what the tests need (tmux, python3, chromium + chromedriver),
+## test: install what the tests need (tmux, python3, faketime, chromium +
+##       chromedriver, npm and the pinned real CLIs),
 ##       then run every test
 test: deps
 	$(CARGO) test

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need and a fresh machine may lack: tmux (the
 # sessions run in real tmux), python3 (the fake agents and the mock model
-# servers), Chromium with its WebDriver (the dashboard's browser test),
-# Node.js with npm, and the pinned real Claude Code and Codex CLIs from npm
+# servers), faketime (a daemon's wall clock made to jump), Chromium with
+# its WebDriver (the dashboard's browser test), Node.js with npm, and the
+# pinned real Claude Code and Codex CLIs from npm
 # (tests/realcli/package-lock.json) for the real-client tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ need=()
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# libfaketime moves one process's wall clock (the clock-jump tests).
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 # Debian's packages; elsewhere install Chromium and chromedriver yourself,
 # or set IAPEER_SKIP_BROWSER=1 to skip the browser test on purpose.
 if command -v apt-get >/dev/null 2>&1; then

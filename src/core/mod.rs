@@ -15,6 +15,7 @@ pub mod peer;
 pub(crate) mod pool;
 pub mod record;
 pub mod session;
+pub(crate) mod steady;
 pub mod vocab;
 pub mod wake_mode;
 pub mod wake_plan;

@@ -45,23 +45,24 @@ pub(crate) fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
 
 /// When a pass should look at this identity again even if nothing happens:
 /// when it could turn idle, reach its max age, or miss its boot deadline.
-pub(crate) fn revisit_at(
-    facts: &PassFacts,
-    rec: Option<&SessionRecord>,
-    now: EpochMs,
-) -> Option<EpochMs> {
-    let (s, rec) = (facts.session.as_ref()?, rec?);
+pub(crate) fn revisit_at(facts: &PassFacts, now: EpochMs) -> Option<EpochMs> {
+    let s = facts.session.as_ref()?;
     if !s.is_alive() {
         return None;
     }
-    let started = rec.started_ms().unwrap_or(now);
+    // From the ages measured, not the stamps: the wall clock may have
+    // jumped since them.
+    let after = |limit: i64, age: i64| {
+        now.saturating_add(limit.saturating_sub(age))
+            .saturating_add(1)
+    };
     if !s.ready {
-        return Some(started.saturating_add(s.boot_deadline_ms).saturating_add(1));
+        return Some(after(s.boot_deadline_ms, s.age_ms));
     }
-    let max_age = started.saturating_add(s.max_age_ms).saturating_add(1);
+    let max_age = after(s.max_age_ms, s.age_ms);
     let idle = match (facts.policy, s.idle_ms) {
         (Some(Policy::Always), _) | (_, None) => i64::MAX,
-        (_, Some(idle)) => now.saturating_add(s.idle_limit_ms - idle).saturating_add(1),
+        (_, Some(idle)) => after(s.idle_limit_ms, idle),
     };
     Some(max_age.min(idle))
 }
@@ -303,6 +304,46 @@ mod tests {
                 want,
                 "{eager} {policy:?} {stopped}"
             );
+        }
+    }
+
+    #[test]
+    fn the_next_look_is_measured_from_the_ages_not_the_stamps() {
+        // `now` is anything: the wall clock may have jumped a day either way.
+        const NOW: EpochMs = 1_800_000_000_000;
+        let at = |edit: &dyn Fn(&mut PassFacts)| {
+            let mut f = facts(Some(live(Alive)));
+            edit(&mut f);
+            revisit_at(&f, NOW).map(|t| t - NOW)
+        };
+        type Edit = dyn Fn(&mut PassFacts);
+        let rows: &[(&str, &Edit, Option<i64>)] = &[
+            ("idle limit first", &|_| {}, Some(3_600_000 - 10 + 1)),
+            (
+                "max age first",
+                &|f| f.session.as_mut().unwrap().age_ms = 14_000_000,
+                Some(400_001),
+            ),
+            (
+                "always: max age only",
+                &|f| f.policy = Some(Policy::Always),
+                Some(14_400_000 - 1_000 + 1),
+            ),
+            (
+                "booting: the deadline",
+                &|f| f.session.as_mut().unwrap().ready = false,
+                Some(240_000 - 1_000 + 1),
+            ),
+            (
+                "past the limit: at once",
+                &|f| f.session.as_mut().unwrap().idle_ms = Some(7_200_000),
+                Some(-3_600_000 + 1),
+            ),
+            ("no session: never", &|f| f.session = None, None),
+            ("dead: never", &|f| f.session = Some(live(Dead)), None),
+        ];
+        for (what, edit, want) in rows {
+            assert_eq!(at(*edit), *want, "{what}");
         }
     }
 }

@@ -437,6 +437,7 @@ impl Supervisor {
         };
         if facts.session.is_none() {
             self.seen.remove(id);
+            self.ctx.forget_since(id);
             // A hold was about the session that ended.
             self.held.remove(id);
         }
@@ -467,7 +468,7 @@ impl Supervisor {
                 }
             }
         }
-        if let Some(at) = pass::revisit_at(&facts, rec.as_ref(), now) {
+        if let Some(at) = pass::revisit_at(&facts, now) {
             self.schedule(id, self.instant_at(at));
         }
         let action = pass::decide(&facts);

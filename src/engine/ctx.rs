@@ -11,6 +11,7 @@ use crate::core::error::{Error, Refusal, Result};
 use crate::core::identity::Identity;
 use crate::core::peer::{Peer, RuntimeKind};
 use crate::core::record::Record;
+use crate::core::steady::{self, Sighting};
 use crate::core::vocab::Source;
 use crate::runtime::host::Host;
 use crate::runtime::tmux::Tmux;
@@ -30,6 +31,26 @@ pub struct Ctx {
     pub source: Source,
     clock: Clock,
     folders: Mutex<Option<Arc<Folders>>>,
+    /// How long each live session has been idle and up, as this process
+    /// has watched it: kept across passes, so that the wall clock jumping
+    /// neither parks every idle session nor blinds the reaper.
+    steady: Mutex<HashMap<Identity, Steady>>,
+    origin: Instant,
+}
+
+/// What this process has seen of one identity's session.
+#[derive(Debug)]
+struct Steady {
+    session: String,
+    started: Option<Sighting>,
+    activity: Option<Sighting>,
+}
+
+/// Which time since a session stamp [`Ctx::since`] measures.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Since {
+    Started,
+    Activity,
 }
 
 /// Which peers work in which folder, for each runtime: read from `peers/`
@@ -83,6 +104,8 @@ impl Ctx {
             source,
             clock: Arc::new(crate::core::clock::now_ms),
             folders: Mutex::new(None),
+            steady: Mutex::new(HashMap::new()),
+            origin: Instant::now(),
         })
     }
 
@@ -96,6 +119,38 @@ impl Ctx {
     /// is the one place the shell reads it.
     pub(crate) fn now(&self) -> EpochMs {
         (self.clock)()
+    }
+
+    /// The time since `stamp` of `id`'s session `session`, measured with
+    /// the monotonic clock since this process first saw that stamp (see
+    /// [`crate::core::steady`]).
+    pub(crate) fn since(&self, id: &Identity, session: &str, which: Since, stamp: EpochMs) -> i64 {
+        let mono = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let wall = self.now();
+        let mut all = self.steady.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = all.entry(id.clone()).or_insert_with(|| Steady {
+            session: String::new(),
+            started: None,
+            activity: None,
+        });
+        if seen.session != session {
+            seen.session = session.to_owned();
+            seen.started = None;
+            seen.activity = None;
+        }
+        let slot = match which {
+            Since::Started => &mut seen.started,
+            Since::Activity => &mut seen.activity,
+        };
+        let now = steady::since(*slot, stamp, wall, mono);
+        *slot = Some(now);
+        now.since_at(mono)
+    }
+
+    /// Forgets what [`Ctx::since`] saw of `id` (its session ended).
+    pub(crate) fn forget_since(&self, id: &Identity) {
+        let mut all = self.steady.lock().unwrap_or_else(|p| p.into_inner());
+        all.remove(id);
     }
 
     /// A record stamped now, from this process.

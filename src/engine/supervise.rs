@@ -14,7 +14,7 @@ use crate::core::session::{EndKind, Liveness, SessionRecord, Standing};
 use crate::core::vocab::Action;
 use crate::core::wake_plan::Ask;
 use crate::engine::boot::{self, Interrupted};
-use crate::engine::ctx::Ctx;
+use crate::engine::ctx::{Ctx, Since};
 use crate::engine::limited::{self, Idle};
 use crate::engine::{conversation, ending, wake};
 use crate::os::process;
@@ -77,7 +77,7 @@ pub(crate) fn gather_pass(
         g.record = ctx.state.session(id)?;
     }
     if let Some(rec) = &g.record {
-        let (live, activity) = live_facts(ctx, peer, rec, how, now);
+        let (live, activity) = live_facts(ctx, id, peer, rec, how, now);
         g.facts.session = Some(live);
         g.activity = activity;
     }
@@ -86,6 +86,7 @@ pub(crate) fn gather_pass(
 
 fn live_facts(
     ctx: &Ctx,
+    id: &Identity,
     peer: Option<&Peer>,
     rec: &SessionRecord,
     how: Activity,
@@ -109,11 +110,12 @@ fn live_facts(
             Activity::Measure => activity(ctx, peer, rec, started),
         }
     });
+    let session = rec.session.as_str();
     let live = LiveFacts {
         standing,
         ready: rec.is_ready(),
-        age_ms: now.saturating_sub(started),
-        idle_ms: activity.map(|a| now.saturating_sub(a).max(0)),
+        age_ms: ctx.since(id, session, Since::Started, started),
+        idle_ms: activity.map(|a| ctx.since(id, session, Since::Activity, a)),
         idle_limit_ms,
         max_age_ms,
         boot_deadline_ms: cfg.boot_deadline.as_millis() as i64,

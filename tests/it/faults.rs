@@ -246,3 +246,94 @@ fn out_of_descriptors_no_healthy_agent_is_recorded_dead() {
         assert!(home.has(n, "session"), "{n} lost its record");
     }
 }
+
+/// libfaketime, which moves the wall clock of the daemon alone (its
+/// monotonic clock and the files' times stay true); installed by
+/// `scripts/test-deps.sh`.
+fn faketime() -> std::path::PathBuf {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists());
+    found.expect("libfaketime is missing: run scripts/test-deps.sh (Debian package faketime)")
+}
+
+/// A daemon whose wall clock is moved by writing an offset (`+1d`, `-1d`)
+/// to the file returned.
+fn daemon_on_fake_time(home: &Home) -> (crate::support::Daemon, std::path::PathBuf) {
+    let offset = home.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let lib = faketime();
+    let daemon = home.daemon_with(|cmd| {
+        cmd.env("LD_PRELOAD", &lib)
+            .env("FAKETIME_TIMESTAMP_FILE", &offset)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("NO_FAKE_STAT", "1");
+    });
+    (daemon, offset)
+}
+
+/// Ticks the daemon has logged a live `name` on (verbose), each followed
+/// by a full pass.
+fn alive_ticks(home: &Home, name: &str) -> usize {
+    home.count(name, |e| e.str("action") == Some("alive"))
+}
+
+#[test]
+fn a_forward_jump_of_the_wall_clock_parks_nothing() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_IDLE_SECS", "600")
+        .set("IAPEER_SUPERVISE_LOG_VERBOSE", "1");
+    home.add("sh", &["--runtime", "shell", "--", "sleep", "600"]);
+    let (_d, offset) = daemon_on_fake_time(&home);
+    assert_eq!(code(&home.run(&["wake", "sh"])), 0);
+    // Seen by the daemon before the jump.
+    wait_until(
+        Duration::from_secs(10),
+        "a tick on the live session",
+        || alive_ticks(&home, "sh") >= 1,
+    );
+    std::fs::write(&offset, "+1d\n").unwrap();
+    let seen = alive_ticks(&home, "sh");
+    // Three more ticks, each with its full pass, the session still live.
+    wait_until(
+        Duration::from_secs(20),
+        "three ticks after the jump",
+        || alive_ticks(&home, "sh") >= seen + 3,
+    );
+    let parks = home.count("sh", |e| e.str("action") == Some("reaped-idle"));
+    assert_eq!(
+        parks, 0,
+        "a session idle for seconds was parked as a day idle"
+    );
+    assert!(home.has("sh", "session"));
+}
+
+#[test]
+fn a_backward_jump_of_the_wall_clock_does_not_blind_the_idle_reaper() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_IDLE_SECS", "4");
+    home.add("sh", &["--runtime", "shell", "--", "sleep", "600"]);
+    let (_d, offset) = daemon_on_fake_time(&home);
+    assert_eq!(code(&home.run(&["wake", "sh"])), 0);
+    std::fs::write(&offset, "-1d\n").unwrap();
+    let park = home.wait_line("sh", "the idle park", |e| {
+        e.str("action") == Some("reaped-idle")
+    });
+    // Stamped by the daemon's clock: decided after the jump, not before.
+    let at = park
+        .str("ts")
+        .and_then(iapeer::core::clock::parse_rfc3339)
+        .unwrap();
+    assert!(
+        at < iapeer::core::clock::now_ms() - DAY / 2,
+        "parked before the clock went back: {park:?}"
+    );
+}

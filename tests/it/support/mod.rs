@@ -228,15 +228,20 @@ impl Drop for Daemon {
 impl Home {
     /// Starts the daemon and waits for its start-up line.
     pub fn daemon(&self) -> Daemon {
+        self.daemon_with(|_| {})
+    }
+
+    /// [`Home::daemon`], its command first changed by `edit` (an extra
+    /// variable for the daemon alone, say).
+    pub fn daemon_with(&self, edit: impl FnOnce(&mut Command)) -> Daemon {
         let before = self.lines_any("daemon").len();
         let stderr = std::fs::File::create(self.path().join("daemon.stderr")).unwrap();
-        let child = self
-            .iapeer()
-            .arg("daemon")
+        let mut cmd = self.iapeer();
+        cmd.arg("daemon")
             .stdout(std::process::Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start the daemon");
+            .stderr(stderr);
+        edit(&mut cmd);
+        let child = cmd.spawn().expect("start the daemon");
         let daemon = Daemon { child };
         wait_until(
             Duration::from_secs(10),
