@@ -66,7 +66,11 @@ pub struct Supervisor {
     streaks: HashMap<Identity, backoff::Streak>,
     /// Sessions a usage limit holds: not parked for idleness before then.
     held: HashMap<Identity, Instant>,
-    revisit: BTreeMap<Instant, BTreeSet<Identity>>,
+    /// The next look due per identity: one entry each, the earliest asked
+    /// for (the pass it brings asks again for any later one), so the
+    /// schedule is as large as the fleet, however many passes are made.
+    revisit: BTreeSet<(Instant, Identity)>,
+    revisit_at: HashMap<Identity, Instant>,
     /// The latest activity a worker measured precisely (transcripts, tmux)
     /// per live identity. The loop itself reads only the session record,
     /// so a slow probe never holds it up.
@@ -143,7 +147,8 @@ impl Supervisor {
             backoff: HashMap::new(),
             streaks: HashMap::new(),
             held: HashMap::new(),
-            revisit: BTreeMap::new(),
+            revisit: BTreeSet::new(),
+            revisit_at: HashMap::new(),
             seen: HashMap::new(),
             watched: HashMap::new(),
             errors: HashMap::new(),
@@ -729,7 +734,14 @@ impl Supervisor {
     }
 
     fn schedule(&mut self, id: &Identity, at: Instant) {
-        self.revisit.entry(at).or_default().insert(id.clone());
+        if let Some(&old) = self.revisit_at.get(id) {
+            if old <= at {
+                return;
+            }
+            self.revisit.remove(&(old, id.clone()));
+        }
+        self.revisit.insert((at, id.clone()));
+        self.revisit_at.insert(id.clone(), at);
     }
 
     /// The monotonic instant of a wall-clock time, as seen now.
@@ -779,14 +791,21 @@ impl Supervisor {
 
     /// When the loop must wake up next for a scheduled look.
     pub(super) fn next_revisit(&self) -> Option<Instant> {
-        self.revisit.keys().next().copied()
+        self.revisit.first().map(|(at, _)| *at)
     }
 
     pub(super) fn due(&mut self, now: Instant) -> BTreeSet<Identity> {
         // Everything at or before `now`.
-        let later = self.revisit.split_off(&(now + Duration::from_nanos(1)));
-        let due = std::mem::replace(&mut self.revisit, later);
-        due.into_values().flatten().collect()
+        let mut due = BTreeSet::new();
+        while let Some((at, _)) = self.revisit.first() {
+            if *at > now {
+                break;
+            }
+            let (_, id) = self.revisit.pop_first().expect("looked at");
+            self.revisit_at.remove(&id);
+            due.insert(id);
+        }
+        due
     }
 
     /// Live sessions, for the status line.
