@@ -23,7 +23,7 @@ use crate::core::record::{Entry, Record};
 use crate::core::session::{EndKind, Ending, Liveness, SessionRecord, Standing};
 use crate::core::vocab::{Action, Cause, Ev, Mode, Outcome, Source};
 use crate::engine::conversation;
-use crate::engine::ctx::Ctx;
+use crate::engine::ctx::{Ctx, Since};
 use crate::os::process;
 use crate::runtime::host::{ExitStatus, Probe};
 use crate::store::log;
@@ -422,6 +422,15 @@ pub(crate) fn finish_launch(ctx: &Ctx, id: &Identity, mut rec: SessionRecord) ->
             ctx.state.write_session(id, &rec)?;
             Ok(Settled::Alive(Box::new(rec)))
         }
+        Probe::Unknown(why) if wedged(ctx, id, &rec) => {
+            // Its server has refused every look for longer than a boot may
+            // take: it will never come up. Ended by pid (by `kill`, as the
+            // server does not answer) and recorded once, as the failed
+            // boot it is.
+            let last = format!("its tmux server refused every look: {why}");
+            record_boot_failure(ctx, id, rec, Cause::BootTimeout, None, Some(last), None)?;
+            Ok(Settled::None)
+        }
         Probe::Unknown(why) => Ok(Settled::Unknown(why)),
         Probe::Dead { .. } | Probe::Gone => {
             ctx.host.end_strays(&rec.socket, None);
@@ -430,6 +439,15 @@ pub(crate) fn finish_launch(ctx: &Ctx, id: &Identity, mut rec: SessionRecord) ->
             Ok(Settled::None)
         }
     }
+}
+
+/// A launch older than the boot deadline: whatever its server says, it had
+/// its time.
+fn wedged(ctx: &Ctx, id: &Identity, rec: &SessionRecord) -> bool {
+    let now = ctx.now();
+    let started = rec.started_ms().unwrap_or(now);
+    let age = ctx.since(id, &rec.session, Since::Started, started);
+    age > ctx.config.boot_deadline.as_millis() as i64
 }
 
 /// A tmux session with no record (left by a tool, or by hand). A live one

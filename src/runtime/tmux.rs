@@ -340,6 +340,14 @@ impl Host for Tmux {
             match self.run(socket, &[os("kill-server")], None) {
                 Ok(_) => {}
                 Err(CallError::Failed(stderr)) if is_gone(&stderr) => {}
+                // A server that does not answer (stopped, wedged, out of
+                // fds) is ended by its own pid, its panes with it.
+                Err(e) if self.end_strays(socket, None) > 0 => {
+                    tracing::warn!(
+                        "the tmux server of {name} did not take kill-server ({}); ended by pid",
+                        said(&e)
+                    );
+                }
                 Err(e) => {
                     return Err(Error::failed(
                         format!("ending the tmux server of {name}"),
@@ -365,10 +373,10 @@ impl Host for Tmux {
             .collect();
         for &pid in &strays {
             tracing::warn!(
-                "ending tmux process {pid}, left by a launch on {} that was interrupted",
+                "ending tmux process {pid} on {} and every process below it",
                 socket.display()
             );
-            // A server's panes die with it (they get SIGHUP).
+            // Below a server are its panes, ended with it.
             process::terminate_group(pid, process::start_time(pid), Duration::from_secs(1));
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),

@@ -337,3 +337,66 @@ fn a_backward_jump_of_the_wall_clock_does_not_blind_the_idle_reaper() {
         "parked before the clock went back: {park:?}"
     );
 }
+
+#[test]
+fn a_wedged_launch_is_ended_by_pid_and_recorded_once() {
+    let mut home = Home::new();
+    home.set("IAPEER_BOOT_DEADLINE_SECS", "2");
+    home.add("sh", &["--runtime", "shell", "--", "sleep", "600"]);
+    assert_eq!(code(&home.run(&["wake", "sh"])), 0);
+    let server = home.tmux_server_pid("sh");
+    let mut rec = home.session("sh").unwrap();
+    let pane = rec["pane_pid"].as_i64().unwrap() as i32;
+    let session = rec["session"].as_str().unwrap().to_owned();
+    // Left at launching, as by a launcher killed before it recorded the
+    // pane, on a server that answers no client.
+    rec["pane_pid"] = 0.into();
+    for k in ["pane_start", "ready_at"] {
+        rec.as_object_mut().unwrap().remove(k);
+    }
+    std::fs::write(home.marker("sh", "session"), rec.to_string()).unwrap();
+    // SAFETY: stopping the tmux server this test started.
+    unsafe { libc::kill(server, libc::SIGSTOP) };
+    // Whatever happens below, the stopped server is not left to hang the
+    // home's clean-up (by a pidfd: its pid may be reused once it ends).
+    struct Killed(libc::c_long);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            // SAFETY: a pidfd this test opened; signalling an ended
+            // process through it is a harmless error.
+            unsafe {
+                libc::syscall(libc::SYS_pidfd_send_signal, self.0, libc::SIGKILL, 0, 0);
+                libc::close(self.0 as i32);
+            }
+        }
+    }
+    // SAFETY: opening a pidfd for our own tmux server.
+    let _server = Killed(unsafe { libc::syscall(libc::SYS_pidfd_open, server, 0) });
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')').next().unwrap().trim_start().starts_with('Z')
+        })
+    };
+
+    let _d = home.daemon();
+    let failed = |e: &iapeer::core::record::Entry| {
+        e.str("session") == Some(session.as_str()) && e.str("cause") == Some("boot-timeout")
+    };
+    let line = home.wait_line("sh", "the wedged launch's end", failed);
+    assert!(
+        line.str("last_lines")
+            .unwrap()
+            .contains("refused every look"),
+        "{}",
+        line.line
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the server and its pane to end",
+        || gone(server) && gone(pane),
+    );
+    assert!(!home.has("sh", "session"));
+    assert!(!home.path().join("run/sh.sock").exists());
+    assert_eq!(home.count("sh", failed), 1, "recorded once");
+    assert_eq!(code(&home.run(&["wake", "sh"])), 0, "and it wakes again");
+}
