@@ -34,6 +34,11 @@ pub struct SessionRecord {
     /// another boot means the host restarted under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// The identity (`dev:ino`) of the state directory it was written in:
+    /// a record in a copy of the home (`cp -a`, a restore from backup) is
+    /// the original's, and is never acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
 
     /// A fresh id per launch, carried by every log line about the session.
     #[serde(default)]

@@ -187,6 +187,7 @@ mod tests {
             ending: None,
             limited_until: None,
             boot_id: None,
+            home: None,
         }
     }
 

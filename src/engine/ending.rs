@@ -479,7 +479,7 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
                 resume_ref,
                 pane_start: process::start_time(pane_pid),
                 ready_at: Some(clock::format_ms(now)),
-                ..orphan_record(id, peer, socket, pane_pid, now)
+                ..orphan_record(ctx, id, peer, socket, pane_pid, now)
             };
             ctx.log(
                 &ctx.record(Ev::Daemon)
@@ -494,7 +494,7 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
             Ok(Settled::Alive(Box::new(rec)))
         }
         Probe::Dead { pane_pid, status } => {
-            let rec = orphan_record(id, peer, socket, pane_pid, ctx.now());
+            let rec = orphan_record(ctx, id, peer, socket, pane_pid, ctx.now());
             record_death(ctx, id, peer, rec, status)?;
             Ok(Settled::None)
         }
@@ -504,6 +504,7 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
 /// The record of a session found without one: what the definition says
 /// of it, started now, as far as anyone knows.
 fn orphan_record(
+    ctx: &Ctx,
     id: &Identity,
     peer: Option<&Peer>,
     socket: std::path::PathBuf,
@@ -529,6 +530,7 @@ fn orphan_record(
         ending: None,
         limited_until: None,
         boot_id: process::boot_id(),
+        home: Some(ctx.state.identity().to_owned()),
     }
 }
 

@@ -668,6 +668,7 @@ fn start(
         ending: None,
         limited_until: None,
         boot_id: crate::os::process::boot_id(),
+        home: Some(ctx.state.identity().to_owned()),
     };
     ctx.state.write_session(id, &rec)?;
     let launched = ctx

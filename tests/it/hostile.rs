@@ -541,3 +541,42 @@ fn a_state_directory_replaced_under_the_daemon_is_never_acted_through() {
     assert_eq!(home.count("keeper", |e| e.str("ev") == Some("wake")), wakes);
     assert!(home.has("keeper", "stopped"));
 }
+
+/// A home restored in place (its state directory moved away and copied
+/// back, as from a backup) while its sessions run: the records name this
+/// home's sockets and pids that still match, but they were written in
+/// another directory, and are never acted on.
+#[test]
+fn a_record_copied_with_its_home_is_refused_not_acted_on() {
+    let home = Home::new();
+    home.add("alice", &["--runtime", "shell", "--", "sleep", "100000"]);
+    assert_eq!(code(&home.run(&["wake", "alice"])), 0);
+    let pane = home.session("alice").unwrap()["pane_pid"].as_i64().unwrap() as i32;
+    let state = home.lifecycle();
+    let old = state.with_extension("old");
+    std::fs::rename(&state, &old).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&old)
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    for args in [
+        &["stop", "alice"][..],
+        &["wake", "alice"],
+        &["restart", "alice"],
+    ] {
+        let out = home.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("copied or restored"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        Path::new(&format!("/proc/{pane}")).exists(),
+        "the original's agent was ended"
+    );
+}

@@ -153,6 +153,10 @@ pub struct StateDir {
     /// Where this home's tmux sockets are: a record naming a socket
     /// anywhere else is not this home's (a copied home, a planted file).
     run: Option<PathBuf>,
+    /// `dev:ino` of the directory, as opened: written into each session
+    /// record, so a record copied with the home is known for the
+    /// original's.
+    identity: String,
 }
 
 impl StateDir {
@@ -177,6 +181,7 @@ impl StateDir {
             path: path.to_path_buf(),
             dir,
             run: None,
+            identity: format!("{}:{}", st.st_dev, st.st_ino),
         })
     }
 
@@ -197,6 +202,11 @@ impl StateDir {
             ));
         }
         Ok(())
+    }
+
+    /// `dev:ino` of the directory as opened.
+    pub(crate) fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// Records must name their socket under `run` (this home's).
@@ -314,6 +324,20 @@ impl StateDir {
                 path.display().to_string(),
                 format!("it records identity {:?}, not {id}", rec.identity),
                 "remove the file if it was copied from another peer",
+            ));
+        }
+        // Its pids and socket are another home's: the home was copied or
+        // restored while its sessions ran.
+        if let Some(home) = rec.home.as_deref().filter(|h| *h != self.identity) {
+            return Err(Error::unsafe_file(
+                &path,
+                format!(
+                    "it was written in the state directory {home} (dev:ino), not this one ({}): \
+                     the home was copied or restored while its sessions ran, and the pids and \
+                     socket it names are the original's; it is never acted on; if no session of \
+                     this home is running, remove it",
+                    self.identity
+                ),
             ));
         }
         // Its socket is acted on (ended, removed): only this home's own.
