@@ -17,6 +17,12 @@ enum Command {
     Forget(Identity),
 }
 
+/// Descriptors held back for the death watch. When the process runs out
+/// (a flood of dashboard clients, a burst of work), two are given up for
+/// each new session to watch: one for its pidfd, one to read its start
+/// time.
+const RESERVE: usize = 16;
+
 /// The watch; commands go to its thread through a channel and a wake-up
 /// pipe. The thread alone owns the process handles, so no descriptor is
 /// ever closed while it is being polled.
@@ -24,6 +30,20 @@ enum Command {
 pub(crate) struct DeathWatch {
     commands: Sender<Command>,
     wake: OwnedFd,
+    reserve: Vec<OwnedFd>,
+    /// Descriptors ran short, and it was logged: said once per shortage.
+    short: bool,
+}
+
+/// What [`DeathWatch::watch`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Watch {
+    Watching,
+    /// The process is gone (or is not the one recorded): a death now.
+    Gone,
+    /// It could not be looked at (out of descriptors, say): not a death;
+    /// ask again on the next pass.
+    Later,
 }
 
 impl std::fmt::Debug for Command {
@@ -43,25 +63,65 @@ impl DeathWatch {
         std::thread::Builder::new()
             .name("death-watch".into())
             .spawn(move || run(&read, &rx, &events))?;
-        Ok(DeathWatch {
+        let mut watch = DeathWatch {
             commands: tx,
             wake: write,
-        })
+            reserve: Vec::with_capacity(RESERVE),
+            short: false,
+        };
+        watch.refill();
+        Ok(watch)
     }
 
-    /// Watches `pid` (started at `start`) for `id`. Returns false if that
-    /// process is already gone: the caller should treat it as a death now.
-    pub(crate) fn watch(&self, id: &Identity, pid: i32, start: Option<u64>) -> bool {
-        match ProcessHandle::open(pid, start) {
+    /// Watches `pid` (started at `start`) for `id`, from the reserve of
+    /// descriptors if the process has run out.
+    pub(crate) fn watch(&mut self, id: &Identity, pid: i32, start: Option<u64>) -> Watch {
+        let mut opened = ProcessHandle::open(pid, start);
+        if matches!(&opened, Err(e) if out_of_descriptors(e)) && self.reserve.len() >= 2 {
+            self.reserve.truncate(self.reserve.len() - 2);
+            if !self.short {
+                tracing::warn!(
+                    "open files are short: the death watch took descriptors from its reserve \
+                     ({} of {RESERVE} left) to watch {id}; see `iapeer doctor` for the limit",
+                    self.reserve.len()
+                );
+            }
+            self.short = true;
+            opened = ProcessHandle::open(pid, start);
+        }
+        match opened {
             Ok(Some(handle)) => {
                 self.send(Command::Watch(id.clone(), handle));
-                true
+                self.refill();
+                Watch::Watching
             }
-            Ok(None) => false,
+            Ok(None) => Watch::Gone,
             Err(e) => {
-                tracing::warn!("cannot watch pid {pid} of {id}: {e}; the tick will check it");
-                true
+                if !std::mem::replace(&mut self.short, true) || !out_of_descriptors(&e) {
+                    tracing::warn!(
+                        "cannot watch pid {pid} of {id}: {e}; not a death: asked again on its \
+                         next pass, and the tick checks it meanwhile"
+                    );
+                }
+                Watch::Later
             }
+        }
+    }
+
+    /// Tops the reserve up, as far as descriptors allow.
+    fn refill(&mut self) {
+        while self.reserve.len() < RESERVE {
+            match nix::fcntl::open(
+                "/dev/null",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            ) {
+                Ok(fd) => self.reserve.push(fd),
+                Err(_) => return,
+            }
+        }
+        if std::mem::take(&mut self.short) {
+            tracing::info!("open files are no longer short: the death watch's reserve is whole");
         }
     }
 
@@ -74,6 +134,10 @@ impl DeathWatch {
             let _ = nix::unistd::write(&self.wake, &[1]);
         }
     }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 fn run(wake: &OwnedFd, commands: &Receiver<Command>, events: &Sender<Event>) {

@@ -29,7 +29,7 @@ use crate::store::log;
 use crate::store::markers;
 use crate::store::markers::Present;
 
-use super::deaths::DeathWatch;
+use super::deaths::{DeathWatch, Watch};
 use super::Event;
 
 /// How long a worker that found the lock held waits before looking again
@@ -91,13 +91,66 @@ pub struct Supervisor {
     /// The last line about each identity, kept in the checkpoint with them.
     last: BTreeMap<String, crate::core::record::Entry>,
     follower: log::Follower,
-    metrics_written: Option<Instant>,
-    metrics_dirty: bool,
-    checkpoint_written: Option<Instant>,
-    checkpoint_dirty: bool,
+    /// `IAPEER_METRICS_FILE` and `state/metrics.json`, each rewritten at
+    /// most once per `METRICS_EVERY`.
+    metrics_file: Rewrite,
+    checkpoint: Rewrite,
     /// The state directory was replaced under the daemon: it acts no more.
     state_replaced: bool,
     state_checked: Option<Instant>,
+}
+
+/// A file rewritten when something changed, at most once per
+/// `METRICS_EVERY`, whether the last try worked or not: a write that keeps
+/// failing (a full disk, out of descriptors) is retried at that pace and
+/// its error logged once, never in a loop.
+#[derive(Debug)]
+struct Rewrite {
+    dirty: bool,
+    tried: Option<Instant>,
+    failing: Option<String>,
+}
+
+impl Default for Rewrite {
+    fn default() -> Self {
+        Rewrite {
+            dirty: true,
+            tried: None,
+            failing: None,
+        }
+    }
+}
+
+impl Rewrite {
+    /// Whether a write may be tried now (`now`: asked for at once).
+    fn may(&self, now: bool) -> bool {
+        now || self.tried.is_none_or(|t| t.elapsed() >= METRICS_EVERY)
+    }
+
+    /// When a held-back write is due, if one is.
+    fn due(&self) -> Option<Instant> {
+        self.dirty
+            .then(|| self.tried.map_or_else(Instant::now, |t| t + METRICS_EVERY))
+    }
+
+    fn tried(&mut self, what: &str, result: Result<()>) {
+        self.tried = Some(Instant::now());
+        match result {
+            Ok(()) => {
+                self.dirty = false;
+                if self.failing.take().is_some() {
+                    tracing::info!("{what}: written again");
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.failing.as_ref() != Some(&e) {
+                    tracing::warn!("{what}: {e}; retried every {}s", METRICS_EVERY.as_secs());
+                    self.failing = Some(e);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,10 +210,8 @@ impl Supervisor {
             metrics: Arc::new(std::sync::Mutex::new(folded.metrics)),
             last: folded.last,
             follower,
-            metrics_written: None,
-            metrics_dirty: true,
-            checkpoint_written: None,
-            checkpoint_dirty: true,
+            metrics_file: Rewrite::default(),
+            checkpoint: Rewrite::default(),
             state_replaced: false,
             state_checked: None,
         };
@@ -189,8 +240,8 @@ impl Supervisor {
                 }
             }
         }
-        self.metrics_dirty = true;
-        self.checkpoint_dirty = true;
+        self.metrics_file.dirty = true;
+        self.checkpoint.dirty = true;
         // An operator's `reset` or `start` (or a new definition) starts a
         // peer's streak again: its next relaunch waits for nothing.
         for f in &lines {
@@ -214,10 +265,7 @@ impl Supervisor {
     /// cover, in one atomic write) when something changed, at most once
     /// per `METRICS_EVERY` unless `now` is asked.
     pub(crate) fn write_checkpoint(&mut self, now: bool) {
-        let recent = self
-            .checkpoint_written
-            .is_some_and(|t| t.elapsed() < METRICS_EVERY);
-        if !self.checkpoint_dirty || (recent && !now) {
+        if !self.checkpoint.dirty || !self.checkpoint.may(now) {
             return;
         }
         let Some(position) = self.follower.position() else {
@@ -232,33 +280,19 @@ impl Supervisor {
             last: self.last.clone(),
         };
         let path = self.ctx.config.paths.metrics_checkpoint();
-        match log::checkpoint::save(&path, position, &folded) {
-            Ok(()) => {
-                self.checkpoint_written = Some(Instant::now());
-                self.checkpoint_dirty = false;
-            }
-            Err(e) => tracing::warn!("metrics checkpoint: {e}"),
-        }
+        let saved = log::checkpoint::save(&path, position, &folded);
+        self.checkpoint.tried("metrics checkpoint", saved);
     }
 
     /// When a held-back checkpoint write is due, if one is.
     pub(super) fn checkpoint_due(&self) -> Option<Instant> {
-        self.checkpoint_dirty.then(|| {
-            self.checkpoint_written
-                .map_or_else(Instant::now, |t| t + METRICS_EVERY)
-        })
+        self.checkpoint.due()
     }
 
     /// When a held-back metrics write is due, if one is.
     pub(super) fn metrics_due(&self) -> Option<Instant> {
         self.ctx.config.metrics_file.as_ref()?;
-        if !self.metrics_dirty {
-            return None;
-        }
-        Some(
-            self.metrics_written
-                .map_or_else(Instant::now, |t| t + METRICS_EVERY),
-        )
+        self.metrics_file.due()
     }
 
     /// Replaces `IAPEER_METRICS_FILE` (Prometheus text format) when
@@ -268,10 +302,7 @@ impl Supervisor {
         let Some(path) = self.ctx.config.metrics_file.clone() else {
             return;
         };
-        let recent = self
-            .metrics_written
-            .is_some_and(|t| t.elapsed() < METRICS_EVERY);
-        if !(now || self.metrics_dirty && !recent) {
+        if !(now || self.metrics_file.dirty && self.metrics_file.may(false)) {
             return;
         }
         let peers: Vec<Peer> = self.peers.values().cloned().collect();
@@ -279,13 +310,8 @@ impl Supervisor {
             let metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
             crate::engine::status::prometheus(&self.ctx, &peers, &metrics)
         };
-        match fsutil::write_atomic(&path, text.as_bytes()) {
-            Ok(()) => {
-                self.metrics_written = Some(Instant::now());
-                self.metrics_dirty = false;
-            }
-            Err(e) => tracing::warn!("metrics file: {e}"),
-        }
+        let written = fsutil::write_atomic(&path, text.as_bytes());
+        self.metrics_file.tried("metrics file", written);
     }
 
     pub(crate) fn peers(&self) -> usize {
@@ -461,8 +487,10 @@ impl Supervisor {
         }
         match (&facts.session, &rec) {
             (Some(s), Some(r)) if s.is_alive() => {
+                // Gone: this pass finds the death. Later: not a death,
+                // asked again on the next pass.
                 if self.watched.get(id) != Some(&r.pane_pid)
-                    && self.deaths.watch(id, r.pane_pid, r.pane_start)
+                    && self.deaths.watch(id, r.pane_pid, r.pane_start) == Watch::Watching
                 {
                     self.watched.insert(id.clone(), r.pane_pid);
                 }
