@@ -12,7 +12,7 @@ use iapeer::core::wake_plan::Ask;
 use iapeer::engine::ctx::Ctx;
 use iapeer::store::config::Config;
 
-use crate::support::{code, stderr, wait_until, Home};
+use crate::support::{code, set_limit, stderr, wait_until, Home};
 
 const DAY: i64 = 86_400_000;
 
@@ -140,16 +140,6 @@ fn set_fsize(pid: i32, limit: Option<u64>) {
 }
 
 /// Sets a child's resource limit (soft `cur`, hard `max`).
-fn set_limit(pid: i32, resource: libc::__rlimit_resource_t, cur: u64, max: u64) {
-    let lim = libc::rlimit {
-        rlim_cur: cur,
-        rlim_max: max,
-    };
-    // SAFETY: prlimit on a child process we own, with a valid struct.
-    let r = unsafe { libc::prlimit(pid, resource, &lim, std::ptr::null_mut()) };
-    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
 #[test]
 fn a_full_disk_holds_the_decision_back_and_the_daemon_keeps_running() {
     let mut home = Home::new();

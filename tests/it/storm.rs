@@ -2,10 +2,12 @@
 //!
 //! The storm: dozens of peers; actors fire random wakes, task deliveries,
 //! agent crashes, self-fresh, stops/starts, resets, restarts, refreshes,
-//! the records a host restart leaves behind and script `touch`es,
-//! while the daemon is `kill -9`ed at random moments and restarted. After
-//! every kill the invariants are checked from disk (see
-//! `support::invariants`). `make test` runs IAPEER_STORM_KILLS (default
+//! the records a host restart leaves behind, hostile records (another
+//! home's socket, an unverified pid, a copied home's) and script
+//! `touch`es, while the daemon is `kill -9`ed at random moments and
+//! restarted, every other run held to a few open files. After every kill
+//! the invariants are checked from disk (see `support::invariants`), and
+//! at the end nothing a hostile record named was touched. `make test` runs IAPEER_STORM_KILLS (default
 //! 20) kills; `make stress` runs 250.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,10 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::invariants::{self, Counts};
-use crate::support::{wait_until, Home};
+use crate::support::{set_limit, wait_until, Home};
 
 const MAX: usize = 3;
 const WINDOW_MS: i64 = 8_000;
+/// The open-file limit of every other daemon run.
+const FEW_FILES: u64 = 48;
 
 /// xorshift64*: seeded, printable, reproducible.
 struct Rng(u64);
@@ -86,7 +90,7 @@ fn storm_home() -> (Home, Vec<String>) {
 
 /// One random act on a random peer, as an operator, a script or the agent
 /// itself would do it.
-fn act(home: &Home, names: &[String], rng: &mut Rng) {
+fn act(home: &Home, names: &[String], rng: &mut Rng, bystander: u32) {
     let name = &names[rng.below(names.len() as u64) as usize];
     let topics = ["billing", "onboarding", "search"];
     let topic = topics[rng.below(3) as usize];
@@ -129,19 +133,118 @@ fn act(home: &Home, names: &[String], rng: &mut Rng) {
                 run(&["wake", name, "--task", "self-fresh"]);
             }
         }
-        63..71 => {
+        63..70 => {
             let _ = std::fs::write(home.marker(name, "stopped"), "");
         }
-        71..79 => {
+        70..77 => {
             let _ = std::fs::remove_file(home.marker(name, "stopped"));
         }
-        79..85 => run(&["stop", name]),
-        85..91 => run(&["start", name]),
-        91..94 => run(&["reset", name]),
-        94..96 => run(&["restart", name]),
-        96..97 => run(&["refresh", name]),
-        97..99 => host_restart_record(home, name),
+        77..83 => run(&["stop", name]),
+        83..89 => run(&["start", name]),
+        89..92 => run(&["reset", name]),
+        92..94 => run(&["restart", name]),
+        94..95 => run(&["refresh", name]),
+        95..97 => host_restart_record(home, name),
+        97..99 => hostile_record(home, name, bystander, rng.below(3)),
         _ => run(&["explain", name]),
+    }
+}
+
+/// What the storm plants must not hurt: a file outside `run/` and a
+/// process that is no agent's.
+struct Bystanders {
+    file: std::path::PathBuf,
+    process: std::process::Child,
+}
+
+impl Bystanders {
+    fn new(home: &Home) -> Self {
+        let file = home.path().join("precious.sock");
+        std::fs::write(&file, "not the daemon's to delete").unwrap();
+        let process = std::process::Command::new("sleep")
+            .arg("100000")
+            .spawn()
+            .unwrap();
+        Bystanders { file, process }
+    }
+
+    fn check(&mut self) {
+        assert!(self.file.exists(), "a planted record's socket was removed");
+        assert!(
+            self.process.try_wait().unwrap().is_none(),
+            "a planted record's pid was killed"
+        );
+    }
+}
+
+impl Drop for Bystanders {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A hostile record, planted where no session is recorded and taken away
+/// again a moment later: in turn one naming a socket outside `run/`, one
+/// naming the bystander's pid without its start time, and one written in
+/// another state directory (a copied home). The daemon and the CLIs meet
+/// it meanwhile; none may act on it.
+fn hostile_record(home: &Home, name: &str, bystander: u32, kind: u64) {
+    use std::os::fd::AsRawFd;
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(home.marker(name, "lock"))
+    else {
+        return;
+    };
+    // SAFETY: flock on a descriptor we own; released when it closes.
+    let flock = |how| unsafe { libc::flock(lock.as_raw_fd(), how) } == 0;
+    if !flock(libc::LOCK_EX | libc::LOCK_NB) {
+        return;
+    }
+    if home.has(name, "session") {
+        return;
+    }
+    let planted = format!("planted-{bystander}-{kind}");
+    let mut rec = serde_json::json!({
+        "identity": name, "runtime": "shell", "cwd": home.workdir(name),
+        "socket": home.path().join(format!("run/{name}.sock")),
+        "pane_pid": bystander,
+        "started_at": "2026-11-30T08:00:00.000Z", "mode": "fresh",
+        "session": planted, "cause": "first-wake",
+        "ready_at": "2026-11-30T08:00:01.000Z",
+    });
+    match kind {
+        0 => {
+            rec["socket"] = home
+                .path()
+                .join("precious.sock")
+                .display()
+                .to_string()
+                .into()
+        }
+        1 => rec["home"] = "1:2".into(),
+        _ => {} // the bystander's pid, with no start time to check it by
+    }
+    let path = home.marker(name, "session");
+    let tmp = home.lifecycle().join(format!(".{name}.session.tmp"));
+    let _ = std::fs::write(&tmp, serde_json::to_vec(&rec).unwrap());
+    let _ = std::fs::rename(&tmp, &path);
+    flock(libc::LOCK_UN);
+    std::thread::sleep(Duration::from_millis(200));
+    // Taken away under the lock, if it is still the one planted (the last
+    // kind may have been ended as a live session meanwhile, and a new one
+    // launched).
+    if flock(libc::LOCK_EX) {
+        let ours = home
+            .session(name)
+            .is_some_and(|r| r["session"].as_str() == Some(planted.as_str()));
+        if ours {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
@@ -192,6 +295,8 @@ fn storm(kills: usize) -> Counts {
     let seed = seed();
     eprintln!("storm: seed {seed} (IAPEER_STORM_SEED reproduces it), {kills} daemon kills");
     let (home, names) = storm_home();
+    let mut bystanders = Bystanders::new(&home);
+    let bystander = bystanders.process.id();
     let home = Arc::new(home);
     let stop = Arc::new(AtomicBool::new(false));
     let acts = Arc::new(AtomicUsize::new(0));
@@ -206,7 +311,7 @@ fn storm(kills: usize) -> Counts {
             std::thread::spawn(move || {
                 let mut rng = Rng(seed ^ (a as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 while !stop.load(Ordering::Relaxed) {
-                    act(&home, &names, &mut rng);
+                    act(&home, &names, &mut rng, bystander);
                     acts.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(10 + rng.below(60)));
                 }
@@ -218,6 +323,11 @@ fn storm(kills: usize) -> Counts {
     let started = Instant::now();
     for k in 0..kills {
         let d = home.daemon();
+        if k % 2 == 1 {
+            // Every other run short of descriptors: thirty peers' pidfds
+            // and its own files do not fit.
+            set_limit(d.pid(), libc::RLIMIT_NOFILE, FEW_FILES, FEW_FILES);
+        }
         std::thread::sleep(Duration::from_millis(50 + rng.below(500)));
         drop(d); // SIGKILL, whatever it was doing
         if let Err(broken) = invariants::check(home.path(), false, (MAX, WINDOW_MS)) {
@@ -244,6 +354,7 @@ fn storm(kills: usize) -> Counts {
     assert_eq!(d.wait_exit(Duration::from_secs(2)), Some(0));
     let counts = invariants::check(home.path(), true, (MAX, WINDOW_MS))
         .unwrap_or_else(|e| panic!("settled (seed {seed}): {e}"));
+    bystanders.check();
     let leftover = invariants::tmux_servers(home.path());
     assert!(
         leftover.is_empty(),

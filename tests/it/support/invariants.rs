@@ -35,9 +35,13 @@ fn is_end(e: &Entry) -> bool {
                     | "host-restart"
             )
         ),
+        // A failed boot ends the session that booted; a launch that never
+        // started one (tmux could not be run: out of descriptors, say)
+        // carries the `error` instead, and ends nothing.
         Some("wake") => {
             e.str("mode") == Some("fail")
                 && matches!(e.str("cause"), Some("launch-failed" | "boot-timeout"))
+                && e.str("error").is_none()
         }
         _ => false,
     }

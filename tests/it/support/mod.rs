@@ -346,3 +346,14 @@ pub fn cpu_ticks(pid: i32) -> u64 {
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
+
+/// Sets a resource limit of a process we started (`prlimit`).
+pub fn set_limit(pid: i32, resource: libc::__rlimit_resource_t, cur: u64, max: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
+    // SAFETY: prlimit on a child process we own, with a valid struct.
+    let r = unsafe { libc::prlimit(pid, resource, &lim, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
