@@ -17,32 +17,114 @@ fn main() {
     guard();
 }
 
+/// Lines per round, split between the writers.
+const LINES: usize = 3200;
+/// Rounds per writer count, floor and ours interleaved.
+const ROUNDS: usize = 5;
+
+/// Durable appends from 1, 4 and 16 writers at once (each its own open
+/// file, as separate processes have), against the floor measured in the
+/// same run: plain `O_APPEND` writes, each followed by `fdatasync`, with
+/// no lock and no rotation. Rounds alternate floor and ours.
 fn durable_appends(dir: &std::path::Path) {
-    let mut w = LogWriter::at(&dir.join("lifecycle.log"), 5 * 1024 * 1024, 5);
     let record = Record::new(iapeer::core::clock::now_ms(), Ev::Wake, Source::Cli)
         .identity("alice")
         .runtime("claude")
         .mode(iapeer::core::vocab::Mode::Fresh)
         .cause(iapeer::core::vocab::Cause::CrashOrSelfClose);
-    for _ in 0..50 {
-        w.append(&record).expect("append");
+    let line = record.to_line();
+    println!("lifecycle.log durable appends ({LINES} lines per round, {ROUNDS} rounds, floor and ours interleaved):");
+    for writers in [1, 4, 16] {
+        let mut ratios = Vec::new();
+        let mut ours_lat: Vec<Duration> = Vec::new();
+        let mut floor_rate = Vec::new();
+        let mut ours_rate = Vec::new();
+        for round in 0..ROUNDS {
+            let floor_path = dir.join(format!("floor-{writers}-{round}.log"));
+            let (rate_f, _) = run_writers(writers, |_| {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&floor_path)
+                    .expect("open");
+                let bytes = format!("{line}\n");
+                move || {
+                    use std::io::Write;
+                    (&f).write_all(bytes.as_bytes()).expect("write");
+                    f.sync_data().expect("sync");
+                }
+            });
+            let ours_path = dir.join(format!("ours-{writers}-{round}.log"));
+            let (rate_o, lat) = run_writers(writers, |_| {
+                let mut w = LogWriter::at(&ours_path, 5 * 1024 * 1024, 5);
+                let record = record.clone();
+                move || w.append(&record).expect("append")
+            });
+            floor_rate.push(rate_f);
+            ours_rate.push(rate_o);
+            ratios.push(rate_o / rate_f);
+            ours_lat.extend(lat);
+        }
+        ours_lat.sort();
+        let q = |p: f64| ours_lat[((ours_lat.len() - 1) as f64 * p) as usize];
+        println!(
+            "  {writers:>2} writer(s): {} lines/s vs floor {} lines/s: {} of the floor (target >= 0.9x at 16); \
+             line p50 {} p99.9 {} worst {} (targets at 16: p99.9 <= 20ms, worst <= 50ms)",
+            spread(&ours_rate, |r| format!("{r:.0}")),
+            spread(&floor_rate, |r| format!("{r:.0}")),
+            spread(&ratios, |r| format!("{r:.2}x")),
+            us(q(0.5)),
+            us(q(0.999)),
+            us(*ours_lat.last().unwrap()),
+        );
     }
-    let n = 2000;
-    let mut lat = Vec::with_capacity(n);
+}
+
+/// Runs `writers` threads, each with what `make` gives it, appending
+/// `LINES / writers` lines; lines per second over all, and every line's
+/// latency.
+fn run_writers<F, A>(writers: usize, make: F) -> (f64, Vec<Duration>)
+where
+    F: Fn(usize) -> A,
+    A: FnMut() + Send + 'static,
+{
+    let per = LINES / writers;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(writers + 1));
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let mut append = make(w);
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(per);
+                barrier.wait();
+                for _ in 0..per {
+                    let t = Instant::now();
+                    append();
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    barrier.wait();
     let start = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        w.append(&record).expect("append");
-        lat.push(t.elapsed());
-    }
-    let total = start.elapsed();
-    lat.sort();
-    println!(
-        "lifecycle.log durable appends (1 writer, fdatasync per line): {:.0}/s  (median {}, p99 {}, n={n})",
-        n as f64 / total.as_secs_f64(),
-        us(lat[n / 2]),
-        us(lat[n * 99 / 100]),
-    );
+    let lat: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("writer"))
+        .collect();
+    ((per * writers) as f64 / start.elapsed().as_secs_f64(), lat)
+}
+
+/// `min / median / max` of `xs`, each shown by `show`.
+fn spread(xs: &[f64], show: impl Fn(f64) -> String) -> String {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{}/{}/{}",
+        show(v[0]),
+        show(v[v.len() / 2]),
+        show(v[v.len() - 1])
+    )
 }
 
 fn decisions() {

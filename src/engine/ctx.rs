@@ -160,8 +160,12 @@ impl Ctx {
 
     /// Appends a decision durably; the caller acts only if this succeeds.
     pub(crate) fn log(&self, record: &Record) -> Result<()> {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.append(record)
+        let written = {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.write(record)?
+        };
+        // Flushed with the other threads' lines, not one after another.
+        written.sync()
     }
 
     /// Takes `id`'s wake lock, waiting up to `IAPEER_WAKE_LOCK_WAIT_SECS`

@@ -145,7 +145,7 @@ fn act(home: &Home, names: &[String], rng: &mut Rng, bystander: u32) {
         92..94 => run(&["restart", name]),
         94..95 => run(&["refresh", name]),
         95..97 => host_restart_record(home, name),
-        97..99 => hostile_record(home, name, bystander, rng.below(3)),
+        97..99 => hostile_record(home, name, bystander, rng.next()),
         _ => run(&["explain", name]),
     }
 }
@@ -189,7 +189,7 @@ impl Drop for Bystanders {
 /// naming the bystander's pid without its start time, and one written in
 /// another state directory (a copied home). The daemon and the CLIs meet
 /// it meanwhile; none may act on it.
-fn hostile_record(home: &Home, name: &str, bystander: u32, kind: u64) {
+fn hostile_record(home: &Home, name: &str, bystander: u32, nonce: u64) {
     use std::os::fd::AsRawFd;
     let Ok(lock) = std::fs::OpenOptions::new()
         .read(true)
@@ -208,7 +208,8 @@ fn hostile_record(home: &Home, name: &str, bystander: u32, kind: u64) {
     if home.has(name, "session") {
         return;
     }
-    let planted = format!("planted-{bystander}-{kind}");
+    // Each planted record a session of its own, as each would be.
+    let planted = format!("planted-{nonce:x}");
     let mut rec = serde_json::json!({
         "identity": name, "runtime": "shell", "cwd": home.workdir(name),
         "socket": home.path().join(format!("run/{name}.sock")),
@@ -217,7 +218,7 @@ fn hostile_record(home: &Home, name: &str, bystander: u32, kind: u64) {
         "session": planted, "cause": "first-wake",
         "ready_at": "2026-11-30T08:00:01.000Z",
     });
-    match kind {
+    match nonce % 3 {
         0 => {
             rec["socket"] = home
                 .path()

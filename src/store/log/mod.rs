@@ -5,15 +5,23 @@
 //! `jq` both work. The schema is documented in `schema.md` beside
 //! this file; `fixtures/lifecycle.golden.jsonl` pins it.
 //!
-//! Appending: every line is one `write()` on an `O_APPEND` descriptor,
-//! followed by `fdatasync`, under an exclusive `flock` on
-//! `lifecycle.log.lock` shared by every process that writes. Under that lock
-//! the writer checks that its descriptor is still the current file (another
-//! process may have rotated it), rotates by rename when the next line would
-//! pass `IAPEER_LIFECYCLE_LOG_MAX_BYTES`, and repairs a torn last line left
-//! by a power loss by starting its line on a fresh one. So no line is lost
-//! to rotation, and no line is ever written into a file already rotated
-//! away — which is what lets a follower read the log losslessly.
+//! Appending: every line is one `write()` on an `O_APPEND` descriptor
+//! under an exclusive `flock` on `lifecycle.log.lock` shared by every
+//! process that writes, then `fdatasync` after the lock is let go. Under
+//! the lock the writer checks that its descriptor is still the current file
+//! (another process may have rotated it), rotates by rename when the next
+//! line would pass `IAPEER_LIFECYCLE_LOG_MAX_BYTES`, and repairs a torn
+//! last line left by a power loss by starting its line on a fresh one. So
+//! no line is lost to rotation, and no line is ever written into a file
+//! already rotated away — which is what lets a follower read the log
+//! losslessly.
+//!
+//! The flush is outside the lock so that writers do not take turns on it:
+//! each waits for its own `fdatasync`, which also covers every line written
+//! before it, so concurrent writers share one flush (a group commit) and
+//! each returns only once its line is durable. Waiting for the lock blocks
+//! in the kernel (no polling, so the lock is never left free while a
+//! waiter sleeps), bounded by `LOCK_WAIT`.
 //!
 //! Reading walks `lifecycle.log.N` … `.1`, then `lifecycle.log`, oldest
 //! first, and skips torn lines.
@@ -34,7 +42,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::core::error::{Error, Result};
 use crate::core::record::Record;
@@ -42,6 +51,8 @@ use crate::store::config::Config;
 
 /// How long an append waits for another process's append or rotation.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Tries at the lock, yielding between them, before waiting in the kernel.
+const SPINS: usize = 64;
 
 /// Appends to the log; one per process is enough, and it may be shared
 /// behind a mutex by threads.
@@ -52,9 +63,10 @@ pub struct LogWriter {
     max_bytes: u64,
     keep: u32,
     /// The open log and its (dev, ino), to notice a rotation by another
-    /// process.
-    file: Option<(File, (u64, u64))>,
+    /// process; shared with the flushes still under way.
+    file: Option<(Arc<File>, (u64, u64))>,
     lock: Option<File>,
+    lock_wait: Duration,
 }
 
 impl LogWriter {
@@ -76,6 +88,7 @@ impl LogWriter {
             keep: keep.max(1),
             file: None,
             lock: None,
+            lock_wait: LOCK_WAIT,
         }
     }
 
@@ -90,15 +103,32 @@ impl LogWriter {
 
     /// Appends one line (given without its newline) durably.
     pub fn append_line(&mut self, line: &[u8]) -> Result<()> {
+        self.write_line(line)?.sync()
+    }
+
+    /// Writes `record`'s line; it is durable once the returned flush is
+    /// done. Threads sharing one writer behind a lock let it go before
+    /// flushing, so that they too share their flushes.
+    pub fn write(&mut self, record: &Record) -> Result<Unsynced> {
+        self.write_line(record.to_line().as_bytes())
+    }
+
+    /// [`LogWriter::write`] for a line given without its newline.
+    pub fn write_line(&mut self, line: &[u8]) -> Result<Unsynced> {
         debug_assert!(!line.contains(&b'\n'));
         self.open_lock()?;
         let lock = self.lock.as_ref().expect("open_lock opened it");
-        lock_bounded(lock, &self.lock_path)?;
+        lock_bounded(lock, &self.lock_path, self.lock_wait)?;
         let result = self.append_locked(line);
         // Closing would release too; unlock now so a cached descriptor does
         // not keep others waiting.
         let _ = self.lock.as_ref().map(File::unlock);
-        result
+        result?;
+        let (file, _) = self.file.as_ref().expect("append_locked opened the log");
+        Ok(Unsynced {
+            file: Arc::clone(file),
+            path: self.path.clone(),
+        })
     }
 
     fn append_locked(&mut self, line: &[u8]) -> Result<()> {
@@ -138,21 +168,18 @@ impl LogWriter {
                 return Err(Error::io(&self.path, "append to", e.into()));
             }
         }
-        file.sync_data()
-            .map_err(|e| Error::io(&self.path, "sync", e))
+        Ok(())
     }
 
     /// Makes sure `self.file` is the current log (reopening after another
     /// process rotated it) and returns its size.
     fn current_size(&mut self) -> Result<u64> {
-        if let Some((file, id)) = &self.file {
+        if let Some((_, id)) = &self.file {
             if let Ok(meta) = fs::symlink_metadata(&self.path) {
+                // The same file as ours: its size is ours (read under the
+                // lock, so no other writer changes it meanwhile).
                 if (meta.dev(), meta.ino()) == *id {
-                    let size = file
-                        .metadata()
-                        .map_err(|e| Error::io(&self.path, "inspect", e))?
-                        .len();
-                    return Ok(size);
+                    return Ok(meta.len());
                 }
             }
         }
@@ -175,7 +202,7 @@ impl LogWriter {
             return Err(Error::unsafe_file(&self.path, "it is not a regular file"));
         }
         let size = meta.len();
-        self.file = Some((file, (meta.dev(), meta.ino())));
+        self.file = Some((Arc::new(file), (meta.dev(), meta.ino())));
         Ok(size)
     }
 
@@ -216,28 +243,73 @@ impl LogWriter {
     }
 }
 
-fn lock_bounded(file: &File, path: &Path) -> Result<()> {
-    let start = Instant::now();
-    let mut pause = Duration::from_micros(200);
-    loop {
+/// A line written, not yet flushed.
+#[derive(Debug)]
+#[must_use = "the line is durable only once flushed"]
+pub struct Unsynced {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl Unsynced {
+    /// Waits until the line (and every line written before it) is on disk.
+    pub fn sync(self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(&self.path, "sync", e))
+    }
+}
+
+/// Takes the lock, blocking in the kernel, for at most `wait`: a held
+/// lock is waited for on a helper thread (flock holds for the open file,
+/// which the helper shares), so that a holder stopped for ever costs this
+/// writer an error, not a hang.
+fn lock_bounded(file: &File, path: &Path, wait: Duration) -> Result<()> {
+    // Held for a write's time only (the flush is outside): giving the CPU
+    // up a few times usually finds it free, cheaper than a thread.
+    for _ in 0..SPINS {
         match file.try_lock() {
             Ok(()) => return Ok(()),
-            Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::failed(
-                    path.display().to_string(),
-                    format!(
-                        "another process held the log lock for {}s",
-                        LOCK_WAIT.as_secs()
-                    ),
-                    "find it with `fuser` and check it is not stopped",
-                ))
-            }
+            Err(fs::TryLockError::WouldBlock) => std::thread::yield_now(),
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(path, "lock", e)),
         }
+    }
+    let shared = file.try_clone().map_err(|e| Error::io(path, "lock", e))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    // Set by a waiter that gave up, under this mutex, so the lock taken
+    // after it did is let go again, never kept by nobody.
+    let abandoned = Arc::new(std::sync::Mutex::new(false));
+    let gave_up = Arc::clone(&abandoned);
+    std::thread::Builder::new()
+        .name("log-lock".into())
+        .spawn(move || {
+            let taken = shared.lock();
+            let gone = gave_up.lock().unwrap_or_else(|p| p.into_inner());
+            if *gone {
+                if taken.is_ok() {
+                    let _ = shared.unlock();
+                }
+            } else {
+                let _ = tx.send(taken);
+            }
+        })
+        .map_err(|e| Error::io(path, "lock (a thread to wait on)", e))?;
+    let got = rx.recv_timeout(wait).or_else(|_| {
+        *abandoned.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        // Taken just as the wait ran out: ours after all.
+        rx.try_recv()
+    });
+    match got {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::io(path, "lock", e)),
+        Err(_) => Err(Error::failed(
+            path.display().to_string(),
+            format!(
+                "another process held the log lock for {:.1}s",
+                wait.as_secs_f64()
+            ),
+            "find it with `fuser` and check it is not stopped",
+        )),
     }
 }
 
@@ -395,5 +467,33 @@ mod tests {
             .filter(|v| !doc.contains(&format!("`{v}`")))
             .collect();
         assert!(missing.is_empty(), "schema.md lacks {missing:?}");
+    }
+
+    #[test]
+    fn a_lock_held_for_ever_is_an_error_in_bounded_time_and_is_not_kept_after() {
+        let dir = TempDir::new().unwrap();
+        let mut w = writer(&dir, 1 << 20, 3);
+        w.lock_wait = Duration::from_millis(200);
+        w.append(&sample(0)).unwrap();
+        // Another open file of the lock: another process, as flock sees it.
+        let holder = File::open(&w.lock_path).unwrap();
+        holder.lock().unwrap();
+        let start = std::time::Instant::now();
+        let e = w.append(&sample(1)).unwrap_err().to_string();
+        assert!(e.contains("held the log lock"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        holder.unlock().unwrap();
+        // The waiter left behind takes the lock and lets it go again.
+        let other = File::open(&w.lock_path).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while other.try_lock().is_err() {
+            assert!(std::time::Instant::now() < deadline, "the lock was kept");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        other.unlock().unwrap();
+        w.append(&sample(2)).unwrap();
+        let (entries, _) = read_all(w.path()).unwrap();
+        let seqs: Vec<u64> = entries.iter().filter_map(|e| e.u64("deaths")).collect();
+        assert_eq!(seqs, vec![0, 2], "the refused line is not written");
     }
 }
