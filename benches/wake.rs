@@ -1,31 +1,27 @@
-//! `make bench`: how much a wake costs over starting the same command in
-//! tmux by hand. A shell peer that is ready at once, woken 30+ times; each
-//! wake is timed from process start to exit, against `tmux new-session` +
-//! `kill-session` of the same command on a private socket.
+//! `make bench`: what a wake costs over starting the same command in tmux
+//! by hand, measured so that both sides do the same work. A shell peer
+//! that is ready at once; each round times, interleaved and in turn:
+//! - a bare launch: `tmux new-session` of the same command on a fresh
+//!   private socket, then its stop: `kill-server`;
+//! - `iapeer wake` (its launch), then `iapeer stop` (its stop), then an
+//!   untimed `iapeer start` (so the next wake is allowed).
+//!
+//! Launch is compared with launch, and launch + stop with launch + stop;
+//! first with no daemon, then with `iapeer daemon` running on the home
+//! (it sees every launch and end, as in real use). Three warm-up rounds
+//! are not counted. A benchmark prints; it asserts nothing.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const RUNS: usize = 40;
+const ROUNDS: usize = 30;
+const WARM_UP: usize = 3;
 
 fn main() {
     let home = assert_fs::TempDir::new().expect("temp dir");
-    let bin = env!("CARGO_BIN_EXE_iapeer");
-    let run = |args: &[&str]| {
-        let out = Command::new(bin)
-            .args(args)
-            .env("IAPEER_HOME", home.path())
-            .env("IAPEER_NO_SCOPE", "1")
-            .output()
-            .expect("run iapeer");
-        assert!(
-            out.status.success(),
-            "iapeer {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
+    let iapeer = |args: &[&str]| run_iapeer(home.path(), args);
+    iapeer(&[
         "add",
         "bench",
         "--cwd",
@@ -36,38 +32,97 @@ fn main() {
         "sleep",
         "600",
     ]);
+    println!("wake vs a bare tmux launch of the same command ({ROUNDS} rounds, interleaved, {WARM_UP} warm-up; min/median/p90/max):");
+    rounds(home.path(), "no daemon");
+    let daemon = start_daemon(home.path());
+    rounds(home.path(), "daemon running");
+    stop_daemon(daemon);
+}
 
-    let mut wake = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let t = Instant::now();
-        run(&["wake", "bench"]);
-        wake.push(t.elapsed());
-        run(&["stop", "bench"]);
-        run(&["start", "bench"]);
-    }
-
-    let mut bare = Vec::with_capacity(RUNS);
-    for run in 0..RUNS {
-        // A socket per run: the server of the previous run may still be
-        // exiting after its last session was killed, and a client that
-        // reaches it then fails ("server exited unexpectedly").
-        let socket = home.path().join(format!("bare-{run}.sock"));
+fn rounds(home: &Path, label: &str) {
+    let mut bare_launch = Vec::new();
+    let mut bare_both = Vec::new();
+    let mut wake = Vec::new();
+    let mut wake_both = Vec::new();
+    for round in 0..ROUNDS + WARM_UP {
+        // A socket per round: a server still exiting after the last
+        // kill-server must not answer the next launch.
+        let socket = home.join(format!("bare-{label}-{round}.sock").replace(' ', "-"));
         let t = Instant::now();
         tmux(
             &socket,
             &["new-session", "-d", "-s", "bare", "--", "sleep", "600"],
         );
-        tmux(&socket, &["kill-session", "-t", "=bare"]);
-        bare.push(t.elapsed());
-    }
+        let launched = t.elapsed();
+        tmux(&socket, &["kill-server"]);
+        let both = t.elapsed();
 
-    let (w, b) = (median(&mut wake), median(&mut bare));
+        let t = Instant::now();
+        run_iapeer(home, &["wake", "bench"]);
+        let woke = t.elapsed();
+        run_iapeer(home, &["stop", "bench"]);
+        let stopped = t.elapsed();
+        run_iapeer(home, &["start", "bench"]);
+
+        if round >= WARM_UP {
+            bare_launch.push(launched);
+            bare_both.push(both);
+            wake.push(woke);
+            wake_both.push(stopped);
+        }
+    }
+    let ratio = |a: &[Duration], b: &[Duration]| median(a).as_secs_f64() / median(b).as_secs_f64();
     println!(
-        "wake latency (shell, ready at once): median {} over {RUNS} runs; bare tmux new-session + kill-session: median {}; ratio {:.2}",
-        ms(w),
-        ms(b),
-        w.as_secs_f64() / b.as_secs_f64()
+        "  {label}: launch: wake {} vs bare {}: {:.2}x (target with the daemon running <= 1.3x)",
+        spread(&wake),
+        spread(&bare_launch),
+        ratio(&wake, &bare_launch)
     );
+    println!(
+        "  {label}: launch + stop: wake + stop {} vs bare new-session + kill-server {}: {:.2}x",
+        spread(&wake_both),
+        spread(&bare_both),
+        ratio(&wake_both, &bare_both)
+    );
+}
+
+fn run_iapeer(home: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_iapeer"))
+        .args(args)
+        .env("IAPEER_HOME", home)
+        .env("IAPEER_NO_SCOPE", "1")
+        .output()
+        .expect("run iapeer");
+    assert!(
+        out.status.success(),
+        "iapeer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start_daemon(home: &Path) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_iapeer"))
+        .arg("daemon")
+        .env("IAPEER_HOME", home)
+        .env("IAPEER_NO_SCOPE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    // Up when its start-up line is in the log.
+    let log = home.join("logs/iapeer/lifecycle.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"action\":\"started\"")) {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+fn stop_daemon(mut child: Child) {
+    // SAFETY: signalling the daemon this bench started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
 }
 
 fn tmux(socket: &Path, args: &[&str]) {
@@ -81,11 +136,22 @@ fn tmux(socket: &Path, args: &[&str]) {
     assert!(status.success(), "tmux {args:?}");
 }
 
-fn median(v: &mut [Duration]) -> Duration {
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
     v.sort();
     v[v.len() / 2]
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+/// `min/median/p90/max` in ms.
+fn spread(v: &[Duration]) -> String {
+    let mut v = v.to_vec();
+    v.sort();
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+    format!(
+        "{}/{}/{}/{} ms",
+        ms(v[0]),
+        ms(v[v.len() / 2]),
+        ms(v[v.len() * 9 / 10]),
+        ms(v[v.len() - 1])
+    )
 }

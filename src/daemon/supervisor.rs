@@ -39,6 +39,8 @@ const BUSY_RETRY: Duration = Duration::from_millis(250);
 const CHECK_BOOT_EVERY: Duration = Duration::from_secs(1);
 /// Stands in for "never" where an instant must be given.
 const FAR: Duration = Duration::from_secs(365 * 86_400);
+/// Log lines folded into the metrics at a time.
+const FOLD_BATCH: usize = 4096;
 /// The metrics file is rewritten at most this often (and on every tick).
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 
@@ -227,13 +229,21 @@ impl Supervisor {
 
     /// Folds in every line written since the last look.
     pub(crate) fn refresh_metrics(&mut self) {
-        let lines = self.follower.poll();
-        if lines.is_empty() {
-            return;
+        // In batches, so a burst (or a long history) is folded in bounded
+        // memory.
+        loop {
+            let lines = self.follower.poll_at_most(FOLD_BATCH);
+            if lines.is_empty() {
+                return;
+            }
+            self.fold_lines(&lines);
         }
+    }
+
+    fn fold_lines(&mut self, lines: &[log::Followed]) {
         {
             let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
-            for f in &lines {
+            for f in lines {
                 metrics.apply(&f.entry);
                 if let Some(id) = f.entry.identity() {
                     self.last.insert(id.to_owned(), f.entry.clone());
@@ -244,7 +254,7 @@ impl Supervisor {
         self.checkpoint.dirty = true;
         // An operator's `reset` or `start` (or a new definition) starts a
         // peer's streak again: its next relaunch waits for nothing.
-        for f in &lines {
+        for f in lines {
             let e = &f.entry;
             if !matches!(e.ev(), Some(Ev::Reset | Ev::Start)) {
                 continue;

@@ -17,6 +17,8 @@ use crate::store::fsutil;
 use super::follow::{Follower, Position};
 
 const VERSION: u32 = 1;
+/// Lines folded at a time.
+const FOLD_BATCH: usize = 4096;
 /// A checkpoint larger than this is not ours: ignored.
 const MAX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -90,7 +92,8 @@ pub(crate) fn fold(log: &Path, checkpoint: &Path) -> (Folded, Follower) {
         None => (Follower::from_start(log), Folded::default()),
     };
     loop {
-        let lines = follower.poll();
+        // In batches: a long history is folded in bounded memory.
+        let lines = follower.poll_at_most(FOLD_BATCH);
         if lines.is_empty() {
             break;
         }

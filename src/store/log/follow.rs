@@ -173,12 +173,21 @@ impl Follower {
 
     /// Every whole line written since the last call, oldest first.
     pub(crate) fn poll(&mut self) -> Vec<Followed> {
+        self.poll_at_most(usize::MAX)
+    }
+
+    /// Like [`Follower::poll`], at most `max` lines: call again for the
+    /// rest. Memory stays bounded however far behind the follower is.
+    pub(crate) fn poll_at_most(&mut self, max: usize) -> Vec<Followed> {
         let mut out = Vec::new();
         for _ in 0..10_000 {
             if self.file.is_none() && !self.open_path(&self.path.clone()) {
                 return out;
             }
-            self.drain(&mut out);
+            self.drain(&mut out, max);
+            if out.len() >= max {
+                return out;
+            }
             let (_, id) = self.file.as_ref().expect("opened above");
             let id = *id;
             let current = fs::metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
@@ -188,7 +197,10 @@ impl Follower {
             // Our file was rotated away (or the log was removed). Anything
             // written to it before the rotation is there now: drain again,
             // then move to the file written after it.
-            self.drain(&mut out);
+            self.drain(&mut out, max);
+            if out.len() >= max {
+                return out;
+            }
             if !self.partial.is_empty() {
                 // A torn last line: its writer died mid-line.
                 self.partial.clear();
@@ -240,7 +252,9 @@ impl Follower {
         }
     }
 
-    fn drain(&mut self, out: &mut Vec<Followed>) {
+    /// Reads whole lines into `out` until the end of the file or until it
+    /// holds `max`, leaving the offset right after the last line taken.
+    fn drain(&mut self, out: &mut Vec<Followed>, max: usize) {
         let Some((file, (dev, ino))) = &self.file else {
             return;
         };
@@ -272,6 +286,11 @@ impl Follower {
                     Some(entry) => out.push(Followed { entry, next }),
                     None if line.iter().all(u8::is_ascii_whitespace) => {}
                     None => self.gaps += 1,
+                }
+                if out.len() >= max {
+                    // The rest of this read is read again next time.
+                    self.offset = next.offset;
+                    return;
                 }
             }
             self.partial.extend_from_slice(&buf[start..n]);
@@ -316,6 +335,29 @@ mod follow_tests {
         assert_eq!(seen, (0..200).collect::<Vec<_>>());
         assert_eq!(follower.gaps, 0);
         assert!(follower.poll().is_empty());
+    }
+
+    #[test]
+    fn batches_take_every_line_once_across_rotations() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("lifecycle.log");
+        // Lines of about 100 bytes: a rotation every few.
+        let mut w = LogWriter::at(&path, 700, 50);
+        for i in 0..120 {
+            w.append(&line(i)).unwrap();
+        }
+        let mut follower = Follower::from_start(&path);
+        let mut seen = Vec::new();
+        loop {
+            let batch = follower.poll_at_most(7);
+            assert!(batch.len() <= 7);
+            if batch.is_empty() {
+                break;
+            }
+            seen.extend(seqs(&batch));
+        }
+        assert_eq!(seen, (0..120).collect::<Vec<_>>());
+        assert_eq!(follower.gaps, 0);
     }
 
     #[test]

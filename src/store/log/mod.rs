@@ -34,7 +34,7 @@ mod read;
 pub use files::log_files;
 use files::{numbered, rotated_files};
 pub use follow::Position;
-pub(crate) use follow::{Follower, LogChanges};
+pub(crate) use follow::{Followed, Follower, LogChanges};
 pub(crate) use read::for_each_matching;
 pub use read::{read_all, ReadStats};
 
