@@ -7,9 +7,9 @@
 //!   and 200 live sessions (in process);
 //! - the idle daemon's resident memory, and its CPU over 60 s with 100 live
 //!   sessions;
-//! - its CPU while one peer's action keeps failing (a tmux that refuses
-//!   `kill-server`) and while the disk is full (the log cannot grow), each
-//!   over 30 s, beside the same daemon idle.
+//! - its CPU while one peer's action keeps failing (its `.deaths` is a
+//!   directory, so no death can be counted) and while the disk is full
+//!   (the log cannot grow), each over 30 s, beside the same daemon idle.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -350,7 +350,6 @@ fn report(what: &str, v: &mut [Duration]) {
 fn cost_of_persisting_errors() {
     const OVER: Duration = Duration::from_secs(30);
     let home = Home::new();
-    let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tmux-refusing-kill-server");
     home.run(&[
         "add",
         "e",
@@ -362,12 +361,9 @@ fn cost_of_persisting_errors() {
         "sleep",
         "600",
     ]);
-    let spawn = |refusing: bool| {
+    let spawn = || {
         let mut c = home.cmd();
         c.env("IAPEER_TICK_SECS", "0.1");
-        if refusing {
-            c.env("IAPEER_TMUX_BIN", &wrapper);
-        }
         let child = c
             .arg("daemon")
             .stdout(Stdio::null())
@@ -386,12 +382,17 @@ fn cost_of_persisting_errors() {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         (cpu_ticks(d.0.id()) - before) as f64 / hz / t.elapsed().as_secs_f64() * 100.0
     };
-    let d = spawn(false);
+    let d = spawn();
     let floor = cpu_over(&d);
     drop(d);
 
     home.run(&["wake", "e"]);
-    let d = spawn(true);
+    // A `.deaths` that is a directory: the death cannot be counted, so its
+    // end fails on every try.
+    let deaths = home.marker("e", "deaths");
+    let _ = std::fs::remove_file(&deaths);
+    std::fs::create_dir(&deaths).expect("plant a directory");
+    let d = spawn();
     // SAFETY: killing the agent this bench launched.
     unsafe { libc::kill(home.pane_pid("e"), libc::SIGKILL) };
     std::thread::sleep(Duration::from_secs(1));
@@ -402,7 +403,7 @@ fn cost_of_persisting_errors() {
 
     // A full disk: the log may not grow by a byte (RLIMIT_FSIZE), and an
     // always peer dies, so every pass has a death it cannot record.
-    let d = spawn(false);
+    let d = spawn();
     home.run(&[
         "add",
         "k",

@@ -36,25 +36,33 @@ pub(crate) fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let peer = ctx.peer(&id)?;
     let key = format!("\"identity\":\"{id}\"");
+    // From the end back, as far as the story told needs: the last bring-up
+    // (with a resume tried before it), and the end of the session before
+    // it; or, never brought up, back to the peer's latest `add` (or the
+    // removal of an earlier peer of the same name), where its history
+    // starts. So the cost follows the peer's recent past, not the log kept.
     let mut mine: Vec<Entry> = Vec::new();
-    crate::store::log::for_each_matching(
+    let mut brought_up = false;
+    crate::store::log::for_each_backward(
         &ctx.config.paths.lifecycle_log,
         |raw| raw.contains(&key),
         |e| {
-            if e.identity() == Some(id.as_str()) {
-                mine.push(e);
+            if e.identity() != Some(id.as_str()) {
+                return true;
             }
-            true
+            if matches!(e.str("outcome"), Some("added" | "removed")) {
+                return false;
+            }
+            let end = brought_up && history::is_end(&e);
+            let launch = e.str("ev") == Some("wake")
+                && matches!(e.str("mode"), Some("fresh" | "resume"))
+                && e.str("cause") != Some("resume-failed-fresh");
+            brought_up |= launch;
+            mine.push(e);
+            !end
         },
     )?;
-    // A peer's history starts at its latest `add` (or the removal of an
-    // earlier peer of the same name).
-    if let Some(born) = mine
-        .iter()
-        .rposition(|e| matches!(e.str("outcome"), Some("added" | "removed")))
-    {
-        mine.drain(..=born);
-    }
+    mine.reverse();
     let mut history = history::history(&mine);
     if !verbose {
         history.lines.clear();

@@ -67,7 +67,8 @@ impl Line {
     }
 }
 
-fn is_end(e: &Entry) -> bool {
+/// Whether `e` tells how a session ended.
+pub(crate) fn is_end(e: &Entry) -> bool {
     match e.str("ev") {
         Some("supervise") => matches!(
             e.str("action"),

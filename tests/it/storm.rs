@@ -116,8 +116,14 @@ fn act(home: &Home, names: &[String], rng: &mut Rng, bystander: u32) {
         35..50 => {
             // pane_pid is 0 while a launch is under way; kill(0) would hit
             // this test's own process group.
+            // A planted record's pid is the bystander's: not an agent.
             if let Some(pid) = home
                 .session(name)
+                .filter(|s| {
+                    !s["session"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("planted-"))
+                })
                 .and_then(|s| s["pane_pid"].as_i64())
                 .filter(|&p| p > 0)
             {
@@ -356,6 +362,7 @@ fn storm(kills: usize) -> Counts {
     let counts = invariants::check(home.path(), true, (MAX, WINDOW_MS))
         .unwrap_or_else(|e| panic!("settled (seed {seed}): {e}"));
     bystanders.check();
+    why_reads_only_the_recent_past_and_tells_the_whole_story(&home, &names);
     let leftover = invariants::tmux_servers(home.path());
     assert!(
         leftover.is_empty(),
@@ -373,6 +380,35 @@ fn storm(kills: usize) -> Counts {
         counts.refusals
     );
     counts
+}
+
+/// `why` reads the log from its end, only as far back as its story needs:
+/// for every peer of a storm's long, tangled history, what it tells is what
+/// the whole of that peer's history says.
+fn why_reads_only_the_recent_past_and_tells_the_whole_story(home: &Home, names: &[String]) {
+    let entries = home.entries();
+    for name in names {
+        let mut mine: Vec<&iapeer::core::record::Entry> = entries
+            .iter()
+            .filter(|e| e.identity() == Some(name.as_str()))
+            .collect();
+        if let Some(born) = mine
+            .iter()
+            .rposition(|e| matches!(e.str("outcome"), Some("added" | "removed")))
+        {
+            mine.drain(..=born);
+        }
+        let mut whole = iapeer::core::history::history(mine);
+        whole.lines.clear();
+        let out = home.run(&["why", name, "--json"]);
+        assert!(out.status.success(), "why {name}");
+        let told: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            told["history"],
+            serde_json::to_value(&whole).unwrap(),
+            "why {name} tells another story than its whole history"
+        );
+    }
 }
 
 #[test]

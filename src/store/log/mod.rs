@@ -26,11 +26,13 @@
 //! Reading walks `lifecycle.log.N` … `.1`, then `lifecycle.log`, oldest
 //! first, and skips torn lines.
 
+mod backward;
 pub(crate) mod checkpoint;
 mod files;
 mod follow;
 mod read;
 
+pub(crate) use backward::for_each_backward;
 pub use files::log_files;
 use files::{numbered, rotated_files};
 pub use follow::Position;
