@@ -185,6 +185,13 @@ impl Supervisor {
         let log = ctx.config.paths.lifecycle_log.clone();
         let (folded, follower) =
             log::checkpoint::fold(&log, &ctx.config.paths.metrics_checkpoint());
+        // A long history folded without a checkpoint went through the
+        // allocator in batches: hand what it keeps back to the system.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         let deaths = DeathWatch::start(events.clone()).map_err(|e| {
             Error::failed(
                 "death watch",
