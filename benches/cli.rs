@@ -75,17 +75,31 @@ fn fill(home: &Path, peers: usize, mb: u64) {
     let log = home.join("logs/iapeer/lifecycle.log");
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     let mut out = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
-    let (mut written, mut i) = (0u64, 0u64);
-    while written < mb * 1_000_000 {
-        let line = format!(
-            "{{\"ts\":\"2026-11-30T08:{:02}:{:02}.000Z\",\"ev\":\"wake\",\"identity\":\"p{}\",\"runtime\":\"shell\",\"mode\":\"fresh\",\"cause\":\"crash-or-self-close\",\"session\":\"s-{i}\",\"source\":\"cli\",\"pid\":{}}}\n",
-            (i / 60) % 60,
-            i % 60,
-            i % peers as u64,
-            1000 + i % 30000
-        );
+    let ts = "2026-11-30T08:00:00.000Z";
+    let written = std::cell::Cell::new(0u64);
+    let mut put = |line: String| {
         out.write_all(line.as_bytes()).unwrap();
-        written += line.len() as u64;
+        out.write_all(b"\n").unwrap();
+        written.set(written.get() + line.len() as u64 + 1);
+    };
+    for p in 0..peers {
+        put(format!(
+            r#"{{"ts":"{ts}","ev":"start","identity":"p{p}","outcome":"added","source":"cli","pid":1}}"#
+        ));
+    }
+    // Then sessions, round the fleet: each launched, ready, and dead.
+    let mut i = 0u64;
+    while written.get() < mb * 1_000_000 {
+        let p = i % peers as u64;
+        put(format!(
+            r#"{{"ts":"{ts}","ev":"wake","identity":"p{p}","runtime":"shell","mode":"fresh","cause":"crash-or-self-close","session":"s-{i}","source":"cli","pid":2}}"#
+        ));
+        put(format!(
+            r#"{{"ts":"{ts}","ev":"ready","identity":"p{p}","runtime":"shell","mode":"fresh","cause":"crash-or-self-close","session":"s-{i}","latency_ms":20,"source":"cli","pid":2}}"#
+        ));
+        put(format!(
+            r#"{{"ts":"{ts}","ev":"supervise","identity":"p{p}","action":"reaped-gone","outcome":"fresh-on-next-message","session":"s-{i}","exit_status":"1","source":"daemon","pid":3}}"#
+        ));
         i += 1;
     }
     out.flush().unwrap();
@@ -115,6 +129,8 @@ fn iapeer(home: &Path) -> Command {
 }
 
 /// Wall time and peak RSS (kB) of one run.
+// The child is reaped by `wait4`, which also gives its peak RSS.
+#[allow(clippy::zombie_processes)]
 fn time_iapeer(home: &Path, args: &[&str]) -> (Duration, i64) {
     let t = Instant::now();
     let child = iapeer(home)
