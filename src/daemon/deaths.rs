@@ -33,6 +33,8 @@ pub(crate) struct DeathWatch {
     reserve: Vec<OwnedFd>,
     /// Descriptors ran short, and it was logged: said once per shortage.
     short: bool,
+    /// Sessions that could not be watched, their error logged once.
+    unwatched: std::collections::HashSet<Identity>,
 }
 
 /// What [`DeathWatch::watch`] found.
@@ -68,6 +70,7 @@ impl DeathWatch {
             wake: write,
             reserve: Vec::with_capacity(RESERVE),
             short: false,
+            unwatched: std::collections::HashSet::new(),
         };
         watch.refill();
         Ok(watch)
@@ -92,12 +95,17 @@ impl DeathWatch {
         match opened {
             Ok(Some(handle)) => {
                 self.send(Command::Watch(id.clone(), handle));
+                self.unwatched.remove(id);
                 self.refill();
                 Watch::Watching
             }
-            Ok(None) => Watch::Gone,
+            Ok(None) => {
+                self.unwatched.remove(id);
+                Watch::Gone
+            }
             Err(e) => {
-                if !std::mem::replace(&mut self.short, true) || !out_of_descriptors(&e) {
+                let short = out_of_descriptors(&e) && std::mem::replace(&mut self.short, true);
+                if self.unwatched.insert(id.clone()) && !short {
                     tracing::warn!(
                         "cannot watch pid {pid} of {id}: {e}; not a death: asked again on its \
                          next pass, and the tick checks it meanwhile"
@@ -125,7 +133,8 @@ impl DeathWatch {
         }
     }
 
-    pub(crate) fn forget(&self, id: &Identity) {
+    pub(crate) fn forget(&mut self, id: &Identity) {
+        self.unwatched.remove(id);
         self.send(Command::Forget(id.clone()));
     }
 
