@@ -19,9 +19,9 @@
 //! The flush is outside the lock so that writers do not take turns on it:
 //! each waits for its own `fdatasync`, which also covers every line written
 //! before it, so concurrent writers share one flush (a group commit) and
-//! each returns only once its line is durable. Waiting for the lock blocks
-//! in the kernel (no polling, so the lock is never left free while a
-//! waiter sleeps), bounded by `LOCK_WAIT`.
+//! each returns only once its line is durable. A writer that finds the
+//! lock held yields a few times, then waits for it in the kernel (never
+//! sleeping while the lock lies free), for at most `LOCK_WAIT`.
 //!
 //! Reading walks `lifecycle.log.N` … `.1`, then `lifecycle.log`, oldest
 //! first, and skips torn lines.
@@ -120,11 +120,12 @@ impl LogWriter {
         debug_assert!(!line.contains(&b'\n'));
         self.open_lock()?;
         let lock = self.lock.as_ref().expect("open_lock opened it");
-        lock_bounded(lock, &self.lock_path, self.lock_wait)?;
+        let waited = lock_bounded(lock, &self.lock_path, self.lock_wait)?;
         let result = self.append_locked(line);
         // Closing would release too; unlock now so a cached descriptor does
         // not keep others waiting.
         let _ = self.lock.as_ref().map(File::unlock);
+        drop(waited);
         result?;
         let (file, _) = self.file.as_ref().expect("append_locked opened the log");
         Ok(Unsynced {
@@ -262,21 +263,23 @@ impl Unsynced {
     }
 }
 
-/// Takes the lock, blocking in the kernel, for at most `wait`: a held
-/// lock is waited for on a helper thread (flock holds for the open file,
-/// which the helper shares), so that a holder stopped for ever costs this
-/// writer an error, not a hang.
-fn lock_bounded(file: &File, path: &Path, wait: Duration) -> Result<()> {
-    // Held for a write's time only (the flush is outside): giving the CPU
-    // up a few times usually finds it free, cheaper than a thread.
+/// Takes the lock for at most `wait`. First on `file`, giving the CPU up
+/// between a few tries (it is held for a write's time only, the flush
+/// being outside); then blocking in the kernel on a helper thread, with an
+/// open file of its own, so that a holder stopped for ever costs this
+/// writer an error, not a hang. The lock is then held through that file,
+/// returned: it is let go when dropped.
+fn lock_bounded(file: &File, path: &Path, wait: Duration) -> Result<Option<File>> {
     for _ in 0..SPINS {
         match file.try_lock() {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(None),
             Err(fs::TryLockError::WouldBlock) => std::thread::yield_now(),
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(path, "lock", e)),
         }
     }
-    let shared = file.try_clone().map_err(|e| Error::io(path, "lock", e))?;
+    // Its own open file: a lock it takes after this writer gave up is its
+    // own to let go, never this writer's later one.
+    let own = crate::store::fsutil::open_lock_file(path)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     // Set by a waiter that gave up, under this mutex, so the lock taken
     // after it did is let go again, never kept by nobody.
@@ -285,15 +288,12 @@ fn lock_bounded(file: &File, path: &Path, wait: Duration) -> Result<()> {
     std::thread::Builder::new()
         .name("log-lock".into())
         .spawn(move || {
-            let taken = shared.lock();
+            let taken = own.lock().map(|()| own);
             let gone = gave_up.lock().unwrap_or_else(|p| p.into_inner());
-            if *gone {
-                if taken.is_ok() {
-                    let _ = shared.unlock();
-                }
-            } else {
+            if !*gone {
                 let _ = tx.send(taken);
             }
+            // Given up on: dropped here, and the lock with it.
         })
         .map_err(|e| Error::io(path, "lock (a thread to wait on)", e))?;
     let got = rx.recv_timeout(wait).or_else(|_| {
@@ -302,7 +302,7 @@ fn lock_bounded(file: &File, path: &Path, wait: Duration) -> Result<()> {
         rx.try_recv()
     });
     match got {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(held)) => Ok(Some(held)),
         Ok(Err(e)) => Err(Error::io(path, "lock", e)),
         Err(_) => Err(Error::failed(
             path.display().to_string(),
