@@ -12,7 +12,7 @@ use crate::core::peer::Peer;
 use crate::core::record::Entry;
 use crate::core::session::{Liveness, Standing};
 use crate::engine::ctx::Ctx;
-use crate::store::markers::Flag;
+use crate::store::markers::{Flag, Marker, Present};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -104,31 +104,52 @@ pub(crate) fn peer_status(
     last: Option<&Entry>,
     now: EpochMs,
 ) -> PeerStatus {
+    peer_status_in(ctx, peer, None, last, now)
+}
+
+/// [`peer_status`], sparing the reads of files that a scan of the state
+/// directory (`present`) found missing.
+fn peer_status_in(
+    ctx: &Ctx,
+    peer: &Peer,
+    present: Option<Present>,
+    last: Option<&Entry>,
+    now: EpochMs,
+) -> PeerStatus {
     let id = peer.identity();
+    let may_have = |m: Marker| present.is_none_or(|p| p.has(m));
     let mut problem = None;
     let mut note = |e: crate::Error| {
         problem.get_or_insert_with(|| e.to_string());
     };
-    let stopped = ctx.state.flag(&id, Flag::Stopped).unwrap_or_else(|e| {
-        note(e);
-        None
-    });
-    let failed = ctx.state.flag(&id, Flag::Failed).unwrap_or_else(|e| {
-        note(e);
-        None
-    });
-    let parked = ctx.state.flag(&id, Flag::IdleReaped).unwrap_or_else(|e| {
-        note(e);
-        None
-    });
-    let deaths = ctx.state.deaths(&id).map(|d| d.ring).unwrap_or_else(|e| {
-        note(e);
+    let mut flag = |f: Flag| {
+        if !may_have(f.marker()) {
+            return None;
+        }
+        ctx.state.flag(&id, f).unwrap_or_else(|e| {
+            note(e);
+            None
+        })
+    };
+    let stopped = flag(Flag::Stopped);
+    let failed = flag(Flag::Failed);
+    let parked = flag(Flag::IdleReaped);
+    let deaths = if may_have(Marker::Deaths) {
+        ctx.state.deaths(&id).map(|d| d.ring).unwrap_or_else(|e| {
+            note(e);
+            Default::default()
+        })
+    } else {
         Default::default()
-    });
-    let rec = ctx.state.session(&id).unwrap_or_else(|e| {
-        note(e);
+    };
+    let rec = if may_have(Marker::Session) {
+        ctx.state.session(&id).unwrap_or_else(|e| {
+            note(e);
+            None
+        })
+    } else {
         None
-    });
+    };
     let policy = crate::engine::wake::guard_policy(ctx);
     let guard = deaths.guard(now, policy);
     let live = rec.as_ref().filter(|r| {
@@ -217,12 +238,19 @@ pub(crate) fn with_metrics(
     last: impl Fn(&str) -> Option<Entry>,
 ) -> Vec<std::result::Result<PeerStatus, crate::Error>> {
     let now = ctx.now();
+    // One listing of the state directory: most peers have few of their
+    // files, and the missing ones are then not opened one by one.
+    let scan = (peers.len() > 1).then(|| ctx.state.scan().ok()).flatten();
+    let present = |p: &Peer| {
+        scan.as_ref()
+            .map(|all| all.get(&p.identity()).copied().unwrap_or_default())
+    };
     peers
         .into_iter()
         .map(|p| {
             p.map(|peer| {
                 let last = last(&peer.name);
-                let mut s = peer_status(ctx, &peer, last.as_ref(), now);
+                let mut s = peer_status_in(ctx, &peer, present(&peer), last.as_ref(), now);
                 let m = metrics.peers.get(&peer.name).cloned().unwrap_or_default();
                 if s.last_decision.is_none() {
                     s.last_decision = m.last_event.as_ref().map(|e| LastDecision {

@@ -39,16 +39,12 @@ pub(crate) fn save_peer(paths: &Paths, peer: &Peer) -> Result<()> {
 /// Every definition under `peers/`, sorted by name; a broken one is returned
 /// as its error, so one bad file never hides the others.
 pub(crate) fn load_peers(paths: &Paths) -> Result<Vec<Result<Peer>>> {
-    Ok(fsutil::json_files(&paths.peers)?
-        .into_iter()
-        .map(|(stem, path)| {
-            let id = Identity::parse(&stem).map_err(|e| {
-                Error::input(path.display().to_string(), e.to_string(), "rename the file")
-            })?;
-            let bytes = read_definition(&path)?;
-            peer::parse(&path, &bytes, Some(&id))
-        })
-        .collect())
+    read_all(&paths.peers, |stem, path, bytes| {
+        let id = Identity::parse(&stem).map_err(|e| {
+            Error::input(path.display().to_string(), e.to_string(), "rename the file")
+        })?;
+        peer::parse(&path, &bytes, Some(&id))
+    })
 }
 
 /// Reads a definition file: a regular file of reasonable size, that only
@@ -56,29 +52,71 @@ pub(crate) fn load_peers(paths: &Paths) -> Result<Vec<Result<Peer>>> {
 /// A definition is a command the daemon runs: one another user could have
 /// written or swapped is never read.
 pub(crate) fn read_definition(file: &Path) -> Result<Vec<u8>> {
-    use std::os::unix::fs::MetadataExt;
     if let Some(dir) = file.parent() {
-        let d = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, "inspect", e))?;
-        fsutil::check_owner(dir, d.uid())?;
-        if d.mode() & 0o022 != 0 {
-            return Err(Error::unsafe_file(
-                dir,
-                format!(
-                    "others may write in it (mode {:o}), so a definition in it could be anyone's; \
-                     `chmod 700 {}`",
-                    d.mode() & 0o777,
-                    dir.display()
-                ),
-            ));
-        }
+        check_definition_dir(dir)?;
     }
-    let meta = fs::symlink_metadata(file).map_err(|e| Error::io(file, "read", e))?;
-    if meta.file_type().is_symlink() {
+    read_definition_file(file)
+}
+
+/// Every definition in `dir` read by `parse`, the folder checked once for
+/// all of them (a folder another user may write in fails every one).
+fn read_all<T>(
+    dir: &Path,
+    mut parse: impl FnMut(String, PathBuf, Vec<u8>) -> Result<T>,
+) -> Result<Vec<Result<T>>> {
+    let files = fsutil::json_files(dir)?;
+    let dir_ok = check_definition_dir(dir).is_ok();
+    Ok(files
+        .into_iter()
+        .map(|(stem, path)| {
+            let bytes = if dir_ok {
+                read_definition_file(&path)?
+            } else {
+                read_definition(&path)?
+            };
+            parse(stem, path, bytes)
+        })
+        .collect())
+}
+
+/// The folder of definitions: this user's, and only this user may write
+/// in it.
+fn check_definition_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let d = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, "inspect", e))?;
+    fsutil::check_owner(dir, d.uid())?;
+    if d.mode() & 0o022 != 0 {
         return Err(Error::unsafe_file(
-            file,
-            "it is a symlink; definitions are read only from real files",
+            dir,
+            format!(
+                "others may write in it (mode {:o}), so a definition in it could be anyone's; \
+                 `chmod 700 {}`",
+                d.mode() & 0o777,
+                dir.display()
+            ),
         ));
     }
+    Ok(())
+}
+
+/// One definition file, opened without following a symlink and checked on
+/// the open file (so it cannot be swapped between the check and the read).
+fn read_definition_file(file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = fs::OpenOptions::new()
+        .read(true)
+        // O_NONBLOCK: a FIFO planted here must not hang the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(file)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::unsafe_file(
+                file,
+                "it is a symlink; definitions are read only from real files",
+            ),
+            _ => Error::io(file, "read", e),
+        })?;
+    let meta = f.metadata().map_err(|e| Error::io(file, "read", e))?;
     if !meta.is_file() {
         return Err(Error::unsafe_file(file, "it is not a regular file"));
     }
@@ -102,7 +140,11 @@ pub(crate) fn read_definition(file: &Path) -> Result<Vec<u8>> {
             ),
         ));
     }
-    fs::read(file).map_err(|e| Error::io(file, "read", e))
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(DEFINITION_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(file, "read", e))?;
+    Ok(bytes)
 }
 
 pub(crate) fn pool_file(paths: &Paths, name: &str) -> PathBuf {
@@ -142,13 +184,9 @@ pub(crate) fn load_pool_removal(paths: &Paths, name: &str) -> Result<Option<Pool
 
 /// Every pool, sorted by name; a broken one as its error.
 pub(crate) fn load_pools(paths: &Paths) -> Result<Vec<Result<Pool>>> {
-    Ok(fsutil::json_files(&paths.pools)?
-        .into_iter()
-        .map(|(stem, path)| {
-            let bytes = read_definition(&path)?;
-            pool::parse(&path, &bytes, Some(&stem))
-        })
-        .collect())
+    read_all(&paths.pools, |stem, path, bytes| {
+        pool::parse(&path, &bytes, Some(&stem))
+    })
 }
 
 /// Refuses a pool whose members would take a name another peer or pool
