@@ -348,12 +348,16 @@ fn interrupt_stops_the_running_turn_and_the_session_goes_on() {
         last_screen(&home, "ivy")
     );
     assert!(home.has("ivy", "session"), "the session goes on");
-    // As captured in fixtures/real/claude/interrupted-tool.txt.
-    let screen = stdout(&home.run(&["peek", "ivy", "-n", "30"]));
-    assert!(
-        screen.contains("Interrupted · What should Claude do instead?"),
-        "{screen}"
-    );
+    // As captured in fixtures/real/claude/interrupted-tool.txt: drawn a
+    // moment after the turn is recorded over.
+    let notice = "Interrupted · What should Claude do instead?";
+    let mut screen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !screen.contains(notice) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        screen = stdout(&home.run(&["peek", "ivy", "-n", "30"]));
+    }
+    assert!(screen.contains(notice), "{screen}");
 }
 
 /// A project with a new MCP server in its `.mcp.json`: Claude asks before
