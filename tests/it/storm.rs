@@ -6,9 +6,10 @@
 //! home's socket, an unverified pid, a copied home's) and script
 //! `touch`es, while the daemon is `kill -9`ed at random moments and
 //! restarted, every other run held to a few open files. After every kill
-//! the invariants are checked from disk (see `support::invariants`), and
-//! at the end nothing a hostile record named was touched. `make test` runs IAPEER_STORM_KILLS (default
-//! 20) kills; `make stress` runs 250.
+//! the invariants are checked from disk (see `support::invariants`); at
+//! the end, that nothing a hostile record named was touched and that
+//! `why` tells every peer's whole story. `make test` runs
+//! IAPEER_STORM_KILLS (default 20) kills; `make stress` runs 250.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
