@@ -139,7 +139,6 @@ fn set_fsize(pid: i32, limit: Option<u64>) {
     );
 }
 
-/// Sets a child's resource limit (soft `cur`, hard `max`).
 #[test]
 fn a_full_disk_holds_the_decision_back_and_the_daemon_keeps_running() {
     let mut home = Home::new();

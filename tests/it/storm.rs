@@ -197,21 +197,9 @@ impl Drop for Bystanders {
 /// another state directory (a copied home). The daemon and the CLIs meet
 /// it meanwhile; none may act on it.
 fn hostile_record(home: &Home, name: &str, bystander: u32, nonce: u64) {
-    use std::os::fd::AsRawFd;
-    let Ok(lock) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(home.marker(name, "lock"))
-    else {
+    let Some(lock) = take_wake_lock(home, name) else {
         return;
     };
-    // SAFETY: flock on a descriptor we own; released when it closes.
-    let flock = |how| unsafe { libc::flock(lock.as_raw_fd(), how) } == 0;
-    if !flock(libc::LOCK_EX | libc::LOCK_NB) {
-        return;
-    }
     if home.has(name, "session") {
         return;
     }
@@ -241,12 +229,12 @@ fn hostile_record(home: &Home, name: &str, bystander: u32, nonce: u64) {
     let tmp = home.lifecycle().join(format!(".{name}.session.tmp"));
     let _ = std::fs::write(&tmp, serde_json::to_vec(&rec).unwrap());
     let _ = std::fs::rename(&tmp, &path);
-    flock(libc::LOCK_UN);
+    let _ = lock.unlock();
     std::thread::sleep(Duration::from_millis(200));
     // Taken away under the lock, if it is still the one planted (the last
     // kind may have been ended as a live session meanwhile, and a new one
     // launched).
-    if flock(libc::LOCK_EX) {
+    if lock.lock().is_ok() {
         let ours = home
             .session(name)
             .is_some_and(|r| r["session"].as_str() == Some(planted.as_str()));
@@ -260,20 +248,9 @@ fn hostile_record(home: &Home, name: &str, bystander: u32, nonce: u64) {
 /// its processes long gone. Written under the peer's wake lock, as only a
 /// launch would write it, and only where no session is recorded.
 fn host_restart_record(home: &Home, name: &str) {
-    use std::os::fd::AsRawFd;
-    let Ok(lock) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(home.marker(name, "lock"))
-    else {
+    let Some(_lock) = take_wake_lock(home, name) else {
         return;
     };
-    // SAFETY: flock on a descriptor we own; released when it closes.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return;
-    }
     if home.has(name, "session") {
         return;
     }
@@ -297,6 +274,20 @@ fn host_restart_record(home: &Home, name: &str) {
     let tmp = home.lifecycle().join(format!(".{name}.session.tmp"));
     let _ = std::fs::write(&tmp, serde_json::to_vec(&rec).unwrap());
     let _ = std::fs::rename(&tmp, home.marker(name, "session"));
+}
+
+/// `name`'s wake lock, taken as a launch takes it (released when the file
+/// closes), if nobody holds it now.
+fn take_wake_lock(home: &Home, name: &str) -> Option<std::fs::File> {
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(home.marker(name, "lock"))
+        .ok()?;
+    lock.try_lock().ok()?;
+    Some(lock)
 }
 
 fn storm(kills: usize) -> Counts {

@@ -347,7 +347,8 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// Sets a resource limit of a process we started (`prlimit`).
+/// Sets a resource limit of a process we started (`prlimit`): soft `cur`,
+/// hard `max`.
 pub fn set_limit(pid: i32, resource: libc::__rlimit_resource_t, cur: u64, max: u64) {
     let lim = libc::rlimit {
         rlim_cur: cur,
