@@ -54,9 +54,7 @@ pub(crate) fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
                 return false;
             }
             let end = brought_up && history::is_end(&e);
-            let launch = e.str("ev") == Some("wake")
-                && matches!(e.str("mode"), Some("fresh" | "resume"))
-                && e.str("cause") != Some("resume-failed-fresh");
+            let launch = history::is_launch(&e) && e.str("cause") != Some("resume-failed-fresh");
             brought_up |= launch;
             mine.push(e);
             !end

@@ -92,6 +92,11 @@ pub(crate) fn is_end(e: &Entry) -> bool {
     }
 }
 
+/// Whether `e` is a launch decision (`wake` fresh or resume).
+pub(crate) fn is_launch(e: &Entry) -> bool {
+    e.str("ev") == Some("wake") && matches!(e.str("mode"), Some("fresh" | "resume"))
+}
+
 /// Folds one peer's lines, oldest first, into its history.
 pub fn history<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> History {
     let mut h = History::default();
@@ -99,7 +104,7 @@ pub fn history<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> History {
     for e in entries {
         let ev = e.str("ev").unwrap_or("");
         let mode = e.str("mode");
-        if ev == "wake" && matches!(mode, Some("fresh" | "resume")) {
+        if is_launch(e) {
             if e.str("cause") == Some("resume-failed-fresh") {
                 h.failed_resume = h.bring_up.take();
                 h.lines.push(e.line.clone());
