@@ -8,10 +8,11 @@
 //!
 //! A benchmark prints; it asserts nothing.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 const RUNS: usize = 5;
 
@@ -73,37 +74,7 @@ fn fill(home: &Path, peers: usize, mb: u64) {
         std::fs::write(dir.join(format!("p{i}.json")), def.to_string()).unwrap();
     }
     let log = home.join("logs/iapeer/lifecycle.log");
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
-    let ts = "2026-11-30T08:00:00.000Z";
-    let written = std::cell::Cell::new(0u64);
-    let mut put = |line: String| {
-        out.write_all(line.as_bytes()).unwrap();
-        out.write_all(b"\n").unwrap();
-        written.set(written.get() + line.len() as u64 + 1);
-    };
-    for p in 0..peers {
-        put(format!(
-            r#"{{"ts":"{ts}","ev":"start","identity":"p{p}","outcome":"added","source":"cli","pid":1}}"#
-        ));
-    }
-    // Then sessions, round the fleet: each launched, ready, and dead.
-    let mut i = 0u64;
-    while written.get() < mb * 1_000_000 {
-        let p = i % peers as u64;
-        put(format!(
-            r#"{{"ts":"{ts}","ev":"wake","identity":"p{p}","runtime":"shell","mode":"fresh","cause":"crash-or-self-close","session":"s-{i}","source":"cli","pid":2}}"#
-        ));
-        put(format!(
-            r#"{{"ts":"{ts}","ev":"ready","identity":"p{p}","runtime":"shell","mode":"fresh","cause":"crash-or-self-close","session":"s-{i}","latency_ms":20,"source":"cli","pid":2}}"#
-        ));
-        put(format!(
-            r#"{{"ts":"{ts}","ev":"supervise","identity":"p{p}","action":"reaped-gone","outcome":"fresh-on-next-message","session":"s-{i}","exit_status":"1","source":"daemon","pid":3}}"#
-        ));
-        i += 1;
-    }
-    out.flush().unwrap();
-    drop(out);
+    common::write_history(&log, peers, mb);
     let mut daemon = iapeer(home)
         .env("IAPEER_LIFECYCLE_LOG_MAX_BYTES", "100000000000")
         .arg("daemon")

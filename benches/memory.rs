@@ -13,10 +13,11 @@
 //!
 //! A benchmark prints; it asserts nothing.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 fn main() {
     cycles();
@@ -55,6 +56,27 @@ impl Home {
             "iapeer {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Adds `n` shell peers, `p0` …; their names.
+    fn add_shell_peers(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let name = format!("p{i}");
+                self.run(&[
+                    "add",
+                    &name,
+                    "--cwd",
+                    "/tmp",
+                    "--runtime",
+                    "shell",
+                    "--",
+                    "sleep",
+                    "100000",
+                ]);
+                name
+            })
+            .collect()
     }
 
     fn log(&self) -> PathBuf {
@@ -210,19 +232,7 @@ fn cycles() {
 
 fn idle_passes() {
     let home = Home::new();
-    for i in 0..100 {
-        let name = format!("p{i}");
-        home.run(&[
-            "add",
-            &name,
-            "--cwd",
-            "/tmp",
-            "--runtime",
-            "shell",
-            "--",
-            "sleep",
-            "100000",
-        ]);
+    for name in home.add_shell_peers(100) {
         home.run(&["wake", &name]);
     }
     let daemon = home.daemon("0.1");
@@ -244,41 +254,11 @@ fn start_over_a_large_log() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let home = Home::new();
-    for i in 0..100 {
-        let name = format!("p{i}");
-        home.run(&[
-            "add",
-            &name,
-            "--cwd",
-            "/tmp",
-            "--runtime",
-            "shell",
-            "--",
-            "sleep",
-            "100000",
-        ]);
-    }
+    home.add_shell_peers(100);
     // Decisions about those peers, as a long history leaves them: one
     // retained file (rotation off), `mb` MB of it.
     let log = home.log();
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
-    let mut written = 0u64;
-    let mut i = 0u64;
-    while written < mb * 1_000_000 {
-        let line = format!(
-            "{{\"ts\":\"2026-11-30T08:{:02}:{:02}.000Z\",\"ev\":\"wake\",\"identity\":\"p{}\",\"runtime\":\"shell\",\"mode\":\"fresh\",\"cause\":\"crash-or-self-close\",\"session\":\"s-{i}\",\"source\":\"cli\",\"pid\":{}}}\n",
-            (i / 60) % 60,
-            i % 60,
-            i % 100,
-            1000 + i % 30000
-        );
-        out.write_all(line.as_bytes()).unwrap();
-        written += line.len() as u64;
-        i += 1;
-    }
-    out.flush().unwrap();
-    drop(out);
+    let i = common::write_history(&log, 100, mb);
     let run_once = |label: &str| {
         let offset = std::fs::metadata(&log).map_or(0, |m| m.len());
         let t = Instant::now();
