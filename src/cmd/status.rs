@@ -93,6 +93,7 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
         let mut header = vec![
             "NAME",
             "STATE",
+            "ACTIVITY",
             "RUNTIME",
             "POLICY",
             "UP",
@@ -100,7 +101,7 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
             "LAST DECISION",
         ];
         if wide {
-            header.splice(5..5, ["SESSION", "PID", "CAUSE"]);
+            header.splice(6..6, ["SESSION", "PID", "CAUSE"]);
         }
         let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
         for s in &peers {
@@ -112,6 +113,16 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
                 } else {
                     state.to_owned()
                 },
+                s.activity.as_ref().map_or("-".to_owned(), |a| {
+                    match clock::parse_rfc3339(&a.since) {
+                        Some(t) => format!(
+                            "{} {}",
+                            a.state,
+                            human_age(now.saturating_sub(t).max(0) as u64 / 1000)
+                        ),
+                        None => a.state.clone(),
+                    }
+                }),
                 s.runtime.clone(),
                 match &s.pool {
                     Some(p) => format!("{}@{p}", s.policy),
@@ -133,7 +144,7 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
             if wide {
                 let i = s.session.as_ref();
                 row.splice(
-                    5..5,
+                    6..6,
                     [
                         i.map_or("-".into(), |i| {
                             i.session.get(..8).unwrap_or(&i.session).to_owned()

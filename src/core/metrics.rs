@@ -33,6 +33,23 @@ pub struct PeerMetrics {
     pub idle_seconds: Option<u64>,
     /// The last task a session died working on: reported, not lost.
     pub crashed_task: Option<CrashedTask>,
+    /// The live session's activity, by its last `activity` line; none once
+    /// the session has ended.
+    pub activity: Option<LastActivity>,
+}
+
+/// A session's activity state, as its last `activity` line says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastActivity {
+    pub state: String,
+    pub since: String,
+    pub session: String,
+    /// What says so (the runtime's words), when something does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `limited`: when it lifts, when the runtime says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +83,10 @@ pub struct Folded {
 impl Folded {
     pub fn apply(&mut self, e: &Entry) {
         self.metrics.apply(e);
+        if e.ev() == Some(crate::core::vocab::Ev::Activity) {
+            // Not a decision: status shows it in a column of its own.
+            return;
+        }
         if let Some(id) = e.identity() {
             self.last.insert(id.to_owned(), e.clone());
         }
@@ -85,6 +106,23 @@ impl Metrics {
         }
         let m = self.peers.entry(id.to_owned()).or_default();
         let ev = e.str("ev").unwrap_or("");
+        if ev == "activity" {
+            // What the session is doing, not a lifecycle event.
+            m.activity = match (e.str("state"), e.str("session")) {
+                (Some(state), Some(session)) => Some(LastActivity {
+                    state: state.to_owned(),
+                    since: e.str("since").or(e.str("ts")).unwrap_or("").to_owned(),
+                    session: session.to_owned(),
+                    reason: e.str("reason").map(str::to_owned),
+                    until: e.str("retry_after").map(str::to_owned),
+                }),
+                _ => None,
+            };
+            return;
+        }
+        if crate::core::history::is_end(e) || crate::core::history::is_launch(e) {
+            m.activity = None;
+        }
         let mode = e.str("mode");
         let cause = e.str("cause");
         let action = e.str("action");
@@ -275,6 +313,44 @@ impl Metrics {
                 .map(|(p, s)| (format!("{},state=\"{s}\"", l(p)), 1.0))
                 .collect(),
         );
+        // Every activity state of every live peer, 0 or 1, so a query over
+        // a state always has a series to read.
+        let live: Vec<&String> = states
+            .iter()
+            .filter(|(_, s)| **s == "alive")
+            .map(|(p, _)| p)
+            .collect();
+        family(
+            "iapeer_peer_activity",
+            "gauge",
+            "1 for what the live session is doing (working, waiting, idle, limited, stuck, unknown).",
+            live.iter()
+                .flat_map(|p| {
+                    let now = self
+                        .peers
+                        .get(p.as_str())
+                        .and_then(|m| m.activity.as_ref())
+                        .map_or("unknown", |a| a.state.as_str())
+                        .to_owned();
+                    crate::core::activity::State::ALL.into_iter().map(move |st| {
+                        let v = if st.as_str() == now { 1.0 } else { 0.0 };
+                        (format!("{},state=\"{st}\"", l(p)), v)
+                    })
+                })
+                .collect(),
+        );
+        family(
+            "iapeer_peer_activity_since_timestamp_seconds",
+            "gauge",
+            "When the live session entered its activity state.",
+            live.iter()
+                .filter_map(|p| {
+                    let a = self.peers.get(p.as_str())?.activity.as_ref()?;
+                    let ms = crate::core::clock::parse_rfc3339(&a.since)?;
+                    Some((l(p), ms as f64 / 1000.0))
+                })
+                .collect(),
+        );
         out
     }
 }
@@ -323,6 +399,30 @@ mod tests {
             member.crashed_task.as_ref().map(|c| c.task.as_str()),
             Some("fix the flaky test")
         );
+    }
+
+    #[test]
+    fn an_activity_is_the_sessions_until_it_ends_and_no_decision() {
+        let golden = include_str!("../../fixtures/lifecycle.golden.jsonl");
+        let lines: Vec<&str> = golden.lines().collect();
+        let waiting = lines
+            .iter()
+            .position(|l| l.contains("\"state\":\"waiting\""))
+            .unwrap();
+        let m = fold(&lines[..=waiting]);
+        let a = m.peers["ccl-auto-11"].activity.clone().unwrap();
+        assert_eq!(
+            (a.state.as_str(), a.reason.as_deref()),
+            ("waiting", Some("permission prompt"))
+        );
+        assert_eq!(a.since, "2026-11-21T06:50:38.011Z");
+        let last = m.peers["ccl-auto-11"].last_event.clone().unwrap();
+        assert_eq!(
+            last.kind, "wake",
+            "an activity line is not the last decision"
+        );
+        // The session's end ends it.
+        assert_eq!(fold(&lines).peers["ccl-auto-11"].activity, None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! reads a file, a process or the clock (`clock::now_ms` is the one reading
 //! the shell calls; decisions take `now` as an argument).
 
+pub mod activity;
 pub mod backoff;
 pub mod clock;
 pub mod crash_ring;

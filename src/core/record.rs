@@ -58,6 +58,12 @@ pub struct Record {
     /// `tick-error` lines: how often the error before it recurred unlogged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeats: Option<u64>,
+    /// `activity` lines: the state entered (DESIGN §12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// `activity` lines: when it was first read (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     pub source: Source,
     pub pid: u32,
 }
@@ -86,6 +92,8 @@ impl Record {
             error: None,
             dialog: None,
             repeats: None,
+            state: None,
+            since: None,
             source,
             pid: std::process::id(),
         }

@@ -19,10 +19,12 @@ pub enum Ev {
     Start,
     Reset,
     Daemon,
+    /// A live session's activity state changed (DESIGN §12).
+    Activity,
 }
 
 impl Ev {
-    pub const ALL: [Ev; 7] = [
+    pub const ALL: [Ev; 8] = [
         Ev::Wake,
         Ev::Ready,
         Ev::Supervise,
@@ -30,6 +32,7 @@ impl Ev {
         Ev::Start,
         Ev::Reset,
         Ev::Daemon,
+        Ev::Activity,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Ev {
             Ev::Start => "start",
             Ev::Reset => "reset",
             Ev::Daemon => "daemon",
+            Ev::Activity => "activity",
         }
     }
 

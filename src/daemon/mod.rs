@@ -9,7 +9,9 @@
 //! per identity, under that identity's wake lock, so a slow boot never holds
 //! up the loop: a death elsewhere is still seen in milliseconds.
 
+pub mod activity;
 pub(crate) mod deaths;
+pub(crate) mod hooks;
 pub(crate) mod lock;
 pub(crate) mod signals;
 mod supervisor;
@@ -113,6 +115,13 @@ pub(crate) fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32
     let logged = Arc::new(LogChanges::default());
     let _watch = watcher::start(&ctx.config.paths, tx.clone(), Arc::clone(&logged))?;
     let mut sup = Supervisor::new(Arc::clone(&ctx), tx)?;
+    sup.activity_reader().start().map_err(|e| {
+        Error::failed(
+            "activity reader",
+            e.to_string(),
+            "check the system's thread limits",
+        )
+    })?;
     let notifier = Notifier::from_env();
 
     let mut banner = format!(

@@ -18,7 +18,7 @@ use crate::core::metrics;
 use crate::core::pass;
 use crate::core::pass::PassAction;
 use crate::core::peer::Peer;
-use crate::core::session::Liveness;
+use crate::core::session::{Liveness, SessionRecord};
 use crate::core::vocab::{Action, Ev, Outcome};
 use crate::engine::ctx::Ctx;
 use crate::engine::supervise;
@@ -29,7 +29,9 @@ use crate::store::log;
 use crate::store::markers;
 use crate::store::markers::Present;
 
+use super::activity;
 use super::deaths::{DeathWatch, Watch};
+use super::hooks::{Hooks, Notice};
 use super::Event;
 
 /// How long a worker that found the lock held waits before looking again
@@ -100,6 +102,9 @@ pub struct Supervisor {
     /// The state directory was replaced under the daemon: it acts no more.
     state_replaced: bool,
     state_checked: Option<Instant>,
+    /// The live, ready sessions, for the activity reader.
+    sessions: activity::Sessions,
+    hooks: Hooks,
 }
 
 /// A file rewritten when something changed, at most once per
@@ -199,6 +204,7 @@ impl Supervisor {
                 "check the system's thread limits",
             )
         })?;
+        let ctx_config = ctx.config.clone();
         let mut s = Supervisor {
             ctx,
             events,
@@ -223,10 +229,45 @@ impl Supervisor {
             checkpoint: Rewrite::default(),
             state_replaced: false,
             state_checked: None,
+            sessions: activity::Sessions::default(),
+            hooks: Hooks::new(&ctx_config),
         };
         s.reload_peers()?;
         s.refresh_metrics();
         Ok(s)
+    }
+
+    /// The activity reader, fed by this supervisor's passes.
+    pub(crate) fn activity_reader(&self) -> activity::Reader {
+        activity::Reader::new(
+            Arc::clone(&self.ctx),
+            Arc::clone(&self.sessions),
+            self.metrics(),
+            self.hooks.clone(),
+        )
+    }
+
+    /// Hands the activity reader the session as this pass read it: a live,
+    /// ready session of a defined peer, or nothing.
+    fn share_session(&self, id: &Identity, rec: Option<&SessionRecord>, readable: bool) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        match (rec, self.peers.get(id)) {
+            (Some(rec), Some(peer)) if readable => {
+                let same = sessions
+                    .get(id)
+                    .is_some_and(|l| l.rec == *rec && l.peer == *peer);
+                if !same {
+                    let live = activity::Live {
+                        peer: peer.clone(),
+                        rec: rec.clone(),
+                    };
+                    sessions.insert(id.clone(), Arc::new(live));
+                }
+            }
+            _ => {
+                sessions.remove(id);
+            }
+        }
     }
 
     /// The live metrics, shared with the HTTP server.
@@ -502,6 +543,11 @@ impl Supervisor {
                 self.streaks.remove(id);
             }
         }
+        let readable = facts
+            .session
+            .as_ref()
+            .is_some_and(|s| s.is_alive() && s.ready);
+        self.share_session(id, rec.as_ref(), readable);
         match (&facts.session, &rec) {
             (Some(s), Some(r)) if s.is_alive() => {
                 // Gone: this pass finds the death. Later: not a death,
@@ -729,10 +775,16 @@ impl Supervisor {
     /// no automatic relaunch until `reset` or `start`.
     fn give_up(&mut self, id: &Identity) {
         let streak = self.streaks.get(id).copied().unwrap_or_default();
-        if let Err(e) =
-            crate::engine::ending::give_up(&self.ctx, id, streak.refusals, streak.deaths)
-        {
-            self.tick_error(id, &e);
+        match crate::engine::ending::give_up(&self.ctx, id, streak.refusals, streak.deaths) {
+            Ok(why) => self.hooks.fire(Notice {
+                peer: id.clone(),
+                state: "failed".into(),
+                previous: "crash-looping".into(),
+                since: crate::core::clock::format_ms(self.ctx.now()),
+                why: format!("{id} failed: {why}"),
+                session: None,
+            }),
+            Err(e) => self.tick_error(id, &e),
         }
         self.backoff.remove(id);
     }

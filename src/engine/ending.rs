@@ -108,7 +108,8 @@ pub(crate) fn end_for_relaunch(ctx: &Ctx, id: &Identity, rec: SessionRecord) -> 
 /// Gives up on a peer that kept dying: `refusals` windows refused by the
 /// crash-loop guard and `deaths` deaths in a row, with no healthy run
 /// between (DESIGN §5). `.failed`, then the line.
-pub(crate) fn give_up(ctx: &Ctx, id: &Identity, refusals: u32, deaths: u32) -> Result<()> {
+/// Returns the reason it gave.
+pub(crate) fn give_up(ctx: &Ctx, id: &Identity, refusals: u32, deaths: u32) -> Result<String> {
     let now = ctx.now();
     let reason = format!(
         "{deaths} deaths in a row with no healthy run, {refusals} crash-loop window(s) refused; \
@@ -120,9 +121,10 @@ pub(crate) fn give_up(ctx: &Ctx, id: &Identity, refusals: u32, deaths: u32) -> R
         .identity(id)
         .action(Action::GaveUp)
         .outcome(Outcome::Failed)
-        .reason(reason);
+        .reason(&reason);
     line.deaths = Some(ctx.state.deaths(id)?.ring.entries().len() as u64);
-    ctx.log(&line)
+    ctx.log(&line)?;
+    Ok(reason)
 }
 
 /// Settles a session the host restarted under (its `boot_id` is not this

@@ -3,6 +3,7 @@
 //! supervise pass (`supervise`), dispatch to pools, and status. The
 //! decisions come from `core`; files from `store`; sessions from `runtime`.
 
+pub(crate) mod activity;
 pub(crate) mod boot;
 pub(crate) mod conversation;
 pub mod ctx;

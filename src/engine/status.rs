@@ -78,6 +78,9 @@ pub(crate) struct PeerStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
     pub lifecycle_state: LifecycleState,
+    /// What the live session is doing, by the daemon's last reading of it
+    /// (DESIGN §12); none without a live session or a reading.
+    pub activity: Option<metrics::LastActivity>,
     pub session: Option<SessionInfo>,
     pub deaths_in_window: usize,
     pub retry_after: Option<String>,
@@ -196,6 +199,7 @@ fn peer_status_in(
         policy: peer.policy.as_str().to_owned(),
         pool: peer.pool.clone(),
         lifecycle_state: state,
+        activity: None,
         session,
         deaths_in_window: deaths.count_in_window(now, policy.window_ms),
         retry_after: match guard {
@@ -259,6 +263,11 @@ pub(crate) fn with_metrics(
                         summary: e.summary.clone(),
                     });
                 }
+                s.activity = m
+                    .activity
+                    .as_ref()
+                    .filter(|a| s.session.as_ref().is_some_and(|i| i.session == a.session))
+                    .cloned();
                 s.lifecycle_metrics = m;
                 s
             })

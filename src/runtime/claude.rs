@@ -10,10 +10,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use super::TurnRecord;
 use super::{
     argv, cwd_forms, entry_timestamp, is_prompt_line, last_timestamp, screen_has, Conversation,
     Dialog, LaunchPlan, Runtime, Screen,
 };
+use crate::core::activity::{ScreenTurn, Turn};
 use crate::core::clock::EpochMs;
 use crate::core::identity;
 use crate::core::peer::{Peer, RuntimeKind};
@@ -101,6 +103,9 @@ struct ProcessRecord {
     session_id: String,
     /// `idle`, `busy`, `waiting`.
     status: Option<String>,
+    /// What it waits for while `waiting` (`permission prompt`).
+    #[serde(rename = "waitingFor")]
+    waiting_for: Option<String>,
 }
 
 /// Longest `sessions/<pid>.json` read.
@@ -289,10 +294,55 @@ impl Runtime for Claude {
     }
 
     fn busy(&self, pid: i32) -> Option<bool> {
-        match self.process_record(pid)?.status?.as_str() {
-            "busy" | "waiting" => Some(true),
-            "idle" => Some(false),
-            _ => None,
+        self.turn(pid, None).map(|t| t.turn != Turn::Over)
+    }
+
+    fn records_waiting(&self) -> bool {
+        true
+    }
+
+    fn turn_source(&self, pid: i32, _on: Option<&Conversation>) -> Option<PathBuf> {
+        Some(self.sessions.join(format!("{pid}.json")))
+    }
+
+    fn turn(&self, pid: i32, _on: Option<&Conversation>) -> Option<TurnRecord> {
+        let rec = self.process_record(pid)?;
+        let turn = match rec.status?.as_str() {
+            "busy" => Turn::Working,
+            "waiting" => Turn::Waiting,
+            "idle" => Turn::Over,
+            _ => return None,
+        };
+        Some(TurnRecord {
+            turn,
+            waiting_for: rec.waiting_for.filter(|w| !w.is_empty()),
+        })
+    }
+
+    /// As Claude Code 2.1.197 draws it (`fixtures/real/claude/`): "esc to
+    /// interrupt" in the footer while a turn runs; a permission prompt
+    /// asks "Do you want to …?" over a numbered menu.
+    fn screen_turn(&self, screen: &str, now: EpochMs, offset_s: i32) -> ScreenTurn {
+        let working = screen.lines().any(|l| l.contains("esc to interrupt"));
+        let menu = screen.lines().any(|l| {
+            let l = l.trim().trim_start_matches('❯').trim_start();
+            l.starts_with("1. Yes")
+        });
+        let asks = screen
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("Do you want to") && l.ends_with('?'))
+            .filter(|_| menu)
+            .map(str::to_owned);
+        let prompt =
+            !working && asks.is_none() && screen.lines().any(|l| is_prompt_line(l, &['❯', '>']));
+        ScreenTurn {
+            limit: self
+                .limit(screen, now, offset_s)
+                .map(|l| (l.said, l.until_ms)),
+            asks,
+            working,
+            prompt,
         }
     }
 

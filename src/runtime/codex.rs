@@ -6,14 +6,17 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::TurnRecord;
 use super::{
     argv, cwd_forms, entry_timestamp, is_prompt_line, screen_has, Conversation, Dialog, LaunchPlan,
     Runtime, Screen,
 };
+use crate::core::activity::{ScreenTurn, Turn};
 use crate::core::clock::EpochMs;
 use crate::core::identity;
 use crate::core::peer::{Peer, RuntimeKind};
 use crate::store::config::Config;
+use crate::store::fsutil;
 
 /// How many rollouts, newest first, are opened looking for a peer's.
 const SCAN_LIMIT: usize = 2000;
@@ -206,6 +209,66 @@ impl Runtime for Codex {
         }))
     }
 
+    /// The rollout's last turn event, as Codex 0.171.0 writes them
+    /// (`fixtures/real/codex/rollout-first-turn.jsonl`): `task_started`
+    /// opens a turn, `task_complete` (or `turn_aborted`) ends it.
+    fn mid_turn(&self, conversation: &Conversation) -> Option<bool> {
+        self.turn(0, Some(conversation))
+            .map(|t| t.turn != Turn::Over)
+    }
+
+    fn turn_source(&self, _pid: i32, on: Option<&Conversation>) -> Option<PathBuf> {
+        on.map(|c| c.path.clone())
+    }
+
+    fn turn(&self, _pid: i32, on: Option<&Conversation>) -> Option<TurnRecord> {
+        let lines = fsutil::tail_lines(&on?.path, 64 * 1024).ok()?;
+        let turn = lines.iter().rev().find_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            if v.get("type")?.as_str()? != "event_msg" {
+                return None;
+            }
+            match v.pointer("/payload/type")?.as_str()? {
+                "task_started" => Some(Turn::Working),
+                "task_complete" | "turn_aborted" => Some(Turn::Over),
+                _ => None,
+            }
+        })?;
+        Some(TurnRecord {
+            turn,
+            waiting_for: None,
+        })
+    }
+
+    /// As Codex 0.171.0 draws it (`fixtures/real/codex/`): "esc to
+    /// interrupt" beside "Working" while a turn runs; an approval asks
+    /// "Would you like to …?" over "Press enter to confirm or esc to
+    /// cancel".
+    fn screen_turn(&self, screen: &str, now: EpochMs, offset_s: i32) -> ScreenTurn {
+        let working = screen.lines().any(|l| l.contains("esc to interrupt"));
+        let confirm = screen
+            .lines()
+            .any(|l| l.contains("Press enter to confirm or esc to cancel"));
+        let asks = confirm.then(|| {
+            screen
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("Would you like to"))
+                .unwrap_or("Press enter to confirm or esc to cancel")
+                .to_owned()
+        });
+        let prompt =
+            !working && asks.is_none() && screen.lines().any(|l| is_prompt_line(l, &['›', '▌']));
+        ScreenTurn {
+            limit: self
+                .limit(screen, now, offset_s)
+                .map(|l| (l.said, l.until_ms)),
+            asks,
+            working,
+            prompt,
+        }
+    }
+
     fn submit_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(150)
     }
@@ -345,7 +408,7 @@ fn own_process(peer: &Peer) -> impl Iterator<Item = String> {
 /// Reads a rollout's `session_meta`: `{"type":"session_meta","payload":{id,
 /// cwd,…}}`, or the older form with `id` (and maybe `cwd`) at the top.
 pub(crate) fn rollout_meta(path: &Path) -> Option<RolloutMeta> {
-    let first = crate::store::fsutil::head_lines(path, 64 * 1024)
+    let first = fsutil::head_lines(path, 64 * 1024)
         .ok()?
         .into_iter()
         .next()?;

@@ -14,6 +14,7 @@ pub(crate) mod tmux;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::core::activity::{ScreenTurn, Turn};
 use crate::core::clock::EpochMs;
 use crate::core::peer::{Peer, RuntimeKind};
 use crate::store::config::Config;
@@ -72,6 +73,14 @@ pub(crate) struct Limit {
     pub until_ms: Option<EpochMs>,
     /// The line that says so.
     pub said: String,
+}
+
+/// A runtime's own record of the turn its process is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TurnRecord {
+    pub turn: Turn,
+    /// What it waits for, when it says (`permission prompt`).
+    pub waiting_for: Option<String>,
 }
 
 /// The line among `lines` after the last user turn (a prompt line with
@@ -137,6 +146,26 @@ pub(crate) trait Runtime: Send + Sync {
     /// person), by its own record; `None` where it keeps none.
     fn busy(&self, _pid: i32) -> Option<bool> {
         None
+    }
+    /// What the runtime's own record says of the turn process `pid` is in
+    /// (on `on`, its conversation); `None` where it keeps no such record.
+    fn turn(&self, _pid: i32, _on: Option<&Conversation>) -> Option<TurnRecord> {
+        None
+    }
+    /// The file [`Runtime::turn`] reads, so a reader can skip reading it
+    /// again while it has not changed.
+    fn turn_source(&self, _pid: i32, _on: Option<&Conversation>) -> Option<PathBuf> {
+        None
+    }
+    /// Whether [`Runtime::turn`] says when the agent waits for a person
+    /// (Claude's does; Codex's rollout does not, its screen does).
+    fn records_waiting(&self) -> bool {
+        false
+    }
+    /// What the screen shows of the turn (DESIGN §12): a question, the
+    /// working indicator, the prompt, a usage limit.
+    fn screen_turn(&self, _screen: &str, _now: EpochMs, _offset_s: i32) -> ScreenTurn {
+        ScreenTurn::default()
     }
     /// Whether `conversation` shows `text` taken as a user turn at `since`
     /// or later (DESIGN §13); `None` where the runtime keeps no such record.
@@ -419,5 +448,129 @@ mod tests {
         for (line, want) in rows {
             assert_eq!(is_prompt_line(line, &['❯', '>', '›']), want, "{line}");
         }
+    }
+
+    /// What each screen captured from the pinned CLIs shows of the turn,
+    /// read by the screen alone (as for a runtime that keeps no record).
+    #[test]
+    fn captured_screens_read_as_the_activity_they_show() {
+        use crate::core::activity::{classify, Reading, State};
+        let home = assert_fs::TempDir::new().unwrap();
+        let config = Config::from_lookup(|k| match k {
+            "IAPEER_HOME" | "HOME" => Some(home.path().into()),
+            _ => None,
+        })
+        .unwrap();
+        let claude = claude::Claude::new(&config);
+        let codex = codex::Codex::new(&config);
+        let now = crate::core::clock::parse_rfc3339("2026-12-01T11:00:00Z").unwrap();
+        let rows: &[(&dyn Runtime, &str, State)] = &[
+            (&claude, "claude/permission-prompt.txt", State::Waiting),
+            (&claude, "claude/working-tool.txt", State::Working),
+            (&claude, "claude/rate-limited-retrying.txt", State::Working),
+            (&claude, "claude/ready.txt", State::Idle),
+            (&claude, "claude/after-clear.txt", State::Idle),
+            (&claude, "claude/interrupted-tool.txt", State::Idle),
+            (&claude, "claude/rate-limited.txt", State::Idle),
+            (
+                &claude,
+                "claude/rate-limited-usage-limit.txt",
+                State::Limited,
+            ),
+            // Claude retries this one itself: still its turn.
+            (
+                &claude,
+                "claude/rate-limited-session-limit.txt",
+                State::Working,
+            ),
+            (&codex, "codex/approval-prompt.txt", State::Waiting),
+            (&codex, "codex/working-tool.txt", State::Working),
+            (&codex, "codex/working-tool-bypass.txt", State::Working),
+            (&codex, "codex/ready.txt", State::Idle),
+            (&codex, "codex/usage-limit.txt", State::Limited),
+            (&codex, "codex/usage-limit-days.txt", State::Limited),
+        ];
+        for (runtime, file, want) in rows {
+            let path = format!("{}/fixtures/real/{file}", env!("CARGO_MANIFEST_DIR"));
+            let screen = std::fs::read_to_string(&path).unwrap();
+            let reading = Reading {
+                screen: Some(runtime.screen_turn(&screen, now, 0)),
+                ..Reading::default()
+            };
+            assert_eq!(classify(&reading, i64::MAX).state, *want, "{file}");
+        }
+        let asks = |runtime: &dyn Runtime, file: &str| {
+            let path = format!("{}/fixtures/real/{file}", env!("CARGO_MANIFEST_DIR"));
+            runtime
+                .screen_turn(&std::fs::read_to_string(path).unwrap(), now, 0)
+                .asks
+        };
+        assert_eq!(
+            asks(&claude, "claude/permission-prompt.txt").as_deref(),
+            Some("Do you want to proceed?")
+        );
+        assert_eq!(
+            asks(&codex, "codex/approval-prompt.txt").as_deref(),
+            Some("Would you like to run the following command?")
+        );
+    }
+
+    /// The turn records the pinned CLIs keep: Claude's process record says
+    /// busy, waiting (and for what) or idle; Codex's rollout opens and
+    /// closes each turn with an event.
+    #[test]
+    fn captured_records_read_as_the_turn_they_show() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let claude_dir = home.path().join("claude");
+        std::fs::create_dir_all(claude_dir.join("sessions")).unwrap();
+        let config = Config::from_lookup(|k| match k {
+            "IAPEER_HOME" | "HOME" => Some(home.path().into()),
+            "CLAUDE_CONFIG_DIR" => Some(claude_dir.clone().into()),
+            _ => None,
+        })
+        .unwrap();
+        let claude = claude::Claude::new(&config);
+        let real = |f: &str| format!("{}/fixtures/real/{f}", env!("CARGO_MANIFEST_DIR"));
+        for (file, want, waiting_for) in [
+            ("claude/sessions-pid.json", Turn::Over, None),
+            (
+                "claude/sessions-pid-waiting.json",
+                Turn::Waiting,
+                Some("permission prompt"),
+            ),
+        ] {
+            let text = std::fs::read_to_string(real(file)).unwrap();
+            let pid = serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
+                .as_i64()
+                .unwrap() as i32;
+            std::fs::write(claude_dir.join(format!("sessions/{pid}.json")), &text).unwrap();
+            let t = claude.turn(pid, None).unwrap();
+            assert_eq!(
+                (t.turn, t.waiting_for.as_deref()),
+                (want, waiting_for),
+                "{file}"
+            );
+        }
+        assert_eq!(claude.turn(999_999, None), None, "no record, no reading");
+
+        let codex = codex::Codex::new(&config);
+        let rollout = real("codex/rollout-first-turn.jsonl");
+        let whole = std::fs::read_to_string(&rollout).unwrap();
+        let on = |path: &Path| Conversation {
+            id: "x".into(),
+            path: path.to_path_buf(),
+            began: None,
+        };
+        let t = codex.turn(0, Some(&on(Path::new(&rollout)))).unwrap();
+        assert_eq!(t.turn, Turn::Over, "the captured turn completed");
+        // Cut before its task_complete: mid-turn.
+        let cut: String = whole
+            .lines()
+            .take_while(|l| !l.contains("\"task_complete\""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mid = home.path().join("mid.jsonl");
+        std::fs::write(&mid, cut).unwrap();
+        assert_eq!(codex.turn(0, Some(&on(&mid))).unwrap().turn, Turn::Working);
     }
 }

@@ -54,6 +54,14 @@ pub struct Config {
     /// A 0600 file holding the bearer token the dashboard requires
     /// (`IAPEER_HTTP_TOKEN_FILE`; mandatory off loopback).
     pub http_token_file: Option<PathBuf>,
+    /// Mid-turn with no progress this long is `stuck` (DESIGN §12).
+    pub stuck: Duration,
+    /// The operator's hook command (`on_activity`), run with `/bin/sh -c`.
+    pub on_activity: Option<String>,
+    /// The states the hook is run for.
+    pub on_activity_states: Vec<String>,
+    /// How long a hook may run before it is killed.
+    pub hook_timeout: Duration,
     /// `$IAPEER_HOME/config.toml`, and what it set (the environment
     /// overrides it).
     pub config_file: PathBuf,
@@ -172,6 +180,12 @@ impl Config {
             metrics_file: env.path("IAPEER_METRICS_FILE", user_home.as_deref())?,
             http_addr: env.socket_addr("IAPEER_HTTP_ADDR")?,
             http_token_file: env.path("IAPEER_HTTP_TOKEN_FILE", user_home.as_deref())?,
+            stuck: env.secs("IAPEER_STUCK_SECS", 1.0)?,
+            on_activity: env
+                .text("IAPEER_ON_ACTIVITY")?
+                .filter(|c| !c.trim().is_empty()),
+            on_activity_states: env.states("IAPEER_ON_ACTIVITY_STATES")?,
+            hook_timeout: env.secs("IAPEER_HOOK_TIMEOUT_SECS", 0.1)?,
             config_file: home.join("config.toml"),
             from_file: BTreeMap::new(),
             home,
@@ -398,6 +412,30 @@ impl Env<'_> {
                 value: raw,
                 expected: "1 or 0 (also true/false, yes/no, on/off)",
             }),
+        }
+    }
+
+    /// A comma-separated list of states a hook is for: activity states
+    /// (DESIGN §12) and `failed`.
+    fn states(&self, var: &'static str) -> Result<Vec<String>> {
+        let raw = self
+            .text(var)?
+            .unwrap_or_else(|| Self::default_of(var).to_owned());
+        let known = |s: &str| s == "failed" || crate::core::activity::State::parse(s).is_some();
+        let states: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if states.iter().all(|s| known(s)) {
+            Ok(states)
+        } else {
+            Err(Error::Config {
+                var,
+                value: raw,
+                expected: "states separated by commas, of: working, waiting, idle, limited, stuck, unknown, failed",
+            })
         }
     }
 

@@ -94,6 +94,26 @@ pub const SETTINGS: &[Setting] = &[
         "refused windows in a row before iapeer gives up",
     ),
     s(
+        "IAPEER_STUCK_SECS",
+        "1800",
+        "mid-turn with no progress this long is stuck",
+    ),
+    s(
+        "IAPEER_ON_ACTIVITY",
+        "",
+        "a shell command run when a peer enters a chosen state (none by default)",
+    ),
+    s(
+        "IAPEER_ON_ACTIVITY_STATES",
+        "waiting,limited,stuck,failed",
+        "the states on_activity is run for",
+    ),
+    s(
+        "IAPEER_HOOK_TIMEOUT_SECS",
+        "10",
+        "an on_activity command running longer is killed",
+    ),
+    s(
         "IAPEER_LIFECYCLE_LOG_MAX_BYTES",
         "5242880",
         "lifecycle.log rotates at this size",

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod activity;
 mod calm;
 mod config;
 mod daemon;

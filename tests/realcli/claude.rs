@@ -115,6 +115,10 @@ fn a_long_tool_call_is_not_parked_as_idle() {
     wait_until(TASK_WAIT, "the tool's sleep", || {
         !processes_with("sleep 9.75").is_empty()
     });
+    // Its record says busy: what it is doing reads working.
+    home.wait_line("hank", "working while the tool runs", |e| {
+        e.str("ev") == Some("activity") && e.str("state") == Some("working")
+    });
     // Well past the idle limit and several ticks, the tool still runs.
     std::thread::sleep(Duration::from_secs(5));
     assert!(
@@ -292,6 +296,10 @@ fn a_usage_limit_holds_the_session_and_the_task_goes_again_when_it_lifts() {
         limited.line
     );
     assert!(home.has("lim", "session"), "held, not parked");
+    let activity = home.wait_line("lim", "the activity", |e| {
+        e.str("ev") == Some("activity") && e.str("state") == Some("limited")
+    });
+    assert_eq!(activity.str("retry_after"), limited.str("retry_after"));
     wait_until(
         Duration::from_secs(60),
         "the task again, to the model",
@@ -390,4 +398,48 @@ fn a_new_mcp_server_is_left_off_and_the_boot_goes_on() {
         "{}",
         answered[0].line
     );
+}
+
+/// Claude stops on a permission prompt (its default mode): its process
+/// record says it is waiting, and for what. The hook is told once; once
+/// allowed, the tool runs, the turn ends, and it reads idle.
+#[test]
+fn a_permission_prompt_reads_waiting_and_tells_the_hook_once() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::anthropic(
+        dir.path(),
+        json!([
+            // The command of fixtures/real/claude/permission-prompt.txt.
+            { "tool": "Bash", "input": { "command": "echo ID=$IAPEER_IDENTITY && sleep 2", "description": "Print identity" } },
+            { "text": "allowed and done" }
+        ]),
+    );
+    let Some(mut home) = claude_home(&mock) else {
+        return;
+    };
+    let told = crate::tier::hook_to_file(&mut home);
+    home.add("perm", &[]);
+    let _d = home.daemon();
+    let out = home.run(&["wake", "perm", "--task", "run a command"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let waiting = home.wait_line("perm", "waiting on the prompt", |e| {
+        e.str("ev") == Some("activity") && e.str("state") == Some("waiting")
+    });
+    assert_eq!(
+        waiting.str("reason"),
+        Some("permission prompt"),
+        "{}",
+        last_screen(&home, "perm")
+    );
+    wait_until(Duration::from_secs(10), "the hook", || {
+        crate::tier::told(&told, "perm waiting") == 1
+    });
+    crate::tier::press(&home, "perm", &["1"]);
+    mock.wait_turn("", TASK_WAIT);
+    home.wait_line("perm", "idle once allowed and done", |e| {
+        e.str("ev") == Some("activity")
+            && e.str("state") == Some("idle")
+            && e.ts_ms() > waiting.ts_ms()
+    });
+    assert_eq!(crate::tier::told(&told, "perm waiting"), 1, "told once");
 }

@@ -258,6 +258,11 @@ fn a_usage_limit_holds_the_session_until_the_time_codex_names() {
         "Codex said about an hour from now: {}",
         limited.line
     );
+    // What it is doing reads `limited`, until the time Codex named.
+    let activity = home.wait_line("lim", "the activity", |e| {
+        e.str("ev") == Some("activity") && e.str("state") == Some("limited")
+    });
+    assert_eq!(activity.str("retry_after"), limited.str("retry_after"));
     std::thread::sleep(Duration::from_secs(4));
     assert!(
         home.has("lim", "session"),
@@ -272,4 +277,49 @@ fn a_usage_limit_holds_the_session_until_the_time_codex_names() {
         home.count("lim", |e| e.str("action") == Some("reaped-gone")),
         0
     );
+}
+
+/// Codex asks before a command that leaves its sandbox: its rollout says
+/// only "in a turn", so the screen is what says it waits. The hook is told
+/// once; once approved, the turn goes on and ends, and reads idle.
+#[test]
+fn an_approval_prompt_reads_waiting_and_tells_the_hook_once() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::openai(
+        dir.path(),
+        json!([
+            { "shell": ["bash", "-lc", "touch ./approved-file"], "approval": true },
+            { "text": "approved and done" }
+        ]),
+    );
+    let Some(mut home) = codex_home(&mock) else {
+        return;
+    };
+    let told = crate::tier::hook_to_file(&mut home);
+    git_workdir(&home, "appr");
+    home.add("appr", &["--runtime", "codex", "--", "-a", "on-request"]);
+    let _d = home.daemon();
+    let out = home.run(&["wake", "appr", "--task", "run it past the sandbox"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let waiting = home.wait_line("appr", "waiting on the approval", |e| {
+        e.str("ev") == Some("activity") && e.str("state") == Some("waiting")
+    });
+    assert_eq!(
+        waiting.str("reason"),
+        Some("Would you like to run the following command?"),
+        "{}",
+        last_screen(&home, "appr")
+    );
+    wait_until(Duration::from_secs(10), "the hook", || {
+        crate::tier::told(&told, "appr waiting") == 1
+    });
+    crate::tier::press(&home, "appr", &["y"]);
+    mock.wait_turn("", TASK_WAIT);
+    home.wait_line("appr", "idle once approved and done", |e| {
+        e.str("ev") == Some("activity")
+            && e.str("state") == Some("idle")
+            && e.ts_ms() > waiting.ts_ms()
+    });
+    assert!(home.workdir("appr").join("approved-file").exists());
+    assert_eq!(crate::tier::told(&told, "appr waiting"), 1, "told once");
 }

@@ -271,3 +271,38 @@ pub fn last_screen(home: &Home, name: &str) -> String {
         .find_map(|e| e.str("last_lines").map(str::to_owned))
         .unwrap_or_default()
 }
+
+/// A daemon tick of 1 s and an `on_activity` hook that appends
+/// `peer state` lines to the file returned.
+pub fn hook_to_file(home: &mut Home) -> PathBuf {
+    let out = home.path().join("hook.out");
+    let command = format!(
+        r#"printf '%s %s\n' "$IAPEER_PEER" "$IAPEER_STATE" >> '{}'"#,
+        out.display()
+    );
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_ON_ACTIVITY", &command);
+    out
+}
+
+/// How many lines of the hook's file start with `what`.
+pub fn told(file: &Path, what: &str) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(what))
+        .count()
+}
+
+/// Presses keys in a peer's terminal, as a person at it would.
+pub fn press(home: &Home, name: &str, keys: &[&str]) {
+    let socket = home.path().join("run").join(format!("{name}.sock"));
+    let ok = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args(["send-keys", "-t", name])
+        .args(keys)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "keys to {name}");
+}

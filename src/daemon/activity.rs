@@ -1,0 +1,205 @@
+//! The activity reader (DESIGN §12): a thread of the daemon that reads,
+//! every [`EVERY`], what each live session is doing, logs each change of
+//! state (`ev=activity`) and tells the operator's hook. It works from the
+//! sessions the supervisor hands it, so it reads no state directory of its
+//! own, and it never acts on a session: what it learns reaches the rest of
+//! the daemon, `status` and the dashboard through the log, like any other
+//! line.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::core::activity::{State, Tracked, Transition};
+use crate::core::clock;
+use crate::core::identity::Identity;
+use crate::core::metrics::Metrics;
+use crate::core::peer::Peer;
+use crate::core::session::SessionRecord;
+use crate::core::vocab::Ev;
+use crate::daemon::hooks::{Hooks, Notice};
+use crate::engine::activity::Watch;
+use crate::engine::ctx::Ctx;
+
+/// How often every live session is read.
+pub(crate) const EVERY: Duration = Duration::from_secs(1);
+/// A state counts once it has been read this long with no other between.
+pub(crate) const DEBOUNCE_MS: i64 = 2000;
+
+/// A live, ready session, as the supervisor last read it.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub peer: Peer,
+    pub rec: SessionRecord,
+}
+
+/// The sessions to read, kept by the supervisor.
+pub(crate) type Sessions = Arc<Mutex<HashMap<Identity, Arc<Live>>>>;
+
+/// The reader's state: one watch per session it follows.
+pub(crate) struct Reader {
+    ctx: Arc<Ctx>,
+    sessions: Sessions,
+    metrics: Arc<Mutex<Metrics>>,
+    hooks: Hooks,
+    watches: HashMap<Identity, Watch>,
+}
+
+impl Reader {
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        sessions: Sessions,
+        metrics: Arc<Mutex<Metrics>>,
+        hooks: Hooks,
+    ) -> Self {
+        Reader {
+            ctx,
+            sessions,
+            metrics,
+            hooks,
+            watches: HashMap::new(),
+        }
+    }
+
+    /// Runs the reader on a thread of its own, for the life of the daemon.
+    pub(crate) fn start(mut self) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("activity".into())
+            .spawn(move || loop {
+                let began = Instant::now();
+                self.round();
+                std::thread::sleep(EVERY.saturating_sub(began.elapsed()));
+            })
+            .map(|_| ())
+    }
+
+    /// Reads every live session once.
+    pub(crate) fn round(&mut self) {
+        let live: Vec<(Identity, Arc<Live>)> = {
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            sessions
+                .iter()
+                .map(|(id, l)| (id.clone(), Arc::clone(l)))
+                .collect()
+        };
+        let current: HashMap<&Identity, &str> = live
+            .iter()
+            .map(|(id, l)| (id, l.rec.session.as_str()))
+            .collect();
+        // A session that ended takes its watch with it.
+        self.watches
+            .retain(|id, w| current.get(id).is_some_and(|s| *s == w.session));
+        let stuck_ms = i64::try_from(self.ctx.config.stuck.as_millis()).unwrap_or(i64::MAX);
+        for (id, l) in &live {
+            if !self.watches.contains_key(id) {
+                let tracked = self.known(id, &l.rec.session);
+                let watch = Watch::new(&self.ctx, &l.peer, &l.rec.session, tracked);
+                self.watches.insert(id.clone(), watch);
+            }
+            let watch = self.watches.get_mut(id).expect("inserted above");
+            let read = watch.read(&self.ctx, &l.peer, &l.rec, stuck_ms);
+            if let Some(t) = watch.tracked.observe(read, self.ctx.now(), DEBOUNCE_MS) {
+                self.changed(id, l, &t);
+            }
+        }
+    }
+
+    /// What the log last said of this session's activity, so that a
+    /// restarted daemon does not say it again.
+    fn known(&self, id: &Identity, session: &str) -> Tracked {
+        let now = self.ctx.now();
+        let metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        metrics
+            .peers
+            .get(id.as_str())
+            .and_then(|m| m.activity.as_ref())
+            .filter(|a| a.session == session)
+            .and_then(|a| {
+                Some(Tracked {
+                    state: State::parse(&a.state)?,
+                    since: clock::parse_rfc3339(&a.since)?,
+                    pending: None,
+                })
+            })
+            .unwrap_or_else(|| Tracked::new(now))
+    }
+
+    fn changed(&self, id: &Identity, l: &Live, t: &Transition) {
+        let since = clock::format_ms(t.since);
+        let mut line = self
+            .ctx
+            .record(Ev::Activity)
+            .identity(id)
+            .runtime(l.peer.runtime)
+            .session(&l.rec.session);
+        line.state = Some(t.to.state.as_str().to_owned());
+        line.since = Some(since.clone());
+        line.retry_after = t.to.until.map(clock::format_ms);
+        if let Some(said) = &t.to.said {
+            line = line.reason(said);
+        }
+        if let Err(e) = self.ctx.log(&line) {
+            // Said again at the next change: a reading is not a decision.
+            tracing::error!("{id}: activity {}: {e}", t.to.state);
+        }
+        self.hooks.fire(Notice {
+            peer: id.clone(),
+            state: t.to.state.as_str().to_owned(),
+            previous: t.from.as_str().to_owned(),
+            since,
+            why: why(id, t),
+            session: Some(l.rec.session.clone()),
+        });
+    }
+}
+
+/// The hook's one-line why.
+fn why(id: &Identity, t: &Transition) -> String {
+    let what = match t.to.state {
+        State::Working => "is working",
+        State::Waiting => "is waiting for a person",
+        State::Idle => "is idle",
+        State::Limited => "hit its usage limit",
+        State::Stuck => "is stuck",
+        State::Unknown => "cannot be read",
+    };
+    let mut s = format!("{id} {what}");
+    if let Some(said) = &t.to.said {
+        s.push_str(": ");
+        s.push_str(said);
+    }
+    if let Some(until) = t.to.until {
+        s.push_str(&format!(" (until {})", clock::format_ms(until)));
+    }
+    s
+}
+
+/// A reader over given sessions, without a daemon: what `make bench`
+/// times, one round at a time.
+#[doc(hidden)]
+#[allow(missing_debug_implementations)]
+pub struct BenchReader(Reader);
+
+impl BenchReader {
+    pub fn new(
+        config: crate::store::config::Config,
+        sessions: Vec<(Peer, SessionRecord)>,
+    ) -> crate::core::error::Result<Self> {
+        let hooks = Hooks::new(&config);
+        let ctx = Arc::new(Ctx::open(config, crate::core::vocab::Source::Daemon)?);
+        let shared = Sessions::default();
+        {
+            let mut map = shared.lock().unwrap_or_else(|e| e.into_inner());
+            for (peer, rec) in sessions {
+                map.insert(peer.identity(), Arc::new(Live { peer, rec }));
+            }
+        }
+        let metrics = Arc::new(Mutex::new(Metrics::default()));
+        Ok(BenchReader(Reader::new(ctx, shared, metrics, hooks)))
+    }
+
+    /// Reads every session once.
+    pub fn round(&mut self) {
+        self.0.round();
+    }
+}

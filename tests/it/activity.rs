@@ -1,0 +1,196 @@
+//! What each agent is doing (DESIGN §12): the daemon reads it, logs each
+//! change once, shows it in `status`, and tells the operator's hook.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use iapeer::core::record::Entry;
+
+use crate::support::{code, stderr, wait_until, Home};
+
+/// A hook that appends `peer state previous|why` to a file.
+fn hooked(home: &mut Home) -> PathBuf {
+    let out = home.path().join("hook.out");
+    let command = format!(
+        r#"printf '%s %s %s|%s\n' "$IAPEER_PEER" "$IAPEER_STATE" "$IAPEER_PREVIOUS_STATE" "$IAPEER_WHY" >> '{}'"#,
+        out.display()
+    );
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_ON_ACTIVITY", &command);
+    out
+}
+
+fn told(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn keys(home: &Home, name: &str, keys: &[&str]) {
+    let socket = home.path().join("run").join(format!("{name}.sock"));
+    let ok = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args(["send-keys", "-t", name])
+        .args(keys)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "send-keys to {name}");
+}
+
+fn activity(home: &Home, name: &str) -> Vec<String> {
+    home.lines(name, "activity")
+        .iter()
+        .filter_map(|e| e.str("state").map(str::to_owned))
+        .collect()
+}
+
+fn is_state(state: &'static str) -> impl Fn(&Entry) -> bool {
+    move |e: &Entry| e.str("ev") == Some("activity") && e.str("state") == Some(state)
+}
+
+fn status_activity(home: &Home, name: &str) -> serde_json::Value {
+    let out = home.run(&["status", name, "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["peers"][0]["activity"].clone()
+}
+
+/// A turn reads working, then idle; a permission prompt reads waiting,
+/// says what it waits for, and fires the hook once; once answered the
+/// session works on and goes idle. For both runtimes: Claude's process
+/// record says it waits, Codex's screen does.
+#[test]
+fn a_turn_and_a_permission_prompt_read_as_they_are_and_the_hook_fires_once() {
+    for runtime in ["claude", "codex"] {
+        let mut home = Home::new();
+        let out = hooked(&mut home);
+        home.add("ada", &["--runtime", runtime]);
+        let _daemon = home.daemon();
+        assert_eq!(code(&home.run(&["wake", "ada", "--task", "work 4"])), 0);
+        home.wait_line("ada", "working", is_state("working"));
+        home.wait_line("ada", "idle after the turn", is_state("idle"));
+        let before = home.lines("ada", "activity").len();
+
+        assert_eq!(code(&home.run(&["wake", "ada", "--task", "ask"])), 0);
+        let waiting = home.wait_line("ada", "waiting", is_state("waiting"));
+        let said = waiting.str("reason").unwrap_or("");
+        let expected = match runtime {
+            "claude" => "permission prompt",
+            _ => "Would you like to run the following command?",
+        };
+        assert_eq!(said, expected, "{runtime}: {}", waiting.line);
+        assert!(waiting.str("since").is_some() && waiting.str("session").is_some());
+        wait_until(Duration::from_secs(10), "the hook", || {
+            told(&out).iter().any(|l| l.starts_with("ada waiting "))
+        });
+        let now = status_activity(&home, "ada");
+        assert_eq!(now["state"], "waiting", "{runtime}: {now}");
+
+        keys(&home, "ada", &["1"]);
+        wait_until(Duration::from_secs(15), "idle once answered", || {
+            activity(&home, "ada").last().map(String::as_str) == Some("idle")
+                && home.lines("ada", "activity").len() > before + 1
+        });
+        let hook = told(&out);
+        let waits: Vec<&String> = hook
+            .iter()
+            .filter(|l| l.starts_with("ada waiting "))
+            .collect();
+        assert_eq!(waits.len(), 1, "{runtime}: the hook, once: {hook:?}");
+        assert!(
+            waits[0].contains(&format!("ada is waiting for a person: {expected}")),
+            "{runtime}: {}",
+            waits[0]
+        );
+        // Idle and working are not among the default states.
+        assert!(
+            hook.iter()
+                .all(|l| !l.contains(" idle ") && !l.contains(" working ")),
+            "{hook:?}"
+        );
+        // One line per change: never the same state twice in a row.
+        let states = activity(&home, "ada");
+        assert!(
+            states.windows(2).all(|w| w[0] != w[1]),
+            "{runtime}: {states:?}"
+        );
+    }
+}
+
+/// A restarted daemon does not say again what the log already says of a
+/// session, and a session's end ends its activity in `status`.
+#[test]
+fn a_restarted_daemon_does_not_repeat_itself_and_an_end_clears_the_activity() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1");
+    home.add("bo", &[]);
+    let daemon = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "bo"])), 0);
+    home.wait_line("bo", "idle", is_state("idle"));
+    drop(daemon);
+    let lines = home.lines("bo", "activity").len();
+    let _daemon = home.daemon();
+    // Three seconds of readings: well past the debounce.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(home.lines("bo", "activity").len(), lines, "said again");
+    assert_eq!(status_activity(&home, "bo")["state"], "idle");
+    assert_eq!(code(&home.run(&["stop", "bo"])), 0);
+    assert!(status_activity(&home, "bo").is_null());
+}
+
+/// A hook that hangs is killed at its deadline and the daemon goes on
+/// reading and logging; its failure is said in the daemon's own log.
+#[test]
+fn a_hook_that_hangs_is_killed_and_holds_nothing_up() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_ON_ACTIVITY", "sleep 613.25")
+        .set("IAPEER_ON_ACTIVITY_STATES", "idle,working")
+        .set("IAPEER_HOOK_TIMEOUT_SECS", "1");
+    home.add("cy", &[]);
+    let _daemon = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "cy", "--task", "work 3"])), 0);
+    home.wait_line("cy", "working", is_state("working"));
+    home.wait_line("cy", "idle", is_state("idle"));
+    let log = home.path().join("logs").join("daemon");
+    wait_until(
+        Duration::from_secs(10),
+        "the overrun in the daemon's log",
+        || {
+            std::fs::read_dir(&log)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|f| {
+                    std::fs::read_to_string(f.path())
+                        .is_ok_and(|t| t.contains("on_activity for cy") && t.contains("was killed"))
+                })
+        },
+    );
+    wait_until(Duration::from_secs(5), "no hook left running", || {
+        let found = Command::new("pgrep")
+            .args(["-f", "sleep 613.25"])
+            .output()
+            .unwrap();
+        found.stdout.is_empty()
+    });
+}
+
+/// A bad states list is refused, naming the variable.
+#[test]
+fn a_bad_hook_state_is_an_error_naming_the_variable() {
+    let mut home = Home::new();
+    home.set("IAPEER_ON_ACTIVITY_STATES", "waiting,busy");
+    let out = home.run(&["config"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("IAPEER_ON_ACTIVITY_STATES"),
+        "{}",
+        stderr(&out)
+    );
+}
