@@ -133,3 +133,26 @@ fn the_file_reference_names_every_state_file() {
         .collect();
     assert!(missing.is_empty(), "docs/files.md lacks {missing:?}");
 }
+
+/// Every `config.toml` example in the README is one iapeer takes.
+#[test]
+fn the_readmes_config_examples_are_valid_config_files() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(!blocks.is_empty(), "the README shows config.toml");
+    for block in blocks {
+        let home = crate::support::Home::new();
+        std::fs::write(home.path().join("config.toml"), block).unwrap();
+        let out = home.run(&["config"]);
+        assert_eq!(
+            crate::support::code(&out),
+            0,
+            "{block}\n{}",
+            crate::support::stderr(&out)
+        );
+    }
+}
