@@ -533,7 +533,8 @@ fn the_page_shows_a_peer_come_alive_without_a_reload() {
         return;
     };
     let mut home = Home::new();
-    home.add("alice", &["--runtime", "shell", "--", "sleep", "600"]);
+    // A Claude peer (the fake): its activity is read, where a shell's is not.
+    home.add("alice", &[]);
     let (_d, base) = dashboard(&mut home);
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -609,6 +610,24 @@ fn the_page_shows_a_peer_come_alive_without_a_reload() {
         Duration::from_secs(15),
         "the page to show alice alive, without a reload",
         || state().as_deref() == Some("alive"),
+    );
+    // What it is doing, as the daemon reads it: its turn is over.
+    let activity = || {
+        let r = webdriver(
+            &wd,
+            "POST",
+            &format!("{s}/execute/sync"),
+            Some(serde_json::json!({
+                "script": "const c = document.querySelector('tr[data-peer=\"alice\"] td.activity'); return c ? c.textContent : null;",
+                "args": []
+            })),
+        );
+        r["value"].as_str().map(str::to_owned)
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "the page to show alice idle, without a reload",
+        || activity().is_some_and(|a| a.starts_with("idle ")),
     );
     let decisions = webdriver(
         &wd,
