@@ -181,6 +181,46 @@ fn a_hook_that_hangs_is_killed_and_holds_nothing_up() {
     });
 }
 
+/// A turn that makes no progress (a hung tool: nothing written, nothing
+/// new on the screen) reads `stuck` after `IAPEER_STUCK_SECS`, and the hook
+/// is told; once the tool ends, the session reads idle. A turn that writes
+/// as it goes is never stuck.
+#[test]
+fn a_hung_turn_reads_stuck_and_a_busy_one_does_not() {
+    for runtime in ["claude", "codex"] {
+        let mut home = Home::new();
+        let out = hooked(&mut home);
+        home.set("IAPEER_STUCK_SECS", "3");
+        home.add("dee", &["--runtime", runtime]);
+        let _daemon = home.daemon();
+        assert_eq!(code(&home.run(&["wake", "dee", "--task", "work 8"])), 0);
+        home.wait_line("dee", "idle after the busy turn", |e| {
+            is_state("idle")(e) && activity(&home, "dee").contains(&"working".to_owned())
+        });
+        assert!(
+            !activity(&home, "dee").contains(&"stuck".to_owned()),
+            "{runtime}: a busy turn is not stuck"
+        );
+
+        assert_eq!(code(&home.run(&["wake", "dee", "--task", "hang 12"])), 0);
+        let stuck = home.wait_line("dee", "stuck", is_state("stuck"));
+        assert!(
+            stuck
+                .str("reason")
+                .is_some_and(|r| r.starts_with("mid-turn with no progress for ")),
+            "{runtime}: {}",
+            stuck.line
+        );
+        wait_until(Duration::from_secs(10), "the hook", || {
+            told(&out).iter().any(|l| l.starts_with("dee stuck "))
+        });
+        wait_until(Duration::from_secs(20), "idle once the tool ends", || {
+            activity(&home, "dee").last().map(String::as_str) == Some("idle")
+                && activity(&home, "dee").contains(&"stuck".to_owned())
+        });
+    }
+}
+
 /// A bad states list is refused, naming the variable.
 #[test]
 fn a_bad_hook_state_is_an_error_naming_the_variable() {
