@@ -148,10 +148,7 @@ impl Watch {
     /// The runtime's turn record, read again only when its file changed.
     fn turn_record(&mut self, pid: i32, mono: Instant) -> Option<TurnRecord> {
         let on = self.conversation.as_ref();
-        let key = self
-            .runtime
-            .turn_source(pid, on)
-            .and_then(|p| file_key(&p));
+        let key = self.runtime.turn_source(pid, on).and_then(|p| file_key(&p));
         if let (Some(key), Some((rec, seen, at))) = (key, &self.record) {
             if key == *seen && at.elapsed() < REREAD_EVERY {
                 return Some(rec.clone());
