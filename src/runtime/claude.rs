@@ -323,7 +323,6 @@ impl Runtime for Claude {
     /// interrupt" in the footer while a turn runs; a permission prompt
     /// asks "Do you want to …?" over a numbered menu.
     fn screen_turn(&self, screen: &str, now: EpochMs, offset_s: i32) -> ScreenTurn {
-        let working = screen.lines().any(|l| l.contains("esc to interrupt"));
         let menu = screen.lines().any(|l| {
             let l = l.trim().trim_start_matches('❯').trim_start();
             l.starts_with("1. Yes")
@@ -334,16 +333,7 @@ impl Runtime for Claude {
             .find(|l| l.starts_with("Do you want to") && l.ends_with('?'))
             .filter(|_| menu)
             .map(str::to_owned);
-        let prompt =
-            !working && asks.is_none() && screen.lines().any(|l| is_prompt_line(l, &['❯', '>']));
-        ScreenTurn {
-            limit: self
-                .limit(screen, now, offset_s)
-                .map(|l| (l.said, l.until_ms)),
-            asks,
-            working,
-            prompt,
-        }
+        super::turn_on_screen(screen, asks, &['❯', '>'], self.limit(screen, now, offset_s))
     }
 
     fn took(&self, conversation: &Conversation, text: &str, since: EpochMs) -> Option<bool> {

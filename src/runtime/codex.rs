@@ -245,7 +245,6 @@ impl Runtime for Codex {
     /// "Would you like to …?" over "Press enter to confirm or esc to
     /// cancel".
     fn screen_turn(&self, screen: &str, now: EpochMs, offset_s: i32) -> ScreenTurn {
-        let working = screen.lines().any(|l| l.contains("esc to interrupt"));
         let confirm = screen
             .lines()
             .any(|l| l.contains("Press enter to confirm or esc to cancel"));
@@ -257,16 +256,7 @@ impl Runtime for Codex {
                 .unwrap_or("Press enter to confirm or esc to cancel")
                 .to_owned()
         });
-        let prompt =
-            !working && asks.is_none() && screen.lines().any(|l| is_prompt_line(l, &['›', '▌']));
-        ScreenTurn {
-            limit: self
-                .limit(screen, now, offset_s)
-                .map(|l| (l.said, l.until_ms)),
-            asks,
-            working,
-            prompt,
-        }
+        super::turn_on_screen(screen, asks, &['›', '▌'], self.limit(screen, now, offset_s))
     }
 
     fn submit_delay(&self) -> std::time::Duration {

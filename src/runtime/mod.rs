@@ -83,6 +83,25 @@ pub(crate) struct TurnRecord {
     pub waiting_for: Option<String>,
 }
 
+/// What a screen shows of the turn, the way both pinned CLIs draw it:
+/// "esc to interrupt" while a turn runs; otherwise the input prompt (a line
+/// starting with one of `glyphs`), unless a question (`asks`) is up.
+pub(crate) fn turn_on_screen(
+    screen: &str,
+    asks: Option<String>,
+    glyphs: &[char],
+    limit: Option<Limit>,
+) -> ScreenTurn {
+    let working = screen.lines().any(|l| l.contains("esc to interrupt"));
+    let prompt = !working && asks.is_none() && screen.lines().any(|l| is_prompt_line(l, glyphs));
+    ScreenTurn {
+        limit: limit.map(|l| (l.said, l.until_ms)),
+        asks,
+        working,
+        prompt,
+    }
+}
+
 /// The line among `lines` after the last user turn (a prompt line with
 /// text, `user_glyph`) that holds `needle`: what the last turn ended with.
 /// The input line at the bottom (the last prompt line) is not a turn.

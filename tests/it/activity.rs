@@ -29,19 +29,6 @@ fn told(out: &Path) -> Vec<String> {
         .collect()
 }
 
-fn keys(home: &Home, name: &str, keys: &[&str]) {
-    let socket = home.path().join("run").join(format!("{name}.sock"));
-    let ok = Command::new("tmux")
-        .arg("-S")
-        .arg(&socket)
-        .args(["send-keys", "-t", name])
-        .args(keys)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "send-keys to {name}");
-}
-
 fn activity(home: &Home, name: &str) -> Vec<String> {
     home.lines(name, "activity")
         .iter()
@@ -91,7 +78,7 @@ fn a_turn_and_a_permission_prompt_read_as_they_are_and_the_hook_fires_once() {
         let now = status_activity(&home, "ada");
         assert_eq!(now["state"], "waiting", "{runtime}: {now}");
 
-        keys(&home, "ada", &["1"]);
+        home.press("ada", &["1"]);
         wait_until(Duration::from_secs(15), "idle once answered", || {
             activity(&home, "ada").last().map(String::as_str) == Some("idle")
                 && home.lines("ada", "activity").len() > before + 1

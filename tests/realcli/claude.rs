@@ -434,7 +434,7 @@ fn a_permission_prompt_reads_waiting_and_tells_the_hook_once() {
     wait_until(Duration::from_secs(10), "the hook", || {
         crate::tier::told(&told, "perm waiting") == 1
     });
-    crate::tier::press(&home, "perm", &["1"]);
+    home.press("perm", &["1"]);
     mock.wait_turn("", TASK_WAIT);
     home.wait_line("perm", "idle once allowed and done", |e| {
         e.str("ev") == Some("activity")

@@ -313,7 +313,7 @@ fn an_approval_prompt_reads_waiting_and_tells_the_hook_once() {
     wait_until(Duration::from_secs(10), "the hook", || {
         crate::tier::told(&told, "appr waiting") == 1
     });
-    crate::tier::press(&home, "appr", &["y"]);
+    home.press("appr", &["y"]);
     mock.wait_turn("", TASK_WAIT);
     home.wait_line("appr", "idle once approved and done", |e| {
         e.str("ev") == Some("activity")

@@ -293,16 +293,3 @@ pub fn told(file: &Path, what: &str) -> usize {
         .filter(|l| l.starts_with(what))
         .count()
 }
-
-/// Presses keys in a peer's terminal, as a person at it would.
-pub fn press(home: &Home, name: &str, keys: &[&str]) {
-    let socket = home.path().join("run").join(format!("{name}.sock"));
-    let ok = Command::new("tmux")
-        .arg("-S")
-        .arg(&socket)
-        .args(["send-keys", "-t", name])
-        .args(keys)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "keys to {name}");
-}

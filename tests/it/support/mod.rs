@@ -277,6 +277,20 @@ impl Home {
         found.unwrap()
     }
 
+    /// Presses keys in a peer's terminal (tmux key names), as a person at
+    /// it would.
+    pub fn press(&self, name: &str, keys: &[&str]) {
+        let socket = self.path().join("run").join(format!("{name}.sock"));
+        let ok = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(["send-keys", "-t", name])
+            .args(keys)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "keys to {name}");
+    }
+
     /// Lines about `name` matching `pred`.
     pub fn count(&self, name: &str, pred: impl Fn(&Entry) -> bool) -> usize {
         self.entries()
