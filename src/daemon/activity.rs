@@ -1,5 +1,5 @@
 //! The activity reader (DESIGN §12): a thread of the daemon that reads,
-//! every [`EVERY`], what each live session is doing, logs each change of
+//! every second, what each live session is doing, logs each change of
 //! state (`ev=activity`) and tells the operator's hook. It works from the
 //! sessions the supervisor hands it, so it reads no state directory of its
 //! own, and it never acts on a session: what it learns reaches the rest of
