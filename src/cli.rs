@@ -89,6 +89,10 @@ pub enum Command {
     Attach(AttachArgs),
     /// The last lines of the agent's screen.
     Peek(PeekArgs),
+    /// Tasks waiting for a busy peer, in the order they will be
+    /// delivered (one per turn, once its turn is over); `queue rm NAME
+    /// TASK` removes one.
+    Queue(QueueArgs),
     /// Wait until a peer is ready, idle, ended, or has no queued task;
     /// exit 8 on timeout.
     Wait(WaitArgs),
@@ -408,6 +412,29 @@ pub struct WakeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    pub action: Option<QueueAction>,
+    /// Only this peer's queue.
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueAction {
+    /// Remove a task that waits (TASK: its name, as `iapeer queue` shows it).
+    Rm(QueueRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueueRmArgs {
+    pub name: String,
+    pub task: String,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     pub name: Option<String>,
     /// The same as `-o json`.
@@ -507,6 +534,7 @@ impl Command {
                 | Command::Completions(_)
                 | Command::Man
                 | Command::Pool(PoolCommand::Ls(_))
+                | Command::Queue(QueueArgs { action: None, .. })
         )
     }
 }

@@ -191,13 +191,7 @@ pub(crate) fn wait(app: &App, args: WaitArgs) -> Result<i32> {
     }
 }
 
-/// No task waits in `state/queue/<id>/`.
+/// No task waits in `state/queue/<id>/`, nor is one being delivered.
 fn queue_empty(ctx: &Ctx, id: &Identity) -> bool {
-    let dir = ctx.config.paths.state.join("queue").join(id.as_str());
-    match std::fs::read_dir(&dir) {
-        Ok(entries) => !entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".task")),
-        Err(_) => true,
-    }
+    !crate::store::queue::Queues::new(&ctx.config.paths.state).has_tasks(id)
 }

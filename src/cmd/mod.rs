@@ -10,6 +10,7 @@ pub mod log;
 pub(crate) mod look;
 pub(crate) mod peers;
 pub(crate) mod pool;
+pub(crate) mod queue;
 pub(crate) mod self_fresh;
 pub(crate) mod status;
 pub(crate) mod wake;
@@ -61,6 +62,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Why(args) => why::run(&app, args, cli.verbose > 0),
         Command::Events(args) => events::run(&app, args),
         Command::Pool(cmd) => pool::run(&app, cmd),
+        Command::Queue(args) => queue::run(&app, args),
         Command::Dispatch(args) => dispatch::run(&app, args),
         Command::Config(args) => config::run(&app, args),
         Command::Doctor(args) => doctor::run(&app, args),

@@ -40,6 +40,21 @@ pub(crate) fn run(app: &App, args: WakeArgs) -> Result<i32> {
                 println!("{id}: up, {mode} ({cause}), ready in {latency_ms} ms")
             }
             Woke::AlreadyAlive {
+                queued: Some(ahead),
+                ..
+            } => {
+                println!(
+                    "{id}: already running, its turn not over; task queued ({ahead} before it), delivered when the turn ends"
+                );
+                let lock = ctx.config.paths.daemon_lock();
+                if !crate::daemon::lock::is_running(&lock) {
+                    eprintln!(
+                        "iapeer: no daemon is running for {}: queued tasks are delivered by it; start it with `iapeer daemon` (or its unit)",
+                        ctx.config.home.display()
+                    );
+                }
+            }
+            Woke::AlreadyAlive {
                 delivered: true, ..
             } => {
                 println!("{id}: already running; task delivered")
@@ -211,20 +226,25 @@ impl Report {
             Ok(Woke::AlreadyAlive {
                 runtime,
                 delivered,
+                queued,
                 session,
             }) => Report {
                 schema: 1,
                 name: name.to_owned(),
                 session: Some(session.clone()),
-                status: "alive",
+                status: if queued.is_some() { "queued" } else { "alive" },
                 woke: false,
                 mode: None,
                 cause: None,
                 runtime: Some(runtime.clone()),
-                reason: if *delivered {
-                    format!("{name} was already running; the task was delivered to it")
-                } else {
-                    format!("{name} was already running")
+                reason: match (delivered, queued) {
+                    (_, Some(ahead)) => format!(
+                        "{name} was already running, its turn not over; the task was queued with {ahead} before it"
+                    ),
+                    (true, None) => {
+                        format!("{name} was already running; the task was delivered to it")
+                    }
+                    (false, None) => format!("{name} was already running"),
                 },
                 latency_ms: None,
             },

@@ -21,10 +21,12 @@ pub enum Ev {
     Daemon,
     /// A live session's activity state changed (DESIGN §12).
     Activity,
+    /// A task queued or delivered from the queue (DESIGN §13).
+    Task,
 }
 
 impl Ev {
-    pub const ALL: [Ev; 8] = [
+    pub const ALL: [Ev; 9] = [
         Ev::Wake,
         Ev::Ready,
         Ev::Supervise,
@@ -33,6 +35,7 @@ impl Ev {
         Ev::Reset,
         Ev::Daemon,
         Ev::Activity,
+        Ev::Task,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Ev {
             Ev::Reset => "reset",
             Ev::Daemon => "daemon",
             Ev::Activity => "activity",
+            Ev::Task => "task",
         }
     }
 
@@ -305,10 +309,12 @@ pub enum Outcome {
     GuardCleared,
     /// Verbose `supervise` lines: another supervisor owns the peer.
     Skipped,
+    /// `task` lines: a task waits in the peer's queue (DESIGN §13).
+    Queued,
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 12] = [
+    pub(crate) const ALL: [Outcome; 13] = [
         Outcome::ResumeEligible,
         Outcome::FreshOnNextMessage,
         Outcome::Relaunching,
@@ -321,6 +327,7 @@ impl Outcome {
         Outcome::WasNotStopped,
         Outcome::GuardCleared,
         Outcome::Skipped,
+        Outcome::Queued,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -337,6 +344,7 @@ impl Outcome {
             Outcome::WasNotStopped => "was-not-stopped",
             Outcome::GuardCleared => "guard-cleared",
             Outcome::Skipped => "skipped",
+            Outcome::Queued => "queued",
         }
     }
 

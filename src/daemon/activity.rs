@@ -6,7 +6,8 @@
 //! the daemon, `status` and the dashboard through the log, like any other
 //! line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,10 +17,12 @@ use crate::core::identity::Identity;
 use crate::core::metrics::Metrics;
 use crate::core::peer::Peer;
 use crate::core::session::SessionRecord;
-use crate::core::vocab::Ev;
+use crate::core::vocab::{Ev, Outcome};
 use crate::daemon::hooks::{Hooks, Notice};
 use crate::engine::activity::Watch;
 use crate::engine::ctx::Ctx;
+use crate::engine::queue::Next;
+use crate::store::queue::Queues;
 
 /// How often every live session is read.
 pub(crate) const EVERY: Duration = Duration::from_secs(1);
@@ -36,13 +39,33 @@ pub(crate) struct Live {
 /// The sessions to read, kept by the supervisor.
 pub(crate) type Sessions = Arc<Mutex<HashMap<Identity, Arc<Live>>>>;
 
-/// The reader's state: one watch per session it follows.
+/// After a delivery, the next waits at least this long: the turn it
+/// started must show in the runtime's record first (DESIGN §13: one task
+/// per turn).
+const AFTER_DELIVERY: Duration = Duration::from_secs(2);
+/// After a delivery failed, the next try waits this long.
+const AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// A delivery that ended: whose, in which session, and how.
+type Delivered = (Identity, String, crate::core::error::Result<Next>);
+
+/// The reader's state: one watch per session it follows, and the queued
+/// deliveries it started.
 pub(crate) struct Reader {
     ctx: Arc<Ctx>,
     sessions: Sessions,
     metrics: Arc<Mutex<Metrics>>,
     hooks: Hooks,
     watches: HashMap<Identity, Watch>,
+    queues: Queues,
+    /// Deliveries running now, on threads of their own.
+    delivering: HashSet<Identity>,
+    ended: (Sender<Delivered>, Receiver<Delivered>),
+    /// No delivery to this identity before then.
+    not_before: HashMap<Identity, Instant>,
+    /// A delivery to this session was not confirmed: its queue waits for
+    /// its next session rather than typing the task again.
+    unconfirmed: HashMap<Identity, String>,
 }
 
 impl Reader {
@@ -53,11 +76,16 @@ impl Reader {
         hooks: Hooks,
     ) -> Self {
         Reader {
+            queues: Queues::new(&ctx.config.paths.state),
             ctx,
             sessions,
             metrics,
             hooks,
             watches: HashMap::new(),
+            delivering: HashSet::new(),
+            ended: mpsc::channel(),
+            not_before: HashMap::new(),
+            unconfirmed: HashMap::new(),
         }
     }
 
@@ -98,9 +126,63 @@ impl Reader {
             }
             let watch = self.watches.get_mut(id).expect("inserted above");
             let read = watch.read(&self.ctx, &l.peer, &l.rec, stuck_ms);
-            if let Some(t) = watch.tracked.observe(read, self.ctx.now(), DEBOUNCE_MS) {
+            let change = watch.tracked.observe(read, self.ctx.now(), DEBOUNCE_MS);
+            let idle = watch.tracked.state == State::Idle && watch.tracked.pending.is_none();
+            if let Some(t) = change {
                 self.changed(id, l, &t);
             }
+            if idle {
+                self.deliver_queued(id, l);
+            }
+        }
+        self.settle_deliveries();
+    }
+
+    /// Starts delivering the head of an idle session's queue, if it has
+    /// one and nothing holds it back.
+    fn deliver_queued(&mut self, id: &Identity, l: &Arc<Live>) {
+        let held = self.delivering.contains(id)
+            || self.unconfirmed.get(id) == Some(&l.rec.session)
+            || self.not_before.get(id).is_some_and(|t| Instant::now() < *t);
+        if held || !self.queues.has_tasks(id) {
+            return;
+        }
+        let ctx = Arc::clone(&self.ctx);
+        let done = self.ended.0.clone();
+        let (id, live) = (id.clone(), Arc::clone(l));
+        let spawned = std::thread::Builder::new()
+            .name(format!("deliver-{id}"))
+            .spawn({
+                let id = id.clone();
+                move || {
+                    let r = crate::engine::queue::deliver_next(&ctx, &id, &live.peer);
+                    let _ = done.send((id, live.rec.session.clone(), r));
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                self.delivering.insert(id);
+            }
+            Err(e) => tracing::warn!("{id}: cannot start a delivery: {e}"),
+        }
+    }
+
+    /// Takes in the deliveries that ended.
+    fn settle_deliveries(&mut self) {
+        while let Ok((id, session, r)) = self.ended.1.try_recv() {
+            self.delivering.remove(&id);
+            let wait = match r {
+                Ok(Next::Delivered(Outcome::DeliveryUnconfirmed)) => {
+                    self.unconfirmed.insert(id.clone(), session);
+                    AFTER_DELIVERY
+                }
+                Ok(_) => AFTER_DELIVERY,
+                Err(e) => {
+                    tracing::warn!("{id}: a queued task could not be delivered: {e}");
+                    AFTER_FAILURE
+                }
+            };
+            self.not_before.insert(id, Instant::now() + wait);
         }
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod deliver;
 pub(crate) mod dispatch;
 pub(crate) mod ending;
 pub(crate) mod limited;
+pub(crate) mod queue;
 pub(crate) mod status;
 pub(crate) mod supervise;
 pub mod wake;

@@ -26,7 +26,7 @@ use crate::core::wake_plan::{check_task, plan, Ask, Gathered, Plan};
 use crate::engine::boot::{await_ready, boot_failed, finish_interrupted, Boot, Interrupted};
 use crate::engine::ctx::Ctx;
 use crate::engine::ending::Settled;
-use crate::engine::{conversation, deliver};
+use crate::engine::{conversation, deliver, queue};
 use crate::runtime::host::{LaunchSpec, Probe};
 use crate::runtime::{self, Runtime};
 use crate::store::markers::{Flag, Marker, WakeLock};
@@ -80,6 +80,8 @@ pub enum Woke {
     AlreadyAlive {
         runtime: String,
         delivered: bool,
+        /// The task was queued behind this many (its turn was not over).
+        queued: Option<usize>,
         session: String,
     },
 }
@@ -420,7 +422,14 @@ fn deliver_to_live(
     if let Some(topic) = ask.topic.as_deref().filter(|t| !t.trim().is_empty()) {
         ctx.state.set_topic(id, topic)?;
     }
+    let mut queued = None;
     let delivered = match &ask.task {
+        Some(task) if queue::must_wait(ctx, id, peer, runtime.as_ref(), &rec) => {
+            // Not typed into the middle of a turn (DESIGN §13).
+            let ahead = queue::enqueue(ctx, id, peer, Some(&rec), task, ask.topic.as_deref())?;
+            queued = Some(ahead);
+            false
+        }
         Some(task) => {
             let outcome = deliver::deliver(ctx, id, peer, runtime.as_ref(), &mut rec, task)?;
             ctx.log(&deliver::delivered_line(
@@ -439,6 +448,7 @@ fn deliver_to_live(
     Ok(Woke::AlreadyAlive {
         runtime: peer.runtime.as_str().to_owned(),
         delivered,
+        queued,
         session: rec.session.clone(),
     })
 }
@@ -573,7 +583,16 @@ fn launch(
     ready.latency_ms = Some(latency_ms);
     ctx.log(&ready)?;
 
+    // Tasks already queued go first: this one waits behind them.
+    let behind = match &ask.task {
+        Some(task) if crate::store::queue::Queues::new(&ctx.config.paths.state).has_tasks(id) => {
+            queue::enqueue(ctx, id, peer, Some(&rec), task, ask.topic.as_deref())?;
+            true
+        }
+        _ => false,
+    };
     let first_words = match (&ask.task, mode) {
+        (Some(_), _) if behind => None,
         (Some(task), _) => Some(task.as_str()),
         (None, Mode::Fresh) => peer
             .initial_prompt

@@ -7,4 +7,5 @@ pub(crate) mod definitions;
 pub(crate) mod fsutil;
 pub mod log;
 pub mod markers;
+pub(crate) mod queue;
 pub mod settings;

@@ -17,6 +17,7 @@ mod lifecycle_log;
 mod observe;
 mod peers;
 mod pools;
+mod queue;
 mod storm;
 mod verbs;
 mod wake;

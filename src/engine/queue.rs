@@ -1,0 +1,216 @@
+//! Delivering queued work (DESIGN §13): a task for a peer in the middle of
+//! a turn is queued, not typed into it, and the queue is delivered in
+//! order, one task per turn, once the turn is over. A delivery counts when
+//! the runtime's record shows the text taken; each one is journaled in
+//! the queue (`store::queue`) so that a daemon killed mid-delivery neither
+//! loses the task nor types it twice.
+
+use std::time::SystemTime;
+
+use crate::core::clock::{self, EpochMs};
+use crate::core::error::Result;
+use crate::core::identity::Identity;
+use crate::core::peer::Peer;
+use crate::core::session::{Liveness, SessionRecord, Standing};
+use crate::core::vocab::{Ev, Outcome};
+use crate::engine::ctx::Ctx;
+use crate::engine::{conversation, deliver};
+use crate::runtime::Runtime;
+use crate::store::queue::{Queued, Queues};
+
+/// Whether a task for this live session must wait: its turn is going on
+/// (by the runtime's own record), or others wait before it.
+pub(crate) fn must_wait(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    runtime: &dyn Runtime,
+    rec: &SessionRecord,
+) -> bool {
+    if Queues::new(&ctx.config.paths.state).has_tasks(id) {
+        return true;
+    }
+    in_turn(ctx, peer, runtime, rec) == Some(true)
+}
+
+/// In a turn, by the runtime's record; `None` where it keeps none.
+fn in_turn(ctx: &Ctx, peer: &Peer, runtime: &dyn Runtime, rec: &SessionRecord) -> Option<bool> {
+    runtime
+        .busy(rec.pane_pid)
+        .or_else(|| conversation::live(ctx, runtime, peer, rec).and_then(|c| runtime.mid_turn(&c)))
+}
+
+/// Queues `task` for `id` and logs it (`ev=task outcome=queued`); returns
+/// how many tasks wait before it.
+pub(crate) fn enqueue(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    rec: Option<&SessionRecord>,
+    task: &str,
+    topic: Option<&str>,
+) -> Result<usize> {
+    let queues = Queues::new(&ctx.config.paths.state);
+    let ahead = queues.list(id).len();
+    let name = queues.add(id, task, topic, ctx.now())?;
+    let mut line = ctx
+        .record(Ev::Task)
+        .identity(id)
+        .runtime(peer.runtime)
+        .outcome(Outcome::Queued)
+        .topic(topic)
+        .task(Some(task))
+        .reason(format!(
+            "{}; {name} in the queue, {ahead} before it",
+            if rec.is_some() {
+                "its turn is not over"
+            } else {
+                "it is not running"
+            }
+        ));
+    if let Some(rec) = rec {
+        line = line.session(&rec.session);
+    }
+    ctx.log(&line)?;
+    Ok(ahead)
+}
+
+/// What [`deliver_next`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Nothing to do: no live session, its turn not over, no task, or
+    /// another process holds the lock.
+    Nothing,
+    /// A task was typed in, with this outcome.
+    Delivered(Outcome),
+}
+
+/// Delivers the head of `id`'s queue to its live session if the turn is
+/// over, under the peer's wake lock; first settles a delivery a killed
+/// process left unfinished.
+pub(crate) fn deliver_next(ctx: &Ctx, id: &Identity, peer: &Peer) -> Result<Next> {
+    let Some(_lock) = ctx.state.try_lock(id)? else {
+        return Ok(Next::Nothing);
+    };
+    let Some(mut rec) = ctx.state.session(id)? else {
+        return Ok(Next::Nothing);
+    };
+    if !rec.is_ready() || crate::os::process::standing(&rec) != Standing::Running(Liveness::Alive) {
+        return Ok(Next::Nothing);
+    }
+    let runtime = crate::runtime::for_peer(&ctx.config, peer);
+    if in_turn(ctx, peer, runtime.as_ref(), &rec) == Some(true) {
+        return Ok(Next::Nothing);
+    }
+    let queues = Queues::new(&ctx.config.paths.state);
+    let mut head = None;
+    for task in queues.list(id) {
+        match task {
+            Ok(t) if t.delivering => {
+                if settle(ctx, id, peer, runtime.as_ref(), &rec, &queues, &t)? {
+                    // Taken before: this turn is its.
+                    return Ok(Next::Delivered(Outcome::Delivered));
+                }
+                head = Some(Queued {
+                    delivering: false,
+                    ..t
+                });
+                break;
+            }
+            Ok(t) => {
+                head = Some(t);
+                break;
+            }
+            // Not a task: said in the log by whoever lists the queue; the
+            // ones behind it still go.
+            Err(e) => tracing::warn!("{id}: {e}"),
+        }
+    }
+    let Some(task) = head else {
+        return Ok(Next::Nothing);
+    };
+    queues.start(id, &task.name)?;
+    if let Some(topic) = task.topic.as_deref() {
+        ctx.state.set_topic(id, topic)?;
+    }
+    let outcome = match deliver::deliver(ctx, id, peer, runtime.as_ref(), &mut rec, &task.text) {
+        Ok(o) => o,
+        Err(e) => {
+            // Not typed in (tmux refused): it waits for the next turn.
+            queues.put_back(id, &task.name)?;
+            return Err(e);
+        }
+    };
+    ctx.log(&line(ctx, id, peer, &rec, &task, outcome))?;
+    match outcome {
+        Outcome::Delivered => queues.done(id, &task.name)?,
+        // Left in the queue; not typed again into this session.
+        _ => queues.put_back(id, &task.name)?,
+    }
+    Ok(Next::Delivered(outcome))
+}
+
+/// A `.delivering` task left by a process that stopped mid-delivery:
+/// taken by the session (then it is delivered, and logged so) or put back
+/// at the head of the queue. Returns whether it was taken.
+fn settle(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    runtime: &dyn Runtime,
+    rec: &SessionRecord,
+    queues: &Queues,
+    task: &Queued,
+) -> Result<bool> {
+    let started = delivering_since(queues, id, &task.name).unwrap_or(0);
+    let taken = conversation::live(ctx, runtime, peer, rec)
+        .and_then(|c| runtime.took(&c, &task.text, started))
+        .unwrap_or(false);
+    if !taken {
+        queues.put_back(id, &task.name)?;
+        return Ok(false);
+    }
+    let line = line(ctx, id, peer, rec, task, Outcome::Delivered)
+        .reason("taken before the delivery that typed it could say so");
+    ctx.log(&line)?;
+    queues.done(id, &task.name)?;
+    Ok(true)
+}
+
+/// When a delivery began: its `.delivering` file's time (set by the
+/// rename, within a second of the typing).
+fn delivering_since(queues: &Queues, id: &Identity, name: &str) -> Option<EpochMs> {
+    let path = queues.dir_of(id).join(format!("{name}.delivering"));
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let t = meta.modified().ok()?;
+    let ms = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_millis();
+    // The rename keeps the file's time: the time it was queued, at the
+    // latest; any entry since then may be it.
+    i64::try_from(ms).ok()
+}
+
+fn line(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    rec: &SessionRecord,
+    task: &Queued,
+    outcome: Outcome,
+) -> crate::core::record::Record {
+    ctx.record(Ev::Task)
+        .identity(id)
+        .runtime(peer.runtime)
+        .outcome(outcome)
+        .session(&rec.session)
+        .topic(task.topic.as_deref())
+        .task(Some(&task.text))
+        .reason(format!(
+            "from the queue ({}), queued {}",
+            task.name,
+            task.name
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .map_or_else(|| "by a script".to_owned(), clock::format_ms)
+        ))
+}

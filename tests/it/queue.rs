@@ -1,0 +1,211 @@
+//! Delivering work without interrupting it (DESIGN §13): a task for a peer
+//! mid-turn is queued, and the queue is delivered in order, one task per
+//! turn, exactly once, across a daemon killed mid-delivery.
+
+use std::path::Path;
+use std::time::Duration;
+
+use iapeer::core::record::Entry;
+
+use crate::support::{code, stderr, stdout, wait_until, Home};
+
+/// Every user turn the fake agents recorded under this home, in order:
+/// Claude transcripts and Codex rollouts alike.
+fn typed(home: &Home) -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&home.path().join("claude/projects"), &mut files);
+    walk(&home.path().join("codex/sessions"), &mut files);
+    let mut turns: Vec<(String, String)> = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let ts = v["timestamp"].as_str().unwrap_or("").to_owned();
+            if v["type"] == "user" {
+                turns.push((
+                    ts,
+                    v["message"]["content"].as_str().unwrap_or("").to_owned(),
+                ));
+            } else if v["payload"]["role"] == "user" {
+                let text = v["payload"]["content"][0]["text"].as_str().unwrap_or("");
+                turns.push((ts, text.to_owned()));
+            }
+        }
+    }
+    turns.sort();
+    turns.into_iter().map(|(_, t)| t).collect()
+}
+
+fn task_lines(home: &Home, name: &str, outcome: &str) -> Vec<Entry> {
+    home.lines(name, "task")
+        .into_iter()
+        .filter(|e| e.str("outcome") == Some(outcome))
+        .collect()
+}
+
+fn queue_json(home: &Home, name: &str) -> serde_json::Value {
+    let out = home.run(&["queue", name, "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Regression: a task for a busy agent was typed into the middle of its
+/// turn and logged `delivered` at once. Now it waits in the queue and is
+/// typed once the turn is over, exactly once; for both runtimes.
+#[test]
+fn a_task_sent_mid_turn_is_queued_and_delivered_after_the_turn_exactly_once() {
+    for runtime in ["claude", "codex"] {
+        let mut home = Home::new();
+        home.set("IAPEER_TICK_SECS", "1");
+        home.add("ann", &["--runtime", runtime]);
+        let _daemon = home.daemon();
+        assert_eq!(code(&home.run(&["wake", "ann", "--task", "work 5"])), 0);
+        home.wait_line("ann", "working", |e| {
+            e.str("ev") == Some("activity") && e.str("state") == Some("working")
+        });
+        let out = home.run(&["wake", "ann", "--task", "the second task"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("queued"),
+            "{runtime}: {}",
+            stdout(&out)
+        );
+        let queued = task_lines(&home, "ann", "queued");
+        assert_eq!(queued.len(), 1, "{runtime}");
+        assert_eq!(queued[0].str("task"), Some("the second task"));
+        let waiting = queue_json(&home, "ann");
+        assert_eq!(waiting["queues"][0]["tasks"][0]["text"], "the second task");
+        assert!(
+            !typed(&home).contains(&"the second task".to_owned()),
+            "{runtime}: typed mid-turn"
+        );
+
+        let out = home.run(&["wait", "ann", "--for", "queue-empty", "--timeout", "30s"]);
+        assert_eq!(code(&out), 0, "{runtime}: {}", stderr(&out));
+        let delivered = task_lines(&home, "ann", "delivered");
+        assert_eq!(delivered.len(), 1, "{runtime}");
+        assert_eq!(
+            typed(&home),
+            ["work 5", "the second task"],
+            "{runtime}: after the turn, once"
+        );
+        // The turn had ended when it went in.
+        let idle = home
+            .lines("ann", "activity")
+            .into_iter()
+            .find(|e| e.str("state") == Some("idle"))
+            .unwrap();
+        assert!(delivered[0].ts_ms() > idle.ts_ms(), "{runtime}");
+    }
+}
+
+/// Three tasks dropped into the queue by a script while the peer sleeps
+/// arrive in order after one wake, one per turn.
+#[test]
+fn three_tasks_queued_while_asleep_arrive_in_order_after_one_wake() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1");
+    home.add("bea", &[]);
+    let dir = home.path().join("state/queue/bea");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, task) in ["work 1", "topic: fixes\nthe second", "the third"]
+        .iter()
+        .enumerate()
+    {
+        // As a script does it: written elsewhere, renamed in.
+        let tmp = home.path().join(format!("t{i}"));
+        std::fs::write(&tmp, task).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{}-script.task", 100 + i))).unwrap();
+    }
+    let _daemon = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "bea"])), 0);
+    let out = home.run(&["wait", "bea", "--for", "queue-empty", "--timeout", "40s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(typed(&home), ["work 1", "the second", "the third"]);
+    assert_eq!(task_lines(&home, "bea", "delivered").len(), 3);
+    let topic = std::fs::read_to_string(home.marker("bea", "topic")).unwrap();
+    assert_eq!(topic.trim(), "fixes", "the queued task's topic");
+}
+
+/// A delivery cut short by a killed daemon leaves its task `.delivering`.
+/// The next daemon settles it by the runtime's record: a task already taken
+/// is logged delivered and not typed again; one never typed goes in once.
+#[test]
+fn a_delivery_cut_short_is_settled_by_the_record_neither_lost_nor_repeated() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1");
+    home.add("cat", &[]);
+    assert_eq!(
+        code(&home.run(&["wake", "cat", "--task", "already taken"])),
+        0
+    );
+    let dir = home.path().join("state/queue/cat");
+    std::fs::create_dir_all(&dir).unwrap();
+    // As the killed daemon left them: renamed to .delivering, the first
+    // typed (its text is in the transcript), the second not yet.
+    let past = std::time::SystemTime::now() - Duration::from_secs(60);
+    for (name, text) in [
+        ("0000000000001-0001", "already taken"),
+        ("0000000000002-0001", "never typed"),
+    ] {
+        let file = dir.join(format!("{name}.delivering"));
+        std::fs::write(&file, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+    }
+    let _daemon = home.daemon();
+    let out = home.run(&["wait", "cat", "--for", "queue-empty", "--timeout", "30s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(typed(&home), ["already taken", "never typed"]);
+    let delivered = task_lines(&home, "cat", "delivered");
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    assert!(delivered[0]
+        .str("reason")
+        .is_some_and(|r| r.contains("taken before")));
+}
+
+/// `queue rm` takes a waiting task out; a name that is not a task's is
+/// exit 2, naming it.
+#[test]
+fn queue_rm_removes_a_waiting_task_and_refuses_what_is_not_one() {
+    let home = Home::new();
+    home.add("dot", &[]);
+    let dir = home.path().join("state/queue/dot");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("0000000000001-0001.task"), "later").unwrap();
+    let listed = home.run(&["queue"]);
+    assert!(stdout(&listed).contains("later"), "{}", stdout(&listed));
+    let out = home.run(&["queue", "rm", "dot", "../../peers/dot.json"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a task's name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = home.run(&["queue", "rm", "dot", "0000000000009-0001"]);
+    assert_eq!(code(&out), 2);
+    let out = home.run(&["queue", "rm", "dot", "0000000000001-0001"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(queue_json(&home, "dot")["queues"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    wait_until(Duration::from_secs(1), "nothing left", || {
+        std::fs::read_dir(&dir).unwrap().count() == 0
+    });
+}
