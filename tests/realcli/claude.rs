@@ -443,3 +443,50 @@ fn a_permission_prompt_reads_waiting_and_tells_the_hook_once() {
     });
     assert_eq!(crate::tier::told(&told, "perm waiting"), 1, "told once");
 }
+
+/// Regression: a task sent while a tool ran was typed into the running
+/// turn (with the real Claude it could be lost). It waits in the queue
+/// now, and reaches the model once, after the turn.
+#[test]
+fn a_task_sent_mid_turn_waits_for_the_turn_and_reaches_the_model_once() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::anthropic(
+        dir.path(),
+        json!([
+            { "tool": "Bash", "input": { "command": "sleep 7.25", "description": "wait" } },
+            { "text": "first done" },
+            { "text": "second done" }
+        ]),
+    );
+    let Some(mut home) = claude_home(&mock) else {
+        return;
+    };
+    home.set("IAPEER_TICK_SECS", "1");
+    tool_runner(&mut home, "quinn", 3600);
+    let _daemon = home.daemon();
+    let out = home.run(&["wake", "quinn", "--task", "the first task"]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "quinn")
+    );
+    wait_until(TASK_WAIT, "the tool's sleep", || {
+        !processes_with("sleep 7.25").is_empty()
+    });
+    let out = home.run(&["wake", "quinn", "--task", "the second task"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("queued"), "{}", stdout(&out));
+    assert_eq!(mock.turns_with("the second task"), 0, "typed mid-turn");
+    mock.wait_turn("the second task", TASK_WAIT);
+    assert!(
+        processes_with("sleep 7.25").is_empty(),
+        "delivered while the tool still ran"
+    );
+    home.wait_line("quinn", "the delivery", |e| {
+        e.str("ev") == Some("task") && e.str("outcome") == Some("delivered")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(mock.turns_with("the second task"), 1, "once");
+}

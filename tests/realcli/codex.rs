@@ -323,3 +323,58 @@ fn an_approval_prompt_reads_waiting_and_tells_the_hook_once() {
     assert!(home.workdir("appr").join("approved-file").exists());
     assert_eq!(crate::tier::told(&told, "appr waiting"), 1, "told once");
 }
+
+/// A task sent while Codex runs a command waits in the queue and reaches
+/// the model once, after the turn.
+#[test]
+fn a_task_sent_mid_turn_waits_for_the_turn_and_reaches_the_model_once() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::openai(
+        dir.path(),
+        json!([
+            { "shell": ["bash", "-lc", "sleep 7.75"] },
+            { "text": "first done" },
+            { "text": "second done" }
+        ]),
+    );
+    let Some(mut home) = codex_home(&mock) else {
+        return;
+    };
+    home.set("IAPEER_TICK_SECS", "1");
+    git_workdir(&home, "rory");
+    home.add(
+        "rory",
+        &[
+            "--runtime",
+            "codex",
+            "--",
+            "--dangerously-bypass-approvals-and-sandbox",
+        ],
+    );
+    let _daemon = home.daemon();
+    let out = home.run(&["wake", "rory", "--task", "the first task"]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "rory")
+    );
+    wait_until(TASK_WAIT, "the command's sleep", || {
+        !processes_with("sleep 7.75").is_empty()
+    });
+    let out = home.run(&["wake", "rory", "--task", "the second task"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("queued"), "{}", stdout(&out));
+    assert_eq!(mock.turns_with("the second task"), 0, "typed mid-turn");
+    mock.wait_turn("the second task", TASK_WAIT);
+    assert!(
+        processes_with("sleep 7.75").is_empty(),
+        "delivered while the command still ran"
+    );
+    home.wait_line("rory", "the delivery", |e| {
+        e.str("ev") == Some("task") && e.str("outcome") == Some("delivered")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(mock.turns_with("the second task"), 1, "once");
+}
