@@ -46,8 +46,9 @@ pub enum Command {
     Ls(LsArgs),
     /// Bring a peer up (or deliver to its live session).
     Wake(WakeArgs),
-    /// Halt a peer: mark it stopped and park its live session.
-    Stop(Targets),
+    /// Halt a peer: mark it stopped and park its live session (at once, or
+    /// with --at-turn-end once its turn is over).
+    Stop(StopArgs),
     /// Lift a stop; an `always` peer is brought back up.
     Start(Targets),
     /// Clear a peer's crash-loop guard (and lift a give-up).
@@ -249,6 +250,16 @@ pub struct Targets {
     /// Every member of this pool.
     #[arg(long, value_name = "POOL")]
     pub pool: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Let the agent finish its turn first (waiting at most
+    /// IAPEER_MAX_AGE_GRACE_SECS); each peer in turn.
+    #[arg(long)]
+    pub at_turn_end: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -13,6 +13,39 @@ use crate::engine::ending::Settled;
 use crate::store::markers::{Flag, Marker};
 
 /// Writes `.stopped`, then parks a live session (it stays resume-eligible).
+/// `stop --at-turn-end`: waits for the live session's turn to end (by its
+/// runtime's record; at most `IAPEER_MAX_AGE_GRACE_SECS`), then stops.
+pub(crate) fn stop_at_turn_end(app: &App, name: &str) -> Result<i32> {
+    let id = Identity::parse(name)?;
+    let ctx = Ctx::open(app.config.clone(), app.source)?;
+    let peer = ctx.peer(&id)?;
+    let runtime = crate::runtime::for_peer(&ctx.config, &peer);
+    let deadline = std::time::Instant::now() + ctx.config.max_age_grace;
+    let mut said = false;
+    loop {
+        let in_turn = ctx.state.session(&id)?.is_some_and(|rec| {
+            rec.is_ready()
+                && crate::engine::queue::in_turn(&ctx, &peer, runtime.as_ref(), &rec) == Some(true)
+        });
+        if !in_turn {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "{id}: its turn went on past the grace ({} s); stopping it mid-turn",
+                ctx.config.max_age_grace.as_secs()
+            );
+            break;
+        }
+        if !said {
+            eprintln!("{id}: waiting for its turn to end");
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    stop(app, name)
+}
+
 pub(crate) fn stop(app: &App, name: &str) -> Result<i32> {
     let id = Identity::parse(name)?;
     let ctx = Ctx::open(app.config.clone(), app.source)?;

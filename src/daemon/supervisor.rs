@@ -568,9 +568,13 @@ impl Supervisor {
             self.schedule(id, self.instant_at(at));
         }
         let action = pass::decide(&facts);
-        if action == PassAction::Park(Action::ReapedIdle) {
+        if matches!(
+            action,
+            PassAction::Park(Action::ReapedIdle | Action::ReapedMaxAge)
+        ) {
             if let Some(until) = self.held.get(id).copied().filter(|u| *u > Instant::now()) {
-                // Its usage limit holds it: looked at again when it lifts.
+                // Its usage limit, or a turn not over yet, holds it:
+                // looked at again then.
                 self.schedule(id, until);
                 return false;
             }

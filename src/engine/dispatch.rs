@@ -55,11 +55,26 @@ pub(crate) fn dispatch(
     task: &str,
     topic: Option<&str>,
 ) -> std::result::Result<Dispatched, WakeFailure> {
+    dispatch_except(ctx, pool, task, topic, None)
+}
+
+/// [`dispatch`] to any member but `except`.
+fn dispatch_except(
+    ctx: &Ctx,
+    pool: &Pool,
+    task: &str,
+    topic: Option<&str>,
+    except: Option<&Identity>,
+) -> std::result::Result<Dispatched, WakeFailure> {
     crate::core::wake_plan::check_task(task)?;
     if let Some(t) = topic {
         crate::core::marker::check_topic(t)?;
     }
-    let members = pool.members();
+    let members: Vec<Identity> = pool
+        .members()
+        .into_iter()
+        .filter(|m| Some(m) != except)
+        .collect();
     let scan = ctx.state.scan()?;
     let running = |m: &Identity| scan.get(m).is_some_and(|p| p.has(Marker::Session));
 
@@ -161,6 +176,92 @@ fn try_deliver(
         member: member.clone(),
         woke: None,
     }))
+}
+
+/// A pool member died working on `task`: it goes once more to another
+/// member (DESIGN §12), free or woken for it, else into the queue of the
+/// first other member that is up. Says where, on a `task` line of the
+/// member that died. Called once per death, where the death is recorded.
+pub(crate) fn redispatch(
+    ctx: &Ctx,
+    from: &Identity,
+    pool_name: &str,
+    task: &str,
+    topic: Option<&str>,
+) {
+    let line = |reason: String| {
+        ctx.record(crate::core::vocab::Ev::Task)
+            .identity(from)
+            .task(Some(task))
+            .reason(reason)
+    };
+    if let Some(before) = dispatched_again_before(ctx, task) {
+        let _ = ctx.log(&line(format!(
+            "not dispatched again: it was once already ({before})"
+        )));
+        return;
+    }
+    let pool = match crate::store::definitions::load_pool(&ctx.config.paths, pool_name) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ctx.log(&line(format!(
+                "not dispatched again: its pool {pool_name}: {e}"
+            )));
+            return;
+        }
+    };
+    let reason = match dispatch_except(ctx, &pool, task, topic, Some(from)) {
+        Ok(d) => format!(
+            "{from} died working on it; dispatched again to {} ({})",
+            d.member,
+            match d.woke {
+                Some(Woke::Launched { .. }) => "woken for it",
+                _ => "delivered",
+            }
+        ),
+        Err(f) if matches!(f.error, Error::Refused(Refusal::PoolFull { .. })) => {
+            let up = pool
+                .members()
+                .into_iter()
+                .filter(|m| m != from)
+                .find(|m| ctx.state.session(m).ok().flatten().is_some());
+            match up.and_then(|m| Some((ctx.peer(&m).ok()?, m))) {
+                Some((peer, m)) => match crate::engine::queue::enqueue(ctx, &m, &peer, None, task, topic) {
+                    Ok(ahead) => format!("{from} died working on it; every member is busy, so it waits in {m}'s queue ({ahead} before it)"),
+                    Err(e) => format!("not dispatched again: queueing it for {m}: {e}"),
+                },
+                None => format!("not dispatched again: {}", f.error),
+            }
+        }
+        Err(f) => format!("not dispatched again: {}", f.error),
+    };
+    if let Err(e) = ctx.log(&line(reason)) {
+        tracing::error!("{from}: {e}");
+    }
+}
+
+/// What the log says of `task` having been dispatched again already: a
+/// task is dispatched again once, never twice (a task that kills every
+/// member it reaches must not go round the pool).
+fn dispatched_again_before(ctx: &Ctx, task: &str) -> Option<String> {
+    // As the log keeps a task: its last KiB.
+    let kept = ctx
+        .record(crate::core::vocab::Ev::Task)
+        .task(Some(task))
+        .task;
+    let mut found = None;
+    let _ = crate::store::log::for_each_backward(
+        &ctx.config.paths.lifecycle_log,
+        |raw| raw.contains("\"ev\":\"task\"") && raw.contains("died working on it"),
+        |e| {
+            if e.str("task") == kept.as_deref() {
+                found = e.str("reason").map(str::to_owned);
+                return false;
+            }
+            true
+        },
+    );
+    found
 }
 
 #[cfg(test)]

@@ -31,9 +31,6 @@ use crate::store::markers::{Flag, Marker};
 
 /// Lines of the pane kept with a death.
 pub(crate) const LAST_LINES: usize = 15;
-/// A task delivered this recently before a death, or followed by activity
-/// this recent, was still being worked on.
-pub(crate) const QUIET: Duration = Duration::from_secs(30);
 
 /// The exit status tmux kept. The process is known dead; tmux marks the
 /// pane dead when the pty closes and fills in the status only once it has
@@ -166,8 +163,21 @@ pub(crate) fn park(
     action: Action,
     idle_seconds: Option<u64>,
 ) -> Result<()> {
+    park_saying(ctx, id, rec, action, idle_seconds, None)
+}
+
+/// [`park`], with a reason on its line.
+pub(crate) fn park_saying(
+    ctx: &Ctx,
+    id: &Identity,
+    rec: SessionRecord,
+    action: Action,
+    idle_seconds: Option<u64>,
+    reason: Option<String>,
+) -> Result<()> {
     let mut ending = ending_now(ctx, EndKind::Park, action.as_str());
     ending.idle_seconds = idle_seconds;
+    ending.reason = reason;
     end(ctx, id, rec, ending)
 }
 
@@ -240,10 +250,11 @@ pub(crate) fn finish_ending(
         // It did not end parked: a park marker left from before is stale.
         ctx.state.remove(id, Marker::IdleReaped)?;
     }
+    let mut again = None;
     if ending.kind == EndKind::Death {
         // An agent that asked for a fresh start was not interrupted.
         let asked = ending.action == Action::NeedsEagerFresh.as_str();
-        if let Some(task) = task_in_flight(&rec, ending.at_ms).filter(|_| !asked) {
+        if let Some(task) = task_in_flight(ctx, id, &rec).filter(|_| !asked) {
             let crashed = ctx
                 .record(Ev::Supervise)
                 .identity(id)
@@ -255,6 +266,13 @@ pub(crate) fn finish_ending(
                 && already_logged_action(ctx, &rec.session, Action::CrashedWhileWorking))
             {
                 ctx.log(&crashed)?;
+                // Once, with the line that says it died on it; once the
+                // end is complete (a member woken for it takes a while).
+                again = ctx
+                    .peer(id)
+                    .ok()
+                    .and_then(|p| p.pool)
+                    .map(|pool| (pool, task.to_owned(), rec.topic.clone()));
             }
         }
     }
@@ -267,6 +285,9 @@ pub(crate) fn finish_ending(
         (ending.kind != EndKind::Death && this_boot).then_some((rec.pane_pid, rec.pane_start));
     ctx.host.kill(&rec.socket, id.as_str(), pane)?;
     ctx.state.remove(id, Marker::Session)?;
+    if let Some((pool, task, topic)) = again {
+        crate::engine::dispatch::redispatch(ctx, id, &pool, &task, topic.as_deref());
+    }
     Ok(())
 }
 
@@ -300,13 +321,46 @@ fn ending_record(ctx: &Ctx, rec: &SessionRecord, ending: &Ending) -> Record {
     r
 }
 
-/// A task counts as in flight if it was delivered within `QUIET` of the
-/// death.
-fn task_in_flight(rec: &SessionRecord, died_at: EpochMs) -> Option<&str> {
+/// The task a session died working on (DESIGN §12): its last task, when
+/// it died mid-turn by what its runtime recorded — the process's own
+/// record of the turn (Claude's `sessions/<pid>.json`, Codex's rollout),
+/// else its conversation's last entry (the user's, or a tool call) — or,
+/// where the runtime keeps neither, by its last `activity` line.
+fn task_in_flight<'a>(ctx: &Ctx, id: &Identity, rec: &'a SessionRecord) -> Option<&'a str> {
     let task = rec.task.as_deref()?;
-    let at = rec.task_at.as_deref().and_then(clock::parse_rfc3339)?;
-    let quiet = QUIET.as_millis() as i64;
-    (died_at.saturating_sub(at) <= quiet).then_some(task)
+    let working = ctx.peer(id).ok().and_then(|peer| {
+        let runtime = crate::runtime::for_peer(&ctx.config, &peer);
+        let on = conversation::live(ctx, runtime.as_ref(), &peer, rec);
+        runtime
+            .turn(rec.pane_pid, on.as_ref())
+            .map(|t| t.turn != crate::core::activity::Turn::Over)
+            .or_else(|| on.as_ref().and_then(|c| runtime.mid_turn(c)))
+    });
+    working
+        .unwrap_or_else(|| last_activity(ctx, &rec.session).is_some_and(|s| s.in_turn()))
+        .then_some(task)
+}
+
+/// The last activity state logged for `session`, read back from the end
+/// of the log to the session's launch.
+fn last_activity(ctx: &Ctx, session: &str) -> Option<crate::core::activity::State> {
+    if session.is_empty() {
+        return None;
+    }
+    let key = format!("\"session\":\"{session}\"");
+    let mut found = None;
+    let _ = log::for_each_backward(
+        &ctx.config.paths.lifecycle_log,
+        |raw| raw.contains(&key),
+        |e| {
+            if e.ev() == Some(Ev::Activity) {
+                found = e.str("state").and_then(crate::core::activity::State::parse);
+                return false;
+            }
+            !crate::core::history::is_launch(&e)
+        },
+    );
+    found
 }
 
 /// Whether a journaled end's line made it to the log before a crash. The

@@ -34,7 +34,12 @@ pub(crate) fn must_wait(
 }
 
 /// In a turn, by the runtime's record; `None` where it keeps none.
-fn in_turn(ctx: &Ctx, peer: &Peer, runtime: &dyn Runtime, rec: &SessionRecord) -> Option<bool> {
+pub(crate) fn in_turn(
+    ctx: &Ctx,
+    peer: &Peer,
+    runtime: &dyn Runtime,
+    rec: &SessionRecord,
+) -> Option<bool> {
     runtime
         .busy(rec.pane_pid)
         .or_else(|| conversation::live(ctx, runtime, peer, rec).and_then(|c| runtime.mid_turn(&c)))

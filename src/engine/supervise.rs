@@ -22,6 +22,10 @@ use crate::runtime::host::Probe;
 use crate::runtime::{Conversation, Runtime};
 use crate::store::markers::{Flag, Marker};
 
+/// How often a session past its max age is looked at while its turn goes
+/// on.
+const TURN_END_LOOK_MS: i64 = 2_000;
+
 /// How a pass learns when a live session was last active.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Activity {
@@ -151,7 +155,10 @@ pub(crate) fn activity_on(
 ) -> EpochMs {
     // A turn in progress is activity now, whatever the records last say:
     // nothing is written to a transcript while a tool runs.
-    if runtime.busy(rec.pane_pid) == Some(true) {
+    let in_turn = runtime
+        .busy(rec.pane_pid)
+        .or_else(|| on.and_then(|c| runtime.mid_turn(c)));
+    if in_turn == Some(true) {
         return ctx.now();
     }
     let own = match peer.runtime {
@@ -272,6 +279,35 @@ pub(crate) fn run_pass(
                         ending::park(ctx, id, rec, Action::ReapedIdle, idle_seconds)?;
                     }
                 }
+            }
+            (PassAction::Park(Action::ReapedMaxAge), Some(rec)) => {
+                let age_ms = facts.session.as_ref().map_or(0, |s| s.age_ms);
+                let over_ms = facts
+                    .session
+                    .as_ref()
+                    .map_or(0, |s| s.age_ms.saturating_sub(s.max_age_ms));
+                let grace_ms = ctx.config.max_age_grace.as_millis() as i64;
+                let in_turn = peer.is_some_and(|p| {
+                    let runtime = crate::runtime::for_peer(&ctx.config, p);
+                    crate::engine::queue::in_turn(ctx, p, runtime.as_ref(), &rec) == Some(true)
+                });
+                if in_turn && over_ms < grace_ms {
+                    // Parked when the turn ends (DESIGN §13), looked at
+                    // again until then.
+                    let wait = (grace_ms - over_ms).min(TURN_END_LOOK_MS);
+                    outcome.held_until = Some(ctx.now() + wait);
+                    break;
+                }
+                let reason = if in_turn {
+                    format!(
+                        "{} old; its turn went on past the {} grace, so it is parked mid-turn",
+                        crate::core::activity::span(age_ms),
+                        crate::core::activity::span(grace_ms)
+                    )
+                } else {
+                    format!("{} old, its turn over", crate::core::activity::span(age_ms))
+                };
+                ending::park_saying(ctx, id, rec, Action::ReapedMaxAge, None, Some(reason))?;
             }
             (PassAction::Park(a), Some(rec)) => {
                 let idle_seconds = match a {

@@ -56,6 +56,8 @@ pub struct Config {
     pub http_token_file: Option<PathBuf>,
     /// Mid-turn with no progress this long is `stuck` (DESIGN §12).
     pub stuck: Duration,
+    /// How long a park for max age waits for the turn to end.
+    pub max_age_grace: Duration,
     /// The operator's hook command (`on_activity`), run with `/bin/sh -c`.
     pub on_activity: Option<String>,
     /// The states the hook is run for.
@@ -181,6 +183,7 @@ impl Config {
             http_addr: env.socket_addr("IAPEER_HTTP_ADDR")?,
             http_token_file: env.path("IAPEER_HTTP_TOKEN_FILE", user_home.as_deref())?,
             stuck: env.secs("IAPEER_STUCK_SECS", 1.0)?,
+            max_age_grace: env.secs("IAPEER_MAX_AGE_GRACE_SECS", 0.0)?,
             on_activity: env
                 .text("IAPEER_ON_ACTIVITY")?
                 .filter(|c| !c.trim().is_empty()),

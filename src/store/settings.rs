@@ -99,6 +99,11 @@ pub const SETTINGS: &[Setting] = &[
         "mid-turn with no progress this long is stuck",
     ),
     s(
+        "IAPEER_MAX_AGE_GRACE_SECS",
+        "900",
+        "how long a max-age park or `stop --at-turn-end` waits for the turn to end",
+    ),
+    s(
         "IAPEER_ON_ACTIVITY",
         "",
         "a shell command run when a peer enters a chosen state (none by default)",

@@ -221,3 +221,106 @@ fn a_bad_hook_state_is_an_error_naming_the_variable() {
         stderr(&out)
     );
 }
+
+/// Regression: a max-age park ended an agent mid-turn and called it
+/// resume-eligible. It waits for the turn to end now (bounded by the
+/// grace), and `stop --at-turn-end` does too.
+#[test]
+fn a_max_age_park_and_a_stop_at_turn_end_wait_for_the_turn() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_MAX_AGE_SECS", "2");
+    home.add("eve", &[]);
+    let _daemon = home.daemon();
+    let asked = iapeer::core::clock::now_ms();
+    assert_eq!(code(&home.run(&["wake", "eve", "--task", "work 6"])), 0);
+    let parked = home.wait_line("eve", "the max-age park", |e| {
+        e.str("action") == Some("reaped-max-age")
+    });
+    assert!(
+        parked.ts_ms().unwrap() >= asked + 6000,
+        "parked mid-turn: {}",
+        parked.line
+    );
+    assert!(
+        parked
+            .str("reason")
+            .is_some_and(|r| r.contains("its turn over")),
+        "{}",
+        parked.line
+    );
+
+    // Past the grace, the park goes ahead mid-turn, and says so.
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_MAX_AGE_SECS", "2")
+        .set("IAPEER_MAX_AGE_GRACE_SECS", "2");
+    home.add("fay", &[]);
+    let _daemon = home.daemon();
+    let asked = iapeer::core::clock::now_ms();
+    assert_eq!(code(&home.run(&["wake", "fay", "--task", "work 30"])), 0);
+    let parked = home.wait_line("fay", "the max-age park", |e| {
+        e.str("action") == Some("reaped-max-age")
+    });
+    let at = parked.ts_ms().unwrap() - asked;
+    assert!((3_500..20_000).contains(&at), "{at} ms: {}", parked.line);
+    assert!(parked
+        .str("reason")
+        .is_some_and(|r| r.contains("past the") && r.contains("mid-turn")));
+
+    // stop --at-turn-end, no daemon needed.
+    let home = Home::new();
+    home.add("gus", &[]);
+    assert_eq!(code(&home.run(&["wake", "gus", "--task", "work 4"])), 0);
+    let asked = iapeer::core::clock::now_ms();
+    let out = home.run(&["stop", "gus", "--at-turn-end"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("waiting for its turn to end"),
+        "{}",
+        stderr(&out)
+    );
+    let stop = home
+        .lines("gus", "supervise")
+        .into_iter()
+        .find(|e| e.str("action") == Some("parked-stopped"))
+        .unwrap();
+    assert!(
+        stop.ts_ms().unwrap() >= asked + 2_500,
+        "stopped mid-turn: {}",
+        stop.line
+    );
+}
+
+/// Regression: `crashed-while-working` meant "a task was delivered in the
+/// 30 s before the death": a finished task counted, and one 31 s into its
+/// turn did not. It is read from the turn now, for both runtimes.
+#[test]
+fn crashed_while_working_is_read_from_the_turn_not_the_clock() {
+    for runtime in ["claude", "codex"] {
+        let mut home = Home::new();
+        home.set("IAPEER_TICK_SECS", "1");
+        home.add("hal", &["--runtime", runtime]);
+        let _daemon = home.daemon();
+        let crashed =
+            |home: &Home| home.count("hal", |e| e.str("action") == Some("crashed-while-working"));
+        // Its task done, then killed: a death, not one mid-task.
+        assert_eq!(code(&home.run(&["wake", "hal", "--task", "work 0.5"])), 0);
+        home.wait_line("hal", "idle", is_state("idle"));
+        home.kill_session_process("hal", libc::SIGKILL);
+        home.wait_line("hal", "the death", |e| {
+            e.str("action") == Some("reaped-gone")
+        });
+        assert_eq!(crashed(&home), 0, "{runtime}: its task was over");
+
+        // Killed 31 s into a turn: mid-task, and the task is named.
+        assert_eq!(code(&home.run(&["wake", "hal", "--task", "work 60"])), 0);
+        std::thread::sleep(Duration::from_secs(31));
+        home.kill_session_process("hal", libc::SIGKILL);
+        let line = home.wait_line("hal", "crashed-while-working", |e| {
+            e.str("action") == Some("crashed-while-working")
+        });
+        assert_eq!(line.str("task"), Some("work 60"), "{runtime}");
+        assert_eq!(crashed(&home), 1, "{runtime}");
+    }
+}

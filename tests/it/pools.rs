@@ -331,6 +331,32 @@ fn a_member_that_crashes_while_working_reports_its_task_and_comes_back() {
     );
     assert_eq!(doc["peers"][0]["pool"], "cl");
     assert!(stdout(&home.run(&["status"])).contains("died working on a task"));
+
+    // The task went once more, to the other member; it killed that one
+    // too, and went no further.
+    let again = home.wait_line("cl-0", "dispatched again", |e| {
+        e.str("ev") == Some("task")
+            && e.str("reason")
+                .is_some_and(|r| r.contains("dispatched again to cl-1"))
+    });
+    assert_eq!(again.str("task"), Some("crash"));
+    home.wait_line("cl-1", "cl-1 died on it too", |e| {
+        e.str("action") == Some("crashed-while-working")
+    });
+    home.wait_line("cl-1", "and it went no further", |e| {
+        e.str("ev") == Some("task")
+            && e.str("reason")
+                .is_some_and(|r| r.starts_with("not dispatched again: it was once already"))
+    });
+    let all_again = home
+        .lines_any("task")
+        .into_iter()
+        .filter(|e| {
+            e.str("reason")
+                .is_some_and(|r| r.contains("; dispatched again to") && !r.starts_with("not "))
+        })
+        .count();
+    assert_eq!(all_again, 1, "once, never twice");
 }
 
 #[test]
