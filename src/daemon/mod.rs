@@ -52,7 +52,7 @@ pub enum Event {
     Died(Identity),
     Signal(Sig),
     /// A worker finished with this identity.
-    Done(Identity, Result<PassOutcome>),
+    Done(Identity, Box<Result<PassOutcome>>),
 }
 
 /// Temp files older than this were left by a killed writer.
@@ -232,7 +232,7 @@ fn run_loop(ctx: &Ctx, sup: &mut Supervisor, rx: &Receiver<Event>, notifier: &No
                 // Folded in below, with everything else.
                 Event::Logged => {}
                 Event::Rescan => full = true,
-                Event::Done(id, outcome) => sup.done(&id, outcome),
+                Event::Done(id, outcome) => sup.done(&id, *outcome),
             }
         }
         let now = Instant::now();

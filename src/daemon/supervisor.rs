@@ -652,7 +652,7 @@ impl Supervisor {
                 let id = id.clone();
                 move || {
                     let outcome = supervise::run_pass(&ctx, &id, peer.as_ref(), launch_allowed);
-                    let _ = events.send(Event::Done(id, outcome));
+                    let _ = events.send(Event::Done(id, Box::new(outcome)));
                 }
             });
         if let Err(e) = spawned {
@@ -687,6 +687,25 @@ impl Supervisor {
                     }
                     None => {
                         self.held.remove(id);
+                    }
+                }
+                if let Some(again) = out.redispatch {
+                    // On a thread of its own: it may wake a member.
+                    let ctx = Arc::clone(&self.ctx);
+                    let from = id.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("redispatch-{id}"))
+                        .spawn(move || {
+                            crate::engine::dispatch::redispatch(
+                                &ctx,
+                                &from,
+                                &again.pool,
+                                &again.task,
+                                again.topic.as_deref(),
+                            )
+                        });
+                    if let Err(e) = spawned {
+                        tracing::error!("{id}: cannot dispatch its task again: {e}");
                     }
                 }
                 if let Some(d) = out.died.filter(|d| d.relaunch) {

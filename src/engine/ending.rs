@@ -68,6 +68,18 @@ pub(crate) fn record_death(
     rec: SessionRecord,
     status: ExitStatus,
 ) -> Result<EndKind> {
+    record_death_returning(ctx, id, peer, rec, status).map(|(kind, _)| kind)
+}
+
+/// [`record_death`], with the task of a pool member that died working on
+/// it, for the caller to dispatch once more.
+pub(crate) fn record_death_returning(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    rec: SessionRecord,
+    status: ExitStatus,
+) -> Result<(EndKind, Option<InFlight>)> {
     let last_lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
     let new_eager = ctx.state.flag(id, Flag::NewEager)?;
     let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
@@ -80,8 +92,8 @@ pub(crate) fn record_death(
     ending.exit_status = Some(status.to_string());
     ending.last_lines = last_lines.filter(|l| !l.is_empty());
     let kind = ending.kind;
-    end(ctx, id, rec, ending)?;
-    Ok(kind)
+    let again = end_returning(ctx, id, rec, ending)?;
+    Ok((kind, again))
 }
 
 /// Did the agent ask for this end? `self-fresh` marked `.new-eager`
@@ -197,10 +209,30 @@ fn ending_now(ctx: &Ctx, kind: EndKind, action: &str) -> Ending {
 }
 
 /// Journals `ending` in the record, then carries it out.
-fn end(ctx: &Ctx, id: &Identity, mut rec: SessionRecord, ending: Ending) -> Result<()> {
+fn end(ctx: &Ctx, id: &Identity, rec: SessionRecord, ending: Ending) -> Result<()> {
+    end_returning(ctx, id, rec, ending).map(|_| ())
+}
+
+/// The task of a pool member that died working on it, to be dispatched
+/// once more (DESIGN §12) by whoever recorded the death.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub pool: String,
+    pub task: String,
+    pub topic: Option<String>,
+}
+
+/// [`end`], returning the task a pool member died working on, when its
+/// `crashed-while-working` line was logged now (so it goes on once).
+fn end_returning(
+    ctx: &Ctx,
+    id: &Identity,
+    mut rec: SessionRecord,
+    ending: Ending,
+) -> Result<Option<InFlight>> {
     rec.ending = Some(ending);
     ctx.state.write_session(id, &rec)?;
-    finish_ending(ctx, id, rec, false)
+    carry_out(ctx, id, rec, false)
 }
 
 /// Carries out a journaled end. `recovering`: the journal was found on
@@ -211,8 +243,18 @@ pub(crate) fn finish_ending(
     rec: SessionRecord,
     recovering: bool,
 ) -> Result<()> {
+    carry_out(ctx, id, rec, recovering).map(|_| ())
+}
+
+/// [`finish_ending`], returning what [`end_returning`] does.
+fn carry_out(
+    ctx: &Ctx,
+    id: &Identity,
+    rec: SessionRecord,
+    recovering: bool,
+) -> Result<Option<InFlight>> {
     let Some(ending) = rec.ending.clone() else {
-        return Ok(());
+        return Ok(None);
     };
     if ending.kind == EndKind::Park {
         // The marker first: if we die after the kill, the next wake must
@@ -266,13 +308,14 @@ pub(crate) fn finish_ending(
                 && already_logged_action(ctx, &rec.session, Action::CrashedWhileWorking))
             {
                 ctx.log(&crashed)?;
-                // Once, with the line that says it died on it; once the
-                // end is complete (a member woken for it takes a while).
-                again = ctx
-                    .peer(id)
-                    .ok()
-                    .and_then(|p| p.pool)
-                    .map(|pool| (pool, task.to_owned(), rec.topic.clone()));
+                // Once, with the line that says it died on it, by the
+                // caller once the end is complete (a member woken for it
+                // takes a while).
+                again = ctx.peer(id).ok().and_then(|p| p.pool).map(|pool| InFlight {
+                    pool,
+                    task: task.to_owned(),
+                    topic: rec.topic.clone(),
+                });
             }
         }
     }
@@ -285,10 +328,7 @@ pub(crate) fn finish_ending(
         (ending.kind != EndKind::Death && this_boot).then_some((rec.pane_pid, rec.pane_start));
     ctx.host.kill(&rec.socket, id.as_str(), pane)?;
     ctx.state.remove(id, Marker::Session)?;
-    if let Some((pool, task, topic)) = again {
-        crate::engine::dispatch::redispatch(ctx, id, &pool, &task, topic.as_deref());
-    }
-    Ok(())
+    Ok(again)
 }
 
 fn outcome_of(ending: &Ending) -> Outcome {

@@ -134,7 +134,8 @@ pub(crate) fn deliver_next(ctx: &Ctx, id: &Identity, peer: &Peer) -> Result<Next
     let Some(task) = head else {
         return Ok(Next::Nothing);
     };
-    queues.start(id, &task.name)?;
+    let to = conversation::live(ctx, runtime.as_ref(), peer, &rec).map(|c| c.id);
+    queues.start(id, &task.name, to.as_deref())?;
     if let Some(topic) = task.topic.as_deref() {
         ctx.state.set_topic(id, topic)?;
     }
@@ -168,9 +169,16 @@ fn settle(
     task: &Queued,
 ) -> Result<bool> {
     let started = delivering_since(queues, id, &task.name).unwrap_or(0);
-    let taken = conversation::live(ctx, runtime, peer, rec)
-        .and_then(|c| runtime.took(&c, &task.text, started))
-        .unwrap_or(false);
+    // The conversation it was typed into, if its session is gone since;
+    // and the one the session is on now.
+    let was = queues
+        .target(id, &task.name)
+        .and_then(|c| runtime.conversation(peer, &c));
+    let now = conversation::live(ctx, runtime, peer, rec);
+    let taken = [was, now]
+        .into_iter()
+        .flatten()
+        .any(|c| runtime.took(&c, &task.text, started) == Some(true));
     if !taken {
         queues.put_back(id, &task.name)?;
         return Ok(false);

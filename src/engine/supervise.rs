@@ -189,6 +189,9 @@ pub struct PassOutcome {
     /// Not parked for idleness: its runtime's usage limit holds it until
     /// then.
     pub held_until: Option<EpochMs>,
+    /// A pool member died working on this task: it goes once more to
+    /// another member.
+    pub redispatch: Option<Box<ending::InFlight>>,
 }
 
 /// A death a pass recorded.
@@ -216,6 +219,7 @@ pub(crate) fn run_pass(
         activity: None,
         died: None,
         held_until: None,
+        redispatch: None,
     };
     let Some(lock) = ctx.state.try_lock(id)? else {
         outcome.busy = true;
@@ -247,7 +251,9 @@ pub(crate) fn run_pass(
                 let status = ending::exit_status(ctx, &rec);
                 let now = ctx.now();
                 let uptime_ms = now.saturating_sub(rec.started_ms().unwrap_or(now));
-                if ending::record_death(ctx, id, peer, rec, status)? == EndKind::Death {
+                let (kind, again) = ending::record_death_returning(ctx, id, peer, rec, status)?;
+                outcome.redispatch = again.map(Box::new);
+                if kind == EndKind::Death {
                     // A relaunch after a death waits for the back-off.
                     let again = gather_pass(ctx, id, peer, None, Activity::Known(None))?;
                     outcome.died = Some(Died {

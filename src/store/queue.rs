@@ -187,20 +187,41 @@ impl Queues {
         self.dir_of(id).join(format!("{name}.{ext}"))
     }
 
-    /// Marks the task as being delivered (before it is typed).
-    pub(crate) fn start(&self, id: &Identity, name: &str) -> Result<()> {
+    /// Marks the task as being delivered (before it is typed) into the
+    /// conversation `to`, when it is known: a delivery cut short is
+    /// settled by that conversation's record, even once its session has
+    /// ended.
+    pub(crate) fn start(&self, id: &Identity, name: &str, to: Option<&str>) -> Result<()> {
+        let target = self.target_path(id, name);
+        match to {
+            Some(conversation) => fsutil::write_atomic(&target, conversation.as_bytes())?,
+            None => remove_if_there(&target)?,
+        }
         fsutil::rename_durable(&self.path(id, name, false), &self.path(id, name, true))
+    }
+
+    /// The conversation a delivery under way was typed into, if known.
+    pub(crate) fn target(&self, id: &Identity, name: &str) -> Option<String> {
+        let text = fs::read_to_string(self.target_path(id, name)).ok()?;
+        let id = text.trim();
+        crate::core::identity::is_conversation_id(id).then(|| id.to_owned())
+    }
+
+    fn target_path(&self, id: &Identity, name: &str) -> PathBuf {
+        self.dir_of(id).join(format!(".{name}.to"))
     }
 
     /// Puts a task whose delivery did not happen back in the queue.
     pub(crate) fn put_back(&self, id: &Identity, name: &str) -> Result<()> {
-        fsutil::rename_durable(&self.path(id, name, true), &self.path(id, name, false))
+        fsutil::rename_durable(&self.path(id, name, true), &self.path(id, name, false))?;
+        remove_if_there(&self.target_path(id, name))
     }
 
     /// A delivered task leaves the queue.
     pub(crate) fn done(&self, id: &Identity, name: &str) -> Result<()> {
         let path = self.path(id, name, true);
         fs::remove_file(&path).map_err(|e| Error::io(&path, "remove", e))?;
+        remove_if_there(&self.target_path(id, name))?;
         let dir = self.dir_of(id);
         File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -236,6 +257,14 @@ impl Queues {
             .collect();
         ids.sort();
         ids
+    }
+}
+
+fn remove_if_there(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, "remove", e)),
     }
 }
 
@@ -313,7 +342,12 @@ mod tests {
         let a = id("a");
         let first = q.add(&a, "one", None, 1).unwrap();
         q.add(&a, "two", None, 2).unwrap();
-        q.start(&a, &first).unwrap();
+        q.start(&a, &first, Some("00000000-0000-4000-8000-000000000001"))
+            .unwrap();
+        assert_eq!(
+            q.target(&a, &first).as_deref(),
+            Some("00000000-0000-4000-8000-000000000001")
+        );
         let head = q.list(&a).remove(0).unwrap();
         assert!(
             head.delivering && head.name == first,
@@ -322,7 +356,8 @@ mod tests {
         assert!(q.remove(&a, &first).is_err(), "not removed mid-delivery");
         q.put_back(&a, &first).unwrap();
         assert!(!q.list(&a)[0].as_ref().unwrap().delivering);
-        q.start(&a, &first).unwrap();
+        assert_eq!(q.target(&a, &first), None, "settled: no target left");
+        q.start(&a, &first, None).unwrap();
         q.done(&a, &first).unwrap();
         let left: Vec<String> = q.list(&a).into_iter().map(|t| t.unwrap().text).collect();
         assert_eq!(left, ["two"]);

@@ -12,7 +12,7 @@
 //! IAPEER_STORM_KILLS (default 20) kills; `make stress` runs 250.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::invariants::{self, Counts};
@@ -91,7 +91,7 @@ fn storm_home() -> (Home, Vec<String>) {
 
 /// One random act on a random peer, as an operator, a script or the agent
 /// itself would do it.
-fn act(home: &Home, names: &[String], rng: &mut Rng, bystander: u32) {
+fn act(home: &Home, names: &[String], rng: &mut Rng, bystander: u32, dropped: &Mutex<Vec<String>>) {
     let name = &names[rng.below(names.len() as u64) as usize];
     let topics = ["billing", "onboarding", "search"];
     let topic = topics[rng.below(3) as usize];
@@ -100,6 +100,25 @@ fn act(home: &Home, names: &[String], rng: &mut Rng, bystander: u32) {
         let _ = home.run(args);
     };
     match roll {
+        28..35 => {
+            // A script queues a task for a Claude peer (written elsewhere,
+            // renamed in), and sometimes wakes it; the daemon delivers it
+            // once the session is idle.
+            let clauds: Vec<&String> = names.iter().filter(|n| n.starts_with('c')).collect();
+            let name = clauds[rng.below(clauds.len() as u64) as usize];
+            let task = format!("qtask-{:016x}", rng.next());
+            let dir = home.path().join("state/queue").join(name);
+            let _ = std::fs::create_dir_all(&dir);
+            let tmp = home.path().join(format!("{task}.tmp"));
+            if std::fs::write(&tmp, &task).is_ok()
+                && std::fs::rename(&tmp, dir.join(format!("{task}.task"))).is_ok()
+            {
+                dropped.lock().unwrap().push(task);
+            }
+            if rng.below(2) == 0 {
+                run(&["wake", name]);
+            }
+        }
         0..35 => {
             if rng.below(2) == 0 {
                 run(&[
@@ -299,18 +318,20 @@ fn storm(kills: usize) -> Counts {
     let home = Arc::new(home);
     let stop = Arc::new(AtomicBool::new(false));
     let acts = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(Mutex::new(Vec::new()));
     let actors: Vec<_> = (0..3)
         .map(|a| {
-            let (home, names, stop, acts) = (
+            let (home, names, stop, acts, dropped) = (
                 Arc::clone(&home),
                 names.clone(),
                 Arc::clone(&stop),
                 Arc::clone(&acts),
+                Arc::clone(&dropped),
             );
             std::thread::spawn(move || {
                 let mut rng = Rng(seed ^ (a as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 while !stop.load(Ordering::Relaxed) {
-                    act(&home, &names, &mut rng, bystander);
+                    act(&home, &names, &mut rng, bystander, &dropped);
                     acts.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(10 + rng.below(60)));
                 }
@@ -327,7 +348,14 @@ fn storm(kills: usize) -> Counts {
             // and its own files do not fit.
             set_limit(d.pid(), libc::RLIMIT_NOFILE, FEW_FILES, FEW_FILES);
         }
-        std::thread::sleep(Duration::from_millis(50 + rng.below(500)));
+        // Most runs are short; every fifth lives long enough for sessions
+        // to read idle and queued tasks to be typed in (and cut short).
+        let life = if k % 5 == 4 {
+            2500 + rng.below(2000)
+        } else {
+            50 + rng.below(500)
+        };
+        std::thread::sleep(Duration::from_millis(life));
         drop(d); // SIGKILL, whatever it was doing
         if let Err(broken) = invariants::check(home.path(), false, (MAX, WINDOW_MS)) {
             stop.store(true, Ordering::Relaxed);
@@ -339,10 +367,17 @@ fn storm(kills: usize) -> Counts {
         a.join().unwrap();
     }
 
-    // Settle: a daemon finishes whatever the kills interrupted; then every
-    // peer is stopped, which parks every live session.
+    // Settle: a daemon finishes whatever the kills interrupted (and
+    // delivers what waits in the queues of live peers); then every peer is
+    // stopped, which parks every live session.
     let mut d = home.daemon();
     std::thread::sleep(Duration::from_secs(1));
+    for n in names
+        .iter()
+        .filter(|n| n.starts_with('c') && home.has(n, "session"))
+    {
+        let _ = home.run(&["wait", n, "--for", "queue-empty", "--timeout", "20s"]);
+    }
     for n in &names {
         let _ = home.run(&["stop", n]);
     }
@@ -354,6 +389,8 @@ fn storm(kills: usize) -> Counts {
     let counts = invariants::check(home.path(), true, (MAX, WINDOW_MS))
         .unwrap_or_else(|e| panic!("settled (seed {seed}): {e}"));
     bystanders.check();
+    let (delivered, waiting) =
+        queued_tasks_were_neither_lost_nor_repeated(&home, &dropped.lock().unwrap());
     why_reads_only_the_recent_past_and_tells_the_whole_story(&home, &names);
     let leftover = invariants::tmux_servers(home.path());
     assert!(
@@ -361,9 +398,10 @@ fn storm(kills: usize) -> Counts {
         "tmux servers left behind: {leftover:?}"
     );
     eprintln!(
-        "storm: {kills} kills in {:.0}s, {} acts; {} lines, {} launch decisions, {} ready, {} deaths, {} parks, {} refusals; every invariant held",
+        "storm: {kills} kills in {:.0}s, {} acts; {} tasks queued by scripts, {delivered} delivered once, {waiting} still waiting, none twice, none lost; {} lines, {} launch decisions, {} ready, {} deaths, {} parks, {} refusals; every invariant held",
         started.elapsed().as_secs_f64(),
         acts.load(Ordering::Relaxed),
+        dropped.lock().unwrap().len(),
         counts.lines,
         counts.decisions,
         counts.readies,
@@ -372,6 +410,72 @@ fn storm(kills: usize) -> Counts {
         counts.refusals
     );
     counts
+}
+
+/// Every task a script queued was typed into a session once, by the
+/// agent's own transcript, or still waits in its queue: none lost, none
+/// delivered twice. Returns how many were delivered and how many wait.
+fn queued_tasks_were_neither_lost_nor_repeated(home: &Home, dropped: &[String]) -> (usize, usize) {
+    fn jsonl(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                jsonl(&p, out);
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    jsonl(&home.path().join("claude/projects"), &mut files);
+    let mut turns: Vec<String> = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if v["type"] == "user" {
+                    turns.push(v["message"]["content"].as_str().unwrap_or("").to_owned());
+                }
+            }
+        }
+    }
+    // Waiting (`.task`), or typed with its delivery not yet settled
+    // (`.delivering`: the next idle turn settles it by the transcript).
+    let (mut waiting_files, mut settling): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for q in std::fs::read_dir(home.path().join("state/queue"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for t in std::fs::read_dir(q.path()).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(t.path()).unwrap_or_default();
+            match t.path().extension().and_then(|x| x.to_str()) {
+                Some("task") => waiting_files.push(text),
+                Some("delivering") => settling.push(text),
+                _ => {}
+            }
+        }
+    }
+    let (mut delivered, mut waiting) = (0, 0);
+    for task in dropped {
+        let typed = turns.iter().filter(|t| t.contains(task.as_str())).count();
+        let queued = waiting_files.iter().any(|w| w.contains(task.as_str()));
+        let unsettled = settling.iter().any(|w| w.contains(task.as_str()));
+        assert!(typed <= 1, "{task} was delivered {typed} times");
+        assert!(
+            typed == 1 || queued || unsettled,
+            "{task} was lost: neither typed nor queued"
+        );
+        assert!(
+            !(typed == 1 && queued),
+            "{task} was delivered and waits to go again"
+        );
+        if typed == 1 {
+            delivered += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    (delivered, waiting)
 }
 
 /// `why` reads the log from its end, only as far back as its story needs:
