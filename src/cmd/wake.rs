@@ -118,9 +118,14 @@ fn no_wait(ctx: &Ctx, id: &Identity, args: &WakeArgs) -> Result<i32> {
     loop {
         for f in follower.poll() {
             let e = &f.entry;
-            if e.u64("pid") != Some(pid) || e.ev() != Some(crate::core::vocab::Ev::Wake) {
+            let decision = matches!(
+                e.ev(),
+                Some(crate::core::vocab::Ev::Wake | crate::core::vocab::Ev::Task)
+            );
+            if e.u64("pid") != Some(pid) || !decision {
                 continue;
             }
+            let queued = e.str("outcome") == Some("queued");
             let mode = e.str("mode").and_then(Mode::parse);
             let delivered = e.str("outcome").is_some();
             if mode.is_none() && !delivered {
@@ -142,7 +147,12 @@ fn no_wait(ctx: &Ctx, id: &Identity, args: &WakeArgs) -> Result<i32> {
                     serde_json::json!({
                         "schema": 1,
                         "name": id.as_str(),
-                        "status": if code == 0 { if delivered { "alive" } else { "starting" } } else { "refused" },
+                        "status": match (code, queued, delivered) {
+                            (0, true, _) => "queued",
+                            (0, _, true) => "alive",
+                            (0, _, _) => "starting",
+                            _ => "refused",
+                        },
                         "mode": e.str("mode"),
                         "cause": e.str("cause"),
                         "session": (!session.is_empty()).then_some(session),

@@ -90,15 +90,27 @@ fn a_task_sent_mid_turn_is_queued_and_delivered_after_the_turn_exactly_once() {
             !typed(&home).contains(&"the second task".to_owned()),
             "{runtime}: typed mid-turn"
         );
+        // --no-wait returns once the task is queued, behind the other.
+        let out = home.run(&[
+            "wake",
+            "ann",
+            "--no-wait",
+            "--json",
+            "--task",
+            "the third task",
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(said["status"], "queued", "{runtime}: {said}");
 
         let out = home.run(&["wait", "ann", "--for", "queue-empty", "--timeout", "30s"]);
         assert_eq!(code(&out), 0, "{runtime}: {}", stderr(&out));
         let delivered = task_lines(&home, "ann", "delivered");
-        assert_eq!(delivered.len(), 1, "{runtime}");
+        assert_eq!(delivered.len(), 2, "{runtime}");
         assert_eq!(
             typed(&home),
-            ["work 5", "the second task"],
-            "{runtime}: after the turn, once"
+            ["work 5", "the second task", "the third task"],
+            "{runtime}: after the turn, in order, once each"
         );
         // The turn had ended when it went in.
         let idle = home
