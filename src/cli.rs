@@ -77,7 +77,8 @@ pub enum Command {
     #[command(subcommand)]
     Pool(PoolCommand),
     /// Hand a task to a free member of a pool (or wake one), printing it;
-    /// exit 7 when every member is busy and the pool is at its max.
+    /// when every member is busy and the pool is at its max, queue it for
+    /// the member with the fewest waiting (exit 7 with --no-queue).
     Dispatch(DispatchArgs),
     /// Every effective setting and where it came from (the environment,
     /// config.toml, or the default).
@@ -157,6 +158,10 @@ pub struct DispatchArgs {
     pub topic: Option<String>,
     #[arg(long)]
     pub json: bool,
+    /// When every member is busy and the pool is at its max, exit 7
+    /// rather than queue the task for the member with the fewest waiting.
+    #[arg(long)]
+    pub no_queue: bool,
 }
 
 #[derive(Debug, Args)]

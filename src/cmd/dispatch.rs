@@ -10,13 +10,22 @@ use crate::engine::wake::Woke;
 pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
     let ctx = Ctx::open(app.config.clone(), app.source)?;
     let pool = crate::store::definitions::load_pool(&ctx.config.paths, &args.pool)?;
-    let result = crate::engine::dispatch::dispatch(&ctx, &pool, &args.task, args.topic.as_deref());
+    let result = crate::engine::dispatch::dispatch(
+        &ctx,
+        &pool,
+        &args.task,
+        args.topic.as_deref(),
+        !args.no_queue,
+    );
     match &result {
         Ok(d) => {
-            let how = match &d.woke {
-                None => "delivered".to_owned(),
-                Some(Woke::Launched { mode, cause, .. }) => format!("woke {mode} ({cause})"),
-                Some(Woke::AlreadyAlive { .. }) => "delivered".to_owned(),
+            let how = match (&d.woke, d.queued) {
+                (_, Some(ahead)) => format!(
+                    "queued: every member is busy and the pool is at its max ({ahead} before it)"
+                ),
+                (None, None) => "delivered".to_owned(),
+                (Some(Woke::Launched { mode, cause, .. }), _) => format!("woke {mode} ({cause})"),
+                (Some(Woke::AlreadyAlive { .. }), _) => "delivered".to_owned(),
             };
             if args.json {
                 let report = d
@@ -29,7 +38,11 @@ pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
                         "schema": 1,
                         "pool": pool.name,
                         "name": d.member.as_str(),
-                        "status": if d.woke.is_some() { "woke" } else { "delivered" },
+                        "status": match (&d.woke, d.queued) {
+                            (_, Some(_)) => "queued",
+                            (Some(_), None) => "woke",
+                            (None, None) => "delivered",
+                        },
                         "wake": report,
                     })
                 );

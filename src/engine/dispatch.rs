@@ -25,6 +25,9 @@ pub(crate) struct Dispatched {
     /// `None`: delivered to a running member; `Some`: a member was woken
     /// for it.
     pub woke: Option<Woke>,
+    /// Every member was busy and the pool at its max: queued for this
+    /// member, with this many before it.
+    pub queued: Option<usize>,
 }
 
 /// A turn with no sign of life for this long is taken as over, whatever
@@ -49,13 +52,16 @@ pub(crate) fn is_free(
     rec.is_ready() && rec.ending.is_none() && !working && since >= quiet_ms
 }
 
+/// `queue`: when no member is free and none can be woken, queue the task
+/// (DESIGN §13) rather than refuse it.
 pub(crate) fn dispatch(
     ctx: &Ctx,
     pool: &Pool,
     task: &str,
     topic: Option<&str>,
+    queue: bool,
 ) -> std::result::Result<Dispatched, WakeFailure> {
-    dispatch_except(ctx, pool, task, topic, None)
+    dispatch_except(ctx, pool, task, topic, None, queue)
 }
 
 /// [`dispatch`] to any member but `except`.
@@ -65,6 +71,7 @@ fn dispatch_except(
     task: &str,
     topic: Option<&str>,
     except: Option<&Identity>,
+    queue: bool,
 ) -> std::result::Result<Dispatched, WakeFailure> {
     crate::core::wake_plan::check_task(task)?;
     if let Some(t) = topic {
@@ -108,6 +115,7 @@ fn dispatch_except(
                 return Ok(Dispatched {
                     member: member.clone(),
                     woke: Some(w),
+                    queued: None,
                 })
             }
             // This one cannot come up now; another may.
@@ -115,11 +123,42 @@ fn dispatch_except(
             Err(f) => return Err(f),
         }
     }
+    if queue {
+        if let Some(d) = queue_for_least_busy(ctx, &members, task, topic)? {
+            return Ok(d);
+        }
+    }
     Err(Error::Refused(Refusal::PoolFull {
         pool: pool.name.clone(),
         max: pool.max,
     })
     .into())
+}
+
+/// Queues the task for the running member with the fewest tasks waiting
+/// (the lowest index among equals); none if no member is running.
+fn queue_for_least_busy(
+    ctx: &Ctx,
+    members: &[Identity],
+    task: &str,
+    topic: Option<&str>,
+) -> Result<Option<Dispatched>> {
+    let queues = crate::store::queue::Queues::new(&ctx.config.paths.state);
+    let least = members
+        .iter()
+        .filter(|m| ctx.state.session(m).ok().flatten().is_some())
+        .min_by_key(|m| queues.list(m).len());
+    let Some(member) = least else {
+        return Ok(None);
+    };
+    let peer = ctx.peer(member)?;
+    let rec = ctx.state.session(member)?;
+    let ahead = crate::engine::queue::enqueue(ctx, member, &peer, rec.as_ref(), task, topic)?;
+    Ok(Some(Dispatched {
+        member: member.clone(),
+        woke: None,
+        queued: Some(ahead),
+    }))
 }
 
 /// Delivers to `member` if it is free; `Ok(None)` when it is not.
@@ -175,12 +214,13 @@ fn try_deliver(
     Ok(Some(Dispatched {
         member: member.clone(),
         woke: None,
+        queued: None,
     }))
 }
 
 /// A pool member died working on `task`: it goes once more to another
 /// member (DESIGN §12), free or woken for it, else into the queue of the
-/// first other member that is up. Says where, on a `task` line of the
+/// other member with the fewest waiting. Says where, on a `task` line of the
 /// member that died. Called once per death, where the death is recorded.
 pub(crate) fn redispatch(
     ctx: &Ctx,
@@ -210,29 +250,16 @@ pub(crate) fn redispatch(
             return;
         }
     };
-    let reason = match dispatch_except(ctx, &pool, task, topic, Some(from)) {
+    let reason = match dispatch_except(ctx, &pool, task, topic, Some(from), true) {
         Ok(d) => format!(
             "{from} died working on it; dispatched again to {} ({})",
             d.member,
-            match d.woke {
-                Some(Woke::Launched { .. }) => "woken for it",
-                _ => "delivered",
+            match (&d.woke, d.queued) {
+                (_, Some(ahead)) => format!("every member busy: in its queue, {ahead} before it"),
+                (Some(Woke::Launched { .. }), _) => "woken for it".to_owned(),
+                _ => "delivered".to_owned(),
             }
         ),
-        Err(f) if matches!(f.error, Error::Refused(Refusal::PoolFull { .. })) => {
-            let up = pool
-                .members()
-                .into_iter()
-                .filter(|m| m != from)
-                .find(|m| ctx.state.session(m).ok().flatten().is_some());
-            match up.and_then(|m| Some((ctx.peer(&m).ok()?, m))) {
-                Some((peer, m)) => match crate::engine::queue::enqueue(ctx, &m, &peer, None, task, topic) {
-                    Ok(ahead) => format!("{from} died working on it; every member is busy, so it waits in {m}'s queue ({ahead} before it)"),
-                    Err(e) => format!("not dispatched again: queueing it for {m}: {e}"),
-                },
-                None => format!("not dispatched again: {}", f.error),
-            }
-        }
         Err(f) => format!("not dispatched again: {}", f.error),
     };
     if let Err(e) = ctx.log(&line(reason)) {

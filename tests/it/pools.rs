@@ -108,13 +108,30 @@ fn dispatch_uses_a_free_member_then_grows_then_refuses_when_full() {
     let (_, r) = dispatch(&home, "fourth");
     assert_eq!(r["name"], "ccl-auto-14");
 
-    let out = home.run(&["dispatch", "ccl", "--task", "fifth"]);
+    let out = home.run(&["dispatch", "ccl", "--task", "fifth", "--no-queue"]);
     assert_eq!(code(&out), 7, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("pool ccl is full"),
         "{}",
         stderr(&out)
     );
+    // Without --no-queue it waits in the queue of the least busy member
+    // (the lowest index among equals), and says so.
+    let (c, r) = dispatch(&home, "fifth");
+    assert_eq!(c, 0);
+    assert_eq!(
+        (r["name"].as_str(), r["status"].as_str()),
+        (Some("ccl-auto-11"), Some("queued")),
+        "{r}"
+    );
+    let (_, r) = dispatch(&home, "sixth");
+    assert_eq!(r["name"], "ccl-auto-12", "11 has one waiting: {r}");
+    let queued = home
+        .lines("ccl-auto-11", "task")
+        .into_iter()
+        .filter(|e| e.str("outcome") == Some("queued"))
+        .count();
+    assert_eq!(queued, 1);
     // Nothing outside the range was created to make room.
     let sockets: Vec<String> = std::fs::read_dir(home.path().join("run"))
         .unwrap()
@@ -250,7 +267,10 @@ fn look_alike_sessions_and_peers_are_never_touched() {
     for task in ["a", "b", "c", "d"] {
         dispatch(&home, task);
     }
-    assert_eq!(code(&home.run(&["dispatch", "ccl", "--task", "e"])), 7);
+    assert_eq!(
+        code(&home.run(&["dispatch", "ccl", "--task", "e", "--no-queue"])),
+        7
+    );
     for (name, pid) in look_alikes.iter().zip(&pids) {
         let out = tmux(
             &run.join(format!("{name}.sock")),
