@@ -249,7 +249,9 @@ fn after_clear_a_member_is_free_for_dispatch() {
         Duration::from_secs(20),
         "a dispatch to the idle member",
         || {
-            let out = home.run(&["dispatch", "crew", "--task", "the second job"]);
+            // --no-queue: busy is exit 7 (no daemon here would deliver
+            // a queued job); free is a delivery.
+            let out = home.run(&["dispatch", "crew", "--task", "the second job", "--no-queue"]);
             last = Some((code(&out), stderr(&out)));
             code(&out) == 0
         },
