@@ -38,6 +38,7 @@ pub(crate) fn add(app: &App, args: AddArgs) -> Result<i32> {
         interfaces: None,
         pool: None,
         dialogs: Dialogs::default(),
+        on_stuck: Default::default(),
     };
     check_and_save(app, &id, &peer)?;
     // Its history begins here: `why` and the metrics tell nothing of an

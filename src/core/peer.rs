@@ -94,6 +94,26 @@ pub struct Peer {
     /// (DESIGN §6).
     #[serde(default)]
     pub dialogs: Dialogs,
+    /// What iapeer does when the session reads `stuck` (DESIGN §12).
+    #[serde(default, skip_serializing_if = "OnStuck::is_default")]
+    pub on_stuck: OnStuck,
+}
+
+/// `on_stuck`: `tell` (the default: log it, and run the operator's hook)
+/// or `restart` (end the session and bring it back fresh, its task queued
+/// again, first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStuck {
+    #[default]
+    Tell,
+    Restart,
+}
+
+impl OnStuck {
+    fn is_default(&self) -> bool {
+        *self == OnStuck::Tell
+    }
 }
 
 /// `dialogs`: `auto` answers the runtime's known start-up dialogs (folder

@@ -106,6 +106,7 @@ impl Pool {
             interfaces: None,
             pool: Some(self.name.clone()),
             dialogs: Dialogs::default(),
+            on_stuck: Default::default(),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::core::activity::{State, Tracked, Transition};
 use crate::core::clock;
 use crate::core::identity::Identity;
 use crate::core::metrics::Metrics;
-use crate::core::peer::Peer;
+use crate::core::peer::{OnStuck, Peer};
 use crate::core::session::SessionRecord;
 use crate::core::vocab::{Ev, Outcome};
 use crate::daemon::hooks::{Hooks, Notice};
@@ -232,6 +232,23 @@ impl Reader {
             why: why(id, t),
             session: Some(l.rec.session.clone()),
         });
+        if t.to.state == State::Stuck && l.peer.on_stuck == OnStuck::Restart {
+            let (ctx, id, peer) = (Arc::clone(&self.ctx), id.clone(), l.peer.clone());
+            let said =
+                t.to.said
+                    .clone()
+                    .unwrap_or_else(|| "no progress".to_owned());
+            let spawned = std::thread::Builder::new()
+                .name(format!("unstick-{id}"))
+                .spawn(move || {
+                    if let Err(e) = crate::engine::queue::restart_stuck(&ctx, &id, &peer, &said) {
+                        tracing::error!("{id}: restarting it, stuck: {e}");
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a thread to restart a stuck session: {e}");
+            }
+        }
     }
 }
 

@@ -110,7 +110,18 @@ pub(crate) fn asked_self_fresh(new_eager: Option<&FlagMarker>, rec: &SessionReco
 /// Ends a live session so that it comes back fresh at once (`restart`):
 /// neither a park nor a death. The caller has written `.new-eager`.
 pub(crate) fn end_for_relaunch(ctx: &Ctx, id: &Identity, rec: SessionRecord) -> Result<()> {
-    let ending = ending_now(ctx, EndKind::Relaunch, Action::Restarted.as_str());
+    end_for_relaunch_saying(ctx, id, rec, None)
+}
+
+/// [`end_for_relaunch`], with a reason on its line.
+pub(crate) fn end_for_relaunch_saying(
+    ctx: &Ctx,
+    id: &Identity,
+    rec: SessionRecord,
+    reason: Option<String>,
+) -> Result<()> {
+    let mut ending = ending_now(ctx, EndKind::Relaunch, Action::Restarted.as_str());
+    ending.reason = reason;
     end(ctx, id, rec, ending)
 }
 

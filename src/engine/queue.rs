@@ -227,3 +227,77 @@ fn line(
                 .map_or_else(|| "by a script".to_owned(), clock::format_ms)
         ))
 }
+
+/// `on_stuck = "restart"` (DESIGN §12): a session that reads `stuck` is
+/// ended and brought back fresh (the daemon relaunches it at once, for
+/// `.new-eager`), and the task it was stuck on waits first in its queue
+/// for the new session. Under the peer's lock; false if another process
+/// holds it or the session is gone.
+pub(crate) fn restart_stuck(ctx: &Ctx, id: &Identity, peer: &Peer, why: &str) -> Result<bool> {
+    let Some(_lock) = ctx.state.try_lock(id)? else {
+        return Ok(false);
+    };
+    let Some(rec) = ctx.state.session(id)? else {
+        return Ok(false);
+    };
+    if crate::os::process::standing(&rec) != Standing::Running(Liveness::Alive) {
+        return Ok(false);
+    }
+    let again = rec
+        .task
+        .clone()
+        .filter(|task| !stuck_on_before(ctx, id, task));
+    if let Some(task) = again {
+        // Dated when it was first delivered: ahead of what was queued since.
+        let at = rec
+            .task_at
+            .as_deref()
+            .and_then(clock::parse_rfc3339)
+            .unwrap_or(0);
+        let name = Queues::new(&ctx.config.paths.state).add(id, &task, rec.topic.as_deref(), at)?;
+        ctx.log(
+            &ctx.record(Ev::Task)
+                .identity(id)
+                .runtime(peer.runtime)
+                .outcome(Outcome::Queued)
+                .session(&rec.session)
+                .topic(rec.topic.as_deref())
+                .task(Some(&task))
+                .reason(format!(
+                    "it was stuck on it; queued again ({name}) for its fresh session, before anything queued since"
+                )),
+        )?;
+    }
+    ctx.state.set_flag(
+        id,
+        crate::store::markers::Flag::NewEager,
+        ctx.now(),
+        "stuck",
+    )?;
+    crate::engine::ending::end_for_relaunch_saying(
+        ctx,
+        id,
+        rec,
+        Some(format!(
+            "stuck ({why}); its definition says on_stuck = restart"
+        )),
+    )?;
+    Ok(true)
+}
+
+/// Whether `task` was queued again once already after a session got stuck
+/// on it: a task that hangs every time it runs goes round once, not for
+/// ever.
+fn stuck_on_before(ctx: &Ctx, id: &Identity, task: &str) -> bool {
+    let kept = ctx.record(Ev::Task).task(Some(task)).task;
+    let mut found = false;
+    let _ = crate::store::log::for_each_backward(
+        &ctx.config.paths.lifecycle_log,
+        |raw| raw.contains("\"ev\":\"task\"") && raw.contains("it was stuck on it"),
+        |e| {
+            found = e.identity() == Some(id.as_str()) && e.str("task") == kept.as_deref();
+            !found
+        },
+    );
+    found
+}

@@ -324,3 +324,59 @@ fn crashed_while_working_is_read_from_the_turn_not_the_clock() {
         assert_eq!(crashed(&home), 1, "{runtime}");
     }
 }
+
+/// `on_stuck = "restart"`: a stuck session is ended and brought back
+/// fresh, the task it was stuck on queued again, first — once: stuck on
+/// it a second time, it is restarted without it.
+#[test]
+fn on_stuck_restart_brings_it_back_fresh_with_its_task_once() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_STUCK_SECS", "3");
+    home.add("ida", &[]);
+    home.edit_peer("ida", |def| def["on_stuck"] = serde_json::json!("restart"));
+    let _daemon = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "ida", "--task", "hang 6"])), 0);
+    let restarted = |home: &Home| {
+        home.lines("ida", "supervise")
+            .into_iter()
+            .filter(|e| e.str("action") == Some("restarted"))
+            .collect::<Vec<_>>()
+    };
+    wait_until(Duration::from_secs(40), "two restarts", || {
+        restarted(&home).len() >= 2
+    });
+    let r = restarted(&home);
+    assert!(
+        r[0].str("reason")
+            .is_some_and(|s| s.contains("on_stuck = restart")),
+        "{}",
+        r[0].line
+    );
+    let again: Vec<_> = home
+        .lines("ida", "task")
+        .into_iter()
+        .filter(|e| {
+            e.str("reason")
+                .is_some_and(|s| s.starts_with("it was stuck on it"))
+        })
+        .collect();
+    assert_eq!(again.len(), 1, "queued again once");
+    assert_eq!(again[0].str("task"), Some("hang 6"));
+    wait_until(Duration::from_secs(15), "each restart back fresh", || {
+        home.lines("ida", "wake")
+            .into_iter()
+            .filter(|e| e.str("cause") == Some("needs-eager-fresh"))
+            .count()
+            >= 2
+    });
+    let delivered = home
+        .lines("ida", "task")
+        .into_iter()
+        .filter(|e| e.str("outcome") == Some("delivered") && e.str("task") == Some("hang 6"))
+        .count();
+    assert_eq!(
+        delivered, 1,
+        "the task went again to the fresh session, once"
+    );
+}
