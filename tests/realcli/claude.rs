@@ -492,3 +492,48 @@ fn a_task_sent_mid_turn_waits_for_the_turn_and_reaches_the_model_once() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(mock.turns_with("the second task"), 1, "once");
 }
+
+/// Three tasks queued by a script while the peer sleeps reach the real
+/// Claude in order, one per turn, after one wake.
+#[test]
+fn three_tasks_queued_while_asleep_arrive_in_order_after_one_wake() {
+    let dir = assert_fs::TempDir::new().unwrap();
+    let mock = Mock::anthropic(dir.path(), json!([]));
+    let Some(mut home) = claude_home(&mock) else {
+        return;
+    };
+    home.set("IAPEER_TICK_SECS", "1");
+    home.add("tess", &[]);
+    let queue = home.path().join("state/queue/tess");
+    std::fs::create_dir_all(&queue).unwrap();
+    for (i, task) in ["queued task one", "queued task two", "queued task three"]
+        .iter()
+        .enumerate()
+    {
+        let tmp = home.path().join(format!("t{i}"));
+        std::fs::write(&tmp, task).unwrap();
+        std::fs::rename(&tmp, queue.join(format!("{i}-script.task"))).unwrap();
+    }
+    let _daemon = home.daemon();
+    let out = home.run(&["wake", "tess"]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        stderr(&out),
+        last_screen(&home, "tess")
+    );
+    mock.wait_turn("queued task three", Duration::from_secs(90));
+    let order: Vec<String> = mock
+        .requests()
+        .iter()
+        .filter(|r| r["side"] != true)
+        .filter_map(|r| r["last_user_text"].as_str().map(str::to_owned))
+        .filter(|t| t.starts_with("queued task"))
+        .collect();
+    assert_eq!(
+        order,
+        ["queued task one", "queued task two", "queued task three"],
+        "in order, once each"
+    );
+}
