@@ -110,8 +110,14 @@ fn act(home: &Home, names: &[String], rng: &mut Rng, bystander: u32, dropped: &M
             let dir = home.path().join("state/queue").join(name);
             let _ = std::fs::create_dir_all(&dir);
             let tmp = home.path().join(format!("{task}.tmp"));
-            if std::fs::write(&tmp, &task).is_ok()
-                && std::fs::rename(&tmp, dir.join(format!("{task}.task"))).is_ok()
+            // Named as the queue's own files are (docs/files.md): in time
+            // order with the tasks the CLI queues.
+            let file = format!(
+                "{:013}-{}.task",
+                iapeer::core::clock::now_ms(),
+                9000 + rng.below(1000)
+            );
+            if std::fs::write(&tmp, &task).is_ok() && std::fs::rename(&tmp, dir.join(file)).is_ok()
             {
                 dropped.lock().unwrap().push(task);
             }
