@@ -43,7 +43,8 @@ pub(crate) type Sessions = Arc<Mutex<HashMap<Identity, Arc<Live>>>>;
 /// started must show in the runtime's record first (DESIGN §13: one task
 /// per turn).
 const AFTER_DELIVERY: Duration = Duration::from_secs(2);
-/// After a delivery failed, the next try waits this long.
+/// After a delivery failed, or found only files that cannot be tasks, the
+/// next try waits this long.
 const AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// A delivery that ended: whose, in which session, and how.
@@ -176,6 +177,7 @@ impl Reader {
                     self.unconfirmed.insert(id.clone(), session);
                     AFTER_DELIVERY
                 }
+                Ok(Next::OnlyBad) => AFTER_FAILURE,
                 Ok(_) => AFTER_DELIVERY,
                 Err(e) => {
                     tracing::warn!("{id}: a queued task could not be delivered: {e}");

@@ -88,6 +88,8 @@ pub(crate) enum Next {
     Nothing,
     /// A task was typed in, with this outcome.
     Delivered(Outcome),
+    /// Only files that cannot be tasks wait: looked at again much later.
+    OnlyBad,
 }
 
 /// Delivers the head of `id`'s queue to its live session if the turn is
@@ -109,6 +111,7 @@ pub(crate) fn deliver_next(ctx: &Ctx, id: &Identity, peer: &Peer) -> Result<Next
     }
     let queues = Queues::new(&ctx.config.paths.state);
     let mut head = None;
+    let mut bad = false;
     for task in queues.list(id) {
         match task {
             Ok(t) if t.delivering => {
@@ -126,13 +129,15 @@ pub(crate) fn deliver_next(ctx: &Ctx, id: &Identity, peer: &Peer) -> Result<Next
                 head = Some(t);
                 break;
             }
-            // Not a task: said in the log by whoever lists the queue; the
-            // ones behind it still go.
-            Err(e) => tracing::warn!("{id}: {e}"),
+            // Not a task: skipped (and said); the ones behind it still go.
+            Err(e) => {
+                bad = true;
+                tracing::warn!("{id}: {e}");
+            }
         }
     }
     let Some(task) = head else {
-        return Ok(Next::Nothing);
+        return Ok(if bad { Next::OnlyBad } else { Next::Nothing });
     };
     let to = conversation::live(ctx, runtime.as_ref(), peer, &rec).map(|c| c.id);
     queues.start(id, &task.name, to.as_deref())?;
