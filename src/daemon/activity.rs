@@ -96,7 +96,19 @@ impl Reader {
             .name("activity".into())
             .spawn(move || loop {
                 let began = Instant::now();
-                self.round();
+                // A round that panics (a bug, or a file iapeer could not
+                // foresee) must not end the reading for good, unseen: it
+                // is said, the watches are dropped, and reading goes on.
+                let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.round()));
+                if let Err(panic) = round {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!("activity reader: a round failed ({what}); reading on");
+                    self.watches.clear();
+                }
                 std::thread::sleep(EVERY.saturating_sub(began.elapsed()));
             })
             .map(|_| ())
