@@ -139,8 +139,13 @@ pub fn check(home: &Path, settled: bool, guard: (usize, i64)) -> Result<Counts, 
             // A session comes up with its ready line, or, found running
             // with no launch of ours behind it, when it is adopted.
             let orphan = session.is_some_and(|s| !decided.contains(s));
-            let came_up = ev == Some("ready")
-                || (ev == Some("daemon") && e.str("action") == Some("adopted") && orphan);
+            // A record the storm planted and then removed behind iapeer's
+            // back (no end is ever logged for it) is not a session of the
+            // peer's, even when a daemon that started meanwhile adopted it.
+            let planted = session.is_some_and(|s| s.starts_with("planted-"));
+            let came_up = !planted
+                && (ev == Some("ready")
+                    || (ev == Some("daemon") && e.str("action") == Some("adopted") && orphan));
             if came_up {
                 if let (Some(other), Some(s)) = (open, session) {
                     if other != s {
