@@ -234,11 +234,19 @@ fn serve(shared: &Arc<Shared>, server: &tiny_http::Server) {
 fn handle(shared: &Shared, request: Request) {
     let url = request.url().to_owned();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    let query: Vec<(&str, &str)> = query
+    // Percent-decoded, as the page's own `encodeURIComponent` sends them
+    // (a token with `/`, `+` or `=` in it); `+` stays a plus.
+    let query: Vec<(String, String)> = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((percent_decoded(k)?, percent_decoded(v)?)))
         .collect();
-    let param = |k: &str| query.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+    let param = |k: &str| {
+        query
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     if !matches!(request.method(), Method::Get | Method::Head) {
         let response = error(405, "the dashboard is read-only: only GET")
             .with_header(header("Allow", "GET, HEAD"));
@@ -484,9 +492,38 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// `%XX` escapes decoded (RFC 3986); `None` for a broken escape or bytes
+/// that are not UTF-8.
+fn percent_decoded(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded_and_a_plus_stays() {
+        assert_eq!(percent_decoded("a%2Fb%2Bc%3Dd").as_deref(), Some("a/b+c=d"));
+        assert_eq!(percent_decoded("a/b+c=d").as_deref(), Some("a/b+c=d"));
+        assert_eq!(percent_decoded("caf%C3%A9").as_deref(), Some("café"));
+        for broken in ["%", "%2", "%zz", "%ff"] {
+            assert_eq!(percent_decoded(broken), None, "{broken}");
+        }
+    }
 
     #[test]
     fn tokens_compare_exactly() {

@@ -673,3 +673,67 @@ fn base64_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Regression: a token with `/`, `+` or `=` worked as a header but not in
+/// the percent-encoded `?access_token=` the page itself sends.
+#[test]
+fn a_token_with_slash_plus_and_equals_works_in_both_forms() {
+    let mut home = Home::new();
+    let token = "a/b+c=d-0123456789abcdef";
+    let token_file = home.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    home.set("IAPEER_HTTP_ADDR", "127.0.0.1:0")
+        .set("IAPEER_HTTP_TOKEN_FILE", token_file.to_str().unwrap());
+    let stderr_file = std::fs::File::create(home.path().join("d.err")).unwrap();
+    let child = home
+        .iapeer()
+        .arg("daemon")
+        .stderr(stderr_file)
+        .spawn()
+        .unwrap();
+    let _d = Daemon { child };
+    let mut base = String::new();
+    wait_until(Duration::from_secs(10), "the dashboard", || {
+        let err = std::fs::read_to_string(home.path().join("d.err")).unwrap_or_default();
+        match err.split("dashboard on ").nth(1) {
+            Some(rest) => {
+                base = rest
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches('/')
+                    .to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    let status = |r: Result<ureq::Response, ureq::Error>| match r {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(c, _)) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let header = ureq::get(&format!("{base}/peers"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call();
+    assert_eq!(status(header), 200);
+    let encoded = "a%2Fb%2Bc%3Dd-0123456789abcdef";
+    assert_eq!(
+        status(ureq::get(&format!("{base}/peers?access_token={encoded}")).call()),
+        200
+    );
+    assert_eq!(
+        status(ureq::get(&format!("{base}/peers?access_token={token}")).call()),
+        200
+    );
+    assert_eq!(
+        status(ureq::get(&format!("{base}/peers?access_token=a%2Fb%2Bc%3Dd-wrong")).call()),
+        401
+    );
+    assert_eq!(
+        status(ureq::get(&format!("{base}/peers?access_token=%zz")).call()),
+        401
+    );
+}
