@@ -362,6 +362,24 @@ where
 mod tests {
     use super::*;
 
+    /// A configuration whose home (and user home) is `home`.
+    fn config_in(home: &Path) -> Config {
+        Config::from_lookup(|k| match k {
+            "IAPEER_HOME" | "HOME" => Some(home.into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    /// A screen or record captured from the pinned CLIs.
+    fn captured(file: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/fixtures/real/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
     fn peer(runtime: &str) -> Peer {
         let json = format!(r#"{{"name":"a","cwd":"/x","runtime":"{runtime}"}}"#);
         crate::core::peer::parse(Path::new("a.json"), json.as_bytes(), None).unwrap()
@@ -383,11 +401,7 @@ mod tests {
     #[test]
     fn captured_screens_are_read_as_what_they_are() {
         let home = assert_fs::TempDir::new().unwrap();
-        let config = Config::from_lookup(|k| match k {
-            "IAPEER_HOME" | "HOME" => Some(home.path().into()),
-            _ => None,
-        })
-        .unwrap();
+        let config = config_in(home.path());
         let claude = claude::Claude::new(&config);
         let codex = codex::Codex::new(&config);
         let rows: &[(&dyn Runtime, &str, &str, &str)] = &[
@@ -475,11 +489,7 @@ mod tests {
     fn captured_screens_read_as_the_activity_they_show() {
         use crate::core::activity::{classify, Reading, State};
         let home = assert_fs::TempDir::new().unwrap();
-        let config = Config::from_lookup(|k| match k {
-            "IAPEER_HOME" | "HOME" => Some(home.path().into()),
-            _ => None,
-        })
-        .unwrap();
+        let config = config_in(home.path());
         let claude = claude::Claude::new(&config);
         let codex = codex::Codex::new(&config);
         let now = crate::core::clock::parse_rfc3339("2026-12-01T11:00:00Z").unwrap();
@@ -510,20 +520,14 @@ mod tests {
             (&codex, "codex/usage-limit-days.txt", State::Limited),
         ];
         for (runtime, file, want) in rows {
-            let path = format!("{}/fixtures/real/{file}", env!("CARGO_MANIFEST_DIR"));
-            let screen = std::fs::read_to_string(&path).unwrap();
             let reading = Reading {
-                screen: Some(runtime.screen_turn(&screen, now, 0)),
+                screen: Some(runtime.screen_turn(&captured(file), now, 0)),
                 ..Reading::default()
             };
             assert_eq!(classify(&reading, i64::MAX).state, *want, "{file}");
         }
-        let asks = |runtime: &dyn Runtime, file: &str| {
-            let path = format!("{}/fixtures/real/{file}", env!("CARGO_MANIFEST_DIR"));
-            runtime
-                .screen_turn(&std::fs::read_to_string(path).unwrap(), now, 0)
-                .asks
-        };
+        let asks =
+            |runtime: &dyn Runtime, file: &str| runtime.screen_turn(&captured(file), now, 0).asks;
         assert_eq!(
             asks(&claude, "claude/permission-prompt.txt").as_deref(),
             Some("Do you want to proceed?")
@@ -558,7 +562,7 @@ mod tests {
                 Some("permission prompt"),
             ),
         ] {
-            let text = std::fs::read_to_string(real(file)).unwrap();
+            let text = captured(file);
             let pid = serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
                 .as_i64()
                 .unwrap() as i32;
