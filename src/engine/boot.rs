@@ -197,20 +197,25 @@ fn answer(
         );
     }
     // The answer takes a moment to land: give the dialog time to go before
-    // reading it as still there.
+    // reading it as still there. Gone means gone on two looks in a row: a
+    // look can catch the client redrawing the dialog half way, and a
+    // second answer to a dialog still there types its keys into what
+    // comes after it.
     let deadline = Instant::now() + DIALOG_GONE;
-    while Instant::now() < deadline {
+    let mut absent = 0;
+    while Instant::now() < deadline && absent < 2 {
         std::thread::sleep(Duration::from_millis(50));
-        let screen = ctx.host.capture(&rec.socket, id.as_str(), 60);
-        if screen.is_ok_and(|s| !dialog.on(&s)) {
-            break;
-        }
+        absent = match ctx.host.capture(&rec.socket, id.as_str(), 60) {
+            Ok(s) if !dialog.on(&s) => absent + 1,
+            _ => 0,
+        };
     }
     Ok(())
 }
 
-/// How long a dialog's answer is given to take it off the screen.
-const DIALOG_GONE: Duration = Duration::from_secs(3);
+/// How long a dialog's answer is given to take it off the screen (a
+/// client on a loaded machine can take seconds to act on a key).
+const DIALOG_GONE: Duration = Duration::from_secs(6);
 
 /// A boot that failed: kill it, record the death, log it as the failed
 /// wake; returns the cause it was logged with.

@@ -219,6 +219,23 @@ fn a_known_dialog_is_answered_once_and_logged() {
     assert_eq!(b.lines(answered), 1);
 }
 
+/// Regression: a look that caught the client redrawing its dialog half
+/// way read it as gone, so the dialog still there was answered again, and
+/// the second answer's keys went into whatever came after it.
+#[test]
+fn a_dialog_redrawn_half_way_after_its_answer_is_not_answered_twice() {
+    let b = bench();
+    claude_at_the_trust_dialog(&b, "auto");
+    let dialog = include_str!("../../fixtures/real/claude/trust-dialog.txt");
+    let half = &dialog[..dialog.find("Yes, I trust this folder").unwrap()];
+    let ready = include_str!("../../fixtures/real/claude/ready.txt");
+    b.host
+        .show_on_launch_frames(dialog, &[half, dialog, dialog, half, ready]);
+    assert!(matches!(b.wake(), Ok(Woke::Launched { .. })), "it came up");
+    let rec = b.ctx.state.session(&b.id).unwrap().unwrap();
+    assert_eq!(b.host.keys(&rec.socket), ["1"], "one answer");
+}
+
 #[test]
 fn with_dialogs_manual_none_is_answered_and_the_boot_says_what_to_do() {
     let b = bench();

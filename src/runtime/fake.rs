@@ -4,7 +4,7 @@
 //! is whatever the test sets. It counts every call, and can be told to fail
 //! the next kill, so tests can pin what the engine asks of a host.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,10 @@ struct Pane {
     name: String,
     child: Child,
     screen: String,
-    /// What the screen becomes once keys are pressed.
-    after_keys: Option<String>,
+    /// The frames the screen goes through once keys are pressed, one per
+    /// capture; the last one stays.
+    after_keys: Vec<String>,
+    frames: VecDeque<String>,
     delivered: Vec<String>,
     keys: Vec<String>,
 }
@@ -42,7 +44,7 @@ struct Inner {
     calls: Calls,
     fail_next_kill: bool,
     screen_on_launch: String,
-    after_keys_on_launch: Option<String>,
+    after_keys_on_launch: Vec<String>,
 }
 
 /// The fake host; clones share one state, so a test keeps a handle to the
@@ -85,7 +87,15 @@ impl FakeHost {
     pub(crate) fn show_on_launch(&self, screen: &str, then: Option<&str>) {
         let mut inner = self.inner();
         inner.screen_on_launch = screen.to_owned();
-        inner.after_keys_on_launch = then.map(str::to_owned);
+        inner.after_keys_on_launch = then.into_iter().map(str::to_owned).collect();
+    }
+
+    /// New panes show `screen`, and once keys are pressed go through
+    /// `frames`, one per capture (a redraw caught half way, say).
+    pub(crate) fn show_on_launch_frames(&self, screen: &str, frames: &[&str]) {
+        let mut inner = self.inner();
+        inner.screen_on_launch = screen.to_owned();
+        inner.after_keys_on_launch = frames.iter().map(|f| (*f).to_owned()).collect();
     }
 
     /// The keys pressed on the pane so far.
@@ -132,6 +142,7 @@ impl Host for FakeHost {
                 child,
                 screen,
                 after_keys,
+                frames: VecDeque::new(),
                 delivered: Vec::new(),
                 keys: Vec::new(),
             },
@@ -172,8 +183,13 @@ impl Host for FakeHost {
         inner.calls.capture += 1;
         Ok(inner
             .panes
-            .get(socket)
-            .map(|p| p.screen.clone())
+            .get_mut(socket)
+            .map(|p| {
+                if let Some(frame) = p.frames.pop_front() {
+                    p.screen = frame;
+                }
+                p.screen.clone()
+            })
             .unwrap_or_default())
     }
 
@@ -205,9 +221,7 @@ impl Host for FakeHost {
         })?;
         pane.keys.extend(keys.iter().map(|k| (*k).to_owned()));
         // A pane that was showing a dialog shows what comes after it.
-        if let Some(next) = pane.after_keys.take() {
-            pane.screen = next;
-        }
+        pane.frames.extend(std::mem::take(&mut pane.after_keys));
         Ok(())
     }
 

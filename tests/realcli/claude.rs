@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{code, stderr, stdout, wait_until};
-use crate::tier::{claude_home, claude_trusts, last_screen, processes_with, Mock};
+use crate::tier::{answered, claude_home, claude_trusts, last_screen, processes_with, Mock};
 
 const TASK_WAIT: Duration = Duration::from_secs(60);
 
@@ -25,11 +25,14 @@ fn an_untrusted_new_folder_comes_up_and_takes_a_task_without_a_human() {
     mock.wait_turn("say hello to the operator", TASK_WAIT);
 
     for dialog in ["folder-trust", "api-key"] {
-        let answered = home.count("alice", |e| {
-            e.str("action") == Some("dialog-answered") && e.str("dialog") == Some(dialog)
-        });
-        assert_eq!(answered, 1, "{dialog} answered once");
+        answered(&home, "alice", dialog);
     }
+    assert_eq!(
+        (mock.turns(), mock.turns_with("say hello to the operator")),
+        (1, 1),
+        "the task, and nothing an answer typed, reached the model: {:#?}",
+        mock.requests()
+    );
     let answered_trust = home
         .lines("alice", "wake")
         .into_iter()
@@ -389,16 +392,17 @@ fn a_new_mcp_server_is_left_off_and_the_boot_goes_on() {
     let out = home.run(&["wake", "mia", "--task", "hello with mcp around"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     mock.wait_turn("hello with mcp around", TASK_WAIT);
-    let answered = home
-        .lines("mia", "wake")
-        .into_iter()
-        .filter(|e| e.str("dialog") == Some("mcp-server"))
-        .collect::<Vec<_>>();
-    assert_eq!(answered.len(), 1, "answered once");
+    let answers = answered(&home, "mia", "mcp-server");
     assert!(
-        answered[0].str("reason").is_some_and(|r| r.contains("off")),
+        answers[0].str("reason").is_some_and(|r| r.contains("off")),
         "{}",
-        answered[0].line
+        answers[0].line
+    );
+    assert_eq!(
+        (mock.turns(), mock.turns_with("hello with mcp around")),
+        (1, 1),
+        "the task, and nothing an answer typed, reached the model: {:#?}",
+        mock.requests()
     );
 }
 

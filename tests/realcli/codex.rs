@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{code, stderr, stdout, wait_until};
-use crate::tier::{codex_home, git_workdir, last_decision, last_screen, processes_with, Mock};
+use crate::tier::{
+    answered, codex_home, git_workdir, last_decision, last_screen, processes_with, Mock,
+};
 
 const TASK_WAIT: Duration = Duration::from_secs(60);
 
@@ -24,10 +26,13 @@ fn an_untrusted_git_folder_comes_up_and_takes_a_task_without_a_human() {
     let out = home.run(&["wake", "carol", "--task", "list the files please"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     mock.wait_turn("list the files please", TASK_WAIT);
-    let answered = home.count("carol", |e| {
-        e.str("action") == Some("dialog-answered") && e.str("dialog") == Some("folder-trust")
-    });
-    assert_eq!(answered, 1, "the trust dialog answered once");
+    answered(&home, "carol", "folder-trust");
+    assert_eq!(
+        (mock.turns(), mock.turns_with("list the files please")),
+        (1, 1),
+        "the task, and nothing an answer typed, reached the model: {:#?}",
+        mock.requests()
+    );
     let config = std::fs::read_to_string(home.path().join("codex/config.toml")).unwrap();
     assert!(
         config.contains(cwd.to_str().unwrap()) && config.contains("trusted"),

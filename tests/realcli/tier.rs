@@ -293,3 +293,25 @@ pub fn told(file: &Path, what: &str) -> usize {
         .filter(|l| l.starts_with(what))
         .count()
 }
+
+/// How many times `name`'s `dialog` was answered, checked to be once, or
+/// twice when a loaded machine lost the first answer's keys (said on
+/// stderr, so a slow run shows it). Whether an answer's keys ever reached
+/// the model is for the caller to check, by the turns the mock saw.
+pub fn answered(home: &Home, name: &str, dialog: &str) -> Vec<iapeer::core::record::Entry> {
+    let answers: Vec<_> = home
+        .lines(name, "wake")
+        .into_iter()
+        .filter(|e| e.str("action") == Some("dialog-answered") && e.str("dialog") == Some(dialog))
+        .collect();
+    let lines: Vec<&str> = answers.iter().map(|e| e.line.as_str()).collect();
+    assert!(
+        (1..=2).contains(&answers.len()),
+        "{name}'s {dialog} dialog answered {} times: {lines:#?}",
+        answers.len()
+    );
+    if answers.len() > 1 {
+        eprintln!("{name}'s {dialog} dialog was answered twice: {lines:#?}");
+    }
+    answers
+}
