@@ -30,14 +30,23 @@ fn main() {
             "the daemon exited"
         );
         if let Some(at) = line.find("http://") {
-            break line[at + 7..].trim().trim_end_matches('/').to_owned();
+            let link = line[at + 7..].trim();
+            let (addr, token) = link
+                .split_once("/?access_token=")
+                .expect("the link has its token");
+            break (addr.to_owned(), token.to_owned());
         }
     };
+    let (addr, token) = addr;
     let mut tcp = TcpStream::connect(&addr).expect("connect");
     // A lost event must end the bench with a message, not hang it.
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
-    write!(tcp, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    write!(
+        tcp,
+        "GET /events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .expect("request");
     let mut sse = BufReader::new(tcp);
     let log = home.path().join("logs/iapeer/lifecycle.log");
     let mut w = LogWriter::at(&log, 5 << 20, 5);

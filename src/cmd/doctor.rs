@@ -320,23 +320,24 @@ fn daemon(c: &crate::store::config::Config) -> Check {
             Some("`iapeer daemon`, or enable the service (make install)".into()),
         );
     }
-    match c.http_addr {
-        Some(addr) => {
-            match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)) {
-                Ok(_) => check(
-                    "daemon",
-                    Verdict::Ok,
-                    format!("running; dashboard on http://{addr}/"),
-                    None,
+    match crate::http::look(c, std::time::Duration::from_secs(2)) {
+        Some(look) => match look.up {
+            Ok(()) => check(
+                "daemon",
+                Verdict::Ok,
+                format!("running; dashboard up on {}", look.url),
+                None,
+            ),
+            Err(why) => check(
+                "daemon",
+                Verdict::Fail,
+                format!(
+                    "running, but its dashboard at {} does not answer: {why}",
+                    look.url
                 ),
-                Err(e) => check(
-                    "daemon",
-                    Verdict::Fail,
-                    format!("running, but its dashboard at {addr} does not answer: {e}"),
-                    Some("see the daemon's diagnostics in logs/daemon/".into()),
-                ),
-            }
-        }
+                Some("see the daemon's diagnostics in logs/daemon/".into()),
+            ),
+        },
         None => check("daemon", Verdict::Ok, "running", None),
     }
 }

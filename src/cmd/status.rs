@@ -72,8 +72,15 @@ pub(crate) fn run(app: &App, args: StatusArgs) -> Result<i32> {
 fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -> Result<String> {
     let all = status::collect(ctx, only)?;
     let daemon = crate::daemon::lock::is_running(&ctx.config.paths.daemon_lock());
+    let dashboard = daemon
+        .then(|| crate::http::look(&ctx.config, DASHBOARD_LOOK))
+        .flatten();
     if output == OutputArg::Json {
-        return Ok(format!("{}\n", status::document(ctx, &all, daemon)));
+        let mut doc = status::document(ctx, &all, daemon);
+        doc["dashboard"] = dashboard
+            .as_ref()
+            .map_or(serde_json::Value::Null, |d| d.to_json());
+        return Ok(format!("{doc}\n"));
     }
     let now = ctx.now();
     let wide = output == OutputArg::Wide;
@@ -204,8 +211,23 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
             String::new()
         }
     ));
+    if let Some(d) = &dashboard {
+        match &d.up {
+            Ok(()) => out.push_str(&format!(
+                "dashboard: up, {}\n",
+                d.link.as_deref().unwrap_or(&d.url)
+            )),
+            Err(why) => out.push_str(&format!(
+                "dashboard: DOWN at {}: {why}; see the daemon's diagnostics in logs/daemon/\n",
+                d.url
+            )),
+        }
+    }
     Ok(out)
 }
+
+/// How long `status` waits for the dashboard to answer.
+const DASHBOARD_LOOK: Duration = Duration::from_millis(500);
 
 /// [`super::table`], measuring cells without their colour codes.
 fn align(rows: &[Vec<String>], colour: bool) -> String {

@@ -17,6 +17,7 @@ pub(crate) mod pool;
 pub mod record;
 pub mod session;
 pub(crate) mod steady;
+pub mod stream;
 pub mod vocab;
 pub mod wake_mode;
 pub mod wake_plan;

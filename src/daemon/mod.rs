@@ -90,8 +90,9 @@ pub(crate) fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32
         )
     })?;
     config.ensure_home()?;
-    let http = crate::http::settings(&config, allow_remote)?;
     let _lock = lock::acquire(&config.paths.daemon_lock())?;
+    // Under the lock: the token a first start makes is made once.
+    let http = crate::http::settings(&config, allow_remote)?;
     let _diagnostics = crate::diagnostics::init_daemon(verbose, &config)?;
     // A full disk must fail a write (EFBIG), not kill the daemon.
     // SAFETY: ignoring a signal installs no handler.
@@ -132,10 +133,18 @@ pub(crate) fn run(config: Config, verbose: u8, allow_remote: bool) -> Result<i32
         ctx.config.tick.as_secs_f64(),
         ctx.config.home.display()
     );
+    if http.is_none() {
+        // No dashboard this run: `status` must not look for last run's.
+        let _ = std::fs::remove_file(crate::http::where_path(&ctx.config));
+    }
     if let Some(settings) = http {
+        let file = settings.token_file.display().to_string();
+        let token = settings.token.clone();
         let addr = crate::http::start(Arc::clone(&ctx), sup.metrics(), logged, settings)?;
-        banner.push_str(&format!(", dashboard http://{addr}/"));
-        eprintln!("iapeer daemon: dashboard on http://{addr}/");
+        // The log says where the token is; only the daemon's own output
+        // (and `iapeer status`) carries the link with it.
+        banner.push_str(&format!(", dashboard http://{addr}/ (token in {file})"));
+        eprintln!("iapeer daemon: dashboard on http://{addr}/?access_token={token}");
     }
     ctx.log(
         &ctx.record(Ev::Daemon)

@@ -1,27 +1,26 @@
 //! The read-only dashboard (`IAPEER_HTTP_ADDR`): `GET /peers` (the
 //! `status --json` document), `GET /metrics` (Prometheus), `GET /events`
-//! (Server-Sent Events, one per lifecycle.log line, its `id` the line's
-//! position, so a client reconnecting with `Last-Event-ID` misses nothing,
-//! across rotation) and `GET /` (one page, served from the binary).
+//! (Server-Sent Events, one per lifecycle.log line, named by what happened,
+//! its `id` the line's position, so a client reconnecting with
+//! `Last-Event-ID` misses nothing, across rotation), `GET /` (one page,
+//! served from the binary) and `GET /healthz` (whether it answers).
 //!
-//! Nothing here can wake, stop or kill a peer. Requests are parsed by
-//! tiny_http; each is handled on its own thread. Every event stream has its
-//! own follower over the log file, so a slow client reads on from its own
-//! position and never holds up the supervisor or another client: its
-//! connection has a small send buffer and send and receive timeouts (set on
-//! the listener, inherited by each connection); a client that cannot take
-//! a chunk of events within the send timeout is let go.
+//! Nothing here can wake, stop or kill a peer. Every page but `/healthz`
+//! needs the dashboard's token: another user of the machine can reach a
+//! loopback port, and the log says what every agent was told. The server
+//! (`server.rs`) bounds what each client may take; every event stream has
+//! its own follower over the log file, so a slow client reads on from its
+//! own position and never holds up the supervisor or another client.
 
-use std::collections::VecDeque;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+mod events;
+mod server;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use crate::core::error::{Error, Result};
 use crate::core::metrics::Metrics;
@@ -29,25 +28,15 @@ use crate::engine::ctx::Ctx;
 use crate::engine::status;
 use crate::store::config::Config;
 use crate::store::definitions;
-use crate::store::log::{Follower, LogChanges, Position};
+use crate::store::log::LogChanges;
 
-/// Concurrent event streams at most; more get 503.
-pub const MAX_STREAMS: usize = 32;
-/// Requests in flight at most; more get 503.
-const MAX_REQUESTS: usize = 64;
-/// A client that cannot take a chunk of events for this long is let go.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection may sit without sending its (next) request; this
-/// is also what finally closes a stream that was let go.
-const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Per-connection send buffer (the kernel doubles it).
-const SEND_BUFFER: usize = 32 * 1024;
-/// A comment line keeps idle streams (and proxies) alive. It is also how a
-/// stream learns that its client is gone (the write after the peer closed
-/// fails), so a closed stream's slot is freed within two of these.
-const KEEPALIVE: Duration = Duration::from_secs(5);
-/// Lines a stream may replay with `?backlog=N`.
-const BACKLOG_MAX: usize = 1000;
+use server::{error, Method, Request, Response};
+
+pub use events::MAX_STREAMS;
+
+/// Connections open at most (event streams among them), and never more
+/// than a quarter of the descriptors the daemon may open.
+const MAX_CONNECTIONS: usize = 64;
 
 const INDEX: &str = include_str!("index.html");
 
@@ -55,11 +44,14 @@ const INDEX: &str = include_str!("index.html");
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub addr: SocketAddr,
-    pub token: Option<String>,
+    pub token: String,
+    /// Where the token was read (or made), to tell the operator.
+    pub token_file: PathBuf,
 }
 
 /// Checks `IAPEER_HTTP_ADDR` and the token: off loopback, both
-/// `--allow-remote` and a 0600 token file are required.
+/// `--allow-remote` and a 0600 token file of the operator's are required;
+/// on loopback, without one, the daemon makes its own at first start.
 pub(crate) fn settings(config: &Config, allow_remote: bool) -> Result<Option<Settings>> {
     let Some(addr) = config.http_addr else {
         return Ok(None);
@@ -71,17 +63,50 @@ pub(crate) fn settings(config: &Config, allow_remote: bool) -> Result<Option<Set
              machine needs `iapeer daemon --allow-remote` and a token in IAPEER_HTTP_TOKEN_FILE"
         )));
     }
-    let token = match &config.http_token_file {
-        Some(path) => Some(read_token(path)?),
-        None if !loopback => {
-            return Err(Error::Usage(format!(
+    let (token, token_file) = match &config.http_token_file {
+        Some(path) => (read_token(path)?, path.clone()),
+        None if !loopback => return Err(Error::Usage(format!(
             "IAPEER_HTTP_ADDR={addr} is reachable from other machines: set IAPEER_HTTP_TOKEN_FILE \
                  to a 0600 file holding a bearer token of 16 characters or more"
-        )))
+        ))),
+        None => {
+            let path = token_path(config);
+            (own_token(&path)?, path)
         }
-        None => None,
     };
-    Ok(Some(Settings { addr, token }))
+    Ok(Some(Settings {
+        addr,
+        token,
+        token_file,
+    }))
+}
+
+/// Where the daemon keeps the token it made: `state/http.token`.
+pub(crate) fn token_path(config: &Config) -> PathBuf {
+    config.paths.state.join("http.token")
+}
+
+/// Where the daemon says where its dashboard is: `state/http.json`.
+pub(crate) fn where_path(config: &Config) -> PathBuf {
+    config.paths.state.join("http.json")
+}
+
+/// The daemon's own token: read if it made one before, else made now from
+/// the system's random source (24 bytes, hex) in a 0600 file.
+fn own_token(path: &Path) -> Result<String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => read_token(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 24];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+                .map_err(|e| Error::io(Path::new("/dev/urandom"), "read", e))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            crate::store::fsutil::write_atomic(path, format!("{token}\n").as_bytes())?;
+            Ok(token)
+        }
+        Err(e) => Err(Error::io(path, "inspect", e)),
+    }
 }
 
 fn read_token(path: &Path) -> Result<String> {
@@ -115,20 +140,20 @@ fn read_token(path: &Path) -> Result<String> {
 struct Shared {
     ctx: Arc<Ctx>,
     metrics: Arc<Mutex<Metrics>>,
-    token: Option<String>,
-    /// Bound to a loopback address without a token: requests must name a
-    /// loopback host, so a web page whose name resolves to 127.0.0.1 (DNS
-    /// rebinding) cannot read the dashboard from a browser.
+    token: String,
+    /// Bound to a loopback address: requests must name a loopback host, so
+    /// a web page whose name resolves to 127.0.0.1 (DNS rebinding) cannot
+    /// reach the dashboard from a browser at all.
     loopback_only: bool,
     /// Bumped whenever lifecycle.log changes.
     changes: Arc<LogChanges>,
     streams: AtomicUsize,
-    requests: AtomicUsize,
 }
 
-/// Binds and serves on a thread of its own; returns the bound address.
-/// `changes` wakes the event streams when the log changes (the daemon's
-/// file watcher bumps it).
+/// Binds and serves on a thread of its own, for as long as the daemon
+/// runs; returns the bound address, also written to `state/http.json` for
+/// `status` and `doctor`. `changes` wakes the event streams when the log
+/// changes (the daemon's file watcher bumps it).
 pub(crate) fn start(
     ctx: Arc<Ctx>,
     metrics: Arc<Mutex<Metrics>>,
@@ -142,98 +167,117 @@ pub(crate) fn start(
             "pick a free port, or unset IAPEER_HTTP_ADDR",
         )
     })?;
-    use nix::sys::socket::{setsockopt, sockopt};
-    let timeout = nix::sys::time::TimeVal::new(SEND_TIMEOUT.as_secs() as i64, 0);
-    setsockopt(&listener, sockopt::SendTimeout, &timeout)
-        .map_err(|e| Error::failed("dashboard", e.to_string(), "report this"))?;
-    let idle = nix::sys::time::TimeVal::new(RECEIVE_TIMEOUT.as_secs() as i64, 0);
-    setsockopt(&listener, sockopt::ReceiveTimeout, &idle)
-        .map_err(|e| Error::failed("dashboard", e.to_string(), "report this"))?;
-    setsockopt(&listener, sockopt::SndBuf, &SEND_BUFFER)
-        .map_err(|e| Error::failed("dashboard", e.to_string(), "report this"))?;
     let local = listener
         .local_addr()
         .map_err(|e| Error::failed("dashboard", e.to_string(), "report this"))?;
-    // Served from a clone of the socket, so the accept loop can be started
-    // again on the same one (below).
-    let first = listener
-        .try_clone()
-        .and_then(|l| tiny_http::Server::from_listener(l, None).map_err(std::io::Error::other))
-        .map_err(|e| Error::failed("dashboard", e.to_string(), "report this"))?;
-
+    let doc = serde_json::json!({
+        "url": format!("http://{local}/"),
+        "pid": std::process::id(),
+        "token_file": settings.token_file,
+    });
+    crate::store::fsutil::write_atomic(&where_path(&ctx.config), format!("{doc}\n").as_bytes())?;
+    let limits = server::Limits::within_descriptors(MAX_CONNECTIONS);
     let shared = Arc::new(Shared {
         ctx,
         metrics,
-        loopback_only: settings.token.is_none() && local.ip().is_loopback(),
+        loopback_only: local.ip().is_loopback(),
         token: settings.token,
         changes,
         streams: AtomicUsize::new(0),
-        requests: AtomicUsize::new(0),
     });
+    let handler: Arc<server::Handler> =
+        Arc::new(move |request: Request, conn: &mut TcpStream| handle(&shared, request, conn));
     std::thread::Builder::new()
         .name("http".into())
-        .spawn(move || {
-            let mut server = Some(first);
-            loop {
-                let current = match server.take() {
-                    Some(s) => s,
-                    None => match listener.try_clone().and_then(|l| {
-                        tiny_http::Server::from_listener(l, None).map_err(std::io::Error::other)
-                    }) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!("dashboard: cannot serve again: {e}; retrying in 1 s");
-                            std::thread::sleep(Duration::from_secs(1));
-                            continue;
-                        }
-                    },
-                };
-                let served = std::time::Instant::now();
-                serve(&shared, &current);
-                // tiny_http ends its accept loop on the first accept error,
-                // and the receive timeout that connections inherit from the
-                // listener makes every quiet spell of RECEIVE_TIMEOUT one
-                // (EAGAIN). Accept again on the same socket: a connection
-                // made meanwhile waits in its backlog, and is not refused.
-                // An accept that fails at once (out of descriptors) is not
-                // retried in a tight loop.
-                if served.elapsed() < RECEIVE_TIMEOUT {
-                    tracing::warn!("dashboard: accepting failed early; accepting again in 1 s");
-                    std::thread::sleep(Duration::from_secs(1));
-                } else {
-                    tracing::debug!("dashboard: the accept loop ended; accepting again");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+        .spawn(move || loop {
+            // The accept loop does not end; if a panic ends it, say so and
+            // serve again on the same socket (what waits is in its backlog).
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                server::accept_loop(&listener, limits, &handler)
+            }));
+            if let Err(panic) = served {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(
+                    "dashboard: the accept loop panicked ({what}); serving again in 1 s"
+                );
+                std::thread::sleep(Duration::from_secs(1));
             }
         })
         .map_err(|e| Error::failed("dashboard", e.to_string(), "check thread limits"))?;
+    tracing::info!(
+        "dashboard on http://{local}/, at most {} connections",
+        limits.connections
+    );
     Ok(local)
 }
 
-/// Serves requests until `server` stops accepting.
-fn serve(shared: &Arc<Shared>, server: &tiny_http::Server) {
-    for request in server.incoming_requests() {
-        if shared.requests.fetch_add(1, Ordering::SeqCst) >= MAX_REQUESTS {
-            shared.requests.fetch_sub(1, Ordering::SeqCst);
-            let _ = request.respond(error(503, "too many requests in flight; retry"));
-            continue;
-        }
-        let shared = Arc::clone(shared);
-        let spawned = std::thread::Builder::new()
-            .name("http-request".into())
-            .spawn(move || {
-                handle(&shared, request);
-                shared.requests.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            tracing::error!("dashboard: cannot start a request thread: {e}");
-        }
+/// What a look at this home's dashboard found.
+#[derive(Debug)]
+pub(crate) struct Look {
+    /// Where it is served, as the daemon wrote it.
+    pub url: String,
+    /// The link with its token, when the token could be read.
+    pub link: Option<String>,
+    /// `Err(why)` when it did not answer its `/healthz` in time.
+    pub up: std::result::Result<(), String>,
+}
+
+impl Look {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "url": self.url,
+            "up": self.up.is_ok(),
+            "error": self.up.as_ref().err(),
+        })
     }
 }
 
-fn handle(shared: &Shared, request: Request) {
-    let url = request.url().to_owned();
-    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+/// Looks at the dashboard the running daemon serves, if it serves one:
+/// asks its `/healthz` (within `within`) at the address it wrote. A
+/// connection the kernel takes is not enough: it must answer.
+pub(crate) fn look(config: &Config, within: Duration) -> Option<Look> {
+    use std::io::{Read, Write};
+    let doc: serde_json::Value = std::fs::read_to_string(where_path(config))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())?;
+    let url = doc["url"].as_str()?.to_owned();
+    let link = doc["token_file"]
+        .as_str()
+        .and_then(|f| read_token(Path::new(f)).ok())
+        .map(|token| format!("{url}?access_token={token}"));
+    let up = (|| {
+        let addr: SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|_| format!("{} names no address", where_path(config).display()))?;
+        let mut conn = TcpStream::connect_timeout(&addr, within).map_err(|e| e.to_string())?;
+        let _ = conn.set_read_timeout(Some(within));
+        let _ = conn.set_write_timeout(Some(within));
+        conn.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut answer = [0u8; 12];
+        conn.read_exact(&mut answer)
+            .map_err(|e| format!("it took the connection but did not answer ({e})"))?;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(format!(
+                "it answered {}",
+                String::from_utf8_lossy(&answer).trim()
+            ))
+        }
+    })();
+    Some(Look { url, link, up })
+}
+
+fn handle(shared: &Shared, request: Request, conn: &mut TcpStream) {
+    let target = request.target.clone();
+    let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
     // Percent-decoded, as the page's own `encodeURIComponent` sends them
     // (a token with `/`, `+` or `=` in it); `+` stays a plus.
     let query: Vec<(String, String)> = query
@@ -247,54 +291,71 @@ fn handle(shared: &Shared, request: Request) {
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
     };
-    if !matches!(request.method(), Method::Get | Method::Head) {
-        let response = error(405, "the dashboard is read-only: only GET")
-            .with_header(header("Allow", "GET, HEAD"));
-        let _ = request.respond(response);
-        return;
+    let head_only = request.method == Method::Head;
+    let answer = |conn: &mut TcpStream, response: Response| {
+        let _ = response
+            .with_header("Cache-Control", "no-store")
+            .send(conn, head_only);
+    };
+    if let Method::Other(_) = request.method {
+        let response =
+            error(405, "the dashboard is read-only: only GET").with_header("Allow", "GET, HEAD");
+        return answer(conn, response);
     }
-    if shared.loopback_only {
-        let host = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Host"))
-            .map(|h| h.value.as_str());
-        if !host.is_none_or(is_loopback_host) {
-            let response = error(
-                403,
-                "this dashboard answers to a loopback host only: open it as http://127.0.0.1:PORT/ or http://localhost:PORT/",
-            );
-            let _ = request.respond(response);
-            return;
-        }
+    if shared.loopback_only && !request.header("Host").is_none_or(is_loopback_host) {
+        let response = error(
+            403,
+            "this dashboard answers to a loopback host only: open it as http://127.0.0.1:PORT/ or http://localhost:PORT/",
+        );
+        return answer(conn, response);
     }
-    if let Some(token) = &shared.token {
-        let bearer = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Authorization"))
-            .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
-            .map(str::trim);
-        let given = bearer.or_else(|| param("access_token"));
-        if !given.is_some_and(|g| same(g, token)) {
-            let response = error(401, "a bearer token is required")
-                .with_header(header("WWW-Authenticate", "Bearer"));
-            let _ = request.respond(response);
-            return;
-        }
+    if path == "/healthz" {
+        return answer(conn, Response::new(200, "text/plain", "ok\n"));
+    }
+    let bearer = request
+        .header("Authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    let given = bearer.or_else(|| param("access_token"));
+    if !given.is_some_and(|g| same(g, &shared.token)) {
+        let file = if shared.ctx.config.http_token_file.is_some() {
+            "IAPEER_HTTP_TOKEN_FILE".to_owned()
+        } else {
+            token_path(&shared.ctx.config).display().to_string()
+        };
+        let response = error(
+            401,
+            &format!("this dashboard needs its token (in {file}): open the link `iapeer status` prints, or send `Authorization: Bearer <token>`"),
+        )
+        .with_header("WWW-Authenticate", "Bearer");
+        return answer(conn, response);
     }
     let response = match path {
-        "/" | "/index.html" => Response::from_string(INDEX)
-            .with_header(header("Content-Type", "text/html; charset=utf-8")),
+        "/" | "/index.html" => Response::new(200, "text/html; charset=utf-8", INDEX),
         "/peers" => peers(shared),
         "/metrics" => metrics(shared),
-        "/events" => return events(shared, request, param("backlog"), param("last_event_id")),
-        _ => error(404, "no such page: try /, /peers, /events or /metrics"),
+        "/events" => {
+            let last_id = request
+                .header("Last-Event-ID")
+                .map(str::to_owned)
+                .or_else(|| param("last_event_id").map(str::to_owned));
+            let ask = events::Ask {
+                backlog: param("backlog").map(str::to_owned),
+                last_id,
+                only: param("only").map(str::to_owned),
+                head_only,
+            };
+            return events::stream(shared, ask, conn);
+        }
+        _ => error(
+            404,
+            "no such page: try /, /peers, /events, /metrics or /healthz",
+        ),
     };
-    let _ = request.respond(response.with_header(header("Cache-Control", "no-store")));
+    answer(conn, response);
 }
 
-fn peers(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
+fn peers(shared: &Shared) -> Response {
     let ctx = &shared.ctx;
     let all = match definitions::load_peers(&ctx.config.paths) {
         Ok(p) => p,
@@ -307,11 +368,10 @@ fn peers(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
         .clone();
     let statuses = status::with_metrics(ctx, all, &metrics, |_| None);
     let doc = status::document(ctx, &statuses, true);
-    Response::from_data(doc.to_string().into_bytes())
-        .with_header(header("Content-Type", "application/json"))
+    Response::new(200, "application/json", doc.to_string())
 }
 
-fn metrics(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
+fn metrics(shared: &Shared) -> Response {
     let ctx = &shared.ctx;
     let peers: Vec<crate::core::peer::Peer> = match definitions::load_peers(&ctx.config.paths) {
         Ok(p) => p.into_iter().flatten().collect(),
@@ -321,148 +381,7 @@ fn metrics(shared: &Shared) -> Response<std::io::Cursor<Vec<u8>>> {
         let metrics = shared.metrics.lock().unwrap_or_else(|p| p.into_inner());
         status::prometheus(ctx, &peers, &metrics)
     };
-    Response::from_data(text.into_bytes()).with_header(header(
-        "Content-Type",
-        "text/plain; version=0.0.4; charset=utf-8",
-    ))
-}
-
-/// Decrements the stream count however a stream ends.
-struct StreamSlot<'a>(&'a AtomicUsize);
-
-impl Drop for StreamSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// `GET /events`: the log from `Last-Event-ID` (or `?last_event_id=`), the
-/// last `?backlog=N` lines, or now on.
-fn events(shared: &Shared, request: Request, backlog: Option<&str>, last_id: Option<&str>) {
-    if shared.streams.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
-        shared.streams.fetch_sub(1, Ordering::SeqCst);
-        let _ = request.respond(error(503, "too many event streams; retry later"));
-        return;
-    }
-    let _slot = StreamSlot(&shared.streams);
-    let log = &shared.ctx.config.paths.lifecycle_log;
-    let header_id = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Last-Event-ID"))
-        .map(|h| h.value.as_str().trim().to_owned());
-    let resume = match header_id.as_deref().or(last_id) {
-        None => None,
-        Some(id) => match id.parse::<Position>() {
-            Ok(p) => Some(p),
-            Err(()) => {
-                let _ = request.respond(error(400, "Last-Event-ID is not an event id of this log"));
-                return;
-            }
-        },
-    };
-    let backlog = match backlog.map(str::parse::<usize>) {
-        None => None,
-        Some(Ok(n)) => Some(n.min(BACKLOG_MAX)),
-        Some(Err(_)) => {
-            let _ = request.respond(error(400, "backlog must be a number of lines"));
-            return;
-        }
-    };
-    // Positioned before the head goes out: everything logged after the
-    // client has the head is in the stream.
-    let mut follower = match (resume, backlog) {
-        (Some(pos), _) => Follower::at(log, pos),
-        (None, Some(_)) => Follower::from_start(log),
-        (None, None) => Follower::at_end(log),
-    };
-    let head_only = *request.method() == Method::Head;
-    let mut out = request.into_writer();
-    // The stream's head, written here so each event can be flushed as it
-    // comes (the request itself was parsed by tiny_http).
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
-                Connection: close\r\nX-Accel-Buffering: no\r\n\r\n";
-    if send(&mut out, head.as_bytes()).is_err() || head_only {
-        return;
-    }
-    let mut first = follower.poll();
-    if let (None, Some(n)) = (resume, backlog) {
-        let keep = first.len().saturating_sub(n);
-        first.drain(..keep);
-    }
-    let mut pending: VecDeque<_> = first.into();
-    let mut gaps = follower.gaps;
-    if send(&mut out, b"retry: 2000\n\n").is_err() {
-        return;
-    }
-    loop {
-        let seen = shared.changes.seen();
-        pending.extend(follower.poll());
-        let mut frame = String::new();
-        if follower.gaps > gaps {
-            frame.push_str(&format!(
-                ": {} line(s) could not be read\n\n",
-                follower.gaps - gaps
-            ));
-            gaps = follower.gaps;
-        }
-        for f in pending.drain(..) {
-            frame.push_str(&format!("id: {}\ndata: {}\n\n", f.next, f.entry.line));
-            if frame.len() >= CHUNK && send(&mut out, frame.as_bytes()).is_err() {
-                return;
-            }
-            if frame.len() >= CHUNK {
-                frame.clear();
-            }
-        }
-        if !frame.is_empty() && send(&mut out, frame.as_bytes()).is_err() {
-            // Gone, or too slow to take a chunk within the send timeout.
-            return;
-        }
-        if !shared.changes.wait_past(seen, KEEPALIVE) && send(&mut out, b": keepalive\n\n").is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// Events go out in chunks of about this size, each within `SEND_TIMEOUT`.
-const CHUNK: usize = 64 * 1024;
-
-/// Sends `bytes` and flushes, giving up if that takes longer than
-/// `SEND_TIMEOUT`. The socket's own send timeout bounds each system call,
-/// but a call that moved a few bytes returns them rather than failing, so
-/// a client that drips would never be let go without this deadline.
-fn send(out: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
-    let deadline = std::time::Instant::now() + SEND_TIMEOUT;
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        if std::time::Instant::now() >= deadline {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client is not reading",
-            ));
-        }
-        match out.write(rest) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    out.flush()
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .expect("static header names and values are valid")
-}
-
-fn error(code: u16, message: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    Response::from_data(body.into_bytes())
-        .with_status_code(StatusCode(code))
-        .with_header(header("Content-Type", "application/json"))
+    Response::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
 }
 
 /// Whether a `Host` header names this machine's loopback: `localhost`,
@@ -523,6 +442,22 @@ mod tests {
         for broken in ["%", "%2", "%zz", "%ff"] {
             assert_eq!(percent_decoded(broken), None, "{broken}");
         }
+    }
+
+    /// EventSource delivers a named event only to a listener for that
+    /// name: a name the page does not list would never reach it.
+    #[test]
+    fn the_page_listens_for_every_event_name() {
+        let list = INDEX
+            .lines()
+            .find_map(|l| l.strip_prefix("const NAMES = ["))
+            .expect("the page's list of names");
+        let names: Vec<&str> = list
+            .trim_end_matches("];")
+            .split(',')
+            .map(|n| n.trim().trim_matches('"'))
+            .collect();
+        assert_eq!(names, crate::core::stream::NAMES);
     }
 
     #[test]

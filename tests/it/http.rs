@@ -12,7 +12,9 @@ use iapeer::store::log::LogWriter;
 
 use crate::support::{code, stderr, wait_until, Daemon, Home};
 
-/// Starts the daemon on an ephemeral port; returns it with its base URL.
+/// Starts the daemon on an ephemeral port; returns it with its base URL,
+/// whose token (the one the daemon made at first start) `get` and
+/// `Stream::open` then send.
 fn dashboard(home: &mut Home) -> (Daemon, String) {
     home.set("IAPEER_HTTP_ADDR", "127.0.0.1:0");
     let d = home.daemon();
@@ -26,13 +28,47 @@ fn dashboard(home: &mut Home) -> (Daemon, String) {
     let url = reason[reason
         .find("http://")
         .expect("the banner names the dashboard")..]
+        .split(' ')
+        .next()
+        .unwrap()
         .trim_end_matches('/')
         .to_owned();
+    assert!(
+        !reason.contains(&token_of(home)),
+        "the log says where the token is, never the token"
+    );
+    TOKENS.lock().unwrap().insert(url.clone(), token_of(home));
     (d, url)
 }
 
+/// The token the daemon made for `home`, checked to be private.
+fn token_of(home: &Home) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = home.path().join("state/http.token");
+    let meta = std::fs::metadata(&path).expect("the daemon made its token");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
+/// Each dashboard's token, by its base URL (ports are not reused while a
+/// test holds its daemon).
+static TOKENS: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The token of the dashboard `url` is on.
+fn token_for(url: &str) -> String {
+    let tokens = TOKENS.lock().unwrap();
+    tokens
+        .iter()
+        .find(|(base, _)| url.starts_with(base.as_str()))
+        .map(|(_, t)| t.clone())
+        .unwrap_or_else(|| panic!("{url} is no dashboard a test started"))
+}
+
+/// A GET with the dashboard's token, whatever the status.
 fn get(url: &str) -> ureq::Response {
-    match ureq::get(url).call() {
+    let request = ureq::get(url).set("Authorization", &format!("Bearer {}", token_for(url)));
+    match request.call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("{url}: {e}"),
@@ -56,6 +92,7 @@ impl Stream {
         let mut tcp = TcpStream::connect(addr).unwrap();
         let mut req =
             format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        req.push_str(&format!("Authorization: Bearer {}\r\n", token_for(base)));
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -384,6 +421,7 @@ fn bad_requests_get_proper_status_codes() {
     // A page whose name was pointed at 127.0.0.1 (DNS rebinding) is refused.
     match ureq::get(&format!("{base}/peers"))
         .set("Host", "evil.example")
+        .set("Authorization", &format!("Bearer {}", token_for(&base)))
         .call()
     {
         Err(ureq::Error::Status(403, _)) => {}
@@ -400,8 +438,14 @@ fn bad_requests_get_proper_status_codes() {
     drop(streams);
     wait_until(Duration::from_secs(20), "slots to free", || {
         let mut s = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
-        s.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
+        let token = token_for(&base);
+        s.write_all(
+            format!(
+                "GET /events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
         let mut status = [0u8; 12];
         s.read_exact(&mut status).is_ok() && &status == b"HTTP/1.1 200"
     });
@@ -573,7 +617,7 @@ fn the_page_shows_a_peer_come_alive_without_a_reload() {
         &wd,
         "POST",
         &format!("{s}/url"),
-        Some(serde_json::json!({"url": format!("{base}/")})),
+        Some(serde_json::json!({"url": format!("{base}/?access_token={}", token_for(&base))})),
     );
     let state = || {
         let r = webdriver(
@@ -701,6 +745,9 @@ fn a_token_with_slash_plus_and_equals_works_in_both_forms() {
             Some(rest) => {
                 base = rest
                     .lines()
+                    .next()
+                    .unwrap_or("")
+                    .split('?')
                     .next()
                     .unwrap_or("")
                     .trim_end_matches('/')

@@ -118,6 +118,30 @@ impl Follower {
         f
     }
 
+    /// Starts at the last `n` whole lines, back through the rotations if
+    /// the current file holds fewer. Reads only what it skips back over,
+    /// from the end, so its cost is that of the `n` lines, however much
+    /// log is retained.
+    pub(crate) fn before_last(path: &Path, n: usize) -> Self {
+        let mut f = Follower::empty(path);
+        let mut left = n;
+        for p in log_files(path).unwrap_or_default().into_iter().rev() {
+            let Ok(file) = File::open(&p) else { continue };
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            match start_of_last(&file, len, left) {
+                Ok(Ok(offset)) => {
+                    if f.open_path(&p) {
+                        f.offset = offset;
+                    }
+                    return f;
+                }
+                Ok(Err(found)) => left -= found,
+                Err(_) => break,
+            }
+        }
+        Follower::from_start(path)
+    }
+
     /// Resumes at `pos`; if that file is gone (rotated past the kept
     /// ones), starts at the oldest retained line and counts a gap.
     pub(crate) fn at(path: &Path, pos: Position) -> Self {
@@ -298,6 +322,39 @@ impl Follower {
     }
 }
 
+/// Where the last `n` whole lines of the first `len` bytes of `file`
+/// begin: `Ok(offset)`, or `Err(lines)` when the file holds only `lines`
+/// (< `n`) of them. A last line without its newline is not counted.
+fn start_of_last(file: &File, len: u64, n: usize) -> std::io::Result<Result<u64, usize>> {
+    if n == 0 {
+        return Ok(Ok(len));
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = len;
+    // Newlines seen so far; the first one found ends the last whole line.
+    let mut newlines = 0;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        for (i, b) in chunk.iter().enumerate().rev() {
+            if *b != b'\n' {
+                continue;
+            }
+            newlines += 1;
+            if newlines == n + 1 {
+                return Ok(Ok(start + i as u64 + 1));
+            }
+        }
+        end = start;
+    }
+    if newlines == n {
+        Ok(Ok(0))
+    } else {
+        Ok(Err(newlines))
+    }
+}
+
 #[cfg(test)]
 mod follow_tests {
     use super::*;
@@ -306,6 +363,7 @@ mod follow_tests {
     use crate::store::log::LogWriter;
     use assert_fs::TempDir;
     use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn line(i: u64) -> Record {
         let mut r = Record::new(1_795_236_254_821, Ev::Reset, Source::Cli).identity("alice");
@@ -315,6 +373,30 @@ mod follow_tests {
 
     fn seqs(v: &[Followed]) -> Vec<u64> {
         v.iter().map(|f| f.entry.u64("deaths").unwrap()).collect()
+    }
+
+    #[test]
+    fn before_last_starts_n_lines_back_through_the_rotations() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("lifecycle.log");
+        let mut w = LogWriter::at(&path, 500, 50);
+        for i in 0..100 {
+            w.append(&line(i)).unwrap();
+        }
+        assert!(rotated_files(&path).unwrap().len() > 3, "it rotated");
+        for n in [0, 1, 2, 7, 40, 99, 100, 500] {
+            let got = seqs(&Follower::before_last(&path, n).poll());
+            let want: Vec<u64> = (100u64.saturating_sub(n as u64)..100).collect();
+            assert_eq!(got, want, "the last {n}");
+        }
+        // A line still being written is not one of them, and comes later.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"ts\":\"2026")
+            .unwrap();
+        assert_eq!(seqs(&Follower::before_last(&path, 2).poll()), [98, 99]);
     }
 
     #[test]
@@ -405,7 +487,7 @@ mod follow_tests {
         let mut f = Follower::from_start(&path);
         assert!(f.poll().is_empty());
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        std::io::Write::write_all(&mut file, format!("{}\n", &text[10..]).as_bytes()).unwrap();
+        Write::write_all(&mut file, format!("{}\n", &text[10..]).as_bytes()).unwrap();
         assert_eq!(seqs(&f.poll()), [7]);
     }
 }
