@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and a fresh machine may lack: tmux (the
 # sessions run in real tmux), python3 (the fake agents and the mock model
-# servers), faketime (a daemon's wall clock made to jump), Chromium with
+# servers), faketime (a daemon's wall clock made to jump), curl and
+# promtool (Debian's prometheus package), Chromium with
 # its WebDriver (the dashboard's browser test), Node.js with npm, and the
 # pinned real Claude Code and Codex CLIs from npm
 # (tests/realcli/package-lock.json) for the real-client tier.
@@ -12,6 +13,10 @@ need=()
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# curl makes the requests another local user would (the dashboard's
+# privacy test); promtool checks the metrics and the contrib/ alert rules.
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # libfaketime moves one process's wall clock (the clock-jump tests).
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
 # Debian's packages; elsewhere install Chromium and chromedriver yourself,

@@ -65,10 +65,12 @@ pub(crate) fn settings(config: &Config, allow_remote: bool) -> Result<Option<Set
     }
     let (token, token_file) = match &config.http_token_file {
         Some(path) => (read_token(path)?, path.clone()),
-        None if !loopback => return Err(Error::Usage(format!(
+        None if !loopback => {
+            return Err(Error::Usage(format!(
             "IAPEER_HTTP_ADDR={addr} is reachable from other machines: set IAPEER_HTTP_TOKEN_FILE \
                  to a 0600 file holding a bearer token of 16 characters or more"
-        ))),
+        )))
+        }
         None => {
             let path = token_path(config);
             (own_token(&path)?, path)

@@ -263,7 +263,7 @@ fn an_always_peer_is_relaunched_and_one_that_dies_at_once_stops_at_the_guard() {
     home.wait_line("keeper", "up", |e| e.str("ev") == Some("ready"));
     home.kill_session_process("keeper", libc::SIGKILL);
     home.wait_line("keeper", "always-on-relaunch", action("always-on-relaunch"));
-    wait_until(Duration::from_secs(10), "relaunched", || {
+    wait_until(Duration::from_secs(30), "relaunched", || {
         home.count("keeper", |e| e.str("ev") == Some("ready")) == 2
     });
     drop(_d);
@@ -415,7 +415,7 @@ fn sighup_reloads_and_new_definitions_are_seen_at_once() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(home.count("keeper", |e| e.str("ev") == Some("ready")), 1);
     std::fs::write(&file, good).unwrap();
-    wait_until(Duration::from_secs(10), "relaunched", || {
+    wait_until(Duration::from_secs(30), "relaunched", || {
         home.count("keeper", |e| e.str("ev") == Some("ready")) == 2
     });
 }

@@ -235,18 +235,38 @@ fn events_arrive_within_100_ms_of_being_logged() {
 }
 
 /// Regression: the receive timeout set on the listening socket made
-/// accept() fail after ten quiet seconds, tiny_http stopped accepting for
+/// accept() fail after ten quiet seconds, the server stopped accepting for
 /// good, and the dashboard and /metrics refused every later connection (a
 /// Prometheus scrape every 15 s, a person opening the page a minute on).
+/// Here: a 30 s quiet spell, then three minutes of scrapes at Prometheus's
+/// default interval, each parsed.
 #[test]
-fn the_dashboard_still_answers_after_quiet_spells() {
+fn the_dashboard_answers_after_a_quiet_spell_and_through_minutes_of_scrapes() {
     let mut home = Home::new();
+    home.add("alice", &[]);
     let (_d, base) = dashboard(&mut home);
     assert_eq!(get(&format!("{base}/peers")).status(), 200);
-    // The quiet spell is the thing under test: nothing to wait for but time.
-    for _ in 0..2 {
-        std::thread::sleep(Duration::from_secs(12));
-        assert_eq!(get(&format!("{base}/metrics")).status(), 200);
+    // The quiet spells are the thing under test: nothing to wait for but time.
+    std::thread::sleep(Duration::from_secs(30));
+    assert_eq!(
+        get(&format!("{base}/")).status(),
+        200,
+        "after 30 s of quiet"
+    );
+    for scrape in 0..12 {
+        std::thread::sleep(Duration::from_secs(15));
+        let r = get(&format!("{base}/metrics"));
+        assert_eq!(r.status(), 200, "scrape {scrape}");
+        let text = r.into_string().unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+        assert!(
+            parsed
+                .samples
+                .iter()
+                .any(|s| s.metric == "iapeer_peer_state"),
+            "scrape {scrape}"
+        );
     }
 }
 
@@ -782,5 +802,208 @@ fn a_token_with_slash_plus_and_equals_works_in_both_forms() {
     assert_eq!(
         status(ureq::get(&format!("{base}/peers?access_token=%zz")).call()),
         401
+    );
+}
+
+// ---- under pressure --------------------------------------------------------
+
+/// A process's resident memory, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// This process may open as many descriptors as its hard limit allows.
+fn raise_own_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reading our own limit into a valid struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    crate::support::set_limit(0, libc::RLIMIT_NOFILE, lim.rlim_max, lim.rlim_max);
+}
+
+/// The status line a raw request gets, or why none came.
+fn raw_status(addr: &str, request: &str) -> Result<String, String> {
+    let mut tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(tcp)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    Ok(line.trim().to_owned())
+}
+
+/// Regression: one client sending an endless header grew the daemon 1:1,
+/// and 1,100 idle connections took its descriptors, so a `.new-eager` was
+/// never launched and a healthy agent was recorded dead.
+#[test]
+fn an_endless_header_and_a_thousand_idle_connections_leave_the_daemon_small_and_launching() {
+    raise_own_fd_limit();
+    let mut home = Home::new();
+    home.add("alice", &[]);
+    home.add("bob", &[]);
+    let (d, base) = dashboard(&mut home);
+    assert_eq!(code(&home.run(&["wake", "bob"])), 0);
+    let addr = base.trim_start_matches("http://").to_owned();
+    let before = rss_kib(d.pid());
+
+    // An endless header: cut off after its first few KiB.
+    let to = addr.clone();
+    let endless = std::thread::spawn(move || {
+        let mut tcp = TcpStream::connect(&to).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Endless: ")
+            .unwrap();
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < 1 << 30 {
+            match tcp.write(&chunk) {
+                Ok(n) => sent += n as u64,
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    // A thousand connections that never send a byte.
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let sent = endless.join().unwrap();
+    assert!(
+        sent < 64 << 20,
+        "the endless header was cut off, not read: {sent} bytes went in"
+    );
+
+    // The daemon still does its work: a sleeping peer is launched at once.
+    std::fs::write(home.marker("alice", "new-eager"), "").unwrap();
+    home.wait_line("alice", "alice launched fresh for its .new-eager", |e| {
+        e.str("ev") == Some("ready")
+    });
+    // And nothing it supervises was read as dead.
+    let deaths = home.count("bob", |e| e.str("ev") == Some("supervise"));
+    assert_eq!(
+        deaths,
+        0,
+        "bob lives on: {:?}",
+        home.lines("bob", "supervise")
+    );
+    let after = rss_kib(d.pid());
+    assert!(
+        after < before + 64 * 1024,
+        "the daemon grew from {before} KiB to {after} KiB"
+    );
+    // Idle connections are let go at the head deadline; then it answers.
+    wait_until(
+        Duration::from_secs(30),
+        "the dashboard to answer again",
+        || {
+            raw_status(&addr, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .is_ok_and(|s| s == "HTTP/1.1 200 OK")
+        },
+    );
+    drop(idle);
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .count();
+    assert!(fds < 200, "the daemon holds {fds} descriptors");
+}
+
+/// Regression: each `/events?backlog=1` read every retained line into
+/// memory: 32 of them over 30 MiB of log took the daemon to 5.6 GiB.
+#[test]
+fn backlog_replays_over_a_30_mib_log_keep_the_daemon_small() {
+    let mut home = Home::new();
+    // Six files of 5 MiB: the current log and five rotations.
+    let log = home.log_path();
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let mut n = 0u64;
+    for file in [
+        "lifecycle.log.5",
+        "lifecycle.log.4",
+        "lifecycle.log.3",
+        "lifecycle.log.2",
+        "lifecycle.log.1",
+        "lifecycle.log",
+    ] {
+        let mut text = String::with_capacity(5 << 20);
+        while text.len() < 5 << 20 {
+            n += 1;
+            let r = Record::new(iapeer::core::clock::now_ms(), Ev::Reset, Source::Cli)
+                .identity("probe")
+                .reason(format!(
+                    "filler line {n}, long enough to look like a real decision's reason"
+                ));
+            text.push_str(&r.to_line());
+            text.push('\n');
+        }
+        std::fs::write(log.with_file_name(file), text).unwrap();
+    }
+    home.set("IAPEER_LIFECYCLE_LOG_MAX_BYTES", &(6u64 << 20).to_string());
+    let (d, base) = dashboard(&mut home);
+    let before = rss_kib(d.pid());
+    let streams: Vec<Stream> = (0..32)
+        .map(|_| Stream::open(&base, "/events?backlog=1000", &[]))
+        .collect();
+    let mut last = Vec::new();
+    for mut s in streams {
+        // The first of its thousand is a filler line 999 before the end.
+        let first = s.next();
+        assert_eq!(first.data["ev"], "reset");
+        last.push(s);
+    }
+    let after = rss_kib(d.pid());
+    assert!(
+        after < before + 64 * 1024,
+        "the daemon grew from {before} KiB to {after} KiB"
+    );
+}
+
+/// Another user of the machine reaches the loopback port, but not the
+/// token (its file is 0600 in a 0700 home): every page is refused.
+#[test]
+fn another_local_user_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running a request as `nobody` needs root");
+        return;
+    }
+    let mut home = Home::new();
+    let (_d, base) = dashboard(&mut home);
+    let addr = base.trim_start_matches("http://");
+    let token = home.path().join("state/http.token");
+    // As nobody: the token cannot be read, and without it nothing is served.
+    let script = format!(
+        "cat {token} 2>/dev/null && echo READ; \
+         for p in / /peers /metrics /events?backlog=5; do \
+           curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 5 http://{addr}$p; done",
+        token = token.display()
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("READ"), "nobody read the token: {text}");
+    let codes: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        codes,
+        ["401", "401", "401", "401"],
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

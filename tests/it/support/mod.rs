@@ -267,7 +267,8 @@ impl Home {
     /// Waits until a line about `name` matches, and returns it.
     pub fn wait_line(&self, name: &str, what: &str, pred: impl Fn(&Entry) -> bool) -> Entry {
         let mut found = None;
-        wait_until(Duration::from_secs(15), what, || {
+        // Bounded, and generous: a loaded machine takes its time.
+        wait_until(Duration::from_secs(30), what, || {
             found = self
                 .entries()
                 .into_iter()
