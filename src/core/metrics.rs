@@ -36,6 +36,56 @@ pub struct PeerMetrics {
     /// The live session's activity, by its last `activity` line; none once
     /// the session has ended.
     pub activity: Option<LastActivity>,
+    /// How long bring-ups took, decision to ready gate.
+    pub bringup: Histogram,
+    /// How long sessions lived, ready gate to their end.
+    pub lifetime: Histogram,
+    /// When the live session passed its ready gate (its `ready` line).
+    pub session_since: Option<String>,
+}
+
+/// Bring-up latency buckets, in seconds (the boot deadline is 240 s).
+pub const BRINGUP_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0,
+];
+/// Session lifetime buckets, in seconds: a minute to a day.
+pub const LIFETIME_BUCKETS: &[f64] = &[
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+];
+
+/// A Prometheus histogram's state: how many observations fell in each
+/// bucket (not cumulative; the last is above every bound), their count
+/// and their sum.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Histogram {
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_ms: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], ms: u64) {
+        self.buckets.resize(bounds.len() + 1, 0);
+        let at = bounds
+            .iter()
+            .position(|b| ms as f64 <= b * 1000.0)
+            .unwrap_or(bounds.len());
+        self.buckets[at] += 1;
+        self.count += 1;
+        self.sum_ms += ms;
+    }
+
+    /// The cumulative count at or under each bound, then `+Inf`.
+    fn cumulative(&self, bounds: &[f64]) -> Vec<u64> {
+        let mut total = 0;
+        (0..=bounds.len())
+            .map(|i| {
+                total += self.buckets.get(i).copied().unwrap_or(0);
+                total
+            })
+            .collect()
+    }
 }
 
 /// A session's activity state, as its last `activity` line says.
@@ -122,6 +172,15 @@ impl Metrics {
         }
         if crate::core::history::is_end(e) || crate::core::history::is_launch(e) {
             m.activity = None;
+            let since = m
+                .session_since
+                .take()
+                .and_then(|t| crate::core::clock::parse_rfc3339(&t));
+            let at = e.ts_ms();
+            if let (Some(since), Some(at), true) = (since, at, crate::core::history::is_end(e)) {
+                m.lifetime
+                    .observe(LIFETIME_BUCKETS, u64::try_from(at - since).unwrap_or(0));
+            }
         }
         let mode = e.str("mode");
         let cause = e.str("cause");
@@ -143,7 +202,13 @@ impl Metrics {
                     .entry(cause.unwrap_or("unknown").to_owned())
                     .or_default() += 1;
             }
-            ("ready", _) => m.latency_ms = e.u64("latency_ms").or(m.latency_ms),
+            ("ready", _) => {
+                m.latency_ms = e.u64("latency_ms").or(m.latency_ms);
+                if let Some(ms) = e.u64("latency_ms") {
+                    m.bringup.observe(BRINGUP_BUCKETS, ms);
+                }
+                m.session_since = e.str("ts").map(str::to_owned);
+            }
             _ => {}
         }
         if ev == "supervise" {
@@ -351,11 +416,47 @@ impl Metrics {
                 })
                 .collect(),
         );
+        histogram(
+            &mut out,
+            "iapeer_bringup_seconds",
+            "Time from the decision to the ready gate, every bring-up.",
+            BRINGUP_BUCKETS,
+            peers.iter().map(|p| (l(p), get(p).bringup)),
+        );
+        histogram(
+            &mut out,
+            "iapeer_session_lifetime_seconds",
+            "How long sessions lived, ready gate to their end (death or park).",
+            LIFETIME_BUCKETS,
+            peers.iter().map(|p| (l(p), get(p).lifetime)),
+        );
         out
     }
 }
 
-fn escape(s: &str) -> String {
+/// One histogram family: per label set, its cumulative buckets, sum and
+/// count.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    series: impl Iterator<Item = (String, Histogram)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (labels, h) in series {
+        let cumulative = h.cumulative(bounds);
+        for (bound, n) in bounds.iter().zip(&cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ms as f64 / 1000.0);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+    }
+}
+
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -423,6 +524,31 @@ mod tests {
         );
         // The session's end ends it.
         assert_eq!(fold(&lines).peers["ccl-auto-11"].activity, None);
+    }
+
+    #[test]
+    fn bring_ups_and_lifetimes_fall_into_their_buckets() {
+        let m = fold(&[
+            r#"{"ts":"2026-11-21T04:44:10.000Z","ev":"wake","identity":"a","mode":"fresh","source":"cli","pid":1}"#,
+            r#"{"ts":"2026-11-21T04:44:11.200Z","ev":"ready","identity":"a","latency_ms":1200,"source":"cli","pid":1}"#,
+            r#"{"ts":"2026-11-21T04:54:11.200Z","ev":"supervise","identity":"a","action":"reaped-idle","idle_seconds":1,"source":"daemon","pid":2}"#,
+            r#"{"ts":"2026-11-21T05:00:00.000Z","ev":"wake","identity":"a","mode":"resume","source":"cli","pid":1}"#,
+            r#"{"ts":"2026-11-21T05:00:00.080Z","ev":"ready","identity":"a","latency_ms":80,"source":"cli","pid":1}"#,
+        ]);
+        let a = &m.peers["a"];
+        assert_eq!(a.bringup.count, 2);
+        assert_eq!(a.bringup.sum_ms, 1280);
+        // 80 ms in the first bucket, 1.2 s under 2.5 s.
+        assert_eq!(a.bringup.cumulative(BRINGUP_BUCKETS)[..5], [1, 1, 1, 1, 2]);
+        // One session lived 600 s; the second still lives.
+        assert_eq!((a.lifetime.count, a.lifetime.sum_ms), (1, 600_000));
+        assert_eq!(a.lifetime.cumulative(LIFETIME_BUCKETS)[..3], [0, 0, 1]);
+        assert_eq!(a.session_since.as_deref(), Some("2026-11-21T05:00:00.080Z"));
+        let text = m.prometheus(&BTreeMap::from([("a".to_owned(), "alive")]));
+        assert!(text.contains("iapeer_bringup_seconds_bucket{peer=\"a\",le=\"0.1\"} 1\n"));
+        assert!(text.contains("iapeer_bringup_seconds_bucket{peer=\"a\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("iapeer_bringup_seconds_sum{peer=\"a\"} 1.28\n"));
+        assert!(text.contains("iapeer_session_lifetime_seconds_count{peer=\"a\"} 1\n"));
     }
 
     #[test]

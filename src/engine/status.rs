@@ -311,5 +311,25 @@ pub(crate) fn prometheus(ctx: &Ctx, peers: &[Peer], metrics: &metrics::Metrics) 
         .collect();
     let mut shown = metrics.clone();
     shown.retain(|name| states.contains_key(name));
-    shown.prometheus(&states)
+    let mut text = shown.prometheus(&states);
+    // What to join on: the build, and each peer's runtime, policy and pool
+    // (label sets that change with a definition stay off the counters).
+    text.push_str(&format!(
+        "# HELP iapeer_build_info The running iapeer's version.\n\
+         # TYPE iapeer_build_info gauge\n\
+         iapeer_build_info{{version=\"{}\"}} 1\n\
+         # HELP iapeer_peer_info 1 for each defined peer, with its runtime, policy and pool.\n\
+         # TYPE iapeer_peer_info gauge\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    for p in peers {
+        text.push_str(&format!(
+            "iapeer_peer_info{{peer=\"{}\",runtime=\"{}\",policy=\"{}\",pool=\"{}\"}} 1\n",
+            metrics::escape(&p.name),
+            p.runtime.as_str(),
+            p.policy.as_str(),
+            metrics::escape(p.pool.as_deref().unwrap_or(""))
+        ));
+    }
+    text
 }

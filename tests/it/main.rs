@@ -7,6 +7,7 @@ mod support;
 mod activity;
 mod calm;
 mod config;
+mod contrib;
 mod daemon;
 mod docs;
 mod faults;
