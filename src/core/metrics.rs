@@ -120,6 +120,9 @@ pub struct LastEvent {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metrics {
     pub peers: BTreeMap<String, PeerMetrics>,
+    /// Still being rebuilt from a long log (a first start, or a lost
+    /// checkpoint): the counters are not whole yet, and are not served.
+    pub rebuilding: bool,
 }
 
 /// Everything folded from the log: the metrics, and the last line about
@@ -132,13 +135,24 @@ pub struct Folded {
 
 impl Folded {
     pub fn apply(&mut self, e: &Entry) {
-        self.metrics.apply(e);
+        self.apply_owned(e.clone());
+    }
+
+    /// [`Folded::apply`], keeping the line itself rather than a copy: a
+    /// long history is folded without copying every line it holds.
+    pub fn apply_owned(&mut self, e: Entry) {
+        self.metrics.apply(&e);
         if e.ev() == Some(crate::core::vocab::Ev::Activity) {
             // Not a decision: status shows it in a column of its own.
             return;
         }
         if let Some(id) = e.identity() {
-            self.last.insert(id.to_owned(), e.clone());
+            match self.last.get_mut(id) {
+                Some(last) => *last = e,
+                None => {
+                    self.last.insert(id.to_owned(), e);
+                }
+            }
         }
     }
 }

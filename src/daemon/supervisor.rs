@@ -4,7 +4,7 @@
 //! wake lock; everything kept is a cache or a schedule, the truth is on disk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,9 @@ pub struct Supervisor {
     /// The last line about each identity, kept in the checkpoint with them.
     last: BTreeMap<String, crate::core::record::Entry>,
     follower: log::Follower,
+    /// The fold of a long log without a checkpoint, under way on its own
+    /// thread: what it sends is installed by `refresh_metrics`.
+    rebuilding: Option<Receiver<(metrics::Folded, log::Follower)>>,
     /// `IAPEER_METRICS_FILE` and `state/metrics.json`, each rewritten at
     /// most once per `METRICS_EVERY`.
     metrics_file: Rewrite,
@@ -188,15 +191,27 @@ pub struct PassStats {
 impl Supervisor {
     pub fn new(ctx: Arc<Ctx>, events: Sender<Event>) -> Result<Self> {
         let log = ctx.config.paths.lifecycle_log.clone();
-        let (folded, follower) =
-            log::checkpoint::fold(&log, &ctx.config.paths.metrics_checkpoint());
-        // A long history folded without a checkpoint went through the
-        // allocator in batches: hand what it keeps back to the system.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only releases free heap memory.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        let (mut folded, mut follower, from_checkpoint) =
+            log::checkpoint::begin(&log, &ctx.config.paths.metrics_checkpoint());
+        // Without a checkpoint, a long retained log is folded on a thread
+        // of its own: the daemon supervises at once, and serves its
+        // counters once they are whole.
+        let retained: u64 = log::log_files(&log)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let (folded, follower, rebuilding) = if from_checkpoint || retained <= FOLD_INLINE_BYTES {
+            log::checkpoint::fold_rest(&mut folded, &mut follower);
+            release_heap();
+            (folded, follower, None)
+        } else {
+            let done = rebuild(folded, follower, events.clone())?;
+            let mut empty = metrics::Folded::default();
+            empty.metrics.rebuilding = true;
+            (empty, log::Follower::at_end(&log), Some(done))
+        };
         let deaths = DeathWatch::start(events.clone()).map_err(|e| {
             Error::failed(
                 "death watch",
@@ -225,6 +240,7 @@ impl Supervisor {
             metrics: Arc::new(std::sync::Mutex::new(folded.metrics)),
             last: folded.last,
             follower,
+            rebuilding,
             metrics_file: Rewrite::default(),
             checkpoint: Rewrite::default(),
             state_replaced: false,
@@ -275,8 +291,32 @@ impl Supervisor {
         Arc::clone(&self.metrics)
     }
 
-    /// Folds in every line written since the last look.
+    /// Folds in every line written since the last look; while a rebuild
+    /// is under way, installs it once it is done.
     pub(crate) fn refresh_metrics(&mut self) {
+        if let Some(done) = &self.rebuilding {
+            let (folded, follower) = match done.try_recv() {
+                Ok(rebuilt) => rebuilt,
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    // Its thread died: fold here, as a start without a
+                    // thread would have.
+                    tracing::error!("the metrics rebuild ended early; folding the log again here");
+                    log::checkpoint::fold(
+                        &self.ctx.config.paths.lifecycle_log,
+                        &self.ctx.config.paths.metrics_checkpoint(),
+                    )
+                }
+            };
+            self.rebuilding = None;
+            *self.metrics.lock().unwrap_or_else(|p| p.into_inner()) = folded.metrics;
+            self.last = folded.last;
+            self.follower = follower;
+            self.metrics_file.dirty = true;
+            self.checkpoint.dirty = true;
+            release_heap();
+            tracing::info!("metrics rebuilt from the log");
+        }
         // In batches, so a burst (or a long history) is folded in bounded
         // memory.
         loop {
@@ -323,7 +363,7 @@ impl Supervisor {
     /// cover, in one atomic write) when something changed, at most once
     /// per `METRICS_EVERY` unless `now` is asked.
     pub(crate) fn write_checkpoint(&mut self, now: bool) {
-        if !self.checkpoint.dirty || !self.checkpoint.may(now) {
+        if self.rebuilding.is_some() || !self.checkpoint.dirty || !self.checkpoint.may(now) {
             return;
         }
         let Some(position) = self.follower.position() else {
@@ -360,7 +400,9 @@ impl Supervisor {
         let Some(path) = self.ctx.config.metrics_file.clone() else {
             return;
         };
-        if !(now || self.metrics_file.dirty && self.metrics_file.may(false)) {
+        if self.rebuilding.is_some()
+            || !(now || self.metrics_file.dirty && self.metrics_file.may(false))
+        {
             return;
         }
         let peers: Vec<Peer> = self.peers.values().cloned().collect();
@@ -1024,4 +1066,49 @@ fn log_once(ctx: &Ctx, seen: &mut HashMap<Identity, String>, id: &Identity, e: &
         tracing::error!("{e}");
     }
     seen.insert(id.clone(), msg);
+}
+
+/// A retained log larger than this, with no checkpoint, is folded on a
+/// thread of its own (about a second's folding on a small machine).
+const FOLD_INLINE_BYTES: u64 = 16 << 20;
+
+/// Folds the rest of the log on a thread of its own; what it sends once
+/// done, it also announces as a log change, so the loop installs it.
+fn rebuild(
+    mut folded: metrics::Folded,
+    mut follower: log::Follower,
+    events: Sender<Event>,
+) -> Result<Receiver<(metrics::Folded, log::Follower)>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("metrics-rebuild".into())
+        .spawn(move || {
+            let began = Instant::now();
+            log::checkpoint::fold_rest(&mut folded, &mut follower);
+            tracing::info!(
+                "folded the retained log into the metrics in {} ms",
+                began.elapsed().as_millis()
+            );
+            if tx.send((folded, follower)).is_ok() {
+                let _ = events.send(Event::Logged);
+            }
+        })
+        .map_err(|e| {
+            Error::failed(
+                "metrics rebuild",
+                e.to_string(),
+                "check the system's thread limits",
+            )
+        })?;
+    Ok(rx)
+}
+
+/// A long history went through the allocator in batches: hand what it
+/// keeps back to the system.
+fn release_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -381,6 +381,15 @@ fn metrics(shared: &Shared) -> Response {
     };
     let text = {
         let metrics = shared.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        if metrics.rebuilding {
+            // Counters served before they are whole would go backwards
+            // from the last scrape, then jump: a scraper sees a reset.
+            return error(
+                503,
+                "the daemon is still folding its log into the counters; retry in a few seconds",
+            )
+            .with_header("Retry-After", "5");
+        }
         status::prometheus(ctx, &peers, &metrics)
     };
     Response::new(200, "text/plain; version=0.0.4; charset=utf-8", text)

@@ -1007,3 +1007,78 @@ fn another_local_user_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Without a checkpoint, a long log is folded on a thread of its own: the
+/// daemon is up at once, and `/metrics` answers 503 until the counters are
+/// whole, never with counters short of the log (a scraper would read that
+/// as a reset).
+#[test]
+fn a_long_log_without_a_checkpoint_is_folded_behind_a_daemon_already_up() {
+    let mut home = Home::new();
+    home.add("p0", &["--runtime", "shell", "--", "sleep", "600"]);
+    let log = home.log_path();
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let mut text = String::with_capacity(64 << 20);
+    let mut wakes = 0u64;
+    while text.len() < 64 << 20 {
+        wakes += 1;
+        let r = Record::new(iapeer::core::clock::now_ms(), Ev::Wake, Source::Cli)
+            .identity("p0")
+            .mode(iapeer::core::vocab::Mode::Fresh)
+            .reason("filler: a long history of wakes, each as long as a real one");
+        text.push_str(&r.to_line());
+        text.push('\n');
+    }
+    std::fs::write(&log, text).unwrap();
+    home.set(
+        "IAPEER_LIFECYCLE_LOG_MAX_BYTES",
+        &(128u64 << 20).to_string(),
+    )
+    .set("IAPEER_HTTP_ADDR", "127.0.0.1:0");
+    // Not `dashboard()`: its look for the start-up line would read the
+    // whole log itself. The dashboard's address file says it is up.
+    let began = Instant::now();
+    let child = home
+        .iapeer()
+        .arg("daemon")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _d = Daemon { child };
+    let serving = home.path().join("state/http.json");
+    wait_until(Duration::from_secs(30), "the dashboard up", || {
+        serving.exists()
+    });
+    let up = began.elapsed();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&serving).unwrap()).unwrap();
+    let base = doc["url"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    TOKENS.lock().unwrap().insert(base.clone(), token_of(&home));
+    let whole = format!("iapeer_wakes_total{{peer=\"p0\",mode=\"fresh\"}} {wakes}\n");
+    let mut answers = Vec::new();
+    wait_until(Duration::from_secs(60), "the counters, whole", || {
+        let r = get(&format!("{base}/metrics"));
+        let status = r.status();
+        let body = r.into_string().unwrap();
+        answers.push(status);
+        assert!(
+            status == 503 || (status == 200 && body.contains(&whole)),
+            "a scrape got {status} with counters short of the log: {}",
+            body.lines()
+                .find(|l| l.starts_with("iapeer_wakes_total"))
+                .unwrap_or("")
+        );
+        status == 200
+    });
+    // It supervised meanwhile: up well before a fold of 64 MiB would end
+    // on a small machine, and a wake goes through.
+    assert!(up < Duration::from_secs(5), "up after {up:?}");
+    assert_eq!(code(&home.run(&["wake", "p0"])), 0);
+    let waited = answers.iter().filter(|s| **s == 503).count();
+    eprintln!("up after {up:?}; {waited} scrape(s) answered 503 before the counters were whole");
+}

@@ -74,7 +74,10 @@ pub(crate) fn load(path: &Path) -> Option<(Position, Folded)> {
     }
     let position: Position = saved.position.parse().ok()?;
     let folded = Folded {
-        metrics: Metrics { peers: saved.peers },
+        metrics: Metrics {
+            peers: saved.peers,
+            rebuilding: false,
+        },
         last: saved
             .last
             .into_iter()
@@ -84,23 +87,35 @@ pub(crate) fn load(path: &Path) -> Option<(Position, Folded)> {
     Some((position, folded))
 }
 
+/// Where a fold of the log begins: the checkpoint's counters and a
+/// follower at its position, or nothing and a follower at the oldest
+/// retained line (the flag says which).
+pub(crate) fn begin(log: &Path, checkpoint: &Path) -> (Folded, Follower, bool) {
+    match load(checkpoint) {
+        Some((pos, folded)) => (folded, Follower::at(log, pos), true),
+        None => (Folded::default(), Follower::from_start(log), false),
+    }
+}
+
+/// Folds every line from where `follower` is to the end into `folded`,
+/// in batches, so a long history is folded in bounded memory.
+pub(crate) fn fold_rest(folded: &mut Folded, follower: &mut Follower) {
+    loop {
+        let lines = follower.poll_at_most(FOLD_BATCH);
+        if lines.is_empty() {
+            return;
+        }
+        for f in lines {
+            folded.apply_owned(f.entry);
+        }
+    }
+}
+
 /// The fold of the log so far, from the checkpoint at `checkpoint` (if
 /// any) and the lines after it, with a follower left after the last line.
 pub(crate) fn fold(log: &Path, checkpoint: &Path) -> (Folded, Follower) {
-    let (mut follower, mut folded) = match load(checkpoint) {
-        Some((pos, folded)) => (Follower::at(log, pos), folded),
-        None => (Follower::from_start(log), Folded::default()),
-    };
-    loop {
-        // In batches: a long history is folded in bounded memory.
-        let lines = follower.poll_at_most(FOLD_BATCH);
-        if lines.is_empty() {
-            break;
-        }
-        for f in &lines {
-            folded.apply(&f.entry);
-        }
-    }
+    let (mut folded, mut follower, _) = begin(log, checkpoint);
+    fold_rest(&mut folded, &mut follower);
     (folded, follower)
 }
 
