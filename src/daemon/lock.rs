@@ -2,9 +2,8 @@
 //! for the daemon's whole life. The file records the holder's pid, for
 //! people; the lock, not the pid, is what counts.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::core::error::{Error, Result};
@@ -60,15 +59,5 @@ pub(crate) fn acquire(path: &Path) -> Result<DaemonLock> {
 
 /// Is a daemon running on this home?
 pub(crate) fn is_running(path: &Path) -> bool {
-    let Ok(file) = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-    else {
-        return false;
-    };
-    matches!(
-        file.try_lock_shared(),
-        Err(std::fs::TryLockError::WouldBlock)
-    )
+    crate::store::fsutil::lock_held(path)
 }

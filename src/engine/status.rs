@@ -96,8 +96,25 @@ pub(crate) struct PeerStatus {
 /// daemon's checkpoint and the lines after it (the whole retained log
 /// only when there is no checkpoint).
 pub(crate) fn read_log(ctx: &Ctx) -> metrics::Folded {
+    use crate::store::log::checkpoint;
     let paths = &ctx.config.paths;
-    crate::store::log::checkpoint::fold(&paths.lifecycle_log, &paths.metrics_checkpoint()).0
+    let (mut folded, mut follower, from_checkpoint) =
+        checkpoint::begin(&paths.lifecycle_log, &paths.metrics_checkpoint());
+    let began = std::time::Instant::now();
+    checkpoint::fold_rest(&mut folded, &mut follower);
+    // A long fold with no daemon to keep a checkpoint: keep one, so the
+    // next look starts from it (the daemon, once started, goes on from it).
+    if !from_checkpoint
+        && began.elapsed() > std::time::Duration::from_millis(500)
+        && !crate::store::fsutil::lock_held(&paths.daemon_lock())
+    {
+        if let Some(position) = follower.position() {
+            if let Err(e) = checkpoint::save(&paths.metrics_checkpoint(), position, &folded) {
+                tracing::debug!("{e}");
+            }
+        }
+    }
+    folded
 }
 
 /// One peer's status.

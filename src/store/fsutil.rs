@@ -139,3 +139,19 @@ pub(crate) fn check_owner(path: &Path, uid: u32) -> Result<()> {
     }
     Ok(())
 }
+
+/// Does some process hold the `flock` on `path` (the daemon's lock, say)?
+/// A missing file is held by no one.
+pub(crate) fn lock_held(path: &Path) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    else {
+        return false;
+    };
+    matches!(
+        file.try_lock_shared(),
+        Err(fs::TryLockError::WouldBlock)
+    )
+}
