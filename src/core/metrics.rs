@@ -42,6 +42,27 @@ pub struct PeerMetrics {
     pub lifetime: Histogram,
     /// When the live session passed its ready gate (its `ready` line).
     pub session_since: Option<String>,
+    /// How the last session ended, or the last boot failed: the why a
+    /// person looks for first.
+    pub last_end: Option<LastEnd>,
+    /// The topic the last wake carried.
+    pub topic: Option<String>,
+}
+
+/// How a session ended (or a boot failed), as its line says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastEnd {
+    pub ts: String,
+    /// `reaped-gone`, `reaped-idle`, `fail`, …
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lines: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Bring-up latency buckets, in seconds (the boot deadline is 240 s).
@@ -199,6 +220,20 @@ impl Metrics {
         let mode = e.str("mode");
         let cause = e.str("cause");
         let action = e.str("action");
+        if crate::core::history::is_end(e) || (ev == "wake" && mode == Some("fail")) {
+            let owned = |k: &str| e.str(k).map(str::to_owned);
+            m.last_end = Some(LastEnd {
+                ts: e.str("ts").unwrap_or("").to_owned(),
+                what: action.or(mode).unwrap_or(ev).to_owned(),
+                cause: owned("cause"),
+                exit_status: owned("exit_status"),
+                last_lines: owned("last_lines"),
+                reason: owned("reason"),
+            });
+        }
+        if crate::core::history::is_launch(e) {
+            m.topic = e.str("topic").map(str::to_owned);
+        }
         match (ev, mode) {
             ("wake", Some("fresh")) => {
                 m.wakes_fresh += 1;
@@ -501,6 +536,15 @@ mod tests {
         assert_eq!(alice.latency_ms, Some(1181));
         let bob = &m.peers["bob"];
         assert_eq!(bob.deaths, 1);
+        let end = bob.last_end.clone().unwrap();
+        assert_eq!(
+            (
+                end.what.as_str(),
+                end.exit_status.as_deref(),
+                end.last_lines.as_deref()
+            ),
+            ("reaped-gone", Some("1"), Some("Error: out of memory\n$"))
+        );
         assert_eq!(bob.refusals.get("crash-loop"), Some(&1));
         let carol = &m.peers["carol"];
         assert_eq!((carol.deaths, carol.eager_relaunches), (1, 1));
@@ -550,6 +594,12 @@ mod tests {
             r#"{"ts":"2026-11-21T05:00:00.080Z","ev":"ready","identity":"a","latency_ms":80,"source":"cli","pid":1}"#,
         ]);
         let a = &m.peers["a"];
+        assert_eq!(
+            a.last_end
+                .as_ref()
+                .map(|e| (e.what.as_str(), e.ts.as_str())),
+            Some(("reaped-idle", "2026-11-21T04:54:11.200Z"))
+        );
         assert_eq!(a.bringup.count, 2);
         assert_eq!(a.bringup.sum_ms, 1280);
         // 80 ms in the first bucket, 1.2 s under 2.5 s.

@@ -150,8 +150,5 @@ pub(crate) fn lock_held(path: &Path) -> bool {
     else {
         return false;
     };
-    matches!(
-        file.try_lock_shared(),
-        Err(fs::TryLockError::WouldBlock)
-    )
+    matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
 }

@@ -584,90 +584,146 @@ fn webdriver(
     }
 }
 
+/// A headless Chromium on a page, through chromedriver (WebDriver).
+struct Browser {
+    wd: String,
+    session: String,
+    _driver: Daemon,
+}
+
+impl Browser {
+    /// Opens `url`, or `None` when chromedriver is missing on purpose.
+    fn open(home: &Home, url: &str) -> Option<Browser> {
+        let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(chromedriver) = chromedriver else {
+            assert!(
+                std::env::var_os("IAPEER_SKIP_BROWSER").is_some(),
+                "chromedriver is missing: `make test` installs chromium and chromium-driver; set IAPEER_SKIP_BROWSER=1 to skip on purpose"
+            );
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = std::process::Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let driver = Daemon { child: driver };
+        let wd = format!("http://127.0.0.1:{port}");
+        wait_until(Duration::from_secs(20), "chromedriver", || {
+            ureq::get(&format!("{wd}/status")).call().is_ok()
+        });
+        let profile = home.path().join("chromium-profile");
+        let session = webdriver(
+            &wd,
+            "POST",
+            "/session",
+            Some(serde_json::json!({
+                "capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                             "--window-size=1400,1000", format!("--user-data-dir={}", profile.display())]
+                }}}
+            })),
+        );
+        let session = session["value"]["sessionId"].as_str().unwrap().to_owned();
+        let browser = Browser {
+            wd,
+            session,
+            _driver: driver,
+        };
+        browser.call("POST", "/url", Some(serde_json::json!({ "url": url })));
+        Some(browser)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        webdriver(
+            &self.wd,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body,
+        )
+    }
+
+    /// The value of a script run in the page.
+    fn eval(&self, script: &str) -> serde_json::Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(serde_json::json!({ "script": script, "args": [] })),
+        )["value"]
+            .clone()
+    }
+
+    /// The text of the first element `selector` finds, if any.
+    fn text(&self, selector: &str) -> Option<String> {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.textContent : null;",
+            serde_json::Value::from(selector)
+        );
+        self.eval(&script).as_str().map(str::to_owned)
+    }
+
+    /// How many elements `selector` finds.
+    fn count(&self, selector: &str) -> u64 {
+        let script = format!(
+            "return document.querySelectorAll({}).length;",
+            serde_json::Value::from(selector)
+        );
+        self.eval(&script).as_u64().unwrap_or(0)
+    }
+
+    /// A screenshot, kept as a test artefact in the target folder.
+    fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let shot = self.call("GET", "/screenshot", None);
+        let png = base64_decode(shot["value"].as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("artefacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{name}.png"));
+        std::fs::write(&file, &png).unwrap();
+        eprintln!("screenshot: {} ({} bytes)", file.display(), png.len());
+        file
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = ureq::delete(&format!("{}/session/{}", self.wd, self.session)).call();
+    }
+}
+
+/// The page's link with the dashboard's token, as the daemon prints it.
+fn page_link(base: &str) -> String {
+    format!("{base}/?access_token={}", token_for(base))
+}
+
 #[test]
 fn the_page_shows_a_peer_come_alive_without_a_reload() {
-    let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(chromedriver) = chromedriver else {
-        assert!(
-            std::env::var_os("IAPEER_SKIP_BROWSER").is_some(),
-            "chromedriver is missing: `make test` installs chromium and chromium-driver; set IAPEER_SKIP_BROWSER=1 to skip on purpose"
-        );
-        return;
-    };
     let mut home = Home::new();
     // A Claude peer (the fake): its activity is read, where a shell's is not.
     home.add("alice", &[]);
     let (_d, base) = dashboard(&mut home);
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let driver = std::process::Command::new(chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _driver = Daemon { child: driver };
-    let wd = format!("http://127.0.0.1:{port}");
-    wait_until(Duration::from_secs(20), "chromedriver", || {
-        ureq::get(&format!("{wd}/status")).call().is_ok()
-    });
-    let profile = home.path().join("chromium-profile");
-    let session = webdriver(
-        &wd,
-        "POST",
-        "/session",
-        Some(serde_json::json!({
-            "capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--window-size=1280,800", format!("--user-data-dir={}", profile.display())]
-            }}}
-        })),
-    );
-    let id = session["value"]["sessionId"].as_str().unwrap().to_owned();
-    let s = format!("/session/{id}");
-    webdriver(
-        &wd,
-        "POST",
-        &format!("{s}/url"),
-        Some(serde_json::json!({"url": format!("{base}/?access_token={}", token_for(&base))})),
-    );
-    let state = || {
-        let r = webdriver(
-            &wd,
-            "POST",
-            &format!("{s}/execute/sync"),
-            Some(serde_json::json!({
-                "script": "const c = document.querySelector('tr[data-peer=\"alice\"] .state'); return c ? c.textContent : null;",
-                "args": []
-            })),
-        );
-        r["value"].as_str().map(str::to_owned)
+    let Some(b) = Browser::open(&home, &page_link(&base)) else {
+        return;
     };
+    let state = || b.text("tr[data-peer=\"alice\"] .state");
     wait_until(
         Duration::from_secs(15),
         "the page to list alice asleep",
         || state().as_deref() == Some("asleep"),
     );
-    let live = || {
-        let r = webdriver(
-            &wd,
-            "POST",
-            &format!("{s}/execute/sync"),
-            Some(
-                serde_json::json!({"script": "return document.getElementById('link').className;", "args": []}),
-            ),
-        );
-        r["value"] == "live"
-    };
-    wait_until(Duration::from_secs(15), "the event stream to open", live);
+    wait_until(Duration::from_secs(15), "the event stream to open", || {
+        b.eval("return document.getElementById('link').className;") == "live"
+    });
 
     assert_eq!(code(&home.run(&["wake", "alice"])), 0);
     wait_until(
@@ -676,43 +732,164 @@ fn the_page_shows_a_peer_come_alive_without_a_reload() {
         || state().as_deref() == Some("alive"),
     );
     // What it is doing, as the daemon reads it: its turn is over.
-    let activity = || {
-        let r = webdriver(
-            &wd,
-            "POST",
-            &format!("{s}/execute/sync"),
-            Some(serde_json::json!({
-                "script": "const c = document.querySelector('tr[data-peer=\"alice\"] td.activity'); return c ? c.textContent : null;",
-                "args": []
-            })),
-        );
-        r["value"].as_str().map(str::to_owned)
-    };
     wait_until(
         Duration::from_secs(15),
         "the page to show alice idle, without a reload",
-        || activity().is_some_and(|a| a.starts_with("idle ")),
+        || {
+            b.text("tr[data-peer=\"alice\"] td.activity")
+                .is_some_and(|a| a.starts_with("idle "))
+        },
     );
-    let decisions = webdriver(
-        &wd,
-        "POST",
-        &format!("{s}/execute/sync"),
-        Some(
-            serde_json::json!({"script": "return document.getElementById('events').textContent;", "args": []}),
-        ),
+    let decisions = b.text("#events").unwrap_or_default();
+    assert!(decisions.contains("first-wake"), "{decisions}");
+    // Named events reach the page: the wake is in the list under its name.
+    assert!(b.count("#events li[data-event=\"peer.waking\"]") >= 1);
+    b.screenshot("dashboard-one-peer");
+}
+
+/// The page for peers in every state: each row says why it is as it is
+/// (the refusal and when it is retried, the last ending with its exit
+/// status and last lines, given up on in red), pools are grouped, filter
+/// and sort work, and the plots are drawn from the log.
+#[test]
+fn the_page_shows_why_activity_and_plots_for_peers_in_every_state() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "0.2");
+    home.add("alice", &[]);
+    home.add("sleepy", &[]);
+    home.add("halted", &["--runtime", "shell", "--", "sleep", "600"]);
+    home.add(
+        "napper",
+        &[
+            "--runtime",
+            "shell",
+            "--idle-secs",
+            "1",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    home.add("quitter", &["--runtime", "shell", "--", "sleep", "600"]);
+    home.add(
+        "crasher",
+        &[
+            "--runtime",
+            "shell",
+            "--policy",
+            "always",
+            "--",
+            "sh",
+            "-c",
+            "echo out of memory; exit 3",
+        ],
+    );
+    let cwd = home.workdir("pool");
+    let out = home.run(&[
+        "pool",
+        "add",
+        "cl",
+        "--prefix",
+        "cl-",
+        "--min",
+        "1",
+        "--max",
+        "2",
+        "--cwd",
+        cwd.to_str().unwrap(),
+        "--runtime",
+        "shell",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (_d, base) = dashboard(&mut home);
+    assert_eq!(code(&home.run(&["wake", "alice", "--topic", "billing"])), 0);
+    assert_eq!(code(&home.run(&["wake", "halted"])), 0);
+    assert_eq!(code(&home.run(&["stop", "halted"])), 0);
+    assert_eq!(code(&home.run(&["wake", "napper"])), 0);
+    std::fs::write(home.marker("quitter", "failed"), "").unwrap();
+    home.wait_line("crasher", "the crash-loop refusal", |e| {
+        e.str("cause") == Some("crash-loop")
+    });
+    home.wait_line("napper", "the idle park", |e| {
+        e.str("action") == Some("reaped-idle")
+    });
+    let Some(b) = Browser::open(&home, &page_link(&base)) else {
+        return;
+    };
+    let row = |peer: &str, cell: &str| b.text(&format!("tr[data-peer=\"{peer}\"] {cell}"));
+    wait_until(Duration::from_secs(15), "every state on the page", || {
+        [
+            ("alice", "alive"),
+            ("sleepy", "asleep"),
+            ("halted", "stopped"),
+            ("napper", "parked"),
+            ("quitter", "failed"),
+            ("crasher", "crash-looping"),
+        ]
+        .iter()
+        .all(|(p, s)| row(p, ".state").as_deref() == Some(*s))
+    });
+    wait_until(Duration::from_secs(15), "alice's activity", || {
+        row("alice", "td.activity").is_some_and(|a| a.starts_with("idle ") && a.contains("ago"))
+    });
+    // The why: a refusal with its retry, the last lines of the boots that
+    // failed, and the ones given up on in red.
+    let crasher = row("crasher", "td.why").unwrap();
+    assert!(
+        crasher.contains("crash-loop guard") && crasher.contains("retried in"),
+        "{crasher}"
     );
     assert!(
-        decisions["value"].as_str().unwrap().contains("first-wake"),
-        "{decisions}"
+        row("crasher", "pre.last-lines").is_some_and(|l| l.contains("out of memory")),
+        "the last lines of its last boot"
     );
-
-    let shot = webdriver(&wd, "GET", &format!("{s}/screenshot"), None);
-    let png = base64_decode(shot["value"].as_str().unwrap());
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    let file = home.path().join("dashboard.png");
-    std::fs::write(&file, &png).unwrap();
-    eprintln!("screenshot: {} ({} bytes)", file.display(), png.len());
-    webdriver(&wd, "DELETE", &s, None);
+    assert!(
+        row("crasher", "td.why").unwrap().contains("exit"),
+        "its exit status"
+    );
+    assert_eq!(b.count("tr.bad"), 2, "failed and crash-looping stand out");
+    assert!(row("quitter", "td.why").unwrap().contains("gave up"));
+    assert!(row("napper", "td.why").unwrap().contains("reaped-idle"));
+    assert!(row("alice", "td.doing").unwrap().contains("topic: billing"));
+    // Pools grouped, under their name.
+    assert_eq!(b.count("tr.pool[data-pool=\"cl\"]"), 1);
+    // The plots, from the log's lines.
+    wait_until(Duration::from_secs(10), "the plots drawn", || {
+        b.count("#plot-timeline circle.wake") >= 3
+            && b.count("#plot-timeline path.death") >= 1
+            && b.count("#plot-latency rect.bar") >= 1
+            && b.count("#plot-parks rect.parks") >= 1
+    });
+    b.screenshot("dashboard-every-state");
+    b.eval("document.getElementById('plot-timeline').scrollIntoView(); return 1;");
+    b.screenshot("dashboard-plots");
+    // Filter and sort.
+    b.eval(
+        "const f = document.getElementById('filter'); f.value = 'crash'; f.dispatchEvent(new Event('input')); return 1;",
+    );
+    assert_eq!(
+        b.count("#peers tr[data-peer]"),
+        1,
+        "the filter keeps the crash-looping one"
+    );
+    b.eval(
+        "const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); \
+         const s = document.getElementById('sort'); s.value = 'attention'; s.dispatchEvent(new Event('change')); return 1;",
+    );
+    let first = b.eval("return document.querySelector('#peers tr[data-peer]').dataset.peer;");
+    assert!(
+        first == "quitter" || first == "crasher",
+        "needing attention comes first: {first}"
+    );
+    // Live: a wake shows without a reload.
+    assert_eq!(code(&home.run(&["wake", "sleepy"])), 0);
+    wait_until(Duration::from_secs(15), "sleepy alive, live", || {
+        row("sleepy", ".state").as_deref() == Some("alive")
+    });
+    b.screenshot("dashboard-after-a-wake");
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
