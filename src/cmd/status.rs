@@ -76,10 +76,10 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
         .then(|| crate::http::look(&ctx.config, DASHBOARD_LOOK))
         .flatten();
     if output == OutputArg::Json {
-        let mut doc = status::document(ctx, &all, daemon);
-        doc["dashboard"] = dashboard
+        let look = dashboard
             .as_ref()
             .map_or(serde_json::Value::Null, |d| d.to_json());
+        let doc = status::document_text(ctx, &all, daemon, Some(("dashboard", look)));
         return Ok(format!("{doc}\n"));
     }
     let now = ctx.now();

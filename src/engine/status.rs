@@ -292,26 +292,54 @@ pub(crate) fn with_metrics(
         .collect()
 }
 
-/// The document `status --json` prints and `GET /peers` serves.
-pub(crate) fn document(
+/// The document `status --json` prints and `GET /peers` serves, written
+/// as it goes: no tree of values for a fleet of thousands is built only to
+/// be printed. `extra` adds a top-level key (the CLI's `dashboard`).
+pub(crate) fn document_text(
     ctx: &Ctx,
     all: &[std::result::Result<PeerStatus, crate::Error>],
     daemon: bool,
-) -> serde_json::Value {
-    let peers: Vec<serde_json::Value> = all
-        .iter()
-        .map(|s| match s {
-            Ok(s) => serde_json::to_value(s).expect("a status always serializes"),
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
-        })
-        .collect();
-    serde_json::json!({
-        "schema": 1,
-        "home": ctx.config.home,
-        "run": ctx.config.paths.run,
-        "daemon": daemon,
-        "peers": peers,
-    })
+    extra: Option<(&str, serde_json::Value)>,
+) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(256 + all.len() * 600);
+    let json = |v: &dyn erased::Json, out: &mut Vec<u8>| v.write(out);
+    out.extend_from_slice(b"{\"schema\":1,\"home\":");
+    json(&ctx.config.home, &mut out);
+    out.extend_from_slice(b",\"run\":");
+    json(&ctx.config.paths.run, &mut out);
+    out.extend_from_slice(b",\"daemon\":");
+    json(&daemon, &mut out);
+    if let Some((key, value)) = extra {
+        out.push(b',');
+        json(&key, &mut out);
+        out.push(b':');
+        json(&value, &mut out);
+    }
+    out.extend_from_slice(b",\"peers\":[");
+    for (i, s) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match s {
+            Ok(s) => json(s, &mut out),
+            Err(e) => json(&serde_json::json!({ "error": e.to_string() }), &mut out),
+        }
+    }
+    out.extend_from_slice(b"]}");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Writing any serializable value as JSON, through one function.
+mod erased {
+    pub(super) trait Json {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize + ?Sized> Json for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            serde_json::to_writer(out, self).expect("a status always serializes");
+        }
+    }
 }
 
 /// The Prometheus text for the defined peers.

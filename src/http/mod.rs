@@ -369,8 +369,8 @@ fn peers(shared: &Shared) -> Response {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let statuses = status::with_metrics(ctx, all, &metrics, |_| None);
-    let doc = status::document(ctx, &statuses, true);
-    Response::new(200, "application/json", doc.to_string())
+    let doc = status::document_text(ctx, &statuses, true, None);
+    Response::new(200, "application/json", doc)
 }
 
 fn metrics(shared: &Shared) -> Response {
