@@ -298,7 +298,14 @@ impl Metrics {
 
     /// The Prometheus text exposition format (version 0.0.4). `states`
     /// gives each peer's lifecycle state.
-    pub fn prometheus(&self, states: &BTreeMap<String, &'static str>) -> String {
+    ///
+    /// `labels` adds label pairs to a peer's `iapeer_peer_state` (its
+    /// runtime and pool: a state is what one filters by those).
+    pub fn prometheus(
+        &self,
+        states: &BTreeMap<String, &'static str>,
+        labels: &BTreeMap<String, String>,
+    ) -> String {
         let mut out = String::new();
         let peers: Vec<&String> = self
             .peers
@@ -424,7 +431,10 @@ impl Metrics {
             "1 for the lifecycle state the peer is in.",
             states
                 .iter()
-                .map(|(p, s)| (format!("{},state=\"{s}\"", l(p)), 1.0))
+                .map(|(p, s)| {
+                    let more = labels.get(p).map(|m| format!(",{m}")).unwrap_or_default();
+                    (format!("{},state=\"{s}\"{more}", l(p)), 1.0)
+                })
                 .collect(),
         );
         // Every activity state of every live peer, 0 or 1, so a query over
@@ -608,7 +618,13 @@ mod tests {
         assert_eq!((a.lifetime.count, a.lifetime.sum_ms), (1, 600_000));
         assert_eq!(a.lifetime.cumulative(LIFETIME_BUCKETS)[..3], [0, 0, 1]);
         assert_eq!(a.session_since.as_deref(), Some("2026-11-21T05:00:00.080Z"));
-        let text = m.prometheus(&BTreeMap::from([("a".to_owned(), "alive")]));
+        let text = m.prometheus(
+            &BTreeMap::from([("a".to_owned(), "alive")]),
+            &BTreeMap::from([("a".to_owned(), "runtime=\"shell\",pool=\"\"".to_owned())]),
+        );
+        assert!(text.contains(
+            "iapeer_peer_state{peer=\"a\",state=\"alive\",runtime=\"shell\",pool=\"\"} 1\n"
+        ));
         assert!(text.contains("iapeer_bringup_seconds_bucket{peer=\"a\",le=\"0.1\"} 1\n"));
         assert!(text.contains("iapeer_bringup_seconds_bucket{peer=\"a\",le=\"+Inf\"} 2\n"));
         assert!(text.contains("iapeer_bringup_seconds_sum{peer=\"a\"} 1.28\n"));

@@ -356,7 +356,20 @@ pub(crate) fn prometheus(ctx: &Ctx, peers: &[Peer], metrics: &metrics::Metrics) 
         .collect();
     let mut shown = metrics.clone();
     shown.retain(|name| states.contains_key(name));
-    let mut text = shown.prometheus(&states);
+    let labels: std::collections::BTreeMap<String, String> = peers
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                format!(
+                    "runtime=\"{}\",pool=\"{}\"",
+                    p.runtime.as_str(),
+                    metrics::escape(p.pool.as_deref().unwrap_or(""))
+                ),
+            )
+        })
+        .collect();
+    let mut text = shown.prometheus(&states, &labels);
     // What to join on: the build, and each peer's runtime, policy and pool
     // (label sets that change with a definition stay off the counters).
     text.push_str(&format!(
