@@ -258,9 +258,21 @@ fn metrics_survive_a_daemon_restart() {
         home.count("keeper", |e| e.str("ev") == Some("ready")) == 2
     });
     let read = || std::fs::read_to_string(&metrics).unwrap_or_default();
-    wait_until(Duration::from_secs(10), "metrics written", || {
-        read().contains("iapeer_deaths_total{peer=\"keeper\"} 1")
-    });
+    // Settled first: both sessions' activity read and logged (a loaded
+    // machine reads it seconds after the wake), and written out.
+    wait_until(
+        Duration::from_secs(30),
+        "metrics written, activity read",
+        || {
+            let text = read();
+            text.contains("iapeer_deaths_total{peer=\"keeper\"} 1")
+                && ["alice", "keeper"].iter().all(|p| {
+                    text.contains(&format!(
+                        "iapeer_peer_activity{{peer=\"{p}\",state=\"idle\"}} 1"
+                    ))
+                })
+        },
+    );
     std::thread::sleep(Duration::from_millis(1200));
     let before = read();
     assert!(
