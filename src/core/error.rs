@@ -280,3 +280,12 @@ impl std::error::Error for Error {
         }
     }
 }
+
+/// What a caught panic said, for the line that reports it.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}

@@ -101,11 +101,7 @@ impl Reader {
                 // is said, the watches are dropped, and reading goes on.
                 let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.round()));
                 if let Err(panic) = round {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let what = crate::core::error::panic_message(&*panic);
                     tracing::error!("activity reader: a round failed ({what}); reading on");
                     self.watches.clear();
                 }

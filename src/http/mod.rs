@@ -198,11 +198,7 @@ pub(crate) fn start(
                 server::accept_loop(&listener, limits, &handler)
             }));
             if let Err(panic) = served {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let what = crate::core::error::panic_message(&*panic);
                 tracing::error!(
                     "dashboard: the accept loop panicked ({what}); serving again in 1 s"
                 );
