@@ -53,22 +53,6 @@ pub(crate) fn exit_status(ctx: &Ctx, rec: &SessionRecord) -> ExitStatus {
     }
 }
 
-/// What a death leaves to read: the exit status and the pane's last
-/// lines. Both are tmux calls; they are made side by side, so the death
-/// is logged after the slower of the two, not after both.
-pub(crate) fn death_facts(ctx: &Ctx, rec: &SessionRecord) -> (ExitStatus, Option<String>) {
-    std::thread::scope(|s| {
-        let lines = s.spawn(|| {
-            ctx.host
-                .capture(&rec.socket, &rec.identity, LAST_LINES)
-                .ok()
-        });
-        let status = exit_status(ctx, rec);
-        // A capture that panicked is a capture that found nothing.
-        (status, lines.join().ok().flatten())
-    })
-}
-
 /// The reason `iapeer self-fresh` writes into `.new-eager`.
 pub(crate) const SELF_FRESH: &str = "self-fresh";
 
@@ -84,20 +68,19 @@ pub(crate) fn record_death(
     rec: SessionRecord,
     status: ExitStatus,
 ) -> Result<EndKind> {
-    let last_lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
-    record_death_returning(ctx, id, peer, rec, (status, last_lines)).map(|(kind, _)| kind)
+    record_death_returning(ctx, id, peer, rec, status).map(|(kind, _)| kind)
 }
 
-/// [`record_death`], given the exit status and the last lines (see
-/// [`death_facts`]), with the task of a pool member that died working on
+/// [`record_death`], with the task of a pool member that died working on
 /// it, for the caller to dispatch once more.
 pub(crate) fn record_death_returning(
     ctx: &Ctx,
     id: &Identity,
     peer: Option<&Peer>,
     rec: SessionRecord,
-    (status, last_lines): (ExitStatus, Option<String>),
+    status: ExitStatus,
 ) -> Result<(EndKind, Option<InFlight>)> {
+    let last_lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
     let new_eager = ctx.state.flag(id, Flag::NewEager)?;
     let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
     let mut ending = if asked_self_fresh(new_eager.as_ref(), &rec) {
@@ -513,8 +496,8 @@ pub(crate) fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Se
             rec.pane_pid
         ))),
         Standing::Running(Liveness::Dead) => {
-            let facts = death_facts(ctx, &rec);
-            record_death_returning(ctx, id, peer, rec, facts)?;
+            let status = exit_status(ctx, &rec);
+            record_death(ctx, id, peer, rec, status)?;
             Ok(Settled::None)
         }
     }
