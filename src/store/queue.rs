@@ -195,7 +195,9 @@ impl Queues {
         let target = self.target_path(id, name);
         match to {
             Some(conversation) => fsutil::write_atomic(&target, conversation.as_bytes())?,
-            None => remove_if_there(&target)?,
+            None => {
+                remove_if_there(&target)?;
+            }
         }
         fsutil::rename_durable(&self.path(id, name, false), &self.path(id, name, true))
     }
@@ -214,7 +216,7 @@ impl Queues {
     /// Puts a task whose delivery did not happen back in the queue.
     pub(crate) fn put_back(&self, id: &Identity, name: &str) -> Result<()> {
         fsutil::rename_durable(&self.path(id, name, true), &self.path(id, name, false))?;
-        remove_if_there(&self.target_path(id, name))
+        remove_if_there(&self.target_path(id, name)).map(|_| ())
     }
 
     /// A delivered task leaves the queue.
@@ -238,12 +240,7 @@ impl Queues {
                 "look again with `iapeer queue`",
             ));
         }
-        let path = self.path(id, name, false);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(&path, "remove", e)),
-        }
+        remove_if_there(&self.path(id, name, false))
     }
 
     /// The peers with a queue folder.
@@ -260,10 +257,11 @@ impl Queues {
     }
 }
 
-fn remove_if_there(path: &Path) -> Result<()> {
+/// Removes `path`; false if it was not there.
+fn remove_if_there(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io(path, "remove", e)),
     }
 }
