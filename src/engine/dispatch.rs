@@ -271,24 +271,8 @@ pub(crate) fn redispatch(
 /// task is dispatched again once, never twice (a task that kills every
 /// member it reaches must not go round the pool).
 fn dispatched_again_before(ctx: &Ctx, task: &str) -> Option<String> {
-    // As the log keeps a task: its last KiB.
-    let kept = ctx
-        .record(crate::core::vocab::Ev::Task)
-        .task(Some(task))
-        .task;
-    let mut found = None;
-    let _ = crate::store::log::for_each_backward(
-        &ctx.config.paths.lifecycle_log,
-        |raw| raw.contains("\"ev\":\"task\"") && raw.contains("died working on it"),
-        |e| {
-            if e.str("task") == kept.as_deref() {
-                found = e.str("reason").map(str::to_owned);
-                return false;
-            }
-            true
-        },
-    );
-    found
+    crate::engine::queue::last_task_line(ctx, task, "died working on it", None)
+        .and_then(|e| e.str("reason").map(str::to_owned))
 }
 
 #[cfg(test)]

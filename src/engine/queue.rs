@@ -294,14 +294,30 @@ pub(crate) fn restart_stuck(ctx: &Ctx, id: &Identity, peer: &Peer, why: &str) ->
 /// on it: a task that hangs every time it runs goes round once, not for
 /// ever.
 fn stuck_on_before(ctx: &Ctx, id: &Identity, task: &str) -> bool {
+    last_task_line(ctx, task, "it was stuck on it", Some(id)).is_some()
+}
+
+/// The newest `task` line about `task` (as the log keeps a task: its last
+/// KiB) whose text says `words`, and of `who` when given: how iapeer
+/// remembers, across restarts, that it already handed a task on once.
+pub(crate) fn last_task_line(
+    ctx: &Ctx,
+    task: &str,
+    words: &str,
+    who: Option<&Identity>,
+) -> Option<crate::core::record::Entry> {
     let kept = ctx.record(Ev::Task).task(Some(task)).task;
-    let mut found = false;
+    let mut found = None;
     let _ = crate::store::log::for_each_backward(
         &ctx.config.paths.lifecycle_log,
-        |raw| raw.contains("\"ev\":\"task\"") && raw.contains("it was stuck on it"),
+        |raw| raw.contains("\"ev\":\"task\"") && raw.contains(words),
         |e| {
-            found = e.identity() == Some(id.as_str()) && e.str("task") == kept.as_deref();
-            !found
+            let ours = who.is_none_or(|id| e.identity() == Some(id.as_str()))
+                && e.str("task") == kept.as_deref();
+            if ours {
+                found = Some(e);
+            }
+            found.is_none()
         },
     );
     found
