@@ -26,9 +26,21 @@ use iapeer::store::config::Config;
 const RUNS: usize = 100;
 
 fn main() {
-    reaction_times();
-    pass_costs();
-    cost_of_persisting_errors();
+    // `cargo bench --bench daemon -- reaction` runs the parts named.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    if run("reaction") {
+        reaction_times();
+    }
+    if run("pass") {
+        pass_costs();
+    }
+    if run("errors") {
+        cost_of_persisting_errors();
+    }
 }
 
 struct Home {
@@ -182,9 +194,15 @@ fn reaction_times() {
         "600",
     ]);
     let daemon = home.daemon();
+    // A live session beside the dying one, for the tmux call's scale.
+    home.run(&["wake", "e"]);
 
     let mut deaths = Vec::with_capacity(RUNS);
+    let mut floors = Vec::with_capacity(RUNS);
+    let mut tmux_calls = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
+        floors.push(death_floor(&home.path().join("floor.log")));
+        tmux_calls.push(one_tmux_call(&home));
         home.run(&["wake", "d"]);
         let pid = home.pane_pid("d");
         // Let the daemon register the new session before it dies.
@@ -203,6 +221,8 @@ fn reaction_times() {
         });
     }
 
+    home.run(&["stop", "e"]);
+    home.run(&["start", "e"]);
     let mut eager = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let from = log_len(&home.log());
@@ -221,7 +241,20 @@ fn reaction_times() {
         home.run(&["stop", "e"]);
         home.run(&["start", "e"]);
     }
+    report(
+        "floor: a child's death seen through its pidfd → one line appended and synced",
+        &mut floors,
+    );
+    report(
+        "one tmux call on a live session (capture-pane), for scale",
+        &mut tmux_calls,
+    );
     report("death → reaped-gone logged", &mut deaths);
+    println!(
+        "death → logged, median: {:.1}x the floor (target p99 <= 5 ms: the exit status and the \
+         last lines are one tmux call, and the end is journaled before its line)",
+        median(&deaths).as_secs_f64() / median(&floors).as_secs_f64()
+    );
     report(
         "touch .new-eager (sleeping peer) → fresh wake logged",
         &mut eager,
@@ -331,6 +364,59 @@ fn rss(pid: u32) -> String {
         .find(|l| l.starts_with("VmRSS:"))
         .map(|l| l.trim_start_matches("VmRSS:").trim().to_owned())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The least a death can cost: a child killed, its exit seen by polling
+/// its pidfd, one line appended and `fdatasync`ed.
+fn death_floor(log: &Path) -> Duration {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut child = Command::new("sleep").arg("600").spawn().expect("sleep");
+    // SAFETY: pidfd_open on our own child's pid; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: a descriptor just returned to us and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut out = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .expect("floor log");
+    let start = Instant::now();
+    child.kill().expect("kill");
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd on a descriptor we own.
+    assert_eq!(unsafe { libc::poll(&mut poll, 1, 10_000) }, 1, "pidfd poll");
+    out.write_all(b"{\"ev\":\"supervise\",\"action\":\"reaped-gone\"}\n")
+        .expect("append");
+    out.sync_data().expect("fdatasync");
+    let took = start.elapsed();
+    let _ = child.wait();
+    took
+}
+
+/// One tmux client call against a live session's server.
+fn one_tmux_call(home: &Home) -> Duration {
+    let socket = home.path().join("run/e.sock");
+    let start = Instant::now();
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args(["capture-pane", "-p", "-J", "-t", "=e:", "-S", "-65"])
+        .output()
+        .expect("tmux");
+    assert!(out.status.success(), "tmux capture-pane on e");
+    start.elapsed()
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
 }
 
 fn report(what: &str, v: &mut [Duration]) {

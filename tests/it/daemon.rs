@@ -43,6 +43,13 @@ fn a_killed_session_is_recorded_once_as_reaped_gone() {
     let line = home.wait_line("alice", "reaped-gone", action("reaped-gone"));
     assert_eq!(line.str("session"), Some(session.as_str()));
     assert_eq!(line.str("exit_status"), Some("signal 9"));
+    // Its screen, read in the same tmux call as its status.
+    assert!(
+        line.str("last_lines")
+            .is_some_and(|l| l.contains("? for shortcuts")),
+        "{}",
+        line.line
+    );
     assert_eq!(line.str("source"), Some("daemon"));
     assert_eq!(line.str("outcome"), Some("fresh-on-next-message"));
     wait_until(Duration::from_secs(5), "the record to go", || {
