@@ -66,7 +66,8 @@ pub(crate) fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
         history.lines.clear();
     }
     let now = ctx.now();
-    let status = status::peer_status(&ctx, &peer, mine.last(), now);
+    let last = mine.last().map(crate::core::metrics::LastLine::of);
+    let status = status::peer_status(&ctx, &peer, last.as_ref(), now);
     let ring = ctx.state.deaths(&id)?.ring;
     let policy = crate::engine::wake::guard_policy(&ctx);
     let answer = Answer {

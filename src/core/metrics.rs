@@ -151,28 +151,49 @@ pub struct Metrics {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Folded {
     pub metrics: Metrics,
-    pub last: BTreeMap<String, Entry>,
+    /// The last line about each identity, as `status` shows it.
+    pub last: BTreeMap<String, LastLine>,
+}
+
+/// What `status` shows of the last line about a peer: three short
+/// fields, not the whole line (a fleet's worth is kept by the daemon and
+/// read back from the checkpoint by every `status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastLine {
+    pub ts: String,
+    pub ev: String,
+    pub summary: String,
+}
+
+impl LastLine {
+    pub fn of(e: &Entry) -> Self {
+        LastLine {
+            ts: e.str("ts").unwrap_or("").to_owned(),
+            ev: e.str("ev").unwrap_or("").to_owned(),
+            summary: e.summary(),
+        }
+    }
 }
 
 impl Folded {
     pub fn apply(&mut self, e: &Entry) {
-        self.apply_owned(e.clone());
+        self.metrics.apply(e);
+        note_last(&mut self.last, e);
     }
+}
 
-    /// [`Folded::apply`], keeping the line itself rather than a copy: a
-    /// long history is folded without copying every line it holds.
-    pub fn apply_owned(&mut self, e: Entry) {
-        self.metrics.apply(&e);
-        if e.ev() == Some(crate::core::vocab::Ev::Activity) {
-            // Not a decision: status shows it in a column of its own.
-            return;
-        }
-        if let Some(id) = e.identity() {
-            match self.last.get_mut(id) {
-                Some(last) => *last = e,
-                None => {
-                    self.last.insert(id.to_owned(), e);
-                }
+/// Keeps `e` as the last line about its identity, unless it is an
+/// activity reading: not a decision (status shows it in a column of its
+/// own).
+pub fn note_last(last: &mut BTreeMap<String, LastLine>, e: &Entry) {
+    if e.ev() == Some(crate::core::vocab::Ev::Activity) {
+        return;
+    }
+    if let Some(id) = e.identity() {
+        match last.get_mut(id) {
+            Some(kept) => *kept = LastLine::of(e),
+            None => {
+                last.insert(id.to_owned(), LastLine::of(e));
             }
         }
     }

@@ -93,7 +93,7 @@ pub struct Supervisor {
     /// count as well as ours.
     metrics: Arc<std::sync::Mutex<metrics::Metrics>>,
     /// The last line about each identity, kept in the checkpoint with them.
-    last: BTreeMap<String, crate::core::record::Entry>,
+    last: BTreeMap<String, metrics::LastLine>,
     follower: log::Follower,
     /// The fold of a long log without a checkpoint, under way on its own
     /// thread: what it sends is installed by `refresh_metrics`.
@@ -333,9 +333,7 @@ impl Supervisor {
             let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
             for f in lines {
                 metrics.apply(&f.entry);
-                if let Some(id) = f.entry.identity() {
-                    self.last.insert(id.to_owned(), f.entry.clone());
-                }
+                metrics::note_last(&mut self.last, &f.entry);
             }
         }
         self.metrics_file.dirty = true;

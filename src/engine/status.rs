@@ -9,7 +9,6 @@ use crate::core::error::Result;
 use crate::core::identity::Identity;
 use crate::core::metrics;
 use crate::core::peer::Peer;
-use crate::core::record::Entry;
 use crate::core::session::{Liveness, Standing};
 use crate::engine::ctx::Ctx;
 use crate::store::markers::{Flag, Marker, Present};
@@ -63,12 +62,8 @@ pub(crate) struct SessionInfo {
     pub limited_until: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct LastDecision {
-    pub ts: String,
-    pub ev: String,
-    pub summary: String,
-}
+/// The last line about a peer (its ts, ev and summary).
+pub(crate) type LastDecision = metrics::LastLine;
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct PeerStatus {
@@ -121,7 +116,7 @@ pub(crate) fn read_log(ctx: &Ctx) -> metrics::Folded {
 pub(crate) fn peer_status(
     ctx: &Ctx,
     peer: &Peer,
-    last: Option<&Entry>,
+    last: Option<&LastDecision>,
     now: EpochMs,
 ) -> PeerStatus {
     peer_status_in(ctx, peer, None, last, now)
@@ -133,7 +128,7 @@ fn peer_status_in(
     ctx: &Ctx,
     peer: &Peer,
     present: Option<Present>,
-    last: Option<&Entry>,
+    last: Option<&LastDecision>,
     now: EpochMs,
 ) -> PeerStatus {
     let id = peer.identity();
@@ -225,11 +220,7 @@ fn peer_status_in(
             }
             Guard::Allow => None,
         },
-        last_decision: last.map(|e| LastDecision {
-            ts: e.str("ts").unwrap_or("").to_owned(),
-            ev: e.str("ev").unwrap_or("").to_owned(),
-            summary: e.summary(),
-        }),
+        last_decision: last.cloned(),
         lifecycle_metrics: Default::default(),
         problem,
     }
@@ -240,23 +231,37 @@ pub(crate) fn collect(
     ctx: &Ctx,
     only: Option<&Identity>,
 ) -> Result<Vec<std::result::Result<PeerStatus, crate::Error>>> {
-    let metrics::Folded { metrics, last } = read_log(ctx);
-    let peers: Vec<std::result::Result<Peer, crate::Error>> = match only {
-        Some(id) => vec![Ok(ctx.peer(id)?)],
-        None => crate::store::definitions::load_peers(&ctx.config.paths)?,
-    };
-    Ok(with_metrics(ctx, peers, &metrics, |name| {
-        last.get(name).cloned()
-    }))
+    // The checkpoint and the definitions are read side by side: each is a
+    // good part of the cost at thousands of peers, and neither needs the
+    // other.
+    let (folded, peers) = std::thread::scope(|s| {
+        let log = std::thread::Builder::new()
+            .name("status-log".into())
+            .spawn_scoped(s, || read_log(ctx));
+        let peers = match only {
+            Some(id) => ctx.peer(id).map(|p| vec![Ok(p)]),
+            None => crate::store::definitions::load_peers(&ctx.config.paths),
+        };
+        let folded = match log {
+            Ok(log) => log
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: read it here.
+            Err(_) => read_log(ctx),
+        };
+        (folded, peers)
+    });
+    let metrics::Folded { metrics, mut last } = folded;
+    Ok(with_metrics(ctx, peers?, metrics, |name| last.remove(name)))
 }
 
-/// Each peer's status with its metrics; `last` gives the last log line
-/// about a peer when the caller has it.
+/// Each peer's status with its metrics, taken out of `metrics`; `last`
+/// gives the last log line about a peer when the caller has it.
 pub(crate) fn with_metrics(
     ctx: &Ctx,
     peers: Vec<std::result::Result<Peer, crate::Error>>,
-    metrics: &metrics::Metrics,
-    last: impl Fn(&str) -> Option<Entry>,
+    mut metrics: metrics::Metrics,
+    mut last: impl FnMut(&str) -> Option<LastDecision>,
 ) -> Vec<std::result::Result<PeerStatus, crate::Error>> {
     let now = ctx.now();
     // One listing of the state directory: most peers have few of their
@@ -272,7 +277,7 @@ pub(crate) fn with_metrics(
             p.map(|peer| {
                 let last = last(&peer.name);
                 let mut s = peer_status_in(ctx, &peer, present(&peer), last.as_ref(), now);
-                let m = metrics.peers.get(&peer.name).cloned().unwrap_or_default();
+                let m = metrics.peers.remove(&peer.name).unwrap_or_default();
                 if s.last_decision.is_none() {
                     s.last_decision = m.last_event.as_ref().map(|e| LastDecision {
                         ts: e.ts.clone(),

@@ -364,7 +364,7 @@ fn peers(shared: &Shared) -> Response {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let statuses = status::with_metrics(ctx, all, &metrics, |_| None);
+    let statuses = status::with_metrics(ctx, all, metrics, |_| None);
     let doc = status::document_text(ctx, &statuses, true, None);
     Response::new(200, "application/json", doc)
 }

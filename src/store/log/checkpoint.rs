@@ -10,41 +10,47 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::core::error::Result;
-use crate::core::metrics::{Folded, Metrics, PeerMetrics};
+use crate::core::metrics::{Folded, LastLine, Metrics, PeerMetrics};
 use crate::core::record::Entry;
 use crate::store::fsutil;
 
 use super::follow::{Follower, Position};
 
-const VERSION: u32 = 1;
+/// 2: the last line about each identity kept as what status shows of it
+/// (1 kept the whole line, and every read parsed it again).
+const VERSION: u32 = 2;
 /// Lines folded at a time.
 const FOLD_BATCH: usize = 4096;
 /// A checkpoint larger than this is not ours: ignored.
 const MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Saved {
+struct Saved<Last> {
     version: u32,
     /// `dev:ino:offset` (hex) of the first line not folded in.
     position: String,
     peers: BTreeMap<String, PeerMetrics>,
-    /// The last line about each identity, as written.
-    last: BTreeMap<String, String>,
+    /// The last line about each identity: what status shows of it (1: the
+    /// line as written).
+    last: BTreeMap<String, Last>,
 }
 
 /// Writes `folded`, covering the log up to `position`.
 pub(crate) fn save(path: &Path, position: Position, folded: &Folded) -> Result<()> {
-    let saved = Saved {
+    #[derive(Serialize)]
+    struct Saving<'a> {
+        version: u32,
+        position: String,
+        peers: &'a BTreeMap<String, PeerMetrics>,
+        last: &'a BTreeMap<String, LastLine>,
+    }
+    let saving = Saving {
         version: VERSION,
         position: position.to_string(),
-        peers: folded.metrics.peers.clone(),
-        last: folded
-            .last
-            .iter()
-            .map(|(k, e)| (k.clone(), e.line.clone()))
-            .collect(),
+        peers: &folded.metrics.peers,
+        last: &folded.last,
     };
-    let body = serde_json::to_vec(&saved).expect("a checkpoint always serializes");
+    let body = serde_json::to_vec(&saving).expect("a checkpoint always serializes");
     fsutil::write_atomic(path, &body)
 }
 
@@ -57,14 +63,28 @@ pub(crate) fn load(path: &Path) -> Option<(Position, Folded)> {
         return None;
     }
     let bytes = std::fs::read(path).ok()?;
-    let saved: Saved = match serde_json::from_slice(&bytes) {
+    let saved: Saved<LastLine> = match serde_json::from_slice(&bytes) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("{}: {e}; rebuilding from the log", path.display());
-            return None;
-        }
+        // Written before version 2: its last lines are whole lines.
+        Err(e) => match serde_json::from_slice::<Saved<String>>(&bytes) {
+            Ok(old) if old.version == 1 => Saved {
+                version: VERSION,
+                position: old.position,
+                peers: old.peers,
+                last: old
+                    .last
+                    .into_iter()
+                    .filter_map(|(k, line)| Entry::parse(&line).map(|e| (k, LastLine::of(&e))))
+                    .collect(),
+            },
+            _ => {
+                tracing::warn!("{}: {e}; rebuilding from the log", path.display());
+                return None;
+            }
+        },
     };
-    if saved.version != VERSION {
+    // A version 1 with no last lines reads as version 2.
+    if !(1..=VERSION).contains(&saved.version) {
         tracing::warn!(
             "{}: version {} is not {VERSION}; rebuilding from the log",
             path.display(),
@@ -78,11 +98,7 @@ pub(crate) fn load(path: &Path) -> Option<(Position, Folded)> {
             peers: saved.peers,
             rebuilding: false,
         },
-        last: saved
-            .last
-            .into_iter()
-            .filter_map(|(k, line)| Entry::parse(&line).map(|e| (k, e)))
-            .collect(),
+        last: saved.last,
     };
     Some((position, folded))
 }
@@ -106,7 +122,7 @@ pub(crate) fn fold_rest(folded: &mut Folded, follower: &mut Follower) {
             return;
         }
         for f in lines {
-            folded.apply_owned(f.entry);
+            folded.apply(&f.entry);
         }
     }
 }
@@ -170,6 +186,49 @@ mod tests {
         assert_eq!(
             folded.metrics.peers["alice"].wakes_fresh as usize, retained,
             "rebuilt from what is left"
+        );
+    }
+
+    /// A checkpoint written before version 2 (whole last lines) is read,
+    /// not rebuilt: an upgrade does not fold a long log again. Activity
+    /// lines are not kept as a peer's last line.
+    #[test]
+    fn a_version_1_checkpoint_is_read_and_activity_is_not_a_last_line() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let config = Config::from_lookup(|k| match k {
+            "IAPEER_HOME" => Some(home.path().into()),
+            "HOME" => Some(home.path().into()),
+            _ => None,
+        })
+        .unwrap();
+        config.ensure_home().unwrap();
+        let log = config.paths.lifecycle_log.clone();
+        let cp = home.path().join("state/metrics.json");
+        let mut writer = LogWriter::new(&config);
+        writer.append(&wake(1)).unwrap();
+        let (folded, follower) = fold(&log, &cp);
+        let position = follower.position().unwrap();
+        let line = std::fs::read_to_string(&log).unwrap();
+        let v1 = serde_json::json!({
+            "version": 1,
+            "position": position.to_string(),
+            "peers": folded.metrics.peers,
+            "last": {"alice": line.trim_end()},
+        });
+        std::fs::write(&cp, v1.to_string()).unwrap();
+        let (loaded_at, loaded) = load(&cp).expect("a version 1 checkpoint is read");
+        assert_eq!(loaded_at, position);
+        assert_eq!(loaded.metrics.peers, folded.metrics.peers);
+        assert_eq!(loaded.last, folded.last);
+        assert_eq!(loaded.last["alice"].ev, "wake");
+
+        let activity =
+            Record::new(1_795_236_254_900, Ev::Activity, Source::Daemon).identity("alice");
+        writer.append(&activity).unwrap();
+        let (after, _) = fold(&log, &cp);
+        assert_eq!(
+            after.last["alice"], folded.last["alice"],
+            "activity is no decision"
         );
     }
 }
