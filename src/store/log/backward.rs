@@ -80,10 +80,7 @@ fn lines_backward(
         file.read_exact_at(&mut buf, start)?;
         buf.extend_from_slice(&carry);
         let mut stop = buf.len();
-        for i in (0..buf.len()).rev() {
-            if buf[i] != b'\n' {
-                continue;
-            }
+        for i in memchr::memrchr_iter(b'\n', &buf) {
             let torn = std::mem::take(&mut newest) && stop == buf.len() && i + 1 < stop;
             if !torn && i + 1 < stop && !visit(&buf[i + 1..stop]) {
                 return Ok(());
