@@ -291,10 +291,7 @@ impl Follower {
             };
             self.offset += n as u64;
             let mut start = 0;
-            for (i, b) in buf[..n].iter().enumerate() {
-                if *b != b'\n' {
-                    continue;
-                }
+            for i in memchr::memchr_iter(b'\n', &buf[..n]) {
                 self.partial.extend_from_slice(&buf[start..i]);
                 start = i + 1;
                 let line = std::mem::take(&mut self.partial);
@@ -337,10 +334,7 @@ fn start_of_last(file: &File, len: u64, n: usize) -> std::io::Result<Result<u64,
         let start = end.saturating_sub(buf.len() as u64);
         let chunk = &mut buf[..(end - start) as usize];
         file.read_exact_at(chunk, start)?;
-        for (i, b) in chunk.iter().enumerate().rev() {
-            if *b != b'\n' {
-                continue;
-            }
+        for i in memchr::memrchr_iter(b'\n', chunk) {
             newlines += 1;
             if newlines == n + 1 {
                 return Ok(Ok(start + i as u64 + 1));
