@@ -142,6 +142,7 @@ mod tests {
     use crate::core::vocab::{Ev, Mode, Source};
     use crate::store::config::Config;
     use crate::store::log::LogWriter;
+    use std::path::PathBuf;
 
     fn wake(n: i64) -> Record {
         Record::new(1_795_236_254_821 + n, Ev::Wake, Source::Cli)
@@ -152,21 +153,31 @@ mod tests {
     /// The counters are what the whole history says, after rotations took
     /// most of it away, and a checkpoint damaged or missing rebuilds from
     /// what is left.
-    #[test]
-    fn counters_survive_rotation_through_the_checkpoint() {
+    /// A home with `settings` (variable, value), its log, its checkpoint
+    /// and a writer.
+    fn home(settings: &[(&str, &str)]) -> (assert_fs::TempDir, PathBuf, PathBuf, LogWriter) {
         let home = assert_fs::TempDir::new().unwrap();
         let config = Config::from_lookup(|k| match k {
-            "IAPEER_HOME" => Some(home.path().into()),
-            "HOME" => Some(home.path().into()),
-            "IAPEER_LIFECYCLE_LOG_MAX_BYTES" => Some("400".into()),
-            "IAPEER_LIFECYCLE_LOG_KEEP" => Some("2".into()),
-            _ => None,
+            "IAPEER_HOME" | "HOME" => Some(home.path().into()),
+            _ => settings
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| (*v).into()),
         })
         .unwrap();
         config.ensure_home().unwrap();
         let log = config.paths.lifecycle_log.clone();
         let cp = home.path().join("state/metrics.json");
-        let mut writer = LogWriter::new(&config);
+        let writer = LogWriter::new(&config);
+        (home, log, cp, writer)
+    }
+
+    #[test]
+    fn counters_survive_rotation_through_the_checkpoint() {
+        let (_home, log, cp, mut writer) = home(&[
+            ("IAPEER_LIFECYCLE_LOG_MAX_BYTES", "400"),
+            ("IAPEER_LIFECYCLE_LOG_KEEP", "2"),
+        ]);
         for round in 0..20 {
             for i in 0..5 {
                 writer.append(&wake(round * 5 + i)).unwrap();
@@ -194,17 +205,7 @@ mod tests {
     /// lines are not kept as a peer's last line.
     #[test]
     fn a_version_1_checkpoint_is_read_and_activity_is_not_a_last_line() {
-        let home = assert_fs::TempDir::new().unwrap();
-        let config = Config::from_lookup(|k| match k {
-            "IAPEER_HOME" => Some(home.path().into()),
-            "HOME" => Some(home.path().into()),
-            _ => None,
-        })
-        .unwrap();
-        config.ensure_home().unwrap();
-        let log = config.paths.lifecycle_log.clone();
-        let cp = home.path().join("state/metrics.json");
-        let mut writer = LogWriter::new(&config);
+        let (_home, log, cp, mut writer) = home(&[]);
         writer.append(&wake(1)).unwrap();
         let (folded, follower) = fold(&log, &cp);
         let position = follower.position().unwrap();
