@@ -701,10 +701,13 @@ impl Supervisor {
         }
     }
 
-    /// A worker finished: note refusals and failures, then look again.
+    /// A worker finished: note refusals and failures, then look again
+    /// (unless another process holds its lock: then when the retry is
+    /// due, or the other's next change says).
     pub(crate) fn done(&mut self, id: &Identity, outcome: Result<PassOutcome>) {
         self.busy.remove(id);
         let now = Instant::now();
+        let held_elsewhere = matches!(&outcome, Ok(out) if out.busy);
         match outcome {
             Err(e) => self.tick_error(id, &e),
             Ok(out) => {
@@ -806,7 +809,12 @@ impl Supervisor {
             }
         }
         self.again.remove(id);
-        self.pass(id, None);
+        // Looking again now would find the lock held again, and again, for
+        // as long as the other holds it (a worker a millisecond, on the
+        // cores the wake needs).
+        if !held_elsewhere {
+            self.pass(id, None);
+        }
     }
 
     /// A death was recorded: the next automatic relaunch waits for the

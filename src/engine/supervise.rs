@@ -3,7 +3,7 @@
 //! action out (an ending, a boot check, a relaunch), and repeat while one
 //! action leads to another (a death settled, then its relaunch).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::core::clock::EpochMs;
 use crate::core::error::Result;
@@ -20,7 +20,7 @@ use crate::engine::{conversation, ending, wake};
 use crate::os::process;
 use crate::runtime::host::Probe;
 use crate::runtime::{Conversation, Runtime};
-use crate::store::markers::{Flag, Marker};
+use crate::store::markers::{Flag, LockFailure, Marker};
 
 /// How often a session past its max age is looked at while its turn goes
 /// on.
@@ -206,6 +206,9 @@ pub struct Died {
 /// One pass over one identity, under its wake lock (skipped if another
 /// process holds it: that process is acting on it). A death is settled and
 /// then, if wanted, the peer relaunched, in the same pass.
+/// How long a pass waits for a lock another process holds.
+const LOCK_WAIT: Duration = Duration::from_millis(250);
+
 pub(crate) fn run_pass(
     ctx: &Ctx,
     id: &Identity,
@@ -221,9 +224,16 @@ pub(crate) fn run_pass(
         held_until: None,
         redispatch: None,
     };
-    let Some(lock) = ctx.state.try_lock(id)? else {
-        outcome.busy = true;
-        return Ok(outcome);
+    // A lock held elsewhere (a CLI waking it) is waited for a little, so
+    // the look comes soon after the other lets go; past that, the caller
+    // looks again later.
+    let lock = match ctx.state.lock(id, LOCK_WAIT) {
+        Ok(lock) => lock,
+        Err(LockFailure::Held { .. }) => {
+            outcome.busy = true;
+            return Ok(outcome);
+        }
+        Err(LockFailure::Error(e)) => return Err(e),
     };
     // A settled death may call for a relaunch; a relaunch may be refused.
     // Three rounds cover every chain (end → launch).
