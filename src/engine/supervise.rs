@@ -203,12 +203,13 @@ pub struct Died {
     pub relaunch: bool,
 }
 
-/// One pass over one identity, under its wake lock (skipped if another
-/// process holds it: that process is acting on it). A death is settled and
-/// then, if wanted, the peer relaunched, in the same pass.
 /// How long a pass waits for a lock another process holds.
 const LOCK_WAIT: Duration = Duration::from_millis(250);
 
+/// One pass over one identity, under its wake lock (skipped, `busy`, if
+/// another process holds it past [`LOCK_WAIT`]: that process is acting on
+/// it). A death is settled and then, if wanted, the peer relaunched, in
+/// the same pass.
 pub(crate) fn run_pass(
     ctx: &Ctx,
     id: &Identity,
