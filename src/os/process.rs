@@ -668,9 +668,16 @@ mod tests {
         let pid = child.id() as i32;
         let deadline = Instant::now() + Duration::from_secs(5);
         let tool = loop {
-            let found = descendants(pid)
-                .into_iter()
-                .find(|(p, _)| cmdline(*p).iter().any(|a| a == "31.25"));
+            // `sleep` itself: setsid(1) carries the same arguments until it
+            // has left the session and run it.
+            let found = descendants(pid).into_iter().find(|(p, _)| {
+                let argv = cmdline(*p);
+                argv.first().is_some_and(|a| {
+                    std::path::Path::new(a)
+                        .file_name()
+                        .is_some_and(|n| n == "sleep")
+                }) && argv.iter().any(|a| a == "31.25")
+            });
             if let Some(found) = found {
                 break found;
             }
