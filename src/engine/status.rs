@@ -116,7 +116,7 @@ pub(crate) fn read_log(ctx: &Ctx) -> metrics::Folded {
 pub(crate) fn peer_status(
     ctx: &Ctx,
     peer: &Peer,
-    last: Option<&LastDecision>,
+    last: Option<LastDecision>,
     now: EpochMs,
 ) -> PeerStatus {
     peer_status_in(ctx, peer, None, last, now)
@@ -128,7 +128,7 @@ fn peer_status_in(
     ctx: &Ctx,
     peer: &Peer,
     present: Option<Present>,
-    last: Option<&LastDecision>,
+    last: Option<LastDecision>,
     now: EpochMs,
 ) -> PeerStatus {
     let id = peer.identity();
@@ -220,7 +220,7 @@ fn peer_status_in(
             }
             Guard::Allow => None,
         },
-        last_decision: last.cloned(),
+        last_decision: last,
         lifecycle_metrics: Default::default(),
         problem,
     }
@@ -275,8 +275,7 @@ pub(crate) fn with_metrics(
         .into_iter()
         .map(|p| {
             p.map(|peer| {
-                let last = last(&peer.name);
-                let mut s = peer_status_in(ctx, &peer, present(&peer), last.as_ref(), now);
+                let mut s = peer_status_in(ctx, &peer, present(&peer), last(&peer.name), now);
                 let m = metrics.peers.remove(&peer.name).unwrap_or_default();
                 if s.last_decision.is_none() {
                     s.last_decision = m.last_event.as_ref().map(|e| LastDecision {
