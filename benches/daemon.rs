@@ -241,7 +241,7 @@ fn reaction_times() {
         home.run(&["stop", "e"]);
         home.run(&["start", "e"]);
     }
-    report(
+    let floor = report(
         "floor: a child's death seen through its pidfd → one line appended and synced",
         &mut floors,
     );
@@ -249,11 +249,11 @@ fn reaction_times() {
         "one tmux call on a live session (capture-pane), for scale",
         &mut tmux_calls,
     );
-    report("death → reaped-gone logged", &mut deaths);
+    let death = report("death → reaped-gone logged", &mut deaths);
     println!(
         "death → logged, median: {:.1}x the floor (target p99 <= 5 ms: the exit status and the \
          last lines are one tmux call, and the end is journaled before its line)",
-        median(&deaths).as_secs_f64() / median(&floors).as_secs_f64()
+        death.as_secs_f64() / floor.as_secs_f64()
     );
     report(
         "touch .new-eager (sleeping peer) → fresh wake logged",
@@ -413,13 +413,8 @@ fn one_tmux_call(home: &Home) -> Duration {
     start.elapsed()
 }
 
-fn median(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn report(what: &str, v: &mut [Duration]) {
+/// Prints the median, p99 and max of `v` (sorting it); returns the median.
+fn report(what: &str, v: &mut [Duration]) -> Duration {
     v.sort();
     let p = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
     println!(
@@ -429,6 +424,7 @@ fn report(what: &str, v: &mut [Duration]) {
         v[v.len() - 1].as_secs_f64() * 1e3,
         v.len()
     );
+    p(50)
 }
 
 /// The daemon's CPU while one peer's end keeps failing, and while the log's
