@@ -58,7 +58,7 @@ fn a_turn_and_a_permission_prompt_read_as_they_are_and_the_hook_fires_once() {
         let out = hooked(&mut home);
         home.add("ada", &["--runtime", runtime]);
         let _daemon = home.daemon();
-        assert_eq!(code(&home.run(&["wake", "ada", "--task", "work 4"])), 0);
+        assert_eq!(code(&home.run(&["wake", "ada", "--task", "work 6"])), 0);
         home.wait_line("ada", "working", is_state("working"));
         home.wait_line("ada", "idle after the turn", is_state("idle"));
         let before = home.lines("ada", "activity").len();
@@ -141,7 +141,7 @@ fn a_hook_that_hangs_is_killed_and_holds_nothing_up() {
         .set("IAPEER_HOOK_TIMEOUT_SECS", "1");
     home.add("cy", &[]);
     let _daemon = home.daemon();
-    assert_eq!(code(&home.run(&["wake", "cy", "--task", "work 3"])), 0);
+    assert_eq!(code(&home.run(&["wake", "cy", "--task", "work 8"])), 0);
     home.wait_line("cy", "working", is_state("working"));
     home.wait_line("cy", "idle", is_state("idle"));
     let log = home.path().join("logs").join("daemon");

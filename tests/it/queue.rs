@@ -70,7 +70,7 @@ fn a_task_sent_mid_turn_is_queued_and_delivered_after_the_turn_exactly_once() {
         home.set("IAPEER_TICK_SECS", "1");
         home.add("ann", &["--runtime", runtime]);
         let _daemon = home.daemon();
-        assert_eq!(code(&home.run(&["wake", "ann", "--task", "work 5"])), 0);
+        assert_eq!(code(&home.run(&["wake", "ann", "--task", "work 8"])), 0);
         home.wait_line("ann", "working", |e| {
             e.str("ev") == Some("activity") && e.str("state") == Some("working")
         });
@@ -109,7 +109,7 @@ fn a_task_sent_mid_turn_is_queued_and_delivered_after_the_turn_exactly_once() {
         assert_eq!(delivered.len(), 2, "{runtime}");
         assert_eq!(
             typed(&home),
-            ["work 5", "the second task", "the third task"],
+            ["work 8", "the second task", "the third task"],
             "{runtime}: after the turn, in order, once each"
         );
         // The turn had ended when it went in.
