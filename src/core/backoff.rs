@@ -113,6 +113,19 @@ impl Streak {
     }
 }
 
+/// The wait before an automatic launch refused for the `refusals`-th time
+/// in a row, for a reason that lasts (its folder is missing, say) is asked
+/// again: the next tick at first, then twice as long each time, up to the
+/// relaunch maximum. Each refusal is a logged decision, so a reason that
+/// lasts a day costs a few hundred lines, not one per tick.
+pub fn after_refused_launch_ms(tick_ms: i64, refusals: u32, s: &Settings) -> i64 {
+    let factor = 1_i64
+        .checked_shl(refusals.saturating_sub(1).min(62))
+        .unwrap_or(i64::MAX);
+    let tick = tick_ms.max(1);
+    tick.saturating_mul(factor).min(s.max_ms.max(tick))
+}
+
 /// The longest wait before retrying a pass that keeps failing.
 pub const ERROR_MAX_MS: i64 = 60_000;
 /// A persisting error is logged again, with its count, this often.
@@ -192,6 +205,29 @@ mod tests {
         give_up_after: 3,
         crashloop_max: 3,
     };
+
+    #[test]
+    fn a_lasting_refusal_is_asked_again_less_and_less_often() {
+        let rows = [
+            (10_000, 1, 10_000),
+            (10_000, 2, 20_000),
+            (10_000, 3, 40_000),
+            (10_000, 6, 300_000),
+            (10_000, 40, 300_000),
+            (10_000, u32::MAX, 300_000),
+            // A tick longer than the maximum: the tick.
+            (600_000, 1, 600_000),
+            (600_000, 5, 600_000),
+            (0, 1, 1),
+        ];
+        for (tick, n, want) in rows {
+            assert_eq!(
+                after_refused_launch_ms(tick, n, &S),
+                want,
+                "tick {tick}, n {n}"
+            );
+        }
+    }
 
     #[test]
     fn delays_double_up_to_the_max() {

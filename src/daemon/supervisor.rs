@@ -87,6 +87,8 @@ pub struct Supervisor {
     /// definition, say).
     errors: HashMap<Identity, (Failing, Instant)>,
     launch_errors: HashMap<Identity, String>,
+    /// Automatic launches refused in a row for a reason that lasts.
+    refused_launches: HashMap<Identity, u32>,
     deaths: DeathWatch,
     /// Counters folded from the log: from the checkpoint (or the start of
     /// the retained log) at start, then followed, so CLI processes' lines
@@ -236,6 +238,7 @@ impl Supervisor {
             watched: HashMap::new(),
             errors: HashMap::new(),
             launch_errors: HashMap::new(),
+            refused_launches: HashMap::new(),
             deaths,
             metrics: Arc::new(std::sync::Mutex::new(folded.metrics)),
             last: folded.last,
@@ -348,7 +351,8 @@ impl Supervisor {
             let Some(id) = e.identity().and_then(|i| Identity::parse(i).ok()) else {
                 continue;
             };
-            if self.streaks.remove(&id).is_some() {
+            let refused = self.refused_launches.remove(&id).is_some();
+            if self.streaks.remove(&id).is_some() || refused {
                 if self.backoff.get(&id).is_some_and(|b| !b.crash_loop) {
                     self.backoff.remove(&id);
                 }
@@ -470,6 +474,7 @@ impl Supervisor {
                 self.broken.remove(stem);
                 // A launch that failed may work with the new definition.
                 self.launch_errors.remove(&id);
+                self.refused_launches.remove(&id);
                 if self.backoff.get(&id).is_some_and(|b| !b.crash_loop) {
                     self.backoff.remove(&id);
                 }
@@ -758,6 +763,7 @@ impl Supervisor {
                     Some(Ok(_)) => {
                         self.backoff.remove(id);
                         self.launch_errors.remove(id);
+                        self.refused_launches.remove(id);
                         if let Some(streak) = self.streaks.get_mut(id) {
                             streak.launched();
                         }
@@ -789,8 +795,16 @@ impl Supervisor {
                             }
                             // Stopped or external: the next file event says when.
                             Error::Refused(_) => None,
-                            // A failed launch: again at the next tick.
-                            _ => Some(Backoff::after(self.ctx.config.tick)),
+                            // A failed launch: again at the next tick,
+                            // then less and less often while it fails.
+                            _ => {
+                                let n = self.refused_launches.entry(id.clone()).or_default();
+                                *n = n.saturating_add(1);
+                                let tick = self.ctx.config.tick.as_millis() as i64;
+                                let settings = self.ctx.config.backoff();
+                                let wait = backoff::after_refused_launch_ms(tick, *n, &settings);
+                                Some(Backoff::after(Duration::from_millis(wait as u64)))
+                            }
                         };
                         if let Some(b) = backoff.filter(|b| b.until > now) {
                             self.backoff.insert(id.clone(), b);
