@@ -39,6 +39,7 @@ pub(crate) fn run(app: &App, args: ExplainArgs) -> Result<i32> {
         request: crate::cli::request(args.fresh, args.resume),
         topic: args.topic,
         task: None,
+        ..Ask::default()
     };
     if let Some(topic) = &ask.topic {
         crate::core::marker::check_topic(topic)?;

@@ -21,6 +21,7 @@ pub(crate) fn run(app: &App, args: WakeArgs) -> Result<i32> {
         request: crate::cli::request(args.fresh, args.resume),
         topic: args.topic,
         task: args.task,
+        ..Ask::default()
     };
     let result = crate::engine::wake::wake(&ctx, &id, &ask);
     if args.json {

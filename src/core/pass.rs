@@ -77,6 +77,9 @@ pub(crate) struct PassFacts {
     /// `.failed`: given up on, no automatic relaunch (DESIGN §5).
     pub failed: bool,
     pub new_eager: bool,
+    /// A task waits in its queue (DESIGN §13: a task for a sleeping peer
+    /// wakes it).
+    pub queued: bool,
     pub session: Option<LiveFacts>,
 }
 
@@ -114,7 +117,8 @@ pub enum PassAction {
     /// Its session was launched before the host restarted: settle it as
     /// a park, not a death.
     HostRestart,
-    /// No session, and one is wanted now (`.new-eager`, or `always`).
+    /// No session, and one is wanted now (`.new-eager`, `always`, or a
+    /// task waiting in its queue).
     Launch,
     Park(Action),
     /// Starting, but its waking process is gone: look at the screen.
@@ -129,7 +133,8 @@ pub(crate) fn decide(f: &PassFacts) -> PassAction {
         return PassAction::SkipExternal;
     }
     let Some(s) = &f.session else {
-        return if !f.stopped && !f.failed && (f.new_eager || f.policy == Some(Policy::Always)) {
+        let wanted = f.new_eager || f.policy == Some(Policy::Always) || f.queued;
+        return if !f.stopped && !f.failed && wanted {
             PassAction::Launch
         } else {
             PassAction::Nothing
@@ -186,6 +191,7 @@ mod tests {
             stopped: false,
             failed: false,
             new_eager: false,
+            queued: false,
             session,
         }
     }
@@ -203,6 +209,24 @@ mod tests {
         let mut f = facts(None);
         f.policy = Some(Policy::Always);
         rows.push(("asleep always: launch", f, Launch));
+        let mut f = facts(None);
+        f.queued = true;
+        rows.push(("asleep with a task in its queue: woken", f, Launch));
+        let mut f = facts(None);
+        f.queued = true;
+        f.stopped = true;
+        rows.push(("stopped, a task queued: it waits", f, Nothing));
+        let mut f = facts(None);
+        f.queued = true;
+        f.failed = true;
+        rows.push(("given up on, a task queued: it waits", f, Nothing));
+        let mut f = facts(Some(live(Alive)));
+        f.queued = true;
+        rows.push((
+            "alive with a task queued: the reader delivers it",
+            f,
+            Nothing,
+        ));
         let mut f = facts(None);
         f.policy = Some(Policy::Always);
         f.stopped = true;

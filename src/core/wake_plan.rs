@@ -18,6 +18,9 @@ pub struct Ask {
     pub request: Option<Request>,
     pub topic: Option<String>,
     pub task: Option<String>,
+    /// Why the daemon asked, said on the decision line (a person's or a
+    /// script's wake needs no word).
+    pub why: Option<String>,
 }
 
 impl Ask {

@@ -15,7 +15,7 @@ use crate::core::activity::{State, Tracked, Transition};
 use crate::core::clock;
 use crate::core::identity::Identity;
 use crate::core::metrics::Metrics;
-use crate::core::peer::{OnStuck, Peer};
+use crate::core::peer::{OnStuck, Peer, RuntimeKind};
 use crate::core::session::SessionRecord;
 use crate::core::vocab::{Ev, Outcome};
 use crate::daemon::hooks::{Hooks, Notice};
@@ -136,7 +136,10 @@ impl Reader {
             let watch = self.watches.get_mut(id).expect("inserted above");
             let read = watch.read(&self.ctx, &l.peer, &l.rec, stuck_ms);
             let change = watch.tracked.observe(read, self.ctx.now(), DEBOUNCE_MS);
-            let idle = watch.tracked.state == State::Idle && watch.tracked.pending.is_none();
+            // A `shell` peer has no turn to wait for: ready is ready for
+            // its queue, a task every `AFTER_DELIVERY`.
+            let idle = (watch.tracked.state == State::Idle && watch.tracked.pending.is_none())
+                || l.peer.runtime == RuntimeKind::Shell;
             if let Some(t) = change {
                 self.changed(id, l, &t);
             }

@@ -1,6 +1,7 @@
 //! File events as hints. A change under `state/lifecycle/`, `peers/` or
-//! `pools/`
-//! makes the daemon re-read that identity (or pool) from disk and decide; the events
+//! `pools/`, or a task file arriving in (or leaving) a queue under
+//! `state/queue/`, makes the daemon re-read that identity (or pool) from
+//! disk and decide; the events
 //! themselves are never trusted for content (they can be coalesced,
 //! reordered or dropped). An overflow asks for a full pass, and the tick
 //! catches anything missed.
@@ -31,6 +32,7 @@ impl std::fmt::Debug for FileWatch {
 #[derive(Clone, Debug)]
 struct Dirs {
     lifecycle: PathBuf,
+    queue: PathBuf,
     peers: PathBuf,
     pools: PathBuf,
     logs: PathBuf,
@@ -58,6 +60,19 @@ fn classify(path: &Path, dirs: &Dirs) -> Option<Hint> {
     if parent == dirs.lifecycle {
         return lifecycle_identity(name).map(Hint::Changed);
     }
+    if parent == dirs.queue {
+        // A peer's queue folder, new: a script may rename a task into it
+        // before its own watch is in place.
+        return Identity::parse(name).ok().map(Hint::Changed);
+    }
+    if parent.parent() == Some(dirs.queue.as_path()) {
+        // `state/queue/<id>/<stem>.task`; a script's temp file is not news.
+        let task = name.ends_with(".task") && !name.starts_with('.');
+        let id = parent.file_name()?.to_str()?;
+        return task
+            .then(|| Identity::parse(id).ok().map(Hint::Changed))
+            .flatten();
+    }
     let stem = name.strip_suffix(".json").filter(|s| !s.starts_with('.'))?;
     if parent == dirs.peers {
         Some(Hint::Peer(stem.to_owned()))
@@ -78,6 +93,7 @@ pub(crate) fn start(
 ) -> Result<FileWatch> {
     let dirs = Dirs {
         lifecycle: paths.lifecycle.clone(),
+        queue: paths.queue.clone(),
         peers: paths.peers.clone(),
         pools: paths.pools.clone(),
         logs: paths.log_dir.clone(),
@@ -120,6 +136,14 @@ pub(crate) fn start(
         watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|e| watch_error(dir, &e))?;
+    }
+    // One watch per peer's queue folder: past the inotify limit, a task
+    // dropped there is still found, by the next tick.
+    if let Err(e) = watcher.watch(&dirs.queue, RecursiveMode::Recursive) {
+        tracing::warn!(
+            "{}; tasks dropped into a queue are seen at the next tick",
+            watch_error(&dirs.queue, &e)
+        );
     }
     Ok(FileWatch { _watcher: watcher })
 }
@@ -165,6 +189,7 @@ mod tests {
     fn each_changed_path_hints_at_what_it_names() {
         let dirs = Dirs {
             lifecycle: "/h/state/lifecycle".into(),
+            queue: "/h/state/queue".into(),
             peers: "/h/peers".into(),
             pools: "/h/pools".into(),
             logs: "/h/logs/iapeer".into(),
@@ -181,6 +206,19 @@ mod tests {
             ),
             ("/h/state/lifecycle/alice.lock", None),
             ("/h/state/lifecycle/.alice.session.tmp.1.2", None),
+            (
+                "/h/state/queue/alice/1764640000000-0001.task",
+                Some(Hint::Changed(id("alice"))),
+            ),
+            (
+                "/h/state/queue/alice/100-script.task",
+                Some(Hint::Changed(id("alice"))),
+            ),
+            ("/h/state/queue/alice/.tmp.task", None),
+            ("/h/state/queue/alice/1764640000000-0001.delivering", None),
+            ("/h/state/queue/Bad Name/1.task", None),
+            ("/h/state/queue/alice", Some(Hint::Changed(id("alice")))),
+            ("/h/state/queue/.tmp", None),
             ("/h/peers/alice.json", Some(Hint::Peer("alice".into()))),
             ("/h/peers/.alice.json.tmp", None),
             ("/h/peers/notes.txt", None),

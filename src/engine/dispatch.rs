@@ -109,6 +109,7 @@ fn dispatch_except(
             request: None,
             topic: topic.map(str::to_owned),
             task: Some(task.to_owned()),
+            ..Ask::default()
         };
         match wake::wake_locked(ctx, member, &ask, &lock) {
             Ok(w) => {

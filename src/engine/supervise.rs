@@ -21,6 +21,7 @@ use crate::os::process;
 use crate::runtime::host::Probe;
 use crate::runtime::{Conversation, Runtime};
 use crate::store::markers::{Flag, LockFailure, Marker};
+use crate::store::queue::Queues;
 
 /// How often a session past its max age is looked at while its turn goes
 /// on.
@@ -65,6 +66,7 @@ pub(crate) fn gather_pass(
             stopped: false,
             failed: false,
             new_eager: false,
+            queued: false,
             session: None,
         },
         record: None,
@@ -84,8 +86,37 @@ pub(crate) fn gather_pass(
         let (live, activity) = live_facts(ctx, id, peer, rec, how, now);
         g.facts.session = Some(live);
         g.activity = activity;
+    } else if peer.is_some() && !f.stopped && !f.failed {
+        // Asleep: a task waiting wakes it. Only a file that reads as a
+        // task counts; one that cannot be delivered would wake it for
+        // nothing, again and again.
+        f.queued = first_queued(ctx, id).is_some();
     }
     Ok(g)
+}
+
+/// The first task in `id`'s queue that reads as one: its topic, if any.
+fn first_queued(ctx: &Ctx, id: &Identity) -> Option<Option<String>> {
+    Queues::new(&ctx.config.paths.state)
+        .list(id)
+        .into_iter()
+        .find_map(|t| t.ok())
+        .map(|t| t.topic)
+}
+
+/// What a pass's launch asks: an `always` peer or an eager request
+/// relaunches as ever; a peer woken by its queue is woken as its first task
+/// would wake it, with that task's topic (the task itself is delivered
+/// from the queue, in its turn).
+fn launch_ask(ctx: &Ctx, id: &Identity, facts: &PassFacts) -> Ask {
+    if facts.new_eager || facts.policy == Some(Policy::Always) || !facts.queued {
+        return Ask::default();
+    }
+    Ask {
+        topic: first_queued(ctx, id).flatten(),
+        why: Some("a task waits in its queue".to_owned()),
+        ..Ask::default()
+    }
 }
 
 fn live_facts(
@@ -251,7 +282,12 @@ pub(crate) fn run_pass(
             (PassAction::Launch, _) if !launch_allowed => break,
             (PassAction::Launch, _) => {
                 outcome.actions.push(action);
-                outcome.woke = Some(wake::wake_locked(ctx, id, &Ask::default(), &lock));
+                outcome.woke = Some(wake::wake_locked(
+                    ctx,
+                    id,
+                    &launch_ask(ctx, id, &facts),
+                    &lock,
+                ));
                 break;
             }
             (PassAction::FinishEnding, Some(rec)) => ending::finish_ending(ctx, id, rec, true)?,

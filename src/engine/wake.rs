@@ -634,9 +634,13 @@ fn decision_line(
     cause: Cause,
     session: &str,
 ) -> record::Record {
-    wake_line(ctx, id, peer, ask, mode, cause)
+    let line = wake_line(ctx, id, peer, ask, mode, cause)
         .session(session)
-        .task(ask.task.as_deref())
+        .task(ask.task.as_deref());
+    match &ask.why {
+        Some(why) => line.reason(why),
+        None => line,
+    }
 }
 
 /// Starts the session in tmux and writes its `.session` (still starting).

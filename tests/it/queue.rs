@@ -150,6 +150,77 @@ fn three_tasks_queued_while_asleep_arrive_in_order_after_one_wake() {
     assert_eq!(topic.trim(), "fixes", "the queued task's topic");
 }
 
+/// Drops `text` into `name`'s queue as a script does: the folder made if
+/// need be, the file written elsewhere and renamed in.
+fn drop_task(home: &Home, name: &str, stem: &str, text: &[u8]) {
+    let dir = home.path().join("state/queue").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = home.path().join(format!("{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{stem}.task"))).unwrap();
+}
+
+/// A task dropped into a sleeping peer's queue wakes it (DESIGN §13: a
+/// task for a sleeping peer wakes it), seen by the watcher, not at a tick
+/// ten minutes away; the wake says why. A stopped peer's task waits for
+/// `start`, and a file that cannot be a task (not UTF-8) wakes nobody. A
+/// `shell` peer, with no turn to wait for, is typed its tasks in order.
+#[test]
+fn a_task_dropped_for_a_sleeping_peer_wakes_it_and_a_stopped_ones_waits() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "600");
+    home.add("dot", &[]);
+    home.add("eli", &[]);
+    home.add("fen", &[]);
+    assert_eq!(code(&home.run(&["stop", "eli"])), 0);
+    let _daemon = home.daemon();
+    drop_task(&home, "dot", "100-script", b"topic: docs\nthe dropped task");
+    drop_task(&home, "eli", "100-script", b"the held task");
+    drop_task(&home, "fen", "100-script", b"not UTF-8: \xff\xfe");
+
+    let out = home.run(&["wait", "dot", "--for", "queue-empty", "--timeout", "30s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(typed(&home), ["the dropped task"]);
+    let woke = home
+        .lines("dot", "wake")
+        .into_iter()
+        .find(|e| e.str("mode") == Some("fresh"))
+        .expect("a wake line");
+    assert_eq!(woke.str("source"), Some("daemon"), "{}", woke.line);
+    assert_eq!(woke.str("cause"), Some("first-wake"), "{}", woke.line);
+    assert_eq!(woke.str("topic"), Some("docs"), "{}", woke.line);
+    assert_eq!(
+        woke.str("reason"),
+        Some("a task waits in its queue"),
+        "{}",
+        woke.line
+    );
+
+    // Stopped: its task waits, and `start` brings it up to take it.
+    assert!(home.lines("eli", "wake").is_empty(), "a stopped peer woke");
+    assert!(home.lines("fen", "wake").is_empty(), "a bad task woke fen");
+    assert_eq!(code(&home.run(&["start", "eli"])), 0);
+    let out = home.run(&["wait", "eli", "--for", "queue-empty", "--timeout", "30s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(typed(&home), ["the dropped task", "the held task"]);
+    assert!(home.lines("fen", "wake").is_empty(), "a bad task woke fen");
+
+    home.add("gil", &["--runtime", "shell", "--", "cat"]);
+    drop_task(&home, "gil", "100-a", b"first line");
+    drop_task(&home, "gil", "101-b", b"second line");
+    let out = home.run(&["wait", "gil", "--for", "queue-empty", "--timeout", "30s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let delivered: Vec<_> = task_lines(&home, "gil", "delivered")
+        .iter()
+        .map(|e| e.str("task").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(delivered, ["first line", "second line"]);
+    wait_until(Duration::from_secs(10), "both lines on its screen", || {
+        let peek = stdout(&home.run(&["peek", "gil"]));
+        peek.contains("first line") && peek.contains("second line")
+    });
+}
+
 /// A delivery cut short by a killed daemon leaves its task `.delivering`.
 /// The next daemon settles it by the runtime's record: a task already taken
 /// is logged delivered and not typed again; one never typed goes in once.
