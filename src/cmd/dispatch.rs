@@ -5,6 +5,7 @@ use crate::cmd::wake::Report;
 use crate::cmd::App;
 use crate::core::error::Result;
 use crate::engine::ctx::Ctx;
+use crate::engine::dispatch::Dispatched;
 use crate::engine::wake::Woke;
 
 pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
@@ -25,6 +26,15 @@ pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
                 ),
                 (None, None) => "delivered".to_owned(),
                 (Some(Woke::Launched { mode, cause, .. }), _) => format!("woke {mode} ({cause})"),
+                (
+                    Some(Woke::AlreadyAlive {
+                        queued: Some(ahead),
+                        ..
+                    }),
+                    _,
+                ) => {
+                    format!("queued: it came up meanwhile, mid-turn ({ahead} before it)")
+                }
                 (Some(Woke::AlreadyAlive { .. }), _) => "delivered".to_owned(),
             };
             if args.json {
@@ -38,11 +48,7 @@ pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
                         "schema": 1,
                         "pool": pool.name,
                         "name": d.member.as_str(),
-                        "status": match (&d.woke, d.queued) {
-                            (_, Some(_)) => "queued",
-                            (Some(_), None) => "woke",
-                            (None, None) => "delivered",
-                        },
+                        "status": status(d),
                         "wake": report,
                     })
                 );
@@ -68,5 +74,61 @@ pub(crate) fn run(app: &App, args: DispatchArgs) -> Result<i32> {
     match result {
         Ok(_) => Ok(0),
         Err(f) => Err(f.error),
+    }
+}
+
+/// The `status` of `dispatch --json`: what became of the task. A member
+/// found running when it was to be woken (it came up meanwhile) was not
+/// woken: its task was delivered, or queued behind its turn.
+fn status(d: &Dispatched) -> &'static str {
+    match (&d.woke, d.queued) {
+        (_, Some(_))
+        | (
+            Some(Woke::AlreadyAlive {
+                queued: Some(_), ..
+            }),
+            _,
+        ) => "queued",
+        (Some(Woke::Launched { .. }), None) => "woke",
+        (Some(Woke::AlreadyAlive { .. }) | None, None) => "delivered",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::identity::Identity;
+    use crate::core::vocab::{Cause, Mode};
+
+    #[test]
+    fn the_status_says_what_became_of_the_task() {
+        let launched = Woke::Launched {
+            mode: Mode::Fresh,
+            cause: Cause::FirstWake,
+            runtime: "claude".into(),
+            latency_ms: 1,
+            session: "s".into(),
+        };
+        let alive = |queued: Option<usize>| Woke::AlreadyAlive {
+            runtime: "claude".into(),
+            delivered: queued.is_none(),
+            queued,
+            session: "s".into(),
+        };
+        let rows = [
+            (None, None, "delivered"),
+            (None, Some(2), "queued"),
+            (Some(launched), None, "woke"),
+            (Some(alive(None)), None, "delivered"),
+            (Some(alive(Some(1))), None, "queued"),
+        ];
+        for (woke, queued, want) in rows {
+            let d = Dispatched {
+                member: Identity::parse("m").unwrap(),
+                woke,
+                queued,
+            };
+            assert_eq!(status(&d), want, "{d:?}");
+        }
     }
 }
