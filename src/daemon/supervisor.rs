@@ -37,6 +37,12 @@ use super::Event;
 /// How long a worker that found the lock held waits before looking again
 /// (the holder's own writes usually bring us back sooner).
 const BUSY_RETRY: Duration = Duration::from_millis(250);
+/// Automatic launches under way at once, at most. Each boots a runtime
+/// (Node, for the CLIs) that wants a core for seconds: a daemon bringing
+/// thirty peers back after a restart would otherwise start them all at
+/// once, and boots that starve each other time out and count as deaths.
+/// The rest wait their turn, first come first served.
+const MAX_LAUNCHING: usize = 4;
 /// How often a session left starting by a dead waker has its screen read.
 const CHECK_BOOT_EVERY: Duration = Duration::from_secs(1);
 /// Stands in for "never" where an instant must be given.
@@ -89,6 +95,10 @@ pub struct Supervisor {
     launch_errors: HashMap<Identity, String>,
     /// Automatic launches refused in a row for a reason that lasts.
     refused_launches: HashMap<Identity, u32>,
+    /// Workers started to launch, at most [`MAX_LAUNCHING`].
+    launching: HashSet<Identity>,
+    /// Launches waiting for one of those to end, in the order asked.
+    awaiting_launch: std::collections::VecDeque<Identity>,
     deaths: DeathWatch,
     /// Counters folded from the log: from the checkpoint (or the start of
     /// the retained log) at start, then followed, so CLI processes' lines
@@ -239,6 +249,8 @@ impl Supervisor {
             errors: HashMap::new(),
             launch_errors: HashMap::new(),
             refused_launches: HashMap::new(),
+            launching: HashSet::new(),
+            awaiting_launch: std::collections::VecDeque::new(),
             deaths,
             metrics: Arc::new(std::sync::Mutex::new(folded.metrics)),
             last: folded.last,
@@ -645,6 +657,19 @@ impl Supervisor {
                 self.schedule(id, until);
                 false
             }
+            PassAction::Launch if self.launching.len() >= MAX_LAUNCHING => {
+                if !self.awaiting_launch.contains(id) {
+                    tracing::debug!("{id}: {MAX_LAUNCHING} launches under way; waiting its turn");
+                    self.awaiting_launch.push_back(id.clone());
+                }
+                false
+            }
+            PassAction::Launch => {
+                self.awaiting_launch.retain(|a| a != id);
+                self.launching.insert(id.clone());
+                self.spawn(id);
+                true
+            }
             PassAction::CheckBoot => {
                 // Look at the screen now and then until the deadline.
                 self.schedule(id, Instant::now() + CHECK_BOOT_EVERY);
@@ -702,6 +727,7 @@ impl Supervisor {
             });
         if let Err(e) = spawned {
             self.busy.remove(&id);
+            self.launching.remove(&id);
             tracing::error!("cannot start a worker for {id}: {e}");
         }
     }
@@ -711,6 +737,7 @@ impl Supervisor {
     /// due, or the other's next change says).
     pub(crate) fn done(&mut self, id: &Identity, outcome: Result<PassOutcome>) {
         self.busy.remove(id);
+        let launched = self.launching.remove(id);
         let now = Instant::now();
         let held_elsewhere = matches!(&outcome, Ok(out) if out.busy);
         match outcome {
@@ -828,6 +855,21 @@ impl Supervisor {
         // cores the wake needs).
         if !held_elsewhere {
             self.pass(id, None);
+        }
+        if launched {
+            self.next_launches();
+        }
+    }
+
+    /// A launch slot came free: the launches waiting for one are looked
+    /// at again, oldest first, while slots are free (one that no longer
+    /// needs a launch just leaves the line).
+    fn next_launches(&mut self) {
+        while self.launching.len() < MAX_LAUNCHING {
+            let Some(next) = self.awaiting_launch.pop_front() else {
+                break;
+            };
+            self.pass(&next, None);
         }
     }
 

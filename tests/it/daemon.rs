@@ -308,6 +308,53 @@ fn an_always_peer_is_relaunched_and_one_that_dies_at_once_stops_at_the_guard() {
     });
 }
 
+/// Many peers wanted up at once (a daemon start after a reboot) boot a
+/// few at a time, not all together: boots that starve each other of the
+/// CPU time out and count as deaths. All of them come up, each in turn.
+#[test]
+fn a_crowd_of_always_peers_boots_a_few_at_a_time_and_all_come_up() {
+    let mut home = home();
+    // Slow to boot, as the real CLIs are under load.
+    home.set("FAKE_AGENT_BOOT_MS", "1500");
+    let names: Vec<String> = (0..7).map(|i| format!("crowd{i}")).collect();
+    for name in &names {
+        home.add(name, &["--policy", "always"]);
+    }
+    let _d = home.daemon();
+    wait_until(Duration::from_secs(60), "all of them up", || {
+        names
+            .iter()
+            .all(|n| home.count(n, |e| e.str("ev") == Some("ready")) == 1)
+    });
+    // Each boot from its decision line to its ready line; never more than
+    // four at once, and never a boot that failed.
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for name in &names {
+        let lines = home.lines(name, "wake");
+        assert!(
+            lines.iter().all(|e| e.str("mode") != Some("fail")),
+            "{name}: {lines:?}"
+        );
+        let woke = lines.first().and_then(|e| e.ts_ms()).unwrap();
+        let ready = home
+            .lines(name, "ready")
+            .first()
+            .and_then(|e| e.ts_ms())
+            .unwrap();
+        edges.push((woke, 1));
+        edges.push((ready, -1));
+    }
+    // An end sorts before a start at the same millisecond.
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    assert!(most <= 4, "{most} boots at once");
+    assert!(most >= 2, "{most}: boots in parallel all the same");
+}
+
 /// A live session whose record was lost is adopted, not launched again,
 /// and its command line says which conversation it is on, so a neighbour's
 /// is never taken for it.
