@@ -639,6 +639,7 @@ impl Supervisor {
         if matches!(action, PassAction::Nothing | PassAction::SkipExternal) {
             // Nothing left to do: whatever failed before is over.
             self.recovered(id);
+            self.refused_launches.remove(id);
         } else if let Some(until) = self
             .errors
             .get(id)
@@ -714,20 +715,37 @@ impl Supervisor {
         let ctx = Arc::clone(&self.ctx);
         let events = self.events.clone();
         let peer = self.peers.get(id).cloned();
-        let launch_allowed = !self.backed_off(id);
+        // Only a worker given a launch slot launches: one that settles an
+        // end first (a host restart, say) stops there, and the pass that
+        // follows it asks for a slot like any other.
+        let launch_allowed = !self.backed_off(id) && self.launching.contains(id);
         let id = id.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("pass-{id}"))
             .spawn({
                 let id = id.clone();
                 move || {
-                    let outcome = supervise::run_pass(&ctx, &id, peer.as_ref(), launch_allowed);
+                    // A pass that panics (a bug) must still say it ended:
+                    // its identity would stay busy, and its slot taken.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        supervise::run_pass(&ctx, &id, peer.as_ref(), launch_allowed)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = crate::core::error::panic_message(&*panic);
+                        Err(Error::failed(
+                            format!("the pass over {id}"),
+                            format!("it failed ({what})"),
+                            "this is a bug; the pass is tried again later",
+                        ))
+                    });
                     let _ = events.send(Event::Done(id, Box::new(outcome)));
                 }
             });
         if let Err(e) = spawned {
             self.busy.remove(&id);
-            self.launching.remove(&id);
+            if self.launching.remove(&id) {
+                self.next_launches();
+            }
             tracing::error!("cannot start a worker for {id}: {e}");
         }
     }

@@ -156,7 +156,7 @@ pub(crate) fn deliver_next(ctx: &Ctx, id: &Identity, peer: &Peer) -> Result<Next
     match outcome {
         Outcome::Delivered => queues.done(id, &task.name)?,
         // Left in the queue; not typed again into this session.
-        _ => queues.put_back(id, &task.name)?,
+        _ => queues.put_back_unconfirmed(id, &task.name, &rec.session)?,
     }
     Ok(Next::Delivered(outcome))
 }

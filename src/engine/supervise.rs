@@ -95,13 +95,13 @@ pub(crate) fn gather_pass(
     Ok(g)
 }
 
-/// The first task in `id`'s queue that reads as one: its topic, if any.
+/// The first task in `id`'s queue that reads as one, if it may wake the
+/// peer: its topic, if any. One typed before and never confirmed waits for
+/// a wake by someone else (it may have been taken after all).
 fn first_queued(ctx: &Ctx, id: &Identity) -> Option<Option<String>> {
-    Queues::new(&ctx.config.paths.state)
-        .list(id)
-        .into_iter()
-        .find_map(|t| t.ok())
-        .map(|t| t.topic)
+    let queues = Queues::new(&ctx.config.paths.state);
+    let head = queues.list(id).into_iter().find_map(|t| t.ok())?;
+    (!queues.unconfirmed(id, &head.name)).then_some(head.topic)
 }
 
 /// What a pass's launch asks: an `always` peer or an eager request

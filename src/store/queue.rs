@@ -219,11 +219,36 @@ impl Queues {
         remove_if_there(&self.target_path(id, name)).map(|_| ())
     }
 
+    /// Puts back a task typed into `session` that its record never showed
+    /// taken, saying so beside it (`.<name>.unconfirmed`): the next session
+    /// gets it, but it does not wake the peer by itself — it may have been
+    /// taken after all, and a park then a wake would type it again, park
+    /// after park.
+    pub(crate) fn put_back_unconfirmed(
+        &self,
+        id: &Identity,
+        name: &str,
+        session: &str,
+    ) -> Result<()> {
+        fsutil::write_atomic(&self.unconfirmed_path(id, name), session.as_bytes())?;
+        self.put_back(id, name)
+    }
+
+    /// Whether the task was typed once and never confirmed.
+    pub(crate) fn unconfirmed(&self, id: &Identity, name: &str) -> bool {
+        self.unconfirmed_path(id, name).exists()
+    }
+
+    fn unconfirmed_path(&self, id: &Identity, name: &str) -> PathBuf {
+        self.dir_of(id).join(format!(".{name}.unconfirmed"))
+    }
+
     /// A delivered task leaves the queue.
     pub(crate) fn done(&self, id: &Identity, name: &str) -> Result<()> {
         let path = self.path(id, name, true);
         fs::remove_file(&path).map_err(|e| Error::io(&path, "remove", e))?;
         remove_if_there(&self.target_path(id, name))?;
+        remove_if_there(&self.unconfirmed_path(id, name))?;
         let dir = self.dir_of(id);
         File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -240,7 +265,9 @@ impl Queues {
                 "look again with `iapeer queue`",
             ));
         }
-        remove_if_there(&self.path(id, name, false))
+        let removed = remove_if_there(&self.path(id, name, false))?;
+        remove_if_there(&self.unconfirmed_path(id, name))?;
+        Ok(removed)
     }
 
     /// The peers with a queue folder.
@@ -331,6 +358,31 @@ mod tests {
         assert_eq!(texts, ["fourth", "first", "second\nline two", "third"]);
         assert_eq!(listed[2].topic.as_deref(), Some("billing"));
         assert_eq!(n4, "0000000000999-0001");
+    }
+
+    #[test]
+    fn an_unconfirmed_delivery_is_said_beside_its_task_until_it_leaves() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let q = Queues::new(home.path());
+        let a = id("a");
+        let first = q.add(&a, "one", None, 1).unwrap();
+        let second = q.add(&a, "two", None, 2).unwrap();
+        for name in [&first, &second] {
+            q.start(&a, name, None).unwrap();
+            q.put_back_unconfirmed(&a, name, "session-1").unwrap();
+            assert!(q.unconfirmed(&a, name));
+        }
+        // Still queued, in order, and nothing else reads as a task.
+        let names: Vec<String> = q.list(&a).into_iter().map(|t| t.unwrap().name).collect();
+        assert_eq!(names, [first.clone(), second.clone()]);
+        // Delivered in a later session: gone with its task.
+        q.start(&a, &first, None).unwrap();
+        q.done(&a, &first).unwrap();
+        assert!(!q.unconfirmed(&a, &first));
+        // Removed by `queue rm`: gone too.
+        assert!(q.remove(&a, &second).unwrap());
+        assert!(!q.unconfirmed(&a, &second));
+        assert_eq!(fs::read_dir(q.dir_of(&a)).unwrap().count(), 0);
     }
 
     #[test]

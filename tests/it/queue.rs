@@ -221,6 +221,44 @@ fn a_task_dropped_for_a_sleeping_peer_wakes_it_and_a_stopped_ones_waits() {
     });
 }
 
+/// A task typed once and never confirmed does not wake its sleeping peer
+/// by itself (it may have been taken: a park then a wake would type it
+/// again, park after park); the next wake by anyone delivers it, and its
+/// note goes with it.
+#[test]
+fn an_unconfirmed_task_waits_for_a_wake_by_someone_else() {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1");
+    home.add("hap", &[]);
+    home.add("ivy", &[]);
+    let _daemon = home.daemon();
+    let dir = home.path().join("state/queue/hap");
+    std::fs::create_dir_all(&dir).unwrap();
+    // As a delivery that went unconfirmed in an earlier session left it.
+    std::fs::write(dir.join(".100-script.unconfirmed"), "an-old-session").unwrap();
+    drop_task(&home, "hap", "100-script", b"typed once already");
+    // Beside it, a task that does wake its peer: the daemon has looked.
+    drop_task(&home, "ivy", "100-script", b"a new task");
+    let out = home.run(&["wait", "ivy", "--for", "queue-empty", "--timeout", "30s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Two ticks more for good measure.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        home.lines("hap", "wake").is_empty(),
+        "woken by an unconfirmed task"
+    );
+
+    assert_eq!(code(&home.run(&["wake", "hap"])), 0);
+    let out = home.run(&["wait", "hap", "--for", "queue-empty", "--timeout", "30s"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(task_lines(&home, "hap", "delivered").len(), 1);
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "its note went with it"
+    );
+}
+
 /// A delivery cut short by a killed daemon leaves its task `.delivering`.
 /// The next daemon settles it by the runtime's record: a task already taken
 /// is logged delivered and not typed again; one never typed goes in once.
