@@ -310,7 +310,8 @@ fn an_always_peer_is_relaunched_and_one_that_dies_at_once_stops_at_the_guard() {
 
 /// Many peers wanted up at once (a daemon start after a reboot) boot a
 /// few at a time, not all together: boots that starve each other of the
-/// CPU time out and count as deaths. All of them come up, each in turn.
+/// CPU time out and count as deaths. All of them come up, each in turn,
+/// and again after a host restart.
 #[test]
 fn a_crowd_of_always_peers_boots_a_few_at_a_time_and_all_come_up() {
     let mut home = home();
@@ -320,25 +321,56 @@ fn a_crowd_of_always_peers_boots_a_few_at_a_time_and_all_come_up() {
     for name in &names {
         home.add(name, &["--policy", "always"]);
     }
-    let _d = home.daemon();
-    wait_until(Duration::from_secs(60), "all of them up", || {
-        names
-            .iter()
-            .all(|n| home.count(n, |e| e.str("ev") == Some("ready")) == 1)
-    });
-    // Each boot from its decision line to its ready line; never more than
-    // four at once, and never a boot that failed.
-    let mut edges: Vec<(i64, i32)> = Vec::new();
+    let d = home.daemon();
+    let all_up = |round: usize| {
+        wait_until(Duration::from_secs(60), "all of them up", || {
+            names
+                .iter()
+                .all(|n| home.count(n, |e| e.str("ev") == Some("ready")) == round)
+        });
+    };
+    all_up(1);
+    assert_boots_in_turn(&home, &names, 0);
+
+    // The host "restarts" under them: a daemon settling every record as a
+    // host restart brings them back in turn too.
+    drop(d);
     for name in &names {
-        let lines = home.lines(name, "wake");
+        let mut rec = home.session(name).unwrap();
+        let pid = rec["pane_pid"].as_i64().unwrap() as i32;
+        let server = home.tmux_server_pid(name);
+        rec["boot_id"] = "00000000-0000-4000-8000-000000000000".into();
+        // SAFETY: killing processes this test started.
+        unsafe {
+            libc::kill(server, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
+        std::fs::write(
+            home.marker(name, "session"),
+            serde_json::to_vec(&rec).unwrap(),
+        )
+        .unwrap();
+    }
+    let _d = home.daemon();
+    all_up(2);
+    assert_boots_in_turn(&home, &names, 1);
+}
+
+/// The `nth` boot of each of `names`, from its decision line to its ready
+/// line: never one that failed, never more than four at once, and more
+/// than one at a time all the same.
+fn assert_boots_in_turn(home: &Home, names: &[String], nth: usize) {
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for name in names {
+        let wakes = home.lines(name, "wake");
         assert!(
-            lines.iter().all(|e| e.str("mode") != Some("fail")),
-            "{name}: {lines:?}"
+            wakes.iter().all(|e| e.str("mode") != Some("fail")),
+            "{name}: {wakes:?}"
         );
-        let woke = lines.first().and_then(|e| e.ts_ms()).unwrap();
+        let woke = wakes.get(nth).and_then(|e| e.ts_ms()).unwrap();
         let ready = home
             .lines(name, "ready")
-            .first()
+            .get(nth)
             .and_then(|e| e.ts_ms())
             .unwrap();
         edges.push((woke, 1));
@@ -351,8 +383,11 @@ fn a_crowd_of_always_peers_boots_a_few_at_a_time_and_all_come_up() {
         now += step;
         most = most.max(now);
     }
-    assert!(most <= 4, "{most} boots at once");
-    assert!(most >= 2, "{most}: boots in parallel all the same");
+    assert!(most <= 4, "boot {nth}: {most} at once");
+    assert!(
+        most >= 2,
+        "boot {nth}: {most} at once; in parallel all the same"
+    );
 }
 
 /// A live session whose record was lost is adopted, not launched again,
