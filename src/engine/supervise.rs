@@ -100,7 +100,7 @@ pub(crate) fn gather_pass(
 /// a wake by someone else (it may have been taken after all).
 fn first_queued(ctx: &Ctx, id: &Identity) -> Option<Option<String>> {
     let queues = Queues::new(&ctx.config.paths.state);
-    let head = queues.list(id).into_iter().find_map(|t| t.ok())?;
+    let head = queues.first(id)?;
     (!queues.unconfirmed(id, &head.name)).then_some(head.topic)
 }
 

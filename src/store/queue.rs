@@ -167,19 +167,27 @@ impl Queues {
     /// The tasks in `id`'s queue, in order; a file that cannot be a task
     /// is an error in its place.
     pub(crate) fn list(&self, id: &Identity) -> Vec<Result<Queued>> {
-        self.names(id)
-            .into_iter()
-            .map(|(name, delivering)| {
-                let path = self.path(id, &name, delivering);
-                let (topic, text) = read_task(&path)?;
-                Ok(Queued {
-                    name,
-                    topic,
-                    text,
-                    delivering,
-                })
+        self.read(id).collect()
+    }
+
+    /// The first file in `id`'s queue that reads as a task, the files
+    /// behind it left unread.
+    pub(crate) fn first(&self, id: &Identity) -> Option<Queued> {
+        self.read(id).find_map(Result::ok)
+    }
+
+    fn read(&self, id: &Identity) -> impl Iterator<Item = Result<Queued>> + '_ {
+        let id = id.clone();
+        self.names(&id).into_iter().map(move |(name, delivering)| {
+            let path = self.path(&id, &name, delivering);
+            let (topic, text) = read_task(&path)?;
+            Ok(Queued {
+                name,
+                topic,
+                text,
+                delivering,
             })
-            .collect()
+        })
     }
 
     fn path(&self, id: &Identity, name: &str, delivering: bool) -> PathBuf {
@@ -444,6 +452,16 @@ mod tests {
                 .is_ok(),
             "left"
         );
+        // The first that reads as a task, past the ones that do not.
+        assert_eq!(q.first(&a).unwrap().text, "fine");
+        for f in fs::read_dir(&dir).unwrap().flatten() {
+            if fs::read(f.path()).is_ok_and(|b| b == b"fine") {
+                fs::remove_file(f.path()).unwrap();
+            }
+        }
+        assert!(q.first(&a).is_none(), "nothing there reads as a task");
+        q.add(&a, "late", None, 9).unwrap();
+        assert_eq!(q.first(&a).unwrap().text, "late");
         let big = "y".repeat(TASK_MAX as usize + 1);
         assert!(q.add(&a, &big, None, 5).is_err(), "too long to queue");
     }

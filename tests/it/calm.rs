@@ -102,20 +102,7 @@ fn a_record_from_another_boot_is_settled_as_a_host_restart() {
     // The host "restarts": tmux and the agents are gone, the records stay,
     // written in a boot that is not this one.
     for name in ["keeper", "lazy"] {
-        let mut rec = home.session(name).unwrap();
-        let pid = rec["pane_pid"].as_i64().unwrap() as i32;
-        let server = home.tmux_server_pid(name);
-        rec["boot_id"] = "00000000-0000-4000-8000-000000000000".into();
-        // SAFETY: killing processes this test started.
-        unsafe {
-            libc::kill(server, libc::SIGKILL);
-            libc::kill(pid, libc::SIGKILL);
-        }
-        std::fs::write(
-            home.marker(name, "session"),
-            serde_json::to_vec(&rec).unwrap(),
-        )
-        .unwrap();
+        home.restart_host_under(name);
     }
     let e = json(&home.run(&["explain", "lazy", "--json"]));
     assert_eq!(e["cause"], "idle-reaped-resume", "{e}");

@@ -336,20 +336,7 @@ fn a_crowd_of_always_peers_boots_a_few_at_a_time_and_all_come_up() {
     // host restart brings them back in turn too.
     drop(d);
     for name in &names {
-        let mut rec = home.session(name).unwrap();
-        let pid = rec["pane_pid"].as_i64().unwrap() as i32;
-        let server = home.tmux_server_pid(name);
-        rec["boot_id"] = "00000000-0000-4000-8000-000000000000".into();
-        // SAFETY: killing processes this test started.
-        unsafe {
-            libc::kill(server, libc::SIGKILL);
-            libc::kill(pid, libc::SIGKILL);
-        }
-        std::fs::write(
-            home.marker(name, "session"),
-            serde_json::to_vec(&rec).unwrap(),
-        )
-        .unwrap();
+        home.restart_host_under(name);
     }
     let _d = home.daemon();
     all_up(2);

@@ -47,6 +47,12 @@ fn typed(home: &Home) -> Vec<String> {
     turns.into_iter().map(|(_, t)| t).collect()
 }
 
+/// Waits (30 s at most) for `name`'s queue to be delivered.
+fn queue_empty(home: &Home, name: &str) {
+    let out = home.run(&["wait", name, "--for", "queue-empty", "--timeout", "30s"]);
+    assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+}
+
 fn task_lines(home: &Home, name: &str, outcome: &str) -> Vec<Entry> {
     home.lines(name, "task")
         .into_iter()
@@ -178,8 +184,7 @@ fn a_task_dropped_for_a_sleeping_peer_wakes_it_and_a_stopped_ones_waits() {
     drop_task(&home, "eli", "100-script", b"the held task");
     drop_task(&home, "fen", "100-script", b"not UTF-8: \xff\xfe");
 
-    let out = home.run(&["wait", "dot", "--for", "queue-empty", "--timeout", "30s"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    queue_empty(&home, "dot");
     assert_eq!(typed(&home), ["the dropped task"]);
     let woke = home
         .lines("dot", "wake")
@@ -200,16 +205,14 @@ fn a_task_dropped_for_a_sleeping_peer_wakes_it_and_a_stopped_ones_waits() {
     assert!(home.lines("eli", "wake").is_empty(), "a stopped peer woke");
     assert!(home.lines("fen", "wake").is_empty(), "a bad task woke fen");
     assert_eq!(code(&home.run(&["start", "eli"])), 0);
-    let out = home.run(&["wait", "eli", "--for", "queue-empty", "--timeout", "30s"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    queue_empty(&home, "eli");
     assert_eq!(typed(&home), ["the dropped task", "the held task"]);
     assert!(home.lines("fen", "wake").is_empty(), "a bad task woke fen");
 
     home.add("gil", &["--runtime", "shell", "--", "cat"]);
     drop_task(&home, "gil", "100-a", b"first line");
     drop_task(&home, "gil", "101-b", b"second line");
-    let out = home.run(&["wait", "gil", "--for", "queue-empty", "--timeout", "30s"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    queue_empty(&home, "gil");
     let delivered: Vec<_> = task_lines(&home, "gil", "delivered")
         .iter()
         .map(|e| e.str("task").unwrap_or("").to_owned())
@@ -239,8 +242,7 @@ fn an_unconfirmed_task_waits_for_a_wake_by_someone_else() {
     drop_task(&home, "hap", "100-script", b"typed once already");
     // Beside it, a task that does wake its peer: the daemon has looked.
     drop_task(&home, "ivy", "100-script", b"a new task");
-    let out = home.run(&["wait", "ivy", "--for", "queue-empty", "--timeout", "30s"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    queue_empty(&home, "ivy");
     // Two ticks more for good measure.
     std::thread::sleep(Duration::from_secs(2));
     assert!(
@@ -249,8 +251,7 @@ fn an_unconfirmed_task_waits_for_a_wake_by_someone_else() {
     );
 
     assert_eq!(code(&home.run(&["wake", "hap"])), 0);
-    let out = home.run(&["wait", "hap", "--for", "queue-empty", "--timeout", "30s"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    queue_empty(&home, "hap");
     assert_eq!(task_lines(&home, "hap", "delivered").len(), 1);
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
@@ -290,8 +291,7 @@ fn a_delivery_cut_short_is_settled_by_the_record_neither_lost_nor_repeated() {
             .unwrap();
     }
     let _daemon = home.daemon();
-    let out = home.run(&["wait", "cat", "--for", "queue-empty", "--timeout", "30s"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    queue_empty(&home, "cat");
     assert_eq!(typed(&home), ["already taken", "never typed"]);
     let delivered = task_lines(&home, "cat", "delivered");
     assert_eq!(delivered.len(), 2, "{delivered:?}");

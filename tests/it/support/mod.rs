@@ -136,6 +136,26 @@ impl Home {
             .expect("a tmux server pid")
     }
 
+    /// The host "restarts" under `name`'s session: its tmux server and
+    /// agent are gone, its record stays, written in a boot that is not
+    /// this one.
+    pub fn restart_host_under(&self, name: &str) {
+        let mut rec = self.session(name).expect("a session record");
+        let pid = rec["pane_pid"].as_i64().unwrap() as i32;
+        let server = self.tmux_server_pid(name);
+        rec["boot_id"] = "00000000-0000-4000-8000-000000000000".into();
+        // SAFETY: killing processes this test started.
+        unsafe {
+            libc::kill(server, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
+        std::fs::write(
+            self.marker(name, "session"),
+            serde_json::to_vec(&rec).unwrap(),
+        )
+        .unwrap();
+    }
+
     /// Kills the pane process of a live session, as a crash would.
     pub fn kill_session_process(&self, name: &str, signal: i32) {
         let pid = self.session(name).expect("a live session")["pane_pid"]
