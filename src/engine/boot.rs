@@ -25,6 +25,9 @@ pub(crate) enum Boot {
     Died {
         status: ExitStatus,
         last_lines: String,
+        /// The line that says what went wrong, when one does (an error
+        /// line above a backtrace, say).
+        said: Option<String>,
     },
     TimedOut {
         last_lines: String,
@@ -41,8 +44,15 @@ impl Boot {
         match self {
             Boot::Ready => "ready".into(),
             Boot::ResumeFailed(line) => format!("the runtime said: {line}"),
-            Boot::Died { status, last_lines } => {
-                let last = last_lines.lines().last().unwrap_or("").trim();
+            Boot::Died {
+                status,
+                last_lines,
+                said,
+            } => {
+                let last = said
+                    .as_deref()
+                    .unwrap_or_else(|| last_lines.lines().last().unwrap_or(""))
+                    .trim();
                 format!(
                     "it exited during start-up (status {status}){}",
                     if last.is_empty() {
@@ -56,6 +66,22 @@ impl Boot {
             Boot::Blocked { reason, .. } => reason.clone(),
         }
     }
+}
+
+/// Lines read back from a session that died starting, to find what it said.
+const LOOK_BACK: usize = 200;
+
+/// The line of a dead session's screen that says what went wrong: the last
+/// error or panic line, which a backtrace printed after it would otherwise
+/// hide below the last lines kept (`RUST_BACKTRACE` in the environment
+/// makes the Codex CLI print one).
+fn telling_line(screen: &str) -> Option<&str> {
+    const SAYS: [&str; 6] = ["Error:", "error:", "ERROR:", "Error ", "fatal:", "FATAL:"];
+    screen
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| SAYS.iter().any(|s| l.starts_with(s)) || l.contains("panicked at"))
 }
 
 /// Waits for the ready gate: the runtime's ready screen, with no start-up
@@ -79,16 +105,18 @@ pub(crate) fn await_ready(
             .unwrap_or_default();
         if process::liveness(rec.pane_pid, rec.pane_start) == Liveness::Dead {
             let status = ending::exit_status(ctx, rec);
+            // Far enough back to find the error above a backtrace.
             let screen = ctx
                 .host
-                .capture(&rec.socket, id.as_str(), LAST_LINES)
+                .capture(&rec.socket, id.as_str(), LOOK_BACK)
                 .unwrap_or(screen);
             if let Screen::ResumeFailed(line) = runtime.screen(peer, &screen) {
                 return Boot::ResumeFailed(line);
             }
             return Boot::Died {
                 status,
-                last_lines: screen,
+                said: telling_line(&screen).map(str::to_owned),
+                last_lines: host::last_lines(&screen, LAST_LINES),
             };
         }
         let reading = runtime::read_screen(runtime, peer, &screen);
@@ -226,10 +254,18 @@ pub(crate) fn boot_failed(
     boot: Boot,
 ) -> Result<Cause> {
     let mut blocked = None;
+    let mut said = None;
     let (cause, status, last_lines) = match boot {
         Boot::Ready => unreachable!("only failed boots are recorded"),
         Boot::TimedOut { last_lines } => (Cause::BootTimeout, None, Some(last_lines)),
-        Boot::Died { status, last_lines } => (Cause::LaunchFailed, Some(status), Some(last_lines)),
+        Boot::Died {
+            status,
+            last_lines,
+            said: line,
+        } => {
+            said = line.map(|l| format!("it said: {l}"));
+            (Cause::LaunchFailed, Some(status), Some(last_lines))
+        }
         Boot::ResumeFailed(line) => (Cause::LaunchFailed, None, Some(line)),
         Boot::Blocked { reason, last_lines } => {
             blocked = Some(reason);
@@ -244,7 +280,8 @@ pub(crate) fn boot_failed(
             Some((rec.pane_pid, rec.pane_start)),
         )?;
     }
-    ending::record_boot_failure(ctx, id, rec, cause, status, last_lines, blocked)?;
+    let reason = blocked.or(said);
+    ending::record_boot_failure(ctx, id, rec, cause, status, last_lines, reason)?;
     Ok(cause)
 }
 
@@ -319,4 +356,54 @@ pub(crate) fn time_out(ctx: &Ctx, id: &Identity, rec: SessionRecord) -> Result<C
         .unwrap_or_default();
     let last_lines = host::last_lines(&last, LAST_LINES);
     boot_failed(ctx, id, rec, Boot::TimedOut { last_lines })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_telling_line_is_the_last_error_above_a_backtrace() {
+        let mut codex = String::from(
+            "\nError: The cursor position could not be read within a normal duration\n\nStack backtrace:\n",
+        );
+        for i in 0..30 {
+            codex.push_str(&format!("  {i}: <unknown>\n"));
+        }
+        let rows: &[(&str, Option<&str>)] = &[
+            (
+                &codex,
+                Some("Error: The cursor position could not be read within a normal duration"),
+            ),
+            (
+                "thread 'main' panicked at src/main.rs:3:5:\nboom\nnote: run with `RUST_BACKTRACE=1`",
+                Some("thread 'main' panicked at src/main.rs:3:5:"),
+            ),
+            ("error: first\nerror: second\n  0: frame", Some("error: second")),
+            ("fatal: not a git repository", Some("fatal: not a git repository")),
+            // Nothing says it: the caller falls back on the last line.
+            ("Goodbye\n$ ", None),
+            ("an Error: mid-line is not one", None),
+            ("", None),
+        ];
+        for (screen, want) in rows {
+            assert_eq!(telling_line(screen), *want, "{screen:?}");
+        }
+        // Beyond the last lines kept, the error is still what is said.
+        let died = Boot::Died {
+            status: ExitStatus::Code(1),
+            last_lines: host::last_lines(&codex, LAST_LINES),
+            said: telling_line(&codex).map(str::to_owned),
+        };
+        assert!(
+            !died.describe().contains("<unknown>"),
+            "{}",
+            died.describe()
+        );
+        assert!(
+            died.describe().contains("cursor position"),
+            "{}",
+            died.describe()
+        );
+    }
 }

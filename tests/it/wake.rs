@@ -205,6 +205,13 @@ fn an_agent_that_dies_at_once_stops_at_the_crash_loop_guard() {
             "{}",
             f.line
         );
+        // What it said, on its own, beside the screen.
+        assert_eq!(
+            f.str("reason"),
+            Some("it said: fatal: simulated start-up crash"),
+            "{}",
+            f.line
+        );
     }
     let refused = home.lines("alice", "wake").pop().unwrap();
     assert_eq!(refused.str("cause"), Some("crash-loop"));

@@ -252,7 +252,14 @@ fn a_usage_limit_holds_the_session_until_the_time_codex_names() {
     let _d = home.daemon();
     let asked = iapeer::core::clock::now_ms();
     let out = home.run(&["wake", "lim", "--task", "do the limited thing"]);
-    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}{}",
+        stdout(&out),
+        stderr(&out),
+        last_screen(&home, "lim")
+    );
     let limited = home.wait_line("lim", "the limit read off the screen", |e| {
         e.str("action") == Some("limited")
     });
