@@ -1,10 +1,9 @@
 //! File events as hints. A change under `state/lifecycle/`, `peers/` or
 //! `pools/`, or a task file arriving in (or leaving) a queue under
 //! `state/queue/`, makes the daemon re-read that identity (or pool) from
-//! disk and decide; the events
-//! themselves are never trusted for content (they can be coalesced,
-//! reordered or dropped). An overflow asks for a full pass, and the tick
-//! catches anything missed.
+//! disk and decide; the events themselves are never trusted for content
+//! (they can be coalesced, reordered or dropped). An overflow asks for a
+//! full pass, and the tick catches anything missed.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
