@@ -247,6 +247,7 @@ impl Reader {
         });
         if t.to.state == State::Stuck && l.peer.on_stuck == OnStuck::Restart {
             let (ctx, id, peer) = (Arc::clone(&self.ctx), id.clone(), l.peer.clone());
+            let session = l.rec.session.clone();
             let said =
                 t.to.said
                     .clone()
@@ -254,8 +255,12 @@ impl Reader {
             let spawned = std::thread::Builder::new()
                 .name(format!("unstick-{id}"))
                 .spawn(move || {
-                    if let Err(e) = crate::engine::queue::restart_stuck(&ctx, &id, &peer, &said) {
-                        tracing::error!("{id}: restarting it, stuck: {e}");
+                    match crate::engine::queue::restart_stuck(&ctx, &id, &peer, &session, &said) {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(
+                            "{id}: not restarted, stuck: its lock stayed held, or the session ended"
+                        ),
+                        Err(e) => tracing::error!("{id}: restarting it, stuck: {e}"),
                     }
                 });
             if let Err(e) = spawned {

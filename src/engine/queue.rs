@@ -16,6 +16,7 @@ use crate::core::vocab::{Ev, Outcome};
 use crate::engine::ctx::Ctx;
 use crate::engine::{conversation, deliver};
 use crate::runtime::Runtime;
+use crate::store::markers::LockFailure;
 use crate::store::queue::{Queued, Queues};
 
 /// Whether a task for this live session must wait: its turn is going on
@@ -233,16 +234,29 @@ fn line(
         ))
 }
 
+/// How long a restart of a stuck session waits for the peer's lock.
+const UNSTICK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `on_stuck = "restart"` (DESIGN §12): a session that reads `stuck` is
 /// ended and brought back fresh (the daemon relaunches it at once, for
 /// `.new-eager`), and the task it was stuck on waits first in its queue
-/// for the new session. Under the peer's lock; false if another process
-/// holds it or the session is gone.
-pub(crate) fn restart_stuck(ctx: &Ctx, id: &Identity, peer: &Peer, why: &str) -> Result<bool> {
-    let Some(_lock) = ctx.state.try_lock(id)? else {
-        return Ok(false);
+/// for the new session. Under the peer's lock, waited for (a pass or a
+/// delivery may hold it a moment: a restart given up then would leave the
+/// session stuck for good); false if it stays held past [`UNSTICK_WAIT`],
+/// or `session` (the one read stuck) is gone.
+pub(crate) fn restart_stuck(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: &Peer,
+    session: &str,
+    why: &str,
+) -> Result<bool> {
+    let _lock = match ctx.state.lock(id, UNSTICK_WAIT) {
+        Ok(lock) => lock,
+        Err(LockFailure::Held { .. }) => return Ok(false),
+        Err(LockFailure::Error(e)) => return Err(e),
     };
-    let Some(rec) = ctx.state.session(id)? else {
+    let Some(rec) = ctx.state.session(id)?.filter(|r| r.session == session) else {
         return Ok(false);
     };
     if crate::os::process::standing(&rec) != Standing::Running(Liveness::Alive) {

@@ -380,3 +380,36 @@ fn on_stuck_restart_brings_it_back_fresh_with_its_task_once() {
         "the task went again to the fresh session, once"
     );
 }
+
+/// Regression: a stuck session whose lock was held at that moment (a pass,
+/// a delivery) was never restarted: the restart gave up at once, and the
+/// state, read once, never asked again. It waits for the lock now.
+#[test]
+fn on_stuck_restart_waits_for_a_lock_held_at_that_moment() {
+    use std::os::fd::AsRawFd;
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_STUCK_SECS", "3");
+    home.add("jo", &[]);
+    home.edit_peer("jo", |def| def["on_stuck"] = serde_json::json!("restart"));
+    let _daemon = home.daemon();
+    assert_eq!(code(&home.run(&["wake", "jo", "--task", "hang 30"])), 0);
+    home.wait_line("jo", "working", is_state("working"));
+    // Another process holds its lock when it reads stuck, for a while.
+    let lock = std::fs::File::open(home.marker("jo", "lock")).unwrap();
+    // SAFETY: an flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    home.wait_line("jo", "stuck", is_state("stuck"));
+    std::thread::sleep(Duration::from_secs(2));
+    drop(lock);
+    let restarted = home.wait_line("jo", "the restart, once the lock is free", |e| {
+        e.str("action") == Some("restarted")
+    });
+    assert!(
+        restarted
+            .str("reason")
+            .is_some_and(|r| r.contains("on_stuck = restart")),
+        "{}",
+        restarted.line
+    );
+}
