@@ -74,8 +74,7 @@ impl Streak {
         let Some(n) = self.deaths.checked_sub(1) else {
             return 0;
         };
-        let factor = 1_i64.checked_shl(n.min(62)).unwrap_or(i64::MAX);
-        s.base_ms.saturating_mul(factor).min(s.max_ms).max(0)
+        doubled(s.base_ms, n, s.max_ms).max(0)
     }
 
     /// The earliest time of the next automatic relaunch, as seen at `now`.
@@ -119,11 +118,14 @@ impl Streak {
 /// relaunch maximum. Each refusal is a logged decision, so a reason that
 /// lasts a day costs a few hundred lines, not one per tick.
 pub fn after_refused_launch_ms(tick_ms: i64, refusals: u32, s: &Settings) -> i64 {
-    let factor = 1_i64
-        .checked_shl(refusals.saturating_sub(1).min(62))
-        .unwrap_or(i64::MAX);
     let tick = tick_ms.max(1);
-    tick.saturating_mul(factor).min(s.max_ms.max(tick))
+    doubled(tick, refusals.saturating_sub(1), s.max_ms.max(tick))
+}
+
+/// `base` doubled `times` times, at most `max`: every growing wait here.
+fn doubled(base: i64, times: u32, max: i64) -> i64 {
+    let factor = 1_i64.checked_shl(times.min(62)).unwrap_or(i64::MAX);
+    base.saturating_mul(factor).min(max)
 }
 
 /// The longest wait before retrying a pass that keeps failing.
@@ -176,14 +178,11 @@ impl Failing {
         if log {
             self.logged_at = now;
         }
-        let factor = 1_i64
-            .checked_shl((self.failures - 1).min(62))
-            .unwrap_or(i64::MAX);
         let max = s.max_ms.min(ERROR_MAX_MS);
         Report {
             log,
             repeats,
-            retry_in_ms: s.base_ms.max(1).saturating_mul(factor).min(max),
+            retry_in_ms: doubled(s.base_ms.max(1), self.failures - 1, max),
         }
     }
 
