@@ -45,6 +45,9 @@ pub(crate) struct Gathered {
     pub record: Option<SessionRecord>,
     /// The latest activity the idle time was computed from, if it was.
     pub activity: Option<EpochMs>,
+    /// The topic of the task waiting first in its queue, when it is
+    /// asleep and that task may wake it (`facts.queued`).
+    pub queued_topic: Option<String>,
 }
 
 /// Reads the facts for `decide`. `present`, from a directory scan, spares
@@ -71,6 +74,7 @@ pub(crate) fn gather_pass(
         },
         record: None,
         activity: None,
+        queued_topic: None,
     };
     if external {
         return Ok(g);
@@ -90,7 +94,10 @@ pub(crate) fn gather_pass(
         // Asleep: a task waiting wakes it. Only a file that reads as a
         // task counts; one that cannot be delivered would wake it for
         // nothing, again and again.
-        f.queued = first_queued(ctx, id).is_some();
+        if let Some(topic) = first_queued(ctx, id) {
+            f.queued = true;
+            g.queued_topic = topic;
+        }
     }
     Ok(g)
 }
@@ -108,12 +115,12 @@ fn first_queued(ctx: &Ctx, id: &Identity) -> Option<Option<String>> {
 /// relaunches as ever; a peer woken by its queue is woken as its first task
 /// would wake it, with that task's topic (the task itself is delivered
 /// from the queue, in its turn).
-fn launch_ask(ctx: &Ctx, id: &Identity, facts: &PassFacts) -> Ask {
+fn launch_ask(facts: &PassFacts, queued_topic: Option<String>) -> Ask {
     if facts.new_eager || facts.policy == Some(Policy::Always) || !facts.queued {
         return Ask::default();
     }
     Ask {
-        topic: first_queued(ctx, id).flatten(),
+        topic: queued_topic,
         why: Some("a task waits in its queue".to_owned()),
         ..Ask::default()
     }
@@ -239,8 +246,10 @@ const LOCK_WAIT: Duration = Duration::from_millis(250);
 
 /// One pass over one identity, under its wake lock (skipped, `busy`, if
 /// another process holds it past [`LOCK_WAIT`]: that process is acting on
-/// it). A death is settled and then, if wanted, the peer relaunched, in
-/// the same pass.
+/// it). An end is settled first; a launch follows in the same pass only
+/// when `launch_allowed` (the daemon allows one to a worker it gave a
+/// launch slot; otherwise the next pass asks for one), and never right
+/// after a death, whose relaunch waits for its back-off.
 pub(crate) fn run_pass(
     ctx: &Ctx,
     id: &Identity,
@@ -274,6 +283,7 @@ pub(crate) fn run_pass(
             facts,
             record: rec,
             activity,
+            queued_topic,
         } = gather_pass(ctx, id, peer, None, Activity::Measure)?;
         outcome.activity = outcome.activity.or(activity);
         let action = decide(&facts);
@@ -285,7 +295,7 @@ pub(crate) fn run_pass(
                 outcome.woke = Some(wake::wake_locked(
                     ctx,
                     id,
-                    &launch_ask(ctx, id, &facts),
+                    &launch_ask(&facts, queued_topic),
                     &lock,
                 ));
                 break;
