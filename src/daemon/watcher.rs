@@ -66,11 +66,12 @@ fn classify(path: &Path, dirs: &Dirs) -> Option<Hint> {
     }
     if parent.parent() == Some(dirs.queue.as_path()) {
         // `state/queue/<id>/<stem>.task`; a script's temp file is not news.
-        let task = name.ends_with(".task") && !name.starts_with('.');
-        let id = parent.file_name()?.to_str()?;
-        return task
-            .then(|| Identity::parse(id).ok().map(Hint::Changed))
-            .flatten();
+        if !name.ends_with(".task") || name.starts_with('.') {
+            return None;
+        }
+        return Identity::parse(parent.file_name()?.to_str()?)
+            .ok()
+            .map(Hint::Changed);
     }
     let stem = name.strip_suffix(".json").filter(|s| !s.starts_with('.'))?;
     if parent == dirs.peers {

@@ -325,16 +325,23 @@ fn crashed_while_working_is_read_from_the_turn_not_the_clock() {
     }
 }
 
+/// A home with `name` defined `on_stuck = "restart"`, stuck after 3 s
+/// without progress, read every second.
+fn restarted_when_stuck(name: &str) -> Home {
+    let mut home = Home::new();
+    home.set("IAPEER_TICK_SECS", "1")
+        .set("IAPEER_STUCK_SECS", "3");
+    home.add(name, &[]);
+    home.edit_peer(name, |def| def["on_stuck"] = serde_json::json!("restart"));
+    home
+}
+
 /// `on_stuck = "restart"`: a stuck session is ended and brought back
 /// fresh, the task it was stuck on queued again, first — once: stuck on
 /// it a second time, it is restarted without it.
 #[test]
 fn on_stuck_restart_brings_it_back_fresh_with_its_task_once() {
-    let mut home = Home::new();
-    home.set("IAPEER_TICK_SECS", "1")
-        .set("IAPEER_STUCK_SECS", "3");
-    home.add("ida", &[]);
-    home.edit_peer("ida", |def| def["on_stuck"] = serde_json::json!("restart"));
+    let home = restarted_when_stuck("ida");
     let _daemon = home.daemon();
     assert_eq!(code(&home.run(&["wake", "ida", "--task", "hang 6"])), 0);
     let restarted = |home: &Home| {
@@ -387,11 +394,7 @@ fn on_stuck_restart_brings_it_back_fresh_with_its_task_once() {
 #[test]
 fn on_stuck_restart_waits_for_a_lock_held_at_that_moment() {
     use std::os::fd::AsRawFd;
-    let mut home = Home::new();
-    home.set("IAPEER_TICK_SECS", "1")
-        .set("IAPEER_STUCK_SECS", "3");
-    home.add("jo", &[]);
-    home.edit_peer("jo", |def| def["on_stuck"] = serde_json::json!("restart"));
+    let home = restarted_when_stuck("jo");
     let _daemon = home.daemon();
     assert_eq!(code(&home.run(&["wake", "jo", "--task", "hang 30"])), 0);
     home.wait_line("jo", "working", is_state("working"));
