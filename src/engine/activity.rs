@@ -36,9 +36,15 @@ const FIND_EVERY: Duration = Duration::from_secs(30);
 const FIND_EVERY_UNKNOWN: Duration = Duration::from_secs(1);
 /// Lines of the screen read.
 const SCREEN_LINES: usize = 80;
-/// A turn record that looks unchanged is read again this often anyway (a
-/// same-sized rewrite within the file system's clock tick looks the same).
+/// A turn record that looks unchanged is read again this often anyway.
 const REREAD_EVERY: Duration = Duration::from_secs(10);
+/// A file vouches for what was read from it only if it had been left alone
+/// this long when it was looked at: a rewrite of the same length within
+/// the file system's timestamp granularity (a clock tick here, a whole
+/// second on some file systems) keeps its size and time, and Claude
+/// rewrites its process record in place, where "idle" and "busy" are the
+/// same length.
+const SETTLED: Duration = Duration::from_secs(2);
 
 /// A screen as last looked at.
 #[derive(Debug)]
@@ -56,13 +62,13 @@ pub(crate) struct Watch {
     conversation: Option<Conversation>,
     looked_for: Option<Instant>,
     /// The conversation file as it was when its stamp was read.
-    file: Option<FileKey>,
+    file: Option<Stat>,
     stamp: Option<Sighting>,
     turn: Option<Turn>,
     turn_changed: Instant,
     /// The turn record as last read, the file it was read from as it was
     /// then, and when.
-    record: Option<(TurnRecord, FileKey, Instant)>,
+    record: Option<(TurnRecord, Stat, Instant)>,
     screen: Option<Looked>,
     /// The last look, whether or not it could read the screen.
     looked: Option<Instant>,
@@ -148,15 +154,15 @@ impl Watch {
     /// The runtime's turn record, read again only when its file changed.
     fn turn_record(&mut self, pid: i32, mono: Instant) -> Option<TurnRecord> {
         let on = self.conversation.as_ref();
-        let key = self.runtime.turn_source(pid, on).and_then(|p| file_key(&p));
-        if let (Some(key), Some((rec, seen, at))) = (key, &self.record) {
-            if key == *seen && at.elapsed() < REREAD_EVERY {
+        let stat = self.runtime.turn_source(pid, on).and_then(|p| stat(&p));
+        if let (Some(now), Some((rec, then, at))) = (stat, &self.record) {
+            if now.unchanged_since(then) && at.elapsed() < REREAD_EVERY {
                 return Some(rec.clone());
             }
         }
         let read = self.runtime.turn(pid, on);
-        self.record = match (&read, key) {
-            (Some(r), Some(key)) => Some((r.clone(), key, mono)),
+        self.record = match (&read, stat) {
+            (Some(r), Some(stat)) => Some((r.clone(), stat, mono)),
             _ => None,
         };
         read
@@ -183,12 +189,12 @@ impl Watch {
     /// changed.
     fn stamp_ms(&mut self) -> Option<i64> {
         let c = self.conversation.as_ref()?;
-        let key = file_key(&c.path)?;
-        if self.file == Some(key) {
+        let now = stat(&c.path)?;
+        if self.file.is_some_and(|then| now.unchanged_since(&then)) {
             return self.stamp.map(|s| s.stamp);
         }
         let stamp = self.runtime.activity(c)?;
-        self.file = Some(key);
+        self.file = Some(now);
         Some(stamp)
     }
 
@@ -252,15 +258,37 @@ struct FileKey {
     mtime: SystemTime,
 }
 
-fn file_key(path: &std::path::Path) -> Option<FileKey> {
+/// A file as `stat` saw it just before it was read, and whether it had
+/// been left alone for [`SETTLED`] by then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    key: FileKey,
+    settled: bool,
+}
+
+impl Stat {
+    /// Whether what was read after the `earlier` stat still holds: the
+    /// file looks the same, and it looked settled then (a write after a
+    /// settled stat always has a newer time).
+    fn unchanged_since(&self, earlier: &Stat) -> bool {
+        earlier.settled && self.key == earlier.key
+    }
+}
+
+fn stat(path: &std::path::Path) -> Option<Stat> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    Some(FileKey {
+    let mtime = meta.modified().ok()?;
+    let key = FileKey {
         dev: meta.dev(),
         ino: meta.ino(),
         len: meta.len(),
-        mtime: meta.modified().ok()?,
-    })
+        mtime,
+    };
+    let settled = SystemTime::now()
+        .duration_since(mtime)
+        .is_ok_and(|quiet| quiet >= SETTLED);
+    Some(Stat { key, settled })
 }
 
 /// What of a screen counts as progress when it changes: its words, not its
@@ -282,6 +310,38 @@ fn fingerprint(screen: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a record rewritten in place with the same length within
+    /// the file system's timestamp granularity ("idle" → "busy") stats the
+    /// same, and the old reading was kept for ten seconds: a whole short
+    /// tool call never read working.
+    #[test]
+    fn a_same_length_rewrite_is_seen_unless_the_file_had_settled() {
+        let dir = assert_fs::TempDir::new().unwrap();
+        let path = dir.path().join("4242.json");
+        let write = |text: &str, mtime: SystemTime| {
+            std::fs::write(&path, text).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(mtime).unwrap();
+        };
+        let just_now = SystemTime::now();
+        write(r#"{"status":"idle"}"#, just_now);
+        let read = stat(&path).unwrap();
+        write(r#"{"status":"busy"}"#, just_now);
+        let again = stat(&path).unwrap();
+        assert_eq!(again.key, read.key, "the rewrite stats the same");
+        assert!(
+            !again.unchanged_since(&read),
+            "a fresh file vouches for nothing"
+        );
+
+        let long_ago = SystemTime::now() - Duration::from_secs(60);
+        write(r#"{"status":"idle"}"#, long_ago);
+        let settled = stat(&path).unwrap();
+        assert!(stat(&path).unwrap().unchanged_since(&settled));
+        write(r#"{"status":"busy"}"#, SystemTime::now());
+        assert!(!stat(&path).unwrap().unchanged_since(&settled));
+    }
 
     #[test]
     fn a_spinner_and_its_timers_are_not_progress_but_new_words_are() {

@@ -285,17 +285,32 @@ impl Home {
     }
 
     /// Waits until a line about `name` matches, and returns it.
+    ///
+    /// On a timeout it says what the peer's lines did say.
     pub fn wait_line(&self, name: &str, what: &str, pred: impl Fn(&Entry) -> bool) -> Entry {
-        let mut found = None;
         // Bounded, and generous: a loaded machine takes its time.
-        wait_until(Duration::from_secs(30), what, || {
-            found = self
+        let timeout = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let lines: Vec<Entry> = self
                 .entries()
                 .into_iter()
-                .find(|e| e.identity() == Some(name) && pred(e));
-            found.is_some()
-        });
-        found.unwrap()
+                .filter(|e| e.identity() == Some(name))
+                .collect();
+            if let Some(found) = lines.iter().find(|e| pred(e)) {
+                return found.clone();
+            }
+            if start.elapsed() >= timeout {
+                let said: Vec<&str> = lines.iter().map(|e| e.line.as_str()).collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; {name}'s lines:\n{}",
+                    said.join("\n")
+                );
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// Presses keys in a peer's terminal (tmux key names), as a person at
