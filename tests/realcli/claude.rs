@@ -97,7 +97,7 @@ fn a_long_tool_call_is_not_parked_as_idle() {
     let mock = Mock::anthropic(
         dir.path(),
         json!([
-            { "tool": "Bash", "input": { "command": "sleep 9.75", "description": "wait" } },
+            { "tool": "Bash", "input": { "command": "sleep 19.75", "description": "wait" } },
             { "text": "the wait is over" }
         ]),
     );
@@ -116,16 +116,18 @@ fn a_long_tool_call_is_not_parked_as_idle() {
         last_screen(&home, "hank")
     );
     wait_until(TASK_WAIT, "the tool's sleep", || {
-        !processes_with("sleep 9.75").is_empty()
+        !processes_with("sleep 19.75").is_empty()
     });
-    // Its record says busy: what it is doing reads working.
+    // Its record says busy: what it is doing reads working (the call is
+    // long enough for that to be read on a loaded machine, where the
+    // session reaches the reader seconds after the wake).
     home.wait_line("hank", "working while the tool runs", |e| {
         e.str("ev") == Some("activity") && e.str("state") == Some("working")
     });
     // Well past the idle limit and several ticks, the tool still runs.
     std::thread::sleep(Duration::from_secs(5));
     assert!(
-        !processes_with("sleep 9.75").is_empty(),
+        !processes_with("sleep 19.75").is_empty(),
         "the tool was ended"
     );
     let parked = |e: &iapeer::core::record::Entry| e.str("action") == Some("reaped-idle");

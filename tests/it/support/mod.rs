@@ -276,6 +276,19 @@ impl Home {
         daemon
     }
 
+    /// The daemon's diagnostics files, whole (a test's daemon says little).
+    pub fn diagnostics(&self) -> String {
+        let dir = self.path().join("logs").join("daemon");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .collect()
+    }
+
     /// Every line with this `ev`.
     pub fn lines_any(&self, ev: &str) -> Vec<Entry> {
         self.entries()
@@ -304,8 +317,9 @@ impl Home {
             if start.elapsed() >= timeout {
                 let said: Vec<&str> = lines.iter().map(|e| e.line.as_str()).collect();
                 panic!(
-                    "timed out after {timeout:?} waiting for {what}; {name}'s lines:\n{}",
-                    said.join("\n")
+                    "timed out after {timeout:?} waiting for {what}; {name}'s lines:\n{}\nthe daemon's diagnostics:\n{}",
+                    said.join("\n"),
+                    self.diagnostics()
                 );
             }
             std::thread::sleep(pause);
