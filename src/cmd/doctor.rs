@@ -158,7 +158,7 @@ fn tmux() -> Check {
 }
 
 fn home_modes(home: &Path, dirs: &[&PathBuf]) -> Check {
-    let me = nix::unistd::geteuid().as_raw();
+    let me = crate::store::fsutil::my_uid();
     for dir in std::iter::once(&home.to_path_buf()).chain(dirs.iter().copied()) {
         let Ok(meta) = std::fs::metadata(dir) else {
             continue;

@@ -158,7 +158,7 @@ impl Config {
         let paths = Paths::for_home(
             &home,
             get("XDG_RUNTIME_DIR").map(PathBuf::from),
-            nix::unistd::geteuid().as_raw(),
+            crate::store::fsutil::my_uid(),
         );
         Ok(Config {
             paths,

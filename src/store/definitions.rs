@@ -40,10 +40,10 @@ pub(crate) fn save_peer(paths: &Paths, peer: &Peer) -> Result<()> {
 /// as its error, so one bad file never hides the others.
 pub(crate) fn load_peers(paths: &Paths) -> Result<Vec<Result<Peer>>> {
     read_all(&paths.peers, |stem, path, bytes| {
-        let id = Identity::parse(&stem).map_err(|e| {
+        let id = Identity::parse(stem).map_err(|e| {
             Error::input(path.display().to_string(), e.to_string(), "rename the file")
         })?;
-        peer::parse(&path, &bytes, Some(&id))
+        peer::parse(path, &bytes, Some(&id))
     })
 }
 
@@ -58,25 +58,60 @@ pub(crate) fn read_definition(file: &Path) -> Result<Vec<u8>> {
     read_definition_file(file)
 }
 
-/// Every definition in `dir` read by `parse`, the folder checked once for
-/// all of them (a folder another user may write in fails every one).
-fn read_all<T>(
+/// Definitions read by one thread at least: fewer are read faster than a
+/// thread starts.
+const PER_THREAD: usize = 1024;
+
+/// Every definition in `dir` read by `parse`, in name order, the folder
+/// checked once for all of them (a folder another user may write in fails
+/// every one). Thousands are read on as many threads as there are cores:
+/// opening and reading a small file is a few system calls, and a fleet's
+/// worth of them is most of what `status` and `ls` cost.
+fn read_all<T: Send>(
     dir: &Path,
-    mut parse: impl FnMut(String, PathBuf, Vec<u8>) -> Result<T>,
+    parse: impl Fn(&str, &Path, Vec<u8>) -> Result<T> + Sync,
 ) -> Result<Vec<Result<T>>> {
     let files = fsutil::json_files(dir)?;
     let dir_ok = check_definition_dir(dir).is_ok();
-    Ok(files
-        .into_iter()
-        .map(|(stem, path)| {
-            let bytes = if dir_ok {
-                read_definition_file(&path)?
-            } else {
-                read_definition(&path)?
-            };
-            parse(stem, path, bytes)
-        })
-        .collect())
+    let read = |(stem, path): &(String, PathBuf)| {
+        let bytes = if dir_ok {
+            read_definition_file(path)?
+        } else {
+            read_definition(path)?
+        };
+        parse(stem, path, bytes)
+    };
+    let read_chunk = |chunk: &[(String, PathBuf)]| chunk.iter().map(read).collect::<Vec<_>>();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len() / PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return Ok(read_chunk(&files));
+    }
+    let mut chunks = files.chunks(files.len().div_ceil(threads));
+    let first = chunks.next().unwrap_or_default();
+    Ok(std::thread::scope(|s| {
+        let others: Vec<_> = chunks
+            .map(|chunk| {
+                std::thread::Builder::new()
+                    .name("definitions".into())
+                    .spawn_scoped(s, move || read_chunk(chunk))
+                    // No thread to be had: read that part here, after.
+                    .map_err(|_| chunk)
+            })
+            .collect();
+        let mut all = read_chunk(first);
+        for other in others {
+            all.extend(match other {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(chunk) => read_chunk(chunk),
+            });
+        }
+        all
+    }))
 }
 
 /// The folder of definitions: this user's, and only this user may write
@@ -185,7 +220,7 @@ pub(crate) fn load_pool_removal(paths: &Paths, name: &str) -> Result<Option<Pool
 /// Every pool, sorted by name; a broken one as its error.
 pub(crate) fn load_pools(paths: &Paths) -> Result<Vec<Result<Pool>>> {
     read_all(&paths.pools, |stem, path, bytes| {
-        pool::parse(&path, &bytes, Some(&stem))
+        pool::parse(path, &bytes, Some(stem))
     })
 }
 
@@ -267,5 +302,42 @@ mod tests {
         assert!(err.contains("a definition is at most"), "{err}");
         let err = load_pool(&paths, "none").unwrap_err().to_string();
         assert!(err.contains("it is not defined"), "{err}");
+    }
+
+    /// A fleet is read on several threads: every definition comes back
+    /// once, in name order, and a broken one in its place as its error.
+    #[test]
+    fn thousands_of_definitions_come_back_in_order_with_the_broken_in_place() {
+        let home = assert_fs::TempDir::new().unwrap();
+        let paths = Paths::for_home(home.path(), None, fsutil::my_uid());
+        fs::create_dir_all(&paths.peers).unwrap();
+        fs::set_permissions(
+            &paths.peers,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let n = 3 * PER_THREAD + 7;
+        let name = |i: usize| format!("p{i:05}");
+        for i in 0..n {
+            let body = if i % 1000 == 999 {
+                "{ not json".to_owned()
+            } else {
+                serde_json::json!({ "name": name(i), "cwd": "/tmp", "runtime": "shell", "command": ["true"] })
+                    .to_string()
+            };
+            fs::write(paths.peer_file(&name(i)), body).unwrap();
+        }
+        let all = load_peers(&paths).unwrap();
+        assert_eq!(all.len(), n);
+        for (i, p) in all.iter().enumerate() {
+            match p {
+                Ok(p) => assert_eq!(p.name, name(i)),
+                Err(e) => {
+                    assert_eq!(i % 1000, 999, "{e}");
+                    assert!(e.to_string().contains(&name(i)), "{e}");
+                }
+            }
+        }
+        assert_eq!(all.iter().filter(|p| p.is_err()).count(), n / 1000);
     }
 }

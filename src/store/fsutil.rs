@@ -130,7 +130,7 @@ pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
 /// A file or folder under the home must be this user's: another user could
 /// otherwise plant what iapeer then trusts.
 pub(crate) fn check_owner(path: &Path, uid: u32) -> Result<()> {
-    let me = nix::unistd::geteuid().as_raw();
+    let me = my_uid();
     if uid != me {
         return Err(Error::unsafe_file(
             path,
@@ -138,6 +138,14 @@ pub(crate) fn check_owner(path: &Path, uid: u32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// This process's effective uid, asked of the kernel once: iapeer never
+/// changes it, and a check per file read (10,000 peer definitions for one
+/// `status`) would otherwise cost a system call each.
+pub(crate) fn my_uid() -> u32 {
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| nix::unistd::geteuid().as_raw())
 }
 
 /// Does some process hold the `flock` on `path` (the daemon's lock, say)?
