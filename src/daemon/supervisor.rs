@@ -204,7 +204,7 @@ impl Supervisor {
     pub fn new(ctx: Arc<Ctx>, events: Sender<Event>) -> Result<Self> {
         let log = ctx.config.paths.lifecycle_log.clone();
         let (mut folded, mut follower, from_checkpoint) =
-            log::checkpoint::begin(&log, &ctx.config.paths.metrics_checkpoint());
+            log::checkpoint::begin(&log, &ctx.config.paths.metrics_checkpoint(), None);
         // Without a checkpoint, a long retained log is folded on a thread
         // of its own: the daemon supervises at once, and serves its
         // counters once they are whole.

@@ -87,14 +87,18 @@ pub(crate) struct PeerStatus {
     pub problem: Option<String>,
 }
 
-/// The last line about each identity, and everyone's metrics: the
+/// The last line about each identity, and everyone's metrics (or `only`
+/// one peer's, with whatever the lines after the checkpoint add): the
 /// daemon's checkpoint and the lines after it (the whole retained log
 /// only when there is no checkpoint).
-pub(crate) fn read_log(ctx: &Ctx) -> metrics::Folded {
+pub(crate) fn read_log(ctx: &Ctx, only: Option<&Identity>) -> metrics::Folded {
     use crate::store::log::checkpoint;
     let paths = &ctx.config.paths;
-    let (mut folded, mut follower, from_checkpoint) =
-        checkpoint::begin(&paths.lifecycle_log, &paths.metrics_checkpoint());
+    let (mut folded, mut follower, from_checkpoint) = checkpoint::begin(
+        &paths.lifecycle_log,
+        &paths.metrics_checkpoint(),
+        only.map(Identity::as_str),
+    );
     let began = std::time::Instant::now();
     checkpoint::fold_rest(&mut folded, &mut follower);
     // A long fold with no daemon to keep a checkpoint: keep one, so the
@@ -237,7 +241,7 @@ pub(crate) fn collect(
     let (folded, peers) = std::thread::scope(|s| {
         let log = std::thread::Builder::new()
             .name("status-log".into())
-            .spawn_scoped(s, || read_log(ctx));
+            .spawn_scoped(s, || read_log(ctx, only));
         let peers = match only {
             Some(id) => ctx.peer(id).map(|p| vec![Ok(p)]),
             None => crate::store::definitions::load_peers(&ctx.config.paths),
@@ -247,7 +251,7 @@ pub(crate) fn collect(
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             // No thread to be had: read it here.
-            Err(_) => read_log(ctx),
+            Err(_) => read_log(ctx, only),
         };
         (folded, peers)
     });

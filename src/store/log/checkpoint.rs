@@ -54,19 +54,66 @@ pub(crate) fn save(path: &Path, position: Position, folded: &Folded) -> Result<(
     fsutil::write_atomic(path, &body)
 }
 
-/// Reads a checkpoint; `None` (and a warning) when it is missing, not ours
-/// or damaged: the fold then starts from the oldest retained line.
-pub(crate) fn load(path: &Path) -> Option<(Position, Folded)> {
+/// Reads a checkpoint, whole or only what is about one identity; `None`
+/// (and a warning) when it is missing, not ours or damaged: the fold then
+/// starts from the oldest retained line.
+pub(crate) fn load(path: &Path, only: Option<&str>) -> Option<(Position, Folded)> {
     let meta = std::fs::symlink_metadata(path).ok()?;
     if !meta.is_file() || meta.len() > MAX_BYTES {
         tracing::warn!("{}: not a checkpoint; ignored", path.display());
         return None;
     }
     let bytes = std::fs::read(path).ok()?;
-    let saved: Saved<LastLine> = match serde_json::from_slice(&bytes) {
+    if let Some(name) = only {
+        if let Some(one) = load_one(&bytes, name) {
+            return Some(one);
+        }
+    }
+    let (position, mut folded) = load_whole(path, &bytes)?;
+    if let Some(name) = only {
+        folded.metrics.peers.retain(|k, _| k == name);
+        folded.last.retain(|k, _| k == name);
+    }
+    Some((position, folded))
+}
+
+/// One identity's part of a version 2 checkpoint, the others' only
+/// scanned over: what `status NAME` needs of a fleet's checkpoint, at a
+/// fraction of reading it all. `None` when it cannot be read that way (an
+/// older version, a name written with escapes): it is then read whole.
+fn load_one(bytes: &[u8], name: &str) -> Option<(Position, Folded)> {
+    use serde_json::value::RawValue;
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        version: u32,
+        position: String,
+        #[serde(borrow)]
+        peers: std::collections::HashMap<&'a str, &'a RawValue>,
+        #[serde(borrow)]
+        last: std::collections::HashMap<&'a str, &'a RawValue>,
+    }
+    let raw: Raw = serde_json::from_slice(bytes).ok()?;
+    if raw.version != VERSION {
+        return None;
+    }
+    let position: Position = raw.position.parse().ok()?;
+    let mut folded = Folded::default();
+    if let Some(m) = raw.peers.get(name) {
+        let m: PeerMetrics = serde_json::from_str(m.get()).ok()?;
+        folded.metrics.peers.insert(name.to_owned(), m);
+    }
+    if let Some(l) = raw.last.get(name) {
+        let l: LastLine = serde_json::from_str(l.get()).ok()?;
+        folded.last.insert(name.to_owned(), l);
+    }
+    Some((position, folded))
+}
+
+fn load_whole(path: &Path, bytes: &[u8]) -> Option<(Position, Folded)> {
+    let saved: Saved<LastLine> = match serde_json::from_slice(bytes) {
         Ok(s) => s,
         // Written before version 2: its last lines are whole lines.
-        Err(e) => match serde_json::from_slice::<Saved<String>>(&bytes) {
+        Err(e) => match serde_json::from_slice::<Saved<String>>(bytes) {
             Ok(old) if old.version == 1 => Saved {
                 version: VERSION,
                 position: old.position,
@@ -103,11 +150,11 @@ pub(crate) fn load(path: &Path) -> Option<(Position, Folded)> {
     Some((position, folded))
 }
 
-/// Where a fold of the log begins: the checkpoint's counters and a
-/// follower at its position, or nothing and a follower at the oldest
-/// retained line (the flag says which).
-pub(crate) fn begin(log: &Path, checkpoint: &Path) -> (Folded, Follower, bool) {
-    match load(checkpoint) {
+/// Where a fold of the log begins: the checkpoint's counters (all, or
+/// `only` one identity's) and a follower at its position, or nothing and a
+/// follower at the oldest retained line (the flag says which).
+pub(crate) fn begin(log: &Path, checkpoint: &Path, only: Option<&str>) -> (Folded, Follower, bool) {
+    match load(checkpoint, only) {
         Some((pos, folded)) => (folded, Follower::at(log, pos), true),
         None => (Folded::default(), Follower::from_start(log), false),
     }
@@ -130,7 +177,7 @@ pub(crate) fn fold_rest(folded: &mut Folded, follower: &mut Follower) {
 /// The fold of the log so far, from the checkpoint at `checkpoint` (if
 /// any) and the lines after it, with a follower left after the last line.
 pub(crate) fn fold(log: &Path, checkpoint: &Path) -> (Folded, Follower) {
-    let (mut folded, mut follower, _) = begin(log, checkpoint);
+    let (mut folded, mut follower, _) = begin(log, checkpoint, None);
     fold_rest(&mut folded, &mut follower);
     (folded, follower)
 }
@@ -217,7 +264,7 @@ mod tests {
             "last": {"alice": line.trim_end()},
         });
         std::fs::write(&cp, v1.to_string()).unwrap();
-        let (loaded_at, loaded) = load(&cp).expect("a version 1 checkpoint is read");
+        let (loaded_at, loaded) = load(&cp, None).expect("a version 1 checkpoint is read");
         assert_eq!(loaded_at, position);
         assert_eq!(loaded.metrics.peers, folded.metrics.peers);
         assert_eq!(loaded.last, folded.last);
@@ -230,6 +277,36 @@ mod tests {
         assert_eq!(
             after.last["alice"], folded.last["alice"],
             "activity is no decision"
+        );
+        // Version 1 asked for one identity: read whole, then kept to it.
+        let (_, one) = load(&cp, Some("alice")).expect("read whole, then narrowed");
+        assert_eq!(one.last, folded.last);
+    }
+
+    /// `status NAME` reads one identity's part of the checkpoint: the same
+    /// as reading it whole and keeping that identity, and nothing else.
+    #[test]
+    fn one_identity_is_read_as_the_whole_says_it() {
+        let (_home, log, cp, mut writer) = home(&[]);
+        for (i, who) in ["alice", "bob", "alice", "carol"].into_iter().enumerate() {
+            writer.append(&wake(i as i64).identity(who)).unwrap();
+        }
+        let (folded, follower) = fold(&log, &cp);
+        let position = follower.position().unwrap();
+        save(&cp, position, &folded).unwrap();
+        let (_, whole) = load(&cp, None).unwrap();
+        assert_eq!(whole, folded);
+        for who in ["alice", "bob", "nobody"] {
+            let (at, one) = load(&cp, Some(who)).unwrap();
+            assert_eq!(at, position);
+            let keys: Vec<&String> = one.metrics.peers.keys().chain(one.last.keys()).collect();
+            assert!(keys.iter().all(|k| *k == who), "{who}: {keys:?}");
+            assert_eq!(one.metrics.peers.get(who), whole.metrics.peers.get(who));
+            assert_eq!(one.last.get(who), whole.last.get(who));
+        }
+        assert_eq!(
+            load(&cp, Some("alice")).unwrap().1.metrics.peers["alice"].wakes_fresh,
+            2
         );
     }
 }
