@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every helper process starts clean, whatever this process did to its own
@@ -87,17 +87,14 @@ pub(crate) fn call(
             return Err(CallError::Timeout);
         }
     };
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(CallError::Timeout);
-            }
-            Err(e) => return Err(CallError::Spawn(e)),
+    let status = match wait_exit(&mut child, deadline) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(CallError::Timeout);
         }
+        Err(e) => return Err(CallError::Spawn(e)),
     };
     if status.success() {
         Ok(out)
@@ -113,6 +110,34 @@ pub(crate) fn call(
                 status.signal().unwrap_or(0)
             )
         }))
+    }
+}
+
+/// Waits for the child to exit, or gives up at `deadline` (`None`): on
+/// its exit notification where there is one, as the call is over the
+/// moment tmux is (a nap between looks cost every call a millisecond).
+fn wait_exit(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(Some(status));
+    }
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    // Our own child, not yet waited for: the pid is still its own.
+    if let Ok(Some(handle)) = crate::os::process::ProcessHandle::open(pid, None) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        return if handle.wait_exit(left) {
+            child.wait().map(Some)
+        } else {
+            Ok(None)
+        };
+    }
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -400,9 +400,11 @@ mod sys {
 
     pub(crate) fn exited(fd: &OwnedFd, timeout: Duration) -> bool {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let deadline = Instant::now() + timeout;
         loop {
+            // What is left, so an interrupted wait does not start over.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(n) if n > 0 => return true,
                 Ok(_) if Instant::now() >= deadline => return false,
