@@ -41,14 +41,46 @@ pub(crate) fn exit_status(ctx: &Ctx, rec: &SessionRecord) -> ExitStatus {
     if let Some(exit) = process::zombie_exit(rec.pane_pid, rec.pane_start) {
         return exit.into();
     }
+    until_reaped(|| (ctx.host.probe(&rec.socket, &rec.identity), ())).0
+}
+
+/// What a death's line says of how the session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LastWords {
+    pub status: ExitStatus,
+    /// The last lines of its pane, when there were any to read.
+    pub lines: Option<String>,
+}
+
+/// [`exit_status`] and the last lines of the pane, read together in one
+/// tmux call: the only one between a death and its line.
+pub(crate) fn last_words(ctx: &Ctx, rec: &SessionRecord) -> LastWords {
+    let look = || {
+        ctx.host
+            .probe_and_capture(&rec.socket, &rec.identity, LAST_LINES)
+    };
+    let (status, screen) = match process::zombie_exit(rec.pane_pid, rec.pane_start) {
+        Some(exit) => (exit.into(), look().1),
+        None => until_reaped(look),
+    };
+    LastWords {
+        status,
+        lines: screen.ok().filter(|l| !l.is_empty()),
+    }
+}
+
+/// Looks until tmux has the exit status, for up to 300 ms; with it, what
+/// the last look saw beside it.
+fn until_reaped<T>(look: impl Fn() -> (Probe, T)) -> (ExitStatus, T) {
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
     loop {
-        match ctx.host.probe(&rec.socket, &rec.identity) {
-            Probe::Dead { status, .. } if status != ExitStatus::Unknown => return status,
+        let (probe, seen) = look();
+        match probe {
+            Probe::Dead { status, .. } if status != ExitStatus::Unknown => return (status, seen),
             Probe::Dead { .. } | Probe::Alive { .. } if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            _ => return ExitStatus::Unknown,
+            _ => return (ExitStatus::Unknown, seen),
         }
     }
 }
@@ -66,9 +98,9 @@ pub(crate) fn record_death(
     id: &Identity,
     peer: Option<&Peer>,
     rec: SessionRecord,
-    status: ExitStatus,
+    words: LastWords,
 ) -> Result<EndKind> {
-    record_death_returning(ctx, id, peer, rec, status).map(|(kind, _)| kind)
+    record_death_returning(ctx, id, peer, rec, words).map(|(kind, _)| kind)
 }
 
 /// [`record_death`], with the task of a pool member that died working on
@@ -78,9 +110,8 @@ pub(crate) fn record_death_returning(
     id: &Identity,
     peer: Option<&Peer>,
     rec: SessionRecord,
-    status: ExitStatus,
+    words: LastWords,
 ) -> Result<(EndKind, Option<InFlight>)> {
-    let last_lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
     let new_eager = ctx.state.flag(id, Flag::NewEager)?;
     let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
     let mut ending = if asked_self_fresh(new_eager.as_ref(), &rec) {
@@ -89,8 +120,8 @@ pub(crate) fn record_death_returning(
         let action = death_action(new_eager.is_some(), peer.map(|p| p.policy), stopped);
         ending_now(ctx, EndKind::Death, action.as_str())
     };
-    ending.exit_status = Some(status.to_string());
-    ending.last_lines = last_lines.filter(|l| !l.is_empty());
+    ending.exit_status = Some(words.status.to_string());
+    ending.last_lines = words.lines;
     let kind = ending.kind;
     let again = end_returning(ctx, id, rec, ending)?;
     Ok((kind, again))
@@ -496,8 +527,8 @@ pub(crate) fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Se
             rec.pane_pid
         ))),
         Standing::Running(Liveness::Dead) => {
-            let status = exit_status(ctx, &rec);
-            record_death(ctx, id, peer, rec, status)?;
+            let words = last_words(ctx, &rec);
+            record_death(ctx, id, peer, rec, words)?;
             Ok(Settled::None)
         }
     }
@@ -602,7 +633,12 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
         }
         Probe::Dead { pane_pid, status } => {
             let rec = orphan_record(ctx, id, peer, socket, pane_pid, ctx.now());
-            record_death(ctx, id, peer, rec, status)?;
+            let lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
+            let words = LastWords {
+                status,
+                lines: lines.filter(|l| !l.is_empty()),
+            };
+            record_death(ctx, id, peer, rec, words)?;
             Ok(Settled::None)
         }
     }

@@ -80,6 +80,16 @@ pub trait Host: Send + Sync {
     fn probe(&self, socket: &Path, name: &str) -> Probe;
     /// The last `lines` non-empty-trailing lines of the pane.
     fn capture(&self, socket: &Path, name: &str, lines: usize) -> Result<String>;
+    /// [`Host::probe`], then [`Host::capture`], at one moment: what a
+    /// death's line says, read in one call where the host can make one.
+    fn probe_and_capture(
+        &self,
+        socket: &Path,
+        name: &str,
+        lines: usize,
+    ) -> (Probe, Result<String>) {
+        (self.probe(socket, name), self.capture(socket, name, lines))
+    }
     /// Types `text` literally (paste buffer), then presses Enter after
     /// `settle`.
     fn deliver(&self, socket: &Path, name: &str, text: &str, settle: Duration) -> Result<()>;

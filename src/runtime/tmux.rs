@@ -218,27 +218,19 @@ impl Host for Tmux {
             return Probe::Gone;
         }
         let target = format!("={name}");
-        let fmt = "#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_activity}\t#{pid}";
         match self.run(
             socket,
-            &[os("list-panes"), os("-t"), os(&target), os("-F"), os(fmt)],
+            &[os("list-panes"), os("-t"), os(&target), os("-F"), os(PROBE)],
             None,
         ) {
             Ok(text) => parse_probe(&text),
-            Err(CallError::Failed(stderr)) if is_gone(&stderr) => Probe::Gone,
-            Err(CallError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Probe::Unknown("tmux is not installed or not on PATH".into())
-            }
-            Err(e) => Probe::Unknown(said(&e)),
+            Err(e) => probe_failed(&e),
         }
     }
 
     fn capture(&self, socket: &Path, name: &str, lines: usize) -> Result<String> {
         let target = format!("={name}:");
-        // Rows count from the top of the visible pane, so reach back far
-        // enough into the history to hold `lines` of text above the blank
-        // rows of a pane that died early.
-        let start = format!("-{}", lines.max(1) + HEIGHT.parse::<usize>().unwrap_or(50));
+        let start = capture_start(lines);
         let text = self
             .run(
                 socket,
@@ -253,10 +245,50 @@ impl Host for Tmux {
                 ],
                 None,
             )
-            .map_err(|e| {
-                Error::failed(format!("reading the screen of {name}"), said(&e), "retry")
-            })?;
+            .map_err(|e| capture_failed(name, &e))?;
         Ok(last_lines(&text, lines))
+    }
+
+    /// One tmux call: the pane's line of [`PROBE`] (display-message prints
+    /// exactly one), then its text.
+    fn probe_and_capture(
+        &self,
+        socket: &Path,
+        name: &str,
+        lines: usize,
+    ) -> (Probe, Result<String>) {
+        if !socket.exists() {
+            let gone = Error::failed(
+                format!("reading the screen of {name}"),
+                "its tmux server is gone",
+                "nothing to read",
+            );
+            return (Probe::Gone, Err(gone));
+        }
+        let target = format!("={name}:");
+        let start = capture_start(lines);
+        let args = [
+            os("display-message"),
+            os("-p"),
+            os("-t"),
+            os(&target),
+            os(PROBE),
+            os(";"),
+            os("capture-pane"),
+            os("-p"),
+            os("-J"),
+            os("-t"),
+            os(&target),
+            os("-S"),
+            os(&start),
+        ];
+        match self.run(socket, &args, None) {
+            Ok(text) => {
+                let (line, screen) = text.split_once('\n').unwrap_or((&text, ""));
+                (parse_probe(line), Ok(last_lines(screen, lines)))
+            }
+            Err(e) => (probe_failed(&e), Err(capture_failed(name, &e))),
+        }
     }
 
     fn deliver(&self, socket: &Path, name: &str, text: &str, settle: Duration) -> Result<()> {
@@ -465,6 +497,31 @@ fn is_gone(stderr: &str) -> bool {
     .any(|s| stderr.contains(s))
 }
 
+/// What a probe asks of a pane, tab-separated.
+const PROBE: &str = "#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_activity}\t#{pid}";
+
+/// A probe that tmux did not answer.
+fn probe_failed(e: &CallError) -> Probe {
+    match e {
+        CallError::Failed(stderr) if is_gone(stderr) => Probe::Gone,
+        CallError::Spawn(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Probe::Unknown("tmux is not installed or not on PATH".into())
+        }
+        e => Probe::Unknown(said(e)),
+    }
+}
+
+fn capture_failed(name: &str, e: &CallError) -> Error {
+    Error::failed(format!("reading the screen of {name}"), said(e), "retry")
+}
+
+/// Where a capture of `lines` starts: rows count from the top of the
+/// visible pane, so reach back far enough into the history to hold
+/// `lines` of text above the blank rows of a pane that died early.
+fn capture_start(lines: usize) -> String {
+    format!("-{}", lines.max(1) + HEIGHT.parse::<usize>().unwrap_or(50))
+}
+
 fn parse_probe(text: &str) -> Probe {
     let Some(line) = text.lines().next() else {
         return Probe::Unknown("tmux listed no pane".into());
@@ -548,6 +605,52 @@ mod tests {
         );
         assert!(matches!(parse_probe("garbage"), Probe::Unknown(_)));
         assert!(matches!(parse_probe(""), Probe::Unknown(_)));
+    }
+
+    /// A death's status and last lines come from one call, as two calls
+    /// would read them; a server that is gone reads as gone.
+    #[test]
+    fn one_call_reads_a_dead_pane_and_its_last_lines() {
+        let dir = assert_fs::TempDir::new().unwrap();
+        let tmux = Tmux {
+            bin: "tmux".into(),
+            conf: dir.path().join("tmux.conf"),
+            scope: false,
+        };
+        let socket = dir.path().join("t.sock");
+        let argv = ["sh", "-c", "echo said at the end; exit 7"].map(OsString::from);
+        let spec = LaunchSpec {
+            socket: &socket,
+            name: "t",
+            cwd: dir.path(),
+            argv: &argv,
+            env: &[],
+        };
+        tmux.launch(&spec).expect("tmux runs here");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(tmux.probe(&socket, "t"), Probe::Dead { status, .. } if status != ExitStatus::Unknown)
+        {
+            assert!(Instant::now() < deadline, "the pane never read dead");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (probe, screen) = tmux.probe_and_capture(&socket, "t", 5);
+        assert_eq!(probe, tmux.probe(&socket, "t"));
+        assert!(matches!(
+            probe,
+            Probe::Dead {
+                status: ExitStatus::Code(7),
+                ..
+            }
+        ));
+        assert_eq!(screen.unwrap(), tmux.capture(&socket, "t", 5).unwrap());
+        assert!(tmux
+            .capture(&socket, "t", 5)
+            .unwrap()
+            .contains("said at the end"));
+        tmux.kill(&socket, "t", None).unwrap();
+        let (probe, screen) = tmux.probe_and_capture(&socket, "t", 5);
+        assert_eq!(probe, Probe::Gone);
+        assert!(screen.is_err());
     }
 
     #[test]
