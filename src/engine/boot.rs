@@ -98,11 +98,15 @@ pub(crate) fn await_ready(
     let mut answered: Vec<&'static str> = Vec::new();
     let mut ready_since: Option<Instant> = None;
     let mut blocked_since: Option<Instant> = None;
+    let unseen = runtime.ready_unseen(peer);
     loop {
-        let screen = ctx
-            .host
-            .capture(&rec.socket, id.as_str(), 60)
-            .unwrap_or_default();
+        let screen = if unseen {
+            String::new()
+        } else {
+            ctx.host
+                .capture(&rec.socket, id.as_str(), 60)
+                .unwrap_or_default()
+        };
         if process::liveness(rec.pane_pid, rec.pane_start) == Liveness::Dead {
             let status = ending::exit_status(ctx, rec);
             // Far enough back to find the error above a backtrace.

@@ -230,6 +230,12 @@ pub(crate) trait Runtime: Send + Sync {
     fn ready_settle(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    /// Whether `peer` is ready as soon as its process runs: no dialog to
+    /// answer and no ready screen to wait for, so the ready gate reads no
+    /// screen (a tmux call that could only say "ready").
+    fn ready_unseen(&self, _peer: &Peer) -> bool {
+        false
+    }
     /// The start-up dialogs this runtime's CLI is known to show.
     fn dialogs(&self) -> &'static [Dialog] {
         &[]

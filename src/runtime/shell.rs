@@ -27,6 +27,10 @@ impl Runtime for Shell {
         self.fresh(peer, "")
     }
 
+    fn ready_unseen(&self, peer: &Peer) -> bool {
+        peer.ready_pattern.is_none()
+    }
+
     fn screen(&self, peer: &Peer, text: &str) -> Screen {
         match &peer.ready_pattern {
             Some(pattern) if !text.contains(pattern.as_str()) => Screen::NotYet,
