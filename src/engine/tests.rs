@@ -296,3 +296,21 @@ fn one_look_finishes_a_left_boot_of_a_runtime_that_settles() {
         "the waker's own ready line is there already"
     );
 }
+
+/// A shell peer with no ready pattern is ready once its process runs, so
+/// its screen is not read; with a pattern, it is read until that shows.
+#[test]
+fn a_shell_peer_has_its_screen_read_only_for_its_ready_pattern() {
+    let b = bench();
+    assert!(matches!(b.wake(), Ok(Woke::Launched { .. })));
+    assert_eq!(
+        b.host.calls().capture,
+        0,
+        "nothing on the screen to wait for"
+    );
+
+    let b = bench();
+    b.define(|p| p.ready_pattern = Some("$ ".into()));
+    assert!(matches!(b.wake(), Ok(Woke::Launched { .. })));
+    assert!(b.host.calls().capture >= 1, "the pattern is looked for");
+}

@@ -194,6 +194,30 @@ fn read_both(child: &mut Child, deadline: Instant) -> Option<(String, String)> {
 mod tests {
     use super::*;
 
+    /// The exit is taken as the process ends, whichever way it ends.
+    #[test]
+    fn a_call_reports_how_its_process_ended() {
+        let sh = |script: &str| {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", script]);
+            call(cmd, None, Duration::from_secs(10))
+        };
+        assert_eq!(sh("echo said").unwrap(), "said\n");
+        match sh("exit 3") {
+            Err(CallError::Failed(why)) => assert!(why.contains("code 3"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Its output closed, it goes on a while: waited for, not missed.
+        match sh("exec >&- 2>&-; sleep 0.3; exit 4") {
+            Err(CallError::Failed(why)) => assert!(why.contains("code 4"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match sh("kill -9 $$") {
+            Err(CallError::Failed(why)) => assert!(why.contains("signal 9"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_call_that_hangs_times_out() {
         let mut cmd = Command::new("sleep");
