@@ -232,19 +232,7 @@ impl Host for Tmux {
         let target = format!("={name}:");
         let start = capture_start(lines);
         let text = self
-            .run(
-                socket,
-                &[
-                    os("capture-pane"),
-                    os("-p"),
-                    os("-J"),
-                    os("-t"),
-                    os(&target),
-                    os("-S"),
-                    os(&start),
-                ],
-                None,
-            )
+            .run(socket, &capture_pane(&target, &start), None)
             .map_err(|e| capture_failed(name, &e))?;
         Ok(last_lines(&text, lines))
     }
@@ -267,21 +255,15 @@ impl Host for Tmux {
         }
         let target = format!("={name}:");
         let start = capture_start(lines);
-        let args = [
+        let mut args = vec![
             os("display-message"),
             os("-p"),
             os("-t"),
             os(&target),
             os(PROBE),
             os(";"),
-            os("capture-pane"),
-            os("-p"),
-            os("-J"),
-            os("-t"),
-            os(&target),
-            os("-S"),
-            os(&start),
         ];
+        args.extend(capture_pane(&target, &start));
         match self.run(socket, &args, None) {
             Ok(text) => {
                 let (line, screen) = text.split_once('\n').unwrap_or((&text, ""));
@@ -513,6 +495,20 @@ fn probe_failed(e: &CallError) -> Probe {
 
 fn capture_failed(name: &str, e: &CallError) -> Error {
     Error::failed(format!("reading the screen of {name}"), said(e), "retry")
+}
+
+/// `capture-pane` of `target` from row `start`, wrapped lines joined, to
+/// stdout.
+fn capture_pane<'a>(target: &'a str, start: &'a str) -> [&'a OsStr; 7] {
+    [
+        os("capture-pane"),
+        os("-p"),
+        os("-J"),
+        os("-t"),
+        os(target),
+        os("-S"),
+        os(start),
+    ]
 }
 
 /// Where a capture of `lines` starts: rows count from the top of the
