@@ -108,12 +108,9 @@ pub(crate) fn await_ready(
                 .unwrap_or_default()
         };
         if process::liveness(rec.pane_pid, rec.pane_start) == Liveness::Dead {
-            let status = ending::exit_status(ctx, rec);
             // Far enough back to find the error above a backtrace.
-            let screen = ctx
-                .host
-                .capture(&rec.socket, id.as_str(), LOOK_BACK)
-                .unwrap_or(screen);
+            let (status, back) = ending::dead_pane(ctx, rec, LOOK_BACK);
+            let screen = back.unwrap_or(screen);
             if let Screen::ResumeFailed(line) = runtime.screen(peer, &screen) {
                 return Boot::ResumeFailed(line);
             }

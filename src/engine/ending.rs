@@ -32,18 +32,6 @@ use crate::store::markers::{Flag, Marker};
 /// Lines of the pane kept with a death.
 pub(crate) const LAST_LINES: usize = 15;
 
-/// The exit status tmux kept. The process is known dead; tmux marks the
-/// pane dead when the pty closes and fills in the status only once it has
-/// reaped the process, so give it a moment. 3.3a sometimes never does.
-pub(crate) fn exit_status(ctx: &Ctx, rec: &SessionRecord) -> ExitStatus {
-    // Unreaped, the process itself still holds its status: the surest
-    // source, and the one tmux 3.3a sometimes never fills in.
-    if let Some(exit) = process::zombie_exit(rec.pane_pid, rec.pane_start) {
-        return exit.into();
-    }
-    until_reaped(|| (ctx.host.probe(&rec.socket, &rec.identity), ())).0
-}
-
 /// What a death's line says of how the session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LastWords {
@@ -52,35 +40,49 @@ pub(crate) struct LastWords {
     pub lines: Option<String>,
 }
 
-/// [`exit_status`] and the last lines of the pane, read together in one
-/// tmux call: the only one between a death and its line.
-pub(crate) fn last_words(ctx: &Ctx, rec: &SessionRecord) -> LastWords {
-    let look = || {
-        ctx.host
-            .probe_and_capture(&rec.socket, &rec.identity, LAST_LINES)
-    };
-    let (status, screen) = match process::zombie_exit(rec.pane_pid, rec.pane_start) {
-        Some(exit) => (exit.into(), look().1),
-        None => until_reaped(look),
-    };
-    LastWords {
-        status,
-        lines: screen.ok().filter(|l| !l.is_empty()),
+impl LastWords {
+    fn new(status: ExitStatus, screen: Result<String>) -> Self {
+        LastWords {
+            status,
+            lines: screen.ok().filter(|l| !l.is_empty()),
+        }
     }
 }
 
-/// Looks until tmux has the exit status, for up to 300 ms; with it, what
-/// the last look saw beside it.
-fn until_reaped<T>(look: impl Fn() -> (Probe, T)) -> (ExitStatus, T) {
+/// [`dead_pane`] with the last lines a death's line keeps.
+pub(crate) fn last_words(ctx: &Ctx, rec: &SessionRecord) -> LastWords {
+    let (status, screen) = dead_pane(ctx, rec, LAST_LINES);
+    LastWords::new(status, screen)
+}
+
+/// How a session whose process is known dead ended, and the last `lines`
+/// of its pane, read together in one tmux call: the only one between a
+/// death and its line. tmux marks the pane dead when the pty closes and
+/// fills in the status only once it has reaped the process, so it is
+/// given a moment; 3.3a sometimes never does.
+pub(crate) fn dead_pane(
+    ctx: &Ctx,
+    rec: &SessionRecord,
+    lines: usize,
+) -> (ExitStatus, Result<String>) {
+    let look = || {
+        ctx.host
+            .probe_and_capture(&rec.socket, &rec.identity, lines)
+    };
+    // Unreaped, the process itself still holds its status: the surest
+    // source, and the one tmux 3.3a sometimes never fills in.
+    if let Some(exit) = process::zombie_exit(rec.pane_pid, rec.pane_start) {
+        return (exit.into(), look().1);
+    }
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
     loop {
-        let (probe, seen) = look();
+        let (probe, screen) = look();
         match probe {
-            Probe::Dead { status, .. } if status != ExitStatus::Unknown => return (status, seen),
+            Probe::Dead { status, .. } if status != ExitStatus::Unknown => return (status, screen),
             Probe::Dead { .. } | Probe::Alive { .. } if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            _ => return (ExitStatus::Unknown, seen),
+            _ => return (ExitStatus::Unknown, screen),
         }
     }
 }
@@ -633,12 +635,8 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
         }
         Probe::Dead { pane_pid, status } => {
             let rec = orphan_record(ctx, id, peer, socket, pane_pid, ctx.now());
-            let lines = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES).ok();
-            let words = LastWords {
-                status,
-                lines: lines.filter(|l| !l.is_empty()),
-            };
-            record_death(ctx, id, peer, rec, words)?;
+            let screen = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES);
+            record_death(ctx, id, peer, rec, LastWords::new(status, screen))?;
             Ok(Settled::None)
         }
     }
