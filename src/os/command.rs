@@ -47,6 +47,32 @@ pub(crate) fn clean_child(cmd: &mut Command) {
     }
 }
 
+/// Where `program` is found on `PATH`, as `execvp` would find it: the
+/// first directory holding an executable file of that name. A name with a
+/// `/`, or one not found (not installed yet: the call then fails, and says
+/// so), is given back as it is. Found once, it spares every later start
+/// the walk through `PATH` (a failed `execve` per directory before it).
+pub(crate) fn on_path(program: &std::ffi::OsStr) -> std::ffi::OsString {
+    found_in(program, &std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// [`on_path`] with `path` for `PATH`.
+fn found_in(program: &std::ffi::OsStr, path: &std::ffi::OsStr) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if program.is_empty() || program.as_bytes().contains(&b'/') {
+        return program.to_owned();
+    }
+    std::env::split_paths(path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map_or_else(|| program.to_owned(), std::path::PathBuf::into_os_string)
+}
+
 /// How a call went wrong; the caller words it (it knows what it ran).
 #[derive(Debug)]
 pub(crate) enum CallError {
@@ -193,6 +219,52 @@ fn read_both(child: &mut Child, deadline: Instant) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A program is found where `execvp` would start it: the first
+    /// directory with an executable file of its name; a path, or a name
+    /// found nowhere, is left as it is.
+    #[test]
+    fn a_program_is_found_as_execvp_would_find_it() {
+        use std::ffi::{OsStr, OsString};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = assert_fs::TempDir::new().unwrap();
+        let (plain, first, second) = (
+            dir.path().join("plain"),
+            dir.path().join("a"),
+            dir.path().join("b"),
+        );
+        for d in [&plain, &first, &second] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let put = |d: &std::path::Path, mode: u32| {
+            let f = d.join("tool");
+            std::fs::write(&f, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        put(&plain, 0o644);
+        put(&first, 0o755);
+        put(&second, 0o755);
+        std::fs::create_dir(first.join("dir")).unwrap();
+        let path = std::env::join_paths([
+            "relative",
+            plain.to_str().unwrap(),
+            first.to_str().unwrap(),
+            second.to_str().unwrap(),
+        ])
+        .unwrap();
+        let tool = OsStr::new("tool");
+        assert_eq!(found_in(tool, &path), first.join("tool").into_os_string());
+        assert_eq!(found_in(OsStr::new("dir"), &path), OsString::from("dir"));
+        assert_eq!(
+            found_in(OsStr::new("absent"), &path),
+            OsString::from("absent")
+        );
+        assert_eq!(
+            found_in(OsStr::new("./tool"), &path),
+            OsString::from("./tool")
+        );
+        assert_eq!(found_in(tool, OsStr::new("")), OsString::from("tool"));
+    }
 
     /// The exit is taken as the process ends, whichever way it ends.
     #[test]

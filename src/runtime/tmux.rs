@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::core::error::{Error, Result};
-use crate::os::command::{call, clean_child, CallError};
+use crate::os::command::{call, clean_child, on_path, CallError};
 use crate::os::process;
 use crate::runtime::host::{last_lines, ExitStatus, Host, LaunchSpec, Launched, Probe};
 
@@ -38,7 +38,10 @@ set -g mouse on
 /// The real tmux.
 #[derive(Debug, Clone)]
 pub(crate) struct Tmux {
+    /// The program as named (`tmux`, or `IAPEER_TMUX_BIN`).
     bin: OsString,
+    /// Where it is on `PATH`, found at the first call.
+    program: std::sync::OnceLock<OsString>,
     conf: PathBuf,
     /// Start servers in their own systemd scope, outside the caller's
     /// cgroup, so restarting the daemon's unit never kills agents.
@@ -52,13 +55,19 @@ impl Tmux {
         let bin = std::env::var_os("IAPEER_TMUX_BIN").unwrap_or_else(|| "tmux".into());
         Tmux {
             bin,
+            program: std::sync::OnceLock::new(),
             conf: run_dir.join("tmux.conf"),
             scope: systemd_user_manager(),
         }
     }
 
+    /// The program to start: tmux where it was found on `PATH`.
+    fn program(&self) -> &OsStr {
+        self.program.get_or_init(|| on_path(&self.bin))
+    }
+
     fn command(&self, socket: &Path) -> Command {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = Command::new(self.program());
         cmd.arg("-S").arg(socket);
         // Never talk to the tmux this process may itself be running in.
         cmd.env_remove("TMUX").env_remove("TMUX_PANE");
@@ -165,7 +174,7 @@ impl Host for Tmux {
                 c.args(["--user", "--scope", "--quiet", "--collect"])
                     .arg(format!("--description=iapeer session {}", spec.name))
                     .arg("--")
-                    .arg(&self.bin)
+                    .arg(self.program())
                     .arg("-S")
                     .arg(spec.socket);
                 c.env_remove("TMUX").env_remove("TMUX_PANE");
@@ -610,6 +619,7 @@ mod tests {
         let dir = assert_fs::TempDir::new().unwrap();
         let tmux = Tmux {
             bin: "tmux".into(),
+            program: std::sync::OnceLock::new(),
             conf: dir.path().join("tmux.conf"),
             scope: false,
         };
