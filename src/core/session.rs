@@ -90,6 +90,11 @@ pub struct Ending {
     /// at a screen only the operator can answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A death journaled while its pane was still being read: whoever
+    /// finishes an end interrupted before its line reads the exit status
+    /// and the last lines from the pane (kept until the end is done).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub words_unread: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -57,32 +57,45 @@ pub(crate) fn last_words(ctx: &Ctx, rec: &SessionRecord) -> LastWords {
 
 /// How a session whose process is known dead ended, and the last `lines`
 /// of its pane, read together in one tmux call: the only one between a
-/// death and its line. tmux marks the pane dead when the pty closes and
-/// fills in the status only once it has reaped the process, so it is
-/// given a moment; 3.3a sometimes never does.
+/// death and its line. The screen is taken once tmux has marked the pane
+/// dead (it has read all the pane wrote); the status is tmux's, or the
+/// process's own while it is still a zombie: tmux fills it in only once
+/// it has reaped the process, and 3.3a sometimes never does. Until the
+/// pane is marked dead it is looked at again, soon, then less often.
 pub(crate) fn dead_pane(
     ctx: &Ctx,
     rec: &SessionRecord,
     lines: usize,
 ) -> (ExitStatus, Result<String>) {
-    let look = || {
-        ctx.host
-            .probe_and_capture(&rec.socket, &rec.identity, lines)
-    };
-    // Unreaped, the process itself still holds its status: the surest
-    // source, and the one tmux 3.3a sometimes never fills in.
-    if let Some(exit) = process::zombie_exit(rec.pane_pid, rec.pane_start) {
-        return (exit.into(), look().1);
-    }
+    let zombie = || process::zombie_exit(rec.pane_pid, rec.pane_start).map(ExitStatus::from);
+    // Read at once, before tmux reaps it: the surest source.
+    let first = zombie();
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    let mut nap = Duration::from_millis(1);
     loop {
-        let (probe, screen) = look();
-        match probe {
-            Probe::Dead { status, .. } if status != ExitStatus::Unknown => return (status, screen),
-            Probe::Dead { .. } | Probe::Alive { .. } if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
+        let (probe, screen) = ctx
+            .host
+            .probe_and_capture(&rec.socket, &rec.identity, lines);
+        let known = first.clone().or_else(zombie);
+        let marked_dead = match &probe {
+            Probe::Dead { status, .. } if *status != ExitStatus::Unknown => {
+                return (status.clone(), screen)
             }
-            _ => return (ExitStatus::Unknown, screen),
+            Probe::Dead { .. } => true,
+            Probe::Alive { .. } => false,
+            Probe::Gone | Probe::Unknown(_) => {
+                return (known.unwrap_or(ExitStatus::Unknown), screen)
+            }
+        };
+        match known {
+            Some(status) if marked_dead => return (status, screen),
+            _ if std::time::Instant::now() >= deadline => {
+                return (known.unwrap_or(ExitStatus::Unknown), screen)
+            }
+            _ => {
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(10));
+            }
         }
     }
 }
@@ -100,33 +113,95 @@ pub(crate) fn record_death(
     id: &Identity,
     peer: Option<&Peer>,
     rec: SessionRecord,
-    words: LastWords,
 ) -> Result<EndKind> {
-    record_death_returning(ctx, id, peer, rec, words).map(|(kind, _)| kind)
+    record_death_returning(ctx, id, peer, rec).map(|(kind, _)| kind)
 }
 
 /// [`record_death`], with the task of a pool member that died working on
 /// it, for the caller to dispatch once more.
+///
+/// The pane's exit status and last lines are read while the end is
+/// journaled, side by side: the tmux call and the journal's write are
+/// the two slow steps before the line, and neither needs the other. The
+/// journal says its words are unread, so an end interrupted before its
+/// line reads them from the pane when it is finished.
 pub(crate) fn record_death_returning(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    mut rec: SessionRecord,
+) -> Result<(EndKind, Option<InFlight>)> {
+    let mut ending = death_ending(ctx, id, peer, &rec)?;
+    let mut journal = rec.clone();
+    journal.ending = Some(Ending {
+        words_unread: true,
+        ..ending.clone()
+    });
+    let (journaled, words) = side_by_side(
+        || ctx.state.write_session(id, &journal),
+        || last_words(ctx, &rec),
+    );
+    journaled?;
+    ending.exit_status = Some(words.status.to_string());
+    ending.last_lines = words.lines;
+    let kind = ending.kind;
+    rec.ending = Some(ending);
+    let again = carry_out(ctx, id, rec, false)?;
+    Ok((kind, again))
+}
+
+/// [`record_death`] of a session whose last words are already read.
+fn record_death_saying(
     ctx: &Ctx,
     id: &Identity,
     peer: Option<&Peer>,
     rec: SessionRecord,
     words: LastWords,
-) -> Result<(EndKind, Option<InFlight>)> {
+) -> Result<()> {
+    let mut ending = death_ending(ctx, id, peer, &rec)?;
+    ending.exit_status = Some(words.status.to_string());
+    ending.last_lines = words.lines;
+    end(ctx, id, rec, ending)
+}
+
+/// The end of a session whose process ended, as its markers decide it.
+fn death_ending(
+    ctx: &Ctx,
+    id: &Identity,
+    peer: Option<&Peer>,
+    rec: &SessionRecord,
+) -> Result<Ending> {
     let new_eager = ctx.state.flag(id, Flag::NewEager)?;
     let stopped = ctx.state.flag(id, Flag::Stopped)?.is_some();
-    let mut ending = if asked_self_fresh(new_eager.as_ref(), &rec) {
+    Ok(if asked_self_fresh(new_eager.as_ref(), rec) {
         ending_now(ctx, EndKind::Relaunch, Action::SelfFresh.as_str())
     } else {
         let action = death_action(new_eager.is_some(), peer.map(|p| p.policy), stopped);
         ending_now(ctx, EndKind::Death, action.as_str())
-    };
-    ending.exit_status = Some(words.status.to_string());
-    ending.last_lines = words.lines;
-    let kind = ending.kind;
-    let again = end_returning(ctx, id, rec, ending)?;
-    Ok((kind, again))
+    })
+}
+
+/// Runs `here` on this thread while `there` runs on another, and gives
+/// both results. Where no thread can be started (the process is out of
+/// them), the two run in turn: slower, never lost.
+fn side_by_side<A, B: Send>(here: impl FnOnce() -> A, there: impl FnOnce() -> B + Send) -> (A, B) {
+    // Held apart from the thread, so that it is still here to run when
+    // no thread could take it.
+    let there = std::sync::Mutex::new(Some(there));
+    let take = || there.lock().ok().and_then(|mut t| t.take());
+    std::thread::scope(|scope| {
+        let beside = std::thread::Builder::new()
+            .name("last-words".into())
+            .spawn_scoped(scope, || take().map(|f| f()));
+        let a = here();
+        let b = match beside.map(|h| h.join()) {
+            Ok(Ok(Some(b))) => b,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // No thread could be started: it runs here.
+            _ => take().map(|f| f()).expect("taken by no thread"),
+        };
+        (a, b)
+    })
 }
 
 /// Did the agent ask for this end? `self-fresh` marked `.new-eager`
@@ -249,6 +324,7 @@ fn ending_now(ctx: &Ctx, kind: EndKind, action: &str) -> Ending {
         source: source_name(ctx).to_owned(),
         boot: false,
         reason: None,
+        words_unread: false,
     }
 }
 
@@ -297,7 +373,7 @@ fn carry_out(
     rec: SessionRecord,
     recovering: bool,
 ) -> Result<Option<InFlight>> {
-    let Some(ending) = rec.ending.clone() else {
+    let Some(mut ending) = rec.ending.clone() else {
         return Ok(None);
     };
     if ending.kind == EndKind::Park {
@@ -315,9 +391,15 @@ fn carry_out(
                 .set_flag(id, Flag::IdleReaped, ending.at_ms, &reason)?;
         }
     }
-    let line = ending_record(ctx, &rec, &ending);
     if !(recovering && already_logged(ctx, &rec.session, &ending)) {
-        ctx.log(&line)?;
+        if ending.words_unread {
+            // Killed while its pane was being read: read it now (the pane
+            // is kept until the end is done).
+            let words = last_words(ctx, &rec);
+            ending.exit_status = Some(words.status.to_string());
+            ending.last_lines = words.lines;
+        }
+        ctx.log(&ending_record(ctx, &rec, &ending))?;
     }
     if ending.kind == EndKind::Death {
         let mut deaths = ctx.state.deaths(id)?;
@@ -529,8 +611,7 @@ pub(crate) fn settle(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Se
             rec.pane_pid
         ))),
         Standing::Running(Liveness::Dead) => {
-            let words = last_words(ctx, &rec);
-            record_death(ctx, id, peer, rec, words)?;
+            record_death(ctx, id, peer, rec)?;
             Ok(Settled::None)
         }
     }
@@ -636,7 +717,7 @@ fn adopt_orphan(ctx: &Ctx, id: &Identity, peer: Option<&Peer>) -> Result<Settled
         Probe::Dead { pane_pid, status } => {
             let rec = orphan_record(ctx, id, peer, socket, pane_pid, ctx.now());
             let screen = ctx.host.capture(&rec.socket, id.as_str(), LAST_LINES);
-            record_death(ctx, id, peer, rec, LastWords::new(status, screen))?;
+            record_death_saying(ctx, id, peer, rec, LastWords::new(status, screen))?;
             Ok(Settled::None)
         }
     }
@@ -679,6 +760,23 @@ fn orphan_record(
 mod tests {
     use super::*;
 
+    /// The two halves run at once: `here` waits for `there` to have run,
+    /// which it could not if they ran in turn.
+    #[test]
+    fn side_by_side_runs_both_at_once_and_gives_both_results() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (here, there) = side_by_side(
+            || rx.recv_timeout(Duration::from_secs(10)),
+            || {
+                tx.send(std::thread::current().name().map(str::to_owned))
+                    .unwrap();
+                7
+            },
+        );
+        assert_eq!(here, Ok(Some("last-words".to_owned())), "on its own thread");
+        assert_eq!(there, 7);
+    }
+
     /// Regression: recovery took a session's own launch line (cause
     /// `needs-eager-fresh`) for its end line (action `needs-eager-fresh`)
     /// and never logged the end.
@@ -709,6 +807,7 @@ mod tests {
             source: "daemon".into(),
             boot: false,
             reason: None,
+            words_unread: false,
         };
         assert!(!already_logged(&ctx, "s1", &ending));
         let end = ctx

@@ -305,10 +305,9 @@ pub(crate) fn run_pass(
                 ending::finish_launch(ctx, id, rec)?;
             }
             (PassAction::RecordDeath, Some(rec)) => {
-                let words = ending::last_words(ctx, &rec);
                 let now = ctx.now();
                 let uptime_ms = now.saturating_sub(rec.started_ms().unwrap_or(now));
-                let (kind, again) = ending::record_death_returning(ctx, id, peer, rec, words)?;
+                let (kind, again) = ending::record_death_returning(ctx, id, peer, rec)?;
                 outcome.redispatch = again.map(Box::new);
                 if kind == EndKind::Death {
                     // A relaunch after a death waits for the back-off.

@@ -8,7 +8,7 @@ use crate::core::crash_ring::CrashRing;
 use crate::core::identity::Identity;
 use crate::core::peer::Peer;
 use crate::core::record::Entry;
-use crate::core::session::EndKind;
+use crate::core::session::{EndKind, Ending};
 use crate::core::vocab::{Action, Ev, Source};
 use crate::core::wake_plan::Ask;
 use crate::engine::ctx::Ctx;
@@ -99,10 +99,53 @@ fn a_death_is_settled_once() {
             && e.str("session") == Some(rec.session.as_str())
     };
     assert_eq!(b.lines(gone), 1, "one death line");
+    let said = |e: &Entry| {
+        gone(e) && e.str("exit_status") == Some("signal 9") && e.str("last_lines") == Some("$ ")
+    };
+    assert_eq!(b.lines(said), 1, "with its exit status and last lines");
     assert_eq!(b.ctx.state.deaths(&b.id).unwrap().ring.entries().len(), 1);
     assert!(b.ctx.state.session(&b.id).unwrap().is_none());
     assert_eq!(b.host.calls().kill, 1, "the dead pane is cleared once");
     assert_eq!(b.host.calls().launch, 1);
+}
+
+/// A death is journaled while its pane is read; a process killed after
+/// the journal leaves the words to whoever finishes the end, who reads
+/// them from the pane (kept until the end is done).
+#[test]
+fn a_death_journaled_before_its_pane_was_read_is_finished_with_its_last_words() {
+    let b = bench();
+    b.wake().unwrap();
+    let mut rec = b.ctx.state.session(&b.id).unwrap().unwrap();
+    b.host.crash(&rec.socket);
+    rec.ending = Some(Ending {
+        kind: EndKind::Death,
+        action: Action::ReapedGone.as_str().into(),
+        at_ms: b.ctx.now(),
+        idle_seconds: None,
+        exit_status: None,
+        last_lines: None,
+        source: "daemon".into(),
+        boot: false,
+        reason: None,
+        words_unread: true,
+    });
+    b.ctx.state.write_session(&b.id, &rec).unwrap();
+
+    let peer = b.peer();
+    assert_eq!(
+        ending::settle(&b.ctx, &b.id, Some(&peer)).unwrap(),
+        Settled::None
+    );
+    let said = |e: &Entry| {
+        e.str("action") == Some(Action::ReapedGone.as_str())
+            && e.str("session") == Some(rec.session.as_str())
+            && e.str("exit_status") == Some("signal 9")
+            && e.str("last_lines") == Some("$ ")
+    };
+    assert_eq!(b.lines(said), 1, "one death line, with its last words");
+    assert!(b.ctx.state.session(&b.id).unwrap().is_none());
+    assert_eq!(b.ctx.state.deaths(&b.id).unwrap().ring.entries().len(), 1);
 }
 
 #[test]
