@@ -148,6 +148,35 @@ fn a_death_journaled_before_its_pane_was_read_is_finished_with_its_last_words() 
     assert_eq!(b.ctx.state.deaths(&b.id).unwrap().ring.entries().len(), 1);
 }
 
+/// A peer whose gate reads no screen has its record written launching,
+/// then ready, and nothing between: a launcher killed between the two
+/// leaves it launching, and whoever looks next adopts what came up.
+#[test]
+fn a_launch_left_at_launching_is_adopted_by_the_next_look() {
+    let b = bench();
+    b.wake().unwrap();
+    let up = b.ctx.state.session(&b.id).unwrap().unwrap();
+    let mut left = up.clone();
+    left.pane_pid = 0;
+    left.pane_start = None;
+    left.ready_at = None;
+    b.ctx.state.write_session(&b.id, &left).unwrap();
+
+    let peer = b.peer();
+    match ending::settle(&b.ctx, &b.id, Some(&peer)).unwrap() {
+        Settled::Alive(rec) => assert_eq!(rec.pane_pid, up.pane_pid),
+        other => panic!("not adopted: {other:?}"),
+    }
+    let adopted = |e: &Entry| {
+        e.str("action") == Some(Action::Adopted.as_str())
+            && e.str("session") == Some(up.session.as_str())
+    };
+    assert_eq!(b.lines(adopted), 1);
+    assert_eq!(b.host.calls().launch, 1, "not launched again");
+    let rec = b.ctx.state.session(&b.id).unwrap().unwrap();
+    assert_eq!(rec.pane_pid, up.pane_pid);
+}
+
 #[test]
 fn a_park_is_journaled_then_finished_by_whoever_looks_next() {
     let b = bench();

@@ -488,17 +488,18 @@ fn launch(
         (Mode::Resume, Some(target)) => runtime.resume(peer, target),
         _ => runtime.fresh(peer, &session),
     };
-    let mut rec = start(ctx, id, peer, &plan, mode, cause, &session, ask).inspect_err(|_| {
-        // Nothing launched (no record left behind): the markers still say
-        // what they said, for the next wake.
-        if matches!(ctx.state.session(id), Ok(None)) {
-            for t in &taken {
-                if let Err(e) = ctx.state.restore_flag(id, t) {
-                    tracing::error!("{e}");
+    let mut rec =
+        start(ctx, id, peer, runtime, &plan, mode, cause, &session, ask).inspect_err(|_| {
+            // Nothing launched (no record left behind): the markers still say
+            // what they said, for the next wake.
+            if matches!(ctx.state.session(id), Ok(None)) {
+                for t in &taken {
+                    if let Err(e) = ctx.state.restore_flag(id, t) {
+                        tracing::error!("{e}");
+                    }
                 }
             }
-        }
-    })?;
+        })?;
     let gate_deadline = deadline.min(Instant::now() + ctx.config.ready_gate);
     let mut boot = await_ready(ctx, id, peer, runtime, &rec, gate_deadline);
 
@@ -522,7 +523,7 @@ fn launch(
         ));
         ctx.log(&line)?;
         plan = runtime.fresh(peer, &session);
-        rec = start(ctx, id, peer, &plan, mode, cause, &session, ask)?;
+        rec = start(ctx, id, peer, runtime, &plan, mode, cause, &session, ask)?;
         let gate_deadline = deadline.min(Instant::now() + ctx.config.ready_gate);
         boot = await_ready(ctx, id, peer, runtime, &rec, gate_deadline);
     }
@@ -643,12 +644,14 @@ fn decision_line(
     }
 }
 
-/// Starts the session in tmux and writes its `.session` (still starting).
+/// Starts the session in tmux and writes its `.session` (still starting;
+/// for a gate that reads no screen, left to the write that says ready).
 #[allow(clippy::too_many_arguments)]
 fn start(
     ctx: &Ctx,
     id: &Identity,
     peer: &Peer,
+    runtime: &dyn Runtime,
     plan: &runtime::LaunchPlan,
     mode: Mode,
     cause: Cause,
@@ -724,6 +727,11 @@ fn start(
         })?;
     rec.pane_pid = launched.pane_pid;
     rec.pane_start = crate::os::process::start_time(launched.pane_pid);
-    ctx.state.write_session(id, &rec)?;
+    // A peer whose gate reads no screen is ready, or dead, at the first
+    // look: its next write says which, so this one is spared. Killed in
+    // between, it is found launching, and what came up is adopted.
+    if !runtime.ready_unseen(peer) {
+        ctx.state.write_session(id, &rec)?;
+    }
     Ok(rec)
 }
