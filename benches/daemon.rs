@@ -252,7 +252,7 @@ fn reaction_times() {
     let death = report("death → reaped-gone logged", &mut deaths);
     println!(
         "death → logged, median: {:.1}x the floor (target p99 <= 5 ms: the exit status and the \
-         last lines are one tmux call, and the end is journaled before its line)",
+         last lines are one tmux call, read while the end is journaled)",
         death.as_secs_f64() / floor.as_secs_f64()
     );
     report(
