@@ -97,6 +97,26 @@ pub struct Ending {
     pub words_unread: bool,
 }
 
+#[cfg(test)]
+impl Ending {
+    /// A death the daemon journaled as `action` at `at_ms`, nothing else
+    /// said of it yet.
+    pub(crate) fn daemon_death(action: &str, at_ms: EpochMs) -> Self {
+        Ending {
+            kind: EndKind::Death,
+            action: action.to_owned(),
+            at_ms,
+            idle_seconds: None,
+            exit_status: None,
+            last_lines: None,
+            source: "daemon".into(),
+            boot: false,
+            reason: None,
+            words_unread: false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndKind {

@@ -797,18 +797,7 @@ mod tests {
             .cause(Cause::NeedsEagerFresh)
             .session("s1");
         ctx.log(&launch).unwrap();
-        let ending = Ending {
-            kind: EndKind::Death,
-            action: Action::NeedsEagerFresh.as_str().into(),
-            at_ms: 0,
-            idle_seconds: None,
-            exit_status: None,
-            last_lines: None,
-            source: "daemon".into(),
-            boot: false,
-            reason: None,
-            words_unread: false,
-        };
+        let ending = Ending::daemon_death(Action::NeedsEagerFresh.as_str(), 0);
         assert!(!already_logged(&ctx, "s1", &ending));
         let end = ctx
             .record(Ev::Supervise)

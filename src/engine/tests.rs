@@ -119,16 +119,8 @@ fn a_death_journaled_before_its_pane_was_read_is_finished_with_its_last_words() 
     let mut rec = b.ctx.state.session(&b.id).unwrap().unwrap();
     b.host.crash(&rec.socket);
     rec.ending = Some(Ending {
-        kind: EndKind::Death,
-        action: Action::ReapedGone.as_str().into(),
-        at_ms: b.ctx.now(),
-        idle_seconds: None,
-        exit_status: None,
-        last_lines: None,
-        source: "daemon".into(),
-        boot: false,
-        reason: None,
         words_unread: true,
+        ..Ending::daemon_death(Action::ReapedGone.as_str(), b.ctx.now())
     });
     b.ctx.state.write_session(&b.id, &rec).unwrap();
 
