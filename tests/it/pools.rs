@@ -2,6 +2,7 @@
 //! a full pool refused, crashes while working reported, idle members above
 //! min parked — and nothing outside the range ever touched.
 
+use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -547,31 +548,48 @@ fn pool_rm_interrupted_at_any_step_finishes_on_the_next_try() {
         assert!(!home.has("ccl-auto-12", "session"), "its session was ended");
     }
 
-    // A real kill -9 mid-way, again and again, until one run finishes.
+    // A real kill -9 mid-way, later each time, until a run ends by itself
+    // (it must succeed) or a killed one had finished the job (nothing of
+    // the pool is left: no definition, no journal); else a run left to end.
     let home = pool_home();
     let _d = home.daemon();
     wait_until(Duration::from_secs(10), "the members", || {
         members(&home).len() == 4
     });
     drop(_d);
-    let mut delay = 1;
-    loop {
+    let pool_left = |home: &Home| {
+        ["pools/ccl.json", "pools/ccl.json.removing"]
+            .iter()
+            .any(|f| home.path().join(f).exists())
+    };
+    for delay in (0..9).map(|i| 1u64 << i) {
+        if !pool_left(&home) {
+            break;
+        }
         let mut child = home
             .iapeer()
             .args(["pool", "rm", "ccl", "--force"])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay));
         let _ = child.kill();
-        let status = child.wait().unwrap();
-        if status.success() {
+        let out = child.wait_with_output().unwrap();
+        if out.status.signal().is_none() {
+            assert!(
+                out.status.success(),
+                "killed {delay} ms in: {}",
+                stderr(&out)
+            );
             break;
         }
-        delay *= 2;
-        assert!(delay < 10_000, "pool rm never got through");
     }
+    if pool_left(&home) {
+        let out = home.run(&["pool", "rm", "ccl", "--force"]);
+        assert_eq!(code(&out), 0, "after the kills: {}", stderr(&out));
+    }
+    assert!(!pool_left(&home));
     assert!(members(&home).is_empty());
 
     // A member whose pool is gone (by hand) is a leftover `rm` removes.
