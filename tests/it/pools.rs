@@ -579,7 +579,7 @@ fn pool_rm_interrupted_at_any_step_finishes_on_the_next_try() {
         if out.status.signal().is_none() {
             assert!(
                 out.status.success(),
-                "killed {delay} ms in: {}",
+                "ended by itself within {delay} ms: {}",
                 stderr(&out)
             );
             break;
