@@ -206,15 +206,16 @@ fn reaction_times() {
     let mut floors = Vec::with_capacity(RUNS);
     let mut tmux_calls = Vec::with_capacity(RUNS);
     for round in 0..2 * RUNS {
-        floors.extend((round % 2 == 0).then(|| death_floor(&home.path().join("floor.log"))));
-        tmux_calls.extend((round % 2 == 0).then(|| one_tmux_call(&home)));
-        home.run(&["wake", "d"]);
-        let pid = home.pane_pid("d");
+        // The floors once per pair of deaths, beside the early one.
         let (up, into) = if round % 2 == 0 {
+            floors.push(death_floor(&home.path().join("floor.log")));
+            tmux_calls.push(one_tmux_call(&home));
             (Duration::from_millis(5), &mut early)
         } else {
             (Duration::from_millis(300), &mut settled)
         };
+        home.run(&["wake", "d"]);
+        let pid = home.pane_pid("d");
         std::thread::sleep(up);
         let from = log_len(&home.log());
         // SAFETY: killing the session process we started.
