@@ -160,7 +160,8 @@ pub(crate) fn wait(app: &App, args: WaitArgs) -> Result<i32> {
                                 Some(&peer),
                                 r,
                                 started_ms,
-                            );
+                            )
+                            .at;
                             let quiet = ctx.now().saturating_sub(seen) >= 3_000;
                             match (quiet, quiet_since) {
                                 (false, _) => {

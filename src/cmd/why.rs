@@ -271,6 +271,7 @@ mod tests {
     const READY: &str = r#"{"ts":"2026-11-21T01:00:01.000Z","ev":"ready","identity":"a","mode":"fresh","cause":"first-wake","session":"s1","latency_ms":900,"source":"cli","pid":1}"#;
     const PARKED: &str = r#"{"ts":"2026-11-21T02:00:00.000Z","ev":"supervise","identity":"a","action":"reaped-idle","idle_seconds":3700,"outcome":"resume-eligible","session":"s1","source":"daemon","pid":2}"#;
     const BOOT_FAILED: &str = r#"{"ts":"2026-11-21T01:00:02.000Z","ev":"wake","identity":"a","runtime":"shell","mode":"fail","cause":"launch-failed","session":"s1","exit_status":"1","source":"cli","pid":1}"#;
+    const PARKED_SAYING: &str = r#"{"ts":"2026-11-21T02:00:00.000Z","ev":"supervise","identity":"a","action":"reaped-idle","idle_seconds":3700,"outcome":"resume-eligible","session":"s1","reason":"no activity since its last task was delivered; its runtime's own record says no turn is running","source":"daemon","pid":2}"#;
     const SELF_FRESH: &str = r#"{"ts":"2026-11-21T02:00:00.000Z","ev":"supervise","identity":"a","action":"self-fresh","outcome":"relaunching","session":"s1","source":"daemon","pid":2}"#;
 
     /// Each story, the sentences it must tell and the glitches it must not.
@@ -286,6 +287,12 @@ mod tests {
                     "(3 would refuse a launch)",
                 ],
                 &["has since was", "crash", "before that"],
+            ),
+            (
+                &[WAKE_FRESH, READY, PARKED_SAYING],
+                &["parked by iapeer after 61m idle (no activity since its last task was delivered; \
+                   its runtime's own record says no turn is running); it stayed resume-eligible"],
+                &["idle;"],
             ),
             (
                 &[WAKE_FRESH, BOOT_FAILED],

@@ -221,9 +221,13 @@ pub(crate) fn end_sentence(end: &Line) -> String {
             format!("died{status}; being always-on, it was relaunched at once")
         }
         ("supervise", Some("reaped-idle"), _) => format!(
-            "was parked by iapeer after {} idle; it stayed resume-eligible",
+            "was parked by iapeer after {} idle{}; it stayed resume-eligible",
             end.idle_seconds
-                .map_or("a long time".to_owned(), human_secs)
+                .map_or("a long time".to_owned(), human_secs),
+            end.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ),
         ("supervise", Some("reaped-max-age"), _) => {
             "was parked by iapeer for reaching its maximum age; it stayed resume-eligible".into()

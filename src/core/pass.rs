@@ -37,10 +37,88 @@ pub(crate) fn outcome(action: Action) -> Outcome {
 
 /// The latest activity the record itself shows: start, ready, last task.
 pub(crate) fn cheap_activity(rec: &SessionRecord, started: EpochMs) -> EpochMs {
+    cheap_seen(rec, started).at
+}
+
+/// [`cheap_activity`], and which of the three it was (the later on a tie).
+pub(crate) fn cheap_seen(rec: &SessionRecord, started: EpochMs) -> Measured {
     let parse = |s: &Option<String>| s.as_deref().and_then(clock::parse_rfc3339);
-    started
-        .max(parse(&rec.ready_at).unwrap_or(0))
-        .max(parse(&rec.task_at).unwrap_or(0))
+    let mut latest = Measured {
+        at: started,
+        seen: Seen::Started,
+        turn: None,
+    };
+    for (at, seen) in [
+        (parse(&rec.ready_at), Seen::Ready),
+        (parse(&rec.task_at), Seen::Task),
+    ] {
+        if let Some(at) = at.filter(|at| *at >= latest.at) {
+            latest.at = at;
+            latest.seen = seen;
+        }
+    }
+    latest
+}
+
+/// A live session's latest activity, with where it was seen and what said
+/// no turn was running: the cause a park for idleness gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Measured {
+    pub at: EpochMs,
+    pub seen: Seen,
+    /// What said its turn is not running; `None` for a runtime that has no
+    /// turns to read (a shell), or when one is running.
+    pub turn: Option<TurnBy>,
+}
+
+/// Where a session's latest activity was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    Started,
+    /// Its ready gate passed.
+    Ready,
+    /// Its last task was delivered.
+    Task,
+    /// Its conversation's latest entry (Claude's transcript, Codex's
+    /// rollout).
+    Conversation,
+    /// Its screen's latest change (tmux's activity time, for a shell).
+    Screen,
+    /// A turn is running: active now.
+    Turn,
+}
+
+/// What said a session's turn is not running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TurnBy {
+    /// The runtime's own record of its process (Claude's
+    /// `sessions/<pid>.json`).
+    Record,
+    /// Its conversation's last entry ends a turn.
+    Conversation,
+    /// Nothing could be read that says.
+    Unread,
+}
+
+/// The reason on the line that parks a session idle (its `idle_seconds`
+/// say how long): what it was last seen doing, and what said no turn was
+/// running.
+pub(crate) fn idle_reason(m: &Measured) -> String {
+    let since = match m.seen {
+        Seen::Started => "it started",
+        Seen::Ready => "it came up",
+        Seen::Task => "its last task was delivered",
+        Seen::Conversation => "its conversation's last entry",
+        Seen::Screen => "its screen last changed",
+        Seen::Turn => "its turn, running now",
+    };
+    let turn = match m.turn {
+        None => "",
+        Some(TurnBy::Record) => "; its runtime's own record says no turn is running",
+        Some(TurnBy::Conversation) => "; its conversation's last entry ends its turn",
+        Some(TurnBy::Unread) => "; nothing read says whether a turn is running",
+    };
+    format!("no activity since {since}{turn}")
 }
 
 /// When a pass should look at this identity again even if nothing happens:
@@ -181,6 +259,67 @@ mod tests {
             idle_limit_ms: 3_600_000,
             max_age_ms: 14_400_000,
             boot_deadline_ms: 240_000,
+        }
+    }
+
+    fn record(ready_at: Option<&str>, task_at: Option<&str>) -> SessionRecord {
+        let mut rec: SessionRecord = serde_json::from_str(
+            r#"{"identity":"a","runtime":"claude","pane_pid":7,"started_at":"2026-12-01T10:00:00Z"}"#,
+        )
+        .unwrap();
+        rec.ready_at = ready_at.map(str::to_owned);
+        rec.task_at = task_at.map(str::to_owned);
+        rec
+    }
+
+    #[test]
+    fn the_record_shows_its_latest_activity_and_which_it_was() {
+        let at = |s: &str| clock::parse_rfc3339(s).unwrap();
+        let (ready, task) = ("2026-12-01T10:00:01Z", "2026-12-01T10:00:02Z");
+        let started = at("2026-12-01T10:00:00Z");
+        let cases = [
+            (None, None, started, Seen::Started),
+            (Some(ready), None, at(ready), Seen::Ready),
+            (Some(ready), Some(task), at(task), Seen::Task),
+            // Whichever is later counts, whatever its name.
+            (Some(task), Some(ready), at(task), Seen::Ready),
+            // A tie is the later step.
+            (Some(ready), Some(ready), at(ready), Seen::Task),
+            // A stamp that does not read is not there.
+            (Some("soon"), None, started, Seen::Started),
+        ];
+        for (ready_at, task_at, want_at, want_seen) in cases {
+            let m = cheap_seen(&record(ready_at, task_at), started);
+            assert_eq!(
+                (m.at, m.seen),
+                (want_at, want_seen),
+                "{ready_at:?} {task_at:?}"
+            );
+            assert_eq!(m.turn, None);
+        }
+    }
+
+    #[test]
+    fn an_idle_park_says_what_was_seen_last_and_what_said_no_turn_runs() {
+        let m = |seen, turn| Measured { at: 0, seen, turn };
+        let cases = [
+            (
+                m(Seen::Task, Some(TurnBy::Record)),
+                "no activity since its last task was delivered; its runtime's own record says no turn is running",
+            ),
+            (
+                m(Seen::Conversation, Some(TurnBy::Conversation)),
+                "no activity since its conversation's last entry; its conversation's last entry ends its turn",
+            ),
+            (
+                m(Seen::Ready, Some(TurnBy::Unread)),
+                "no activity since it came up; nothing read says whether a turn is running",
+            ),
+            (m(Seen::Screen, None), "no activity since its screen last changed"),
+            (m(Seen::Started, None), "no activity since it started"),
+        ];
+        for (measured, want) in cases {
+            assert_eq!(idle_reason(&measured), want);
         }
     }
 

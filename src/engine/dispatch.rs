@@ -195,12 +195,9 @@ fn try_deliver(
         &rec,
         started,
         on.as_ref(),
-    );
-    // The process's own word first; the transcript's last entry where it
-    // keeps none (a `/clear` ends a transcript on a user entry).
-    let mid_turn = runtime
-        .busy(rec.pane_pid)
-        .or_else(|| on.and_then(|c| runtime.mid_turn(&c)));
+    )
+    .at;
+    let mid_turn = crate::runtime::turn_said(runtime.as_ref(), rec.pane_pid, || on).map(|t| t.0);
     if !is_free(&rec, last, mid_turn, pool.quiet_ms(), now) {
         return Ok(None);
     }

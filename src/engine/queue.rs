@@ -41,9 +41,10 @@ pub(crate) fn in_turn(
     runtime: &dyn Runtime,
     rec: &SessionRecord,
 ) -> Option<bool> {
-    runtime
-        .busy(rec.pane_pid)
-        .or_else(|| conversation::live(ctx, runtime, peer, rec).and_then(|c| runtime.mid_turn(&c)))
+    crate::runtime::turn_said(runtime, rec.pane_pid, || {
+        conversation::live(ctx, runtime, peer, rec)
+    })
+    .map(|t| t.0)
 }
 
 /// Queues `task` for `id` and logs it (`ev=task outcome=queued`); returns

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use crate::core::clock::EpochMs;
 use crate::core::error::Result;
 use crate::core::identity::Identity;
-use crate::core::pass::{cheap_activity, decide, LiveFacts, PassAction, PassFacts};
+use crate::core::pass::{
+    cheap_activity, cheap_seen, decide, idle_reason, LiveFacts, Measured, PassAction, PassFacts,
+    Seen, TurnBy,
+};
 use crate::core::peer::{Peer, Policy, RuntimeKind};
 use crate::core::session::{EndKind, Liveness, SessionRecord, Standing};
 use crate::core::vocab::Action;
@@ -45,6 +48,9 @@ pub(crate) struct Gathered {
     pub record: Option<SessionRecord>,
     /// The latest activity the idle time was computed from, if it was.
     pub activity: Option<EpochMs>,
+    /// Where that activity was seen, when it was measured (not taken from
+    /// the record alone, or from what the daemon knew).
+    pub measured: Option<Measured>,
     /// The topic of the task waiting first in its queue, when it is
     /// asleep and that task may wake it (`facts.queued`).
     pub queued_topic: Option<String>,
@@ -74,6 +80,7 @@ pub(crate) fn gather_pass(
         },
         record: None,
         activity: None,
+        measured: None,
         queued_topic: None,
     };
     if external {
@@ -87,9 +94,10 @@ pub(crate) fn gather_pass(
         g.record = ctx.state.session(id)?;
     }
     if let Some(rec) = &g.record {
-        let (live, activity) = live_facts(ctx, id, peer, rec, how, now);
+        let (live, activity, measured) = live_facts(ctx, id, peer, rec, how, now);
         g.facts.session = Some(live);
         g.activity = activity;
+        g.measured = measured;
     } else if peer.is_some() && !f.stopped && !f.failed {
         // Asleep: a task waiting wakes it. Only a file that reads as a
         // task counts; one that cannot be delivered would wake it for
@@ -133,7 +141,7 @@ fn live_facts(
     rec: &SessionRecord,
     how: Activity,
     now: EpochMs,
-) -> (LiveFacts, Option<EpochMs>) {
+) -> (LiveFacts, Option<EpochMs>, Option<Measured>) {
     let cfg = &ctx.config;
     let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
     let idle_limit_ms = cfg.idle_limit_ms(peer);
@@ -144,12 +152,13 @@ fn live_facts(
     let standing = process::standing(rec);
     let alive = standing == Standing::Running(Liveness::Alive);
     let lazy = peer.is_none_or(|p| p.policy == Policy::Lazy);
+    let mut measured = None;
     let activity = (alive && rec.is_ready() && lazy).then(|| {
         let cheap = cheap_activity(rec, started);
         match how {
             Activity::Known(seen) => cheap.max(seen.unwrap_or(0)),
             Activity::Measure if now.saturating_sub(cheap) <= idle_limit_ms => cheap,
-            Activity::Measure => activity(ctx, peer, rec, started),
+            Activity::Measure => measured.insert(activity(ctx, peer, rec, started)).at,
         }
     });
     let session = rec.session.as_str();
@@ -162,7 +171,7 @@ fn live_facts(
         max_age_ms,
         boot_deadline_ms: cfg.boot_deadline.as_millis() as i64,
     };
-    (live, activity)
+    (live, activity, measured)
 }
 
 /// The latest activity from every source (DESIGN §11): the record, and the
@@ -173,9 +182,9 @@ pub(crate) fn activity(
     peer: Option<&Peer>,
     rec: &SessionRecord,
     started: EpochMs,
-) -> EpochMs {
+) -> Measured {
     let Some(peer) = peer else {
-        return cheap_activity(rec, started);
+        return cheap_seen(rec, started);
     };
     let runtime = crate::runtime::for_peer(&ctx.config, peer);
     let on = conversation::live(ctx, runtime.as_ref(), peer, rec);
@@ -190,23 +199,32 @@ pub(crate) fn activity_on(
     rec: &SessionRecord,
     started: EpochMs,
     on: Option<&Conversation>,
-) -> EpochMs {
+) -> Measured {
     // A turn in progress is activity now, whatever the records last say:
     // nothing is written to a transcript while a tool runs.
-    let in_turn = runtime
-        .busy(rec.pane_pid)
-        .or_else(|| on.and_then(|c| runtime.mid_turn(c)));
-    if in_turn == Some(true) {
-        return ctx.now();
+    let said = crate::runtime::turn_said(runtime, rec.pane_pid, || on.cloned());
+    if let Some((true, _)) = said {
+        return Measured {
+            at: ctx.now(),
+            seen: Seen::Turn,
+            turn: None,
+        };
     }
-    let own = match peer.runtime {
+    let (own, seen) = match peer.runtime {
         RuntimeKind::Shell => match ctx.host.probe(&rec.socket, &rec.identity) {
-            Probe::Alive { activity_ms, .. } => activity_ms,
-            _ => None,
+            Probe::Alive { activity_ms, .. } => (activity_ms, Seen::Screen),
+            _ => (None, Seen::Screen),
         },
-        _ => on.and_then(|c| runtime.activity(c)),
+        _ => (on.and_then(|c| runtime.activity(c)), Seen::Conversation),
     };
-    cheap_activity(rec, started).max(own.unwrap_or(0))
+    let mut latest = cheap_seen(rec, started);
+    if let Some(at) = own.filter(|at| *at > latest.at) {
+        latest.at = at;
+        latest.seen = seen;
+    }
+    latest.turn =
+        (peer.runtime != RuntimeKind::Shell).then(|| said.map_or(TurnBy::Unread, |(_, by)| by));
+    latest
 }
 
 /// What a locked pass did.
@@ -283,9 +301,18 @@ pub(crate) fn run_pass(
             facts,
             record: rec,
             activity,
+            measured,
             queued_topic,
         } = gather_pass(ctx, id, peer, None, Activity::Measure)?;
         outcome.activity = outcome.activity.or(activity);
+        // A park for idleness says how long, since what, and what said no
+        // turn was running.
+        let idle_seconds = facts
+            .session
+            .as_ref()
+            .and_then(|s| s.idle_ms)
+            .map(|ms| (ms / 1000) as u64);
+        let idle_why = measured.as_ref().map(idle_reason);
         let action = decide(&facts);
         match (&action, rec) {
             (PassAction::Nothing | PassAction::SkipExternal, _) => break,
@@ -333,12 +360,14 @@ pub(crate) fn run_pass(
                     }
                     Idle::Resumed => break,
                     Idle::Park => {
-                        let idle_seconds = facts
-                            .session
-                            .as_ref()
-                            .and_then(|s| s.idle_ms)
-                            .map(|ms| (ms / 1000) as u64);
-                        ending::park(ctx, id, rec, Action::ReapedIdle, idle_seconds)?;
+                        ending::park_saying(
+                            ctx,
+                            id,
+                            rec,
+                            Action::ReapedIdle,
+                            idle_seconds,
+                            idle_why,
+                        )?;
                     }
                 }
             }
@@ -371,17 +400,10 @@ pub(crate) fn run_pass(
                 };
                 ending::park_saying(ctx, id, rec, Action::ReapedMaxAge, None, Some(reason))?;
             }
-            (PassAction::Park(a), Some(rec)) => {
-                let idle_seconds = match a {
-                    Action::ReapedIdle => facts
-                        .session
-                        .as_ref()
-                        .and_then(|s| s.idle_ms)
-                        .map(|ms| (ms / 1000) as u64),
-                    _ => None,
-                };
-                ending::park(ctx, id, rec, *a, idle_seconds)?;
+            (PassAction::Park(Action::ReapedIdle), Some(rec)) => {
+                ending::park_saying(ctx, id, rec, Action::ReapedIdle, idle_seconds, idle_why)?;
             }
+            (PassAction::Park(a), Some(rec)) => ending::park(ctx, id, rec, *a, None)?,
             (PassAction::CheckBoot | PassAction::BootTimeout, Some(rec)) => match peer {
                 Some(peer) => {
                     let found = boot::finish_interrupted(ctx, id, peer, rec, Instant::now())?;

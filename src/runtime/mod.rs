@@ -83,6 +83,23 @@ pub(crate) struct TurnRecord {
     pub waiting_for: Option<String>,
 }
 
+/// Whether process `pid` is in a turn, and what says so: its own record
+/// first, the conversation's last entry where it keeps none (a `/clear`
+/// ends a transcript on a user entry); `None` when neither says.
+/// `on` is asked for the conversation only then.
+pub(crate) fn turn_said(
+    runtime: &dyn Runtime,
+    pid: i32,
+    on: impl FnOnce() -> Option<Conversation>,
+) -> Option<(bool, crate::core::pass::TurnBy)> {
+    match runtime.busy(pid) {
+        Some(busy) => Some((busy, crate::core::pass::TurnBy::Record)),
+        None => on()
+            .and_then(|c| runtime.mid_turn(&c))
+            .map(|mid| (mid, crate::core::pass::TurnBy::Conversation)),
+    }
+}
+
 /// What a screen shows of the turn, the way both pinned CLIs draw it:
 /// "esc to interrupt" while a turn runs; otherwise the input prompt (a line
 /// starting with one of `glyphs`), unless a question (`asks`) is up.

@@ -115,6 +115,16 @@ fn an_idle_session_is_parked_and_the_next_wake_resumes_it() {
     let parked = home.wait_line("alice", "reaped-idle", action("reaped-idle"));
     assert!(parked.u64("idle_seconds").unwrap() >= 2, "{}", parked.line);
     assert_eq!(parked.str("outcome"), Some("resume-eligible"));
+    // Its cause, whole: since what, and what said no turn was running.
+    assert_eq!(
+        parked.str("reason"),
+        Some(
+            "no activity since its conversation's last entry; \
+             its runtime's own record says no turn is running"
+        ),
+        "{}",
+        parked.line
+    );
     wait_until(Duration::from_secs(5), "the session to end", || {
         !home.has("alice", "session")
     });
@@ -152,6 +162,13 @@ fn a_session_that_keeps_working_is_not_parked_until_it_goes_quiet() {
     assert!(
         worked_ms >= 4_000,
         "parked {worked_ms} ms after ready, while it was still printing"
+    );
+    // A shell has no turns to read: its screen is all there is.
+    assert_eq!(
+        parked.str("reason"),
+        Some("no activity since its screen last changed"),
+        "{}",
+        parked.line
     );
     // Measuring the screen's activity is done now and then, not in a loop
     // (which takes most of a core): a fifth of one is plenty.

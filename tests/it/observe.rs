@@ -102,6 +102,13 @@ fn why_after_an_idle_park_and_resume() {
     );
     assert!(text.contains("It last came up resumed"), "{text}");
     assert!(text.contains("was parked by iapeer after"), "{text}");
+    // And why it was judged idle, from its line.
+    assert!(
+        text.contains(
+            "idle (no activity since its conversation's last entry; its runtime's own record says"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

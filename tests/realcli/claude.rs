@@ -131,10 +131,22 @@ fn a_long_tool_call_is_not_parked_as_idle() {
         "the tool was ended"
     );
     let parked = |e: &iapeer::core::record::Entry| e.str("action") == Some("reaped-idle");
-    assert_eq!(home.count("hank", parked), 0, "parked mid-turn");
-    // Once the turn is over, idle is idle.
+    let mid_turn: Vec<String> = home
+        .lines("hank", "supervise")
+        .into_iter()
+        .filter(parked)
+        .map(|e| e.line)
+        .collect();
+    assert!(mid_turn.is_empty(), "parked mid-turn: {mid_turn:?}");
+    // Once the turn is over, idle is idle, and its own record said so.
     mock.wait_turn("", TASK_WAIT);
-    home.wait_line("hank", "an idle park after the turn", |e| parked(e));
+    let park = home.wait_line("hank", "an idle park after the turn", |e| parked(e));
+    assert!(
+        park.str("reason")
+            .is_some_and(|r| r.ends_with("its runtime's own record says no turn is running")),
+        "{}",
+        park.line
+    );
 }
 
 /// Regression: Claude's Bash tool runs in a session of its own, so a stop
