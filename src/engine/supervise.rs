@@ -152,26 +152,32 @@ fn live_facts(
     let standing = process::standing(rec);
     let alive = standing == Standing::Running(Liveness::Alive);
     let lazy = peer.is_none_or(|p| p.policy == Policy::Lazy);
+    let session = rec.session.as_str();
+    let idle_since = |at: EpochMs| ctx.since(id, session, Since::Activity, at);
     let mut measured = None;
     let activity = (alive && rec.is_ready() && lazy).then(|| {
         let cheap = cheap_activity(rec, started);
-        match how {
+        let at = match how {
             Activity::Known(seen) => cheap.max(seen.unwrap_or(0)),
-            Activity::Measure if now.saturating_sub(cheap) <= idle_limit_ms => cheap,
+            // Measured when the record alone says idle, by the very reading
+            // the decision takes: one read earlier (before a slow read of
+            // the files) could find it just short of idle, and the decision
+            // then park a session mid-turn without having looked.
+            Activity::Measure if idle_since(cheap) <= idle_limit_ms => cheap,
             Activity::Measure => measured.insert(activity(ctx, peer, rec, started)).at,
-        }
+        };
+        (at, idle_since(at))
     });
-    let session = rec.session.as_str();
     let live = LiveFacts {
         standing,
         ready: rec.is_ready(),
         age_ms: ctx.since(id, session, Since::Started, started),
-        idle_ms: activity.map(|a| ctx.since(id, session, Since::Activity, a)),
+        idle_ms: activity.map(|(_, idle)| idle),
         idle_limit_ms,
         max_age_ms,
         boot_deadline_ms: cfg.boot_deadline.as_millis() as i64,
     };
-    (live, activity, measured)
+    (live, activity.map(|(at, _)| at), measured)
 }
 
 /// The latest activity from every source (DESIGN §11): the record, and the

@@ -169,6 +169,67 @@ fn a_launch_left_at_launching_is_adopted_by_the_next_look() {
     assert_eq!(rec.pane_pid, up.pane_pid);
 }
 
+/// Regression: a pass read the clock once to see whether the record alone
+/// said idle, and again, after its slow reads of the files, to decide. A
+/// session just short of idle at the first reading was parked by the
+/// second without its activity measured, mid-turn (seen under load with
+/// the real Claude: parked 2 s after its task, while a tool ran).
+#[test]
+fn a_session_is_parked_idle_only_once_its_activity_is_measured() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use crate::core::clock::{self, EpochMs};
+    use crate::core::session::SessionRecord;
+    use crate::engine::supervise::run_pass;
+
+    const LIMIT_MS: EpochMs = 2_000;
+    // Whether its screen changed a moment ago, and what the line says.
+    let cases = [(true, None), (false, Some("no activity since it came up"))];
+    for (screen_changed, parked) in cases {
+        let b = bench();
+        b.define(|p| p.idle_secs = Some(2));
+        b.wake().unwrap();
+        // It came up just short of its idle limit ago, as the first
+        // reading of the clock has it; every later one is 0.5 s on.
+        let first = clock::now_ms();
+        let mut rec: SessionRecord = b.ctx.state.session(&b.id).unwrap().unwrap();
+        rec.ready_at = Some(clock::format_ms(first - LIMIT_MS + 100));
+        rec.started_at = clock::format_ms(first - LIMIT_MS + 50);
+        b.ctx.state.write_session(&b.id, &rec).unwrap();
+        b.host.set_activity(screen_changed.then_some(first + 400));
+        let read = Arc::new(AtomicBool::new(false));
+        let slow = Ctx::with_host(
+            b.ctx.config.clone(),
+            Source::Daemon,
+            Box::new(b.host.clone()),
+        )
+        .unwrap()
+        .with_clock(Arc::new(move || {
+            first
+                + if read.swap(true, Ordering::SeqCst) {
+                    500
+                } else {
+                    0
+                }
+        }));
+
+        let peer = b.peer();
+        run_pass(&slow, &b.id, Some(&peer), false).unwrap();
+        let lines: Vec<Entry> = log::read_all(&b.ctx.config.paths.lifecycle_log)
+            .unwrap()
+            .0
+            .into_iter()
+            .filter(|e| e.str("action") == Some(Action::ReapedIdle.as_str()))
+            .collect();
+        let said: Vec<Option<&str>> = lines.iter().map(|e| e.str("reason")).collect();
+        match parked {
+            None => assert!(said.is_empty(), "parked while its screen changed: {said:?}"),
+            Some(reason) => assert_eq!(said, [Some(reason)]),
+        }
+    }
+}
+
 #[test]
 fn a_park_is_journaled_then_finished_by_whoever_looks_next() {
     let b = bench();

@@ -45,6 +45,8 @@ struct Inner {
     fail_next_kill: bool,
     screen_on_launch: String,
     after_keys_on_launch: Vec<String>,
+    /// The time every pane's screen last changed, as tmux reports it.
+    activity_ms: Option<crate::core::clock::EpochMs>,
 }
 
 /// The fake host; clones share one state, so a test keeps a handle to the
@@ -62,6 +64,11 @@ impl FakeHost {
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every pane's screen last changed at `at` (`None`: tmux says not).
+    pub(crate) fn set_activity(&self, at: Option<crate::core::clock::EpochMs>) {
+        self.inner().activity_ms = at;
     }
 
     pub(crate) fn calls(&self) -> Calls {
@@ -153,6 +160,7 @@ impl Host for FakeHost {
     fn probe(&self, socket: &Path, name: &str) -> Probe {
         let mut inner = self.inner();
         inner.calls.probe += 1;
+        let activity_ms = inner.activity_ms;
         let Some(pane) = inner.panes.get_mut(socket).filter(|p| p.name == name) else {
             return Probe::Gone;
         };
@@ -160,7 +168,7 @@ impl Host for FakeHost {
         match pane.child.try_wait() {
             Ok(None) => Probe::Alive {
                 pane_pid,
-                activity_ms: None,
+                activity_ms,
                 server_pid: None,
             },
             Ok(Some(status)) => Probe::Dead {
