@@ -99,6 +99,10 @@ pub struct Reading {
     /// How long since the session last made progress (an entry in its
     /// record, a changed screen), when known.
     pub quiet_ms: Option<i64>,
+    /// iapeer holds the session for a usage limit its screen showed, until
+    /// then (its `.session` says, while the limit has not lifted): the
+    /// screen may since have been redrawn, or not yet looked at again.
+    pub held_until: Option<EpochMs>,
 }
 
 /// A state, and what says so (for the log line and the hook).
@@ -128,6 +132,16 @@ pub fn classify(r: &Reading, stuck_ms: i64) -> Classified {
             state: State::Limited,
             said: Some(line.clone()),
             until: *until,
+        };
+    }
+    if let Some(until) = r
+        .held_until
+        .filter(|_| matches!(r.record, None | Some(Turn::Over)))
+    {
+        return Classified {
+            state: State::Limited,
+            said: Some("held until its usage limit lifts".to_owned()),
+            until: Some(until),
         };
     }
     if r.record == Some(Turn::Waiting) {
@@ -368,8 +382,36 @@ mod tests {
                 waiting_for: None,
                 screen: screen.clone(),
                 quiet_ms: *quiet_ms,
+                held_until: None,
             };
             assert_eq!(classify(&r, STUCK).state, *want, "{what}");
+        }
+    }
+
+    /// A session iapeer holds for its usage limit reads limited, whatever
+    /// its screen shows now, until a new turn starts.
+    #[test]
+    fn a_session_held_for_its_limit_reads_limited_until_it_works_again() {
+        let rows = [
+            (Some(Turn::Over), None, State::Limited),
+            (None, None, State::Limited),
+            (Some(Turn::Over), screen(None, false, true), State::Limited),
+            // A turn under way is past the limit, whatever it waits for.
+            (Some(Turn::Waiting), None, State::Waiting),
+            (Some(Turn::Working), None, State::Working),
+        ];
+        for (record, screen, want) in rows {
+            let r = Reading {
+                record,
+                screen: screen.clone(),
+                held_until: Some(42),
+                ..Reading::default()
+            };
+            let got = classify(&r, STUCK);
+            assert_eq!(got.state, want, "{record:?} {screen:?}");
+            if want == State::Limited {
+                assert_eq!(got.until, Some(42));
+            }
         }
     }
 

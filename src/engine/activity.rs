@@ -148,6 +148,11 @@ impl Watch {
                 .filter(|s| s.turn == turn)
                 .map(|s| s.seen.clone()),
             quiet_ms: quiet,
+            held_until: rec
+                .limited_until
+                .as_deref()
+                .and_then(crate::core::clock::parse_rfc3339)
+                .filter(|until| *until > ctx.now()),
         }
     }
 
