@@ -940,12 +940,25 @@ fn the_fake_writes_its_records_when_the_real_clis_do() {
         files(&home.path().join("codex/sessions"), "jsonl").is_empty(),
         "a rollout before the first turn"
     );
+    // Claude rewrites its process record in place: the same file from
+    // start to end of a turn (a reader may catch it half-written).
+    let inode = || {
+        use std::os::unix::fs::MetadataExt;
+        let record = &files(&claude.join("sessions"), "json")[0];
+        std::fs::metadata(record).unwrap().ino()
+    };
+    let before = inode();
 
     for name in ["alice", "cx"] {
         assert_eq!(code(&wake(&home, &[name, "--task", "first words"])), 0);
     }
     let transcripts = files(&claude.join("projects"), "jsonl");
     assert_eq!(transcripts.len(), 1);
+    assert_eq!(
+        inode(),
+        before,
+        "the process record was replaced, not rewritten"
+    );
     let ours: Vec<serde_json::Value> = std::fs::read_to_string(&transcripts[0])
         .unwrap()
         .lines()

@@ -124,6 +124,14 @@ fn a_long_tool_call_is_not_parked_as_idle() {
     home.wait_line("hank", "working while the tool runs", |e| {
         e.str("ev") == Some("activity") && e.str("state") == Some("working")
     });
+    // Its process record, which it rewrites in place (the fake does too).
+    let pid = home.session("hank").unwrap()["pane_pid"].as_i64().unwrap();
+    let record = home.path().join(format!("claude/sessions/{pid}.json"));
+    let inode = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&record).map(|m| m.ino()).ok()
+    };
+    let busy_inode = inode().expect("its process record");
     // Well past the idle limit and several ticks, the tool still runs.
     std::thread::sleep(Duration::from_secs(5));
     assert!(
@@ -140,6 +148,14 @@ fn a_long_tool_call_is_not_parked_as_idle() {
     assert!(mid_turn.is_empty(), "parked mid-turn: {mid_turn:?}");
     // Once the turn is over, idle is idle, and its own record said so.
     mock.wait_turn("", TASK_WAIT);
+    wait_until(TASK_WAIT, "its record to say idle", || {
+        std::fs::read_to_string(&record).is_ok_and(|t| t.contains(r#""status":"idle""#))
+    });
+    assert_eq!(
+        inode(),
+        Some(busy_inode),
+        "the record was replaced, not rewritten"
+    );
     let park = home.wait_line("hank", "an idle park after the turn", |e| parked(e));
     assert!(
         park.str("reason")
