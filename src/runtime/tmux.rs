@@ -613,7 +613,11 @@ mod tests {
     }
 
     /// A death's status and last lines come from one call, as two calls
-    /// would read them; a server that is gone reads as gone.
+    /// would read them; a server that is gone reads as gone. tmux 3.3a
+    /// sometimes never reaps a dead pane's process (measured here: 1 in 25
+    /// to 1 in 7 runs of this test; a SIGCHLD sent by hand then reaps it),
+    /// and so never gives its status: the process itself still holds it
+    /// (what `dead_pane` reads then).
     #[test]
     fn one_call_reads_a_dead_pane_and_its_last_lines() {
         let dir = assert_fs::TempDir::new().unwrap();
@@ -632,22 +636,32 @@ mod tests {
             argv: &argv,
             env: &[],
         };
-        tmux.launch(&spec).expect("tmux runs here");
+        let pid = tmux.launch(&spec).expect("tmux runs here").pane_pid;
+        // Dead, with its status from tmux, or from the process tmux left
+        // unreaped (for a second: a reap under way is not that).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !matches!(tmux.probe(&socket, "t"), Probe::Dead { status, .. } if status != ExitStatus::Unknown)
-        {
+        let mut unreaped: Option<Instant> = None;
+        let status = loop {
+            match tmux.probe(&socket, "t") {
+                Probe::Dead { status, .. } if status != ExitStatus::Unknown => break status,
+                Probe::Dead { .. } => match process::zombie_exit(pid, None) {
+                    Some(exit)
+                        if unreaped.get_or_insert_with(Instant::now).elapsed()
+                            >= Duration::from_secs(1) =>
+                    {
+                        break ExitStatus::from(exit)
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
             assert!(Instant::now() < deadline, "the pane never read dead");
             std::thread::sleep(Duration::from_millis(10));
-        }
+        };
+        assert_eq!(status, ExitStatus::Code(7));
         let (probe, screen) = tmux.probe_and_capture(&socket, "t", 5);
         assert_eq!(probe, tmux.probe(&socket, "t"));
-        assert!(matches!(
-            probe,
-            Probe::Dead {
-                status: ExitStatus::Code(7),
-                ..
-            }
-        ));
+        assert!(matches!(probe, Probe::Dead { pane_pid, .. } if pane_pid == pid));
         assert_eq!(screen.unwrap(), tmux.capture(&socket, "t", 5).unwrap());
         assert!(tmux
             .capture(&socket, "t", 5)
