@@ -71,6 +71,18 @@ pub(crate) struct Measured {
     pub turn: Option<TurnBy>,
 }
 
+impl Measured {
+    /// Whether a turn was running, as what was read said; `None` when
+    /// nothing said (or the runtime has no turns).
+    pub(crate) fn in_turn(&self) -> Option<bool> {
+        match (self.seen, self.turn) {
+            (Seen::Turn, _) => Some(true),
+            (_, Some(TurnBy::Record | TurnBy::Conversation)) => Some(false),
+            _ => None,
+        }
+    }
+}
+
 /// Where a session's latest activity was seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Seen {
@@ -320,6 +332,25 @@ mod tests {
         ];
         for (measured, want) in cases {
             assert_eq!(idle_reason(&measured), want);
+        }
+    }
+
+    #[test]
+    fn a_measure_says_whether_a_turn_ran_only_when_something_read_said() {
+        let m = |seen, turn| Measured { at: 0, seen, turn };
+        let cases = [
+            (m(Seen::Turn, None), Some(true)),
+            (m(Seen::Task, Some(TurnBy::Record)), Some(false)),
+            (
+                m(Seen::Conversation, Some(TurnBy::Conversation)),
+                Some(false),
+            ),
+            (m(Seen::Ready, Some(TurnBy::Unread)), None),
+            // A shell: no turns to read.
+            (m(Seen::Screen, None), None),
+        ];
+        for (measured, want) in cases {
+            assert_eq!(measured.in_turn(), want, "{measured:?}");
         }
     }
 

@@ -188,17 +188,15 @@ fn try_deliver(
     let started = rec.started_ms().unwrap_or(now);
     let runtime = crate::runtime::for_peer(&ctx.config, &peer);
     let on = crate::engine::conversation::live(ctx, runtime.as_ref(), &peer, &rec);
-    let last = crate::engine::supervise::activity_on(
+    let measured = crate::engine::supervise::activity_on(
         ctx,
         runtime.as_ref(),
         &peer,
         &rec,
         started,
         on.as_ref(),
-    )
-    .at;
-    let mid_turn = crate::runtime::turn_said(runtime.as_ref(), rec.pane_pid, || on).map(|t| t.0);
-    if !is_free(&rec, last, mid_turn, pool.quiet_ms(), now) {
+    );
+    if !is_free(&rec, measured.at, measured.in_turn(), pool.quiet_ms(), now) {
         return Ok(None);
     }
     if let Some(t) = topic.filter(|t| !t.trim().is_empty()) {

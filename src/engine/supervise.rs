@@ -159,12 +159,18 @@ fn live_facts(
         let cheap = cheap_activity(rec, started);
         let at = match how {
             Activity::Known(seen) => cheap.max(seen.unwrap_or(0)),
-            // Measured when the record alone says idle, by the very reading
-            // the decision takes: one read earlier (before a slow read of
-            // the files) could find it just short of idle, and the decision
-            // then park a session mid-turn without having looked.
-            Activity::Measure if idle_since(cheap) <= idle_limit_ms => cheap,
-            Activity::Measure => measured.insert(activity(ctx, peer, rec, started)).at,
+            Activity::Measure => {
+                // Measured when the record alone says idle, by the very
+                // reading the decision takes: one read earlier (before a
+                // slow read of the files) could find it just short of
+                // idle, and the decision then park a session mid-turn
+                // without having looked.
+                let idle = idle_since(cheap);
+                if idle <= idle_limit_ms {
+                    return (cheap, idle);
+                }
+                measured.insert(activity(ctx, peer, rec, started)).at
+            }
         };
         (at, idle_since(at))
     });

@@ -614,8 +614,8 @@ mod tests {
 
     /// A death's status and last lines come from one call, as two calls
     /// would read them; a server that is gone reads as gone. tmux 3.3a
-    /// sometimes never reaps a dead pane's process (measured here: 1 in 25
-    /// to 1 in 7 runs of this test; a SIGCHLD sent by hand then reaps it),
+    /// sometimes never reaps a dead pane's process (measured here: 1 in 15
+    /// to 1 in 40 runs of this test; a SIGCHLD sent by hand then reaps it),
     /// and so never gives its status: the process itself still holds it
     /// (what `dead_pane` reads then).
     #[test]
