@@ -55,7 +55,22 @@ pub(crate) fn read_definition(file: &Path) -> Result<Vec<u8>> {
     if let Some(dir) = file.parent() {
         check_definition_dir(dir)?;
     }
-    read_definition_file(file)
+    read_definition_file(file, None)
+}
+
+/// `dir` open (never through a symlink), if it passes as a folder of
+/// definitions as opened: its files are then opened by name in it, so the
+/// folder checked is the folder read from, and the walk of its whole path
+/// is spared for each. `None` when it cannot be opened or does not pass.
+fn open_checked_dir(dir: &Path) -> Option<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .ok()?;
+    let meta = opened.metadata().ok()?;
+    check_dir(dir, &meta).is_ok().then_some(opened)
 }
 
 /// Definitions read by one thread at least: fewer are read faster than a
@@ -72,12 +87,12 @@ fn read_all<T: Send>(
     parse: impl Fn(&str, &Path, Vec<u8>) -> Result<T> + Sync,
 ) -> Result<Vec<Result<T>>> {
     let files = fsutil::json_files(dir)?;
-    let dir_ok = check_definition_dir(dir).is_ok();
+    // A folder that does not pass fails each file with its reason.
+    let checked = open_checked_dir(dir);
     let read = |(stem, path): &(String, PathBuf)| {
-        let bytes = if dir_ok {
-            read_definition_file(path)?
-        } else {
-            read_definition(path)?
+        let bytes = match &checked {
+            Some(opened) => read_definition_file(path, Some(opened))?,
+            None => read_definition(path)?,
         };
         parse(stem, path, bytes)
     };
@@ -117,8 +132,13 @@ fn read_all<T: Send>(
 /// The folder of definitions: this user's, and only this user may write
 /// in it.
 fn check_definition_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
     let d = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, "inspect", e))?;
+    check_dir(dir, &d)
+}
+
+/// [`check_definition_dir`], of what `dir` was found to be.
+fn check_dir(dir: &Path, d: &fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     fsutil::check_owner(dir, d.uid())?;
     if d.mode() & 0o022 != 0 {
         return Err(Error::unsafe_file(
@@ -135,22 +155,34 @@ fn check_definition_dir(dir: &Path) -> Result<()> {
 }
 
 /// One definition file, opened without following a symlink and checked on
-/// the open file (so it cannot be swapped between the check and the read).
-fn read_definition_file(file: &Path) -> Result<Vec<u8>> {
+/// the open file (so it cannot be swapped between the check and the read);
+/// by its name in `dir` when its folder is open already.
+fn read_definition_file(file: &Path, dir: Option<&fs::File>) -> Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let f = fs::OpenOptions::new()
-        .read(true)
-        // O_NONBLOCK: a FIFO planted here must not hang the open.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(file)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => Error::unsafe_file(
-                file,
-                "it is a symlink; definitions are read only from real files",
-            ),
-            _ => Error::io(file, "read", e),
-        })?;
+    // O_NONBLOCK: a FIFO planted here must not hang the open.
+    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let opened = match (dir, file.file_name()) {
+        (Some(dir), Some(name)) => nix::fcntl::openat(
+            dir,
+            name,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::from_bits_truncate(flags),
+            nix::sys::stat::Mode::empty(),
+        )
+        .map(fs::File::from)
+        .map_err(std::io::Error::from),
+        _ => fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(file),
+    };
+    let f = opened.map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => Error::unsafe_file(
+            file,
+            "it is a symlink; definitions are read only from real files",
+        ),
+        _ => Error::io(file, "read", e),
+    })?;
     let meta = f.metadata().map_err(|e| Error::io(file, "read", e))?;
     if !meta.is_file() {
         return Err(Error::unsafe_file(file, "it is not a regular file"));
