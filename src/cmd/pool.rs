@@ -187,7 +187,7 @@ fn ls(app: &App, args: LsArgs) -> Result<i32> {
                 let state = ctx
                     .peer(m)
                     .map(|p| {
-                        crate::engine::status::peer_status(&ctx, &p, None, now)
+                        crate::engine::status::peer_status(&ctx, &p, now)
                             .lifecycle_state
                             .as_str()
                     })

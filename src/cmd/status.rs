@@ -9,6 +9,7 @@ use crate::cmd::App;
 use crate::core::clock::{self, EpochMs};
 use crate::core::error::Result;
 use crate::core::identity::Identity;
+use crate::core::metrics::CrashedTask;
 use crate::engine::ctx::Ctx;
 use crate::engine::status::{self, LifecycleState, PeerStatus};
 
@@ -28,9 +29,20 @@ pub(crate) fn run(app: &App, args: StatusArgs) -> Result<i32> {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         }
     };
+    use std::io::Write;
     if !args.watch {
-        print!("{}", render(&ctx, only.as_ref(), output, colour)?);
-        return Ok(0);
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        return match render(&ctx, only.as_ref(), output, colour, &mut out)
+            .and_then(|()| out.flush().map_err(stdout_error))
+        {
+            // A reader gone (`| head`) is no failure of status.
+            Err(crate::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                Ok(0)
+            }
+            done => done.map(|()| 0),
+        };
     }
     // Redraw when the log's folder changes (a decision was logged), and
     // every few seconds for the ages.
@@ -50,18 +62,20 @@ pub(crate) fn run(app: &App, args: StatusArgs) -> Result<i32> {
         })?;
     let clear = std::io::stdout().is_terminal();
     loop {
-        let screen = render(&ctx, only.as_ref(), output, colour)?;
+        // Drawn whole, then shown at once.
+        let mut screen = Vec::new();
         if clear {
-            print!("\x1b[H\x1b[2J");
+            screen.extend_from_slice(b"\x1b[H\x1b[2J");
         }
-        print!("{screen}");
+        render(&ctx, only.as_ref(), output, colour, &mut screen)?;
         if !clear {
-            println!();
+            screen.push(b'\n');
         }
-        use std::io::Write;
-        if std::io::stdout().flush().is_err() {
+        let mut out = std::io::stdout().lock();
+        if out.write_all(&screen).and_then(|()| out.flush()).is_err() {
             return Ok(0);
         }
+        drop(out);
         let _ = rx.recv_timeout(Duration::from_secs(5));
         // A burst of lines is one redraw.
         std::thread::sleep(Duration::from_millis(100));
@@ -69,7 +83,18 @@ pub(crate) fn run(app: &App, args: StatusArgs) -> Result<i32> {
     }
 }
 
-fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -> Result<String> {
+fn stdout_error(e: std::io::Error) -> crate::Error {
+    crate::Error::io("standard output", "write", e)
+}
+
+/// Writes to `out` the screen (or the JSON document) status prints.
+fn render(
+    ctx: &Ctx,
+    only: Option<&Identity>,
+    output: OutputArg,
+    colour: bool,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
     let all = status::collect(ctx, only)?;
     let daemon = crate::daemon::lock::is_running(&ctx.config.paths.daemon_lock());
     let dashboard = daemon
@@ -79,11 +104,13 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
         let look = dashboard
             .as_ref()
             .map_or(serde_json::Value::Null, |d| d.to_json());
-        let doc = status::document_text(ctx, &all, daemon, Some(("dashboard", look)));
-        return Ok(format!("{doc}\n"));
+        return status::document(ctx, &all, daemon, Some(("dashboard", look)), out)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(stdout_error);
     }
     let now = ctx.now();
     let wide = output == OutputArg::Wide;
+    let screen = out;
     let mut out = String::new();
     for s in &all {
         if let Err(e) = s {
@@ -91,6 +118,22 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
         }
     }
     let peers: Vec<&PeerStatus> = all.iter().flatten().collect();
+    // What the table shows of each peer's counters, read once.
+    #[derive(Default, serde::Deserialize)]
+    #[serde(default)]
+    struct Counted {
+        deaths: u64,
+        crashed_task: Option<CrashedTask>,
+    }
+    let counted: Vec<Counted> = peers
+        .iter()
+        .map(|s| {
+            s.lifecycle_metrics.part(|m| Counted {
+                deaths: m.deaths,
+                crashed_task: m.crashed_task.clone(),
+            })
+        })
+        .collect();
     if peers.is_empty() && only.is_none() {
         out.push_str(&format!(
             "no peers are defined (in {}); add one with `iapeer add NAME --cwd DIR`\n",
@@ -111,7 +154,7 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
             header.splice(6..6, ["SESSION", "PID", "CAUSE"]);
         }
         let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
-        for s in &peers {
+        for (s, counted) in peers.iter().zip(&counted) {
             let state = s.lifecycle_state.as_str();
             let mut row = vec![
                 s.name.clone(),
@@ -138,8 +181,9 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
                 s.session
                     .as_ref()
                     .map_or("-".to_owned(), |i| human_age(i.age_secs)),
-                s.lifecycle_metrics.deaths.to_string(),
+                counted.deaths.to_string(),
                 s.last_decision.as_ref().map_or("-".to_owned(), |d| {
+                    let d = d.value();
                     let when = if wide {
                         d.ts.clone()
                     } else {
@@ -166,11 +210,11 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
         // Colour codes take no room: align on the plain text.
         out.push_str(&align(&rows, colour));
     }
-    for s in &peers {
+    for (s, counted) in peers.iter().zip(&counted) {
         if let Some(p) = &s.problem {
             out.push_str(&format!("{}: {p}\n", s.name));
         }
-        if let Some(c) = &s.lifecycle_metrics.crashed_task {
+        if let Some(c) = &counted.crashed_task {
             out.push_str(&format!(
                 "{}: its session died working on a task at {}: {:?}\n",
                 s.name, c.ts, c.task
@@ -223,7 +267,7 @@ fn render(ctx: &Ctx, only: Option<&Identity>, output: OutputArg, colour: bool) -
             )),
         }
     }
-    Ok(out)
+    screen.write_all(out.as_bytes()).map_err(stdout_error)
 }
 
 /// How long `status` waits for the dashboard to answer.

@@ -66,8 +66,7 @@ pub(crate) fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
         history.lines.clear();
     }
     let now = ctx.now();
-    let last = mine.last().map(crate::core::metrics::LastLine::of);
-    let status = status::peer_status(&ctx, &peer, last, now);
+    let status = status::peer_status(&ctx, &peer, now);
     let ring = ctx.state.deaths(&id)?.ring;
     let policy = crate::engine::wake::guard_policy(&ctx);
     let answer = Answer {

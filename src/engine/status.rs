@@ -11,6 +11,7 @@ use crate::core::metrics;
 use crate::core::peer::Peer;
 use crate::core::session::{Liveness, Standing};
 use crate::engine::ctx::Ctx;
+use crate::store::log::checkpoint::{self, Kept, Shown};
 use crate::store::markers::{Flag, Marker, Present};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -79,9 +80,9 @@ pub(crate) struct PeerStatus {
     pub session: Option<SessionInfo>,
     pub deaths_in_window: usize,
     pub retry_after: Option<String>,
-    pub last_decision: Option<LastDecision>,
+    pub last_decision: Option<Kept<LastDecision>>,
     /// Counters and last events, folded from the retained log.
-    pub lifecycle_metrics: metrics::PeerMetrics,
+    pub lifecycle_metrics: Kept<metrics::PeerMetrics>,
     /// Something on disk that needs a person (a refused marker, garbage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -91,39 +92,34 @@ pub(crate) struct PeerStatus {
 /// one peer's, with whatever the lines after the checkpoint add): the
 /// daemon's checkpoint and the lines after it (the whole retained log
 /// only when there is no checkpoint).
-pub(crate) fn read_log(ctx: &Ctx, only: Option<&Identity>) -> metrics::Folded {
-    use crate::store::log::checkpoint;
+pub(crate) fn read_log(ctx: &Ctx, only: Option<&Identity>) -> Shown {
     let paths = &ctx.config.paths;
-    let (mut folded, mut follower, from_checkpoint) = checkpoint::begin(
-        &paths.lifecycle_log,
-        &paths.metrics_checkpoint(),
-        only.map(Identity::as_str),
-    );
+    let (log, at) = (&paths.lifecycle_log, paths.metrics_checkpoint());
+    if let Some(shown) = checkpoint::shown(log, &at, only.map(Identity::as_str)) {
+        return shown;
+    }
+    let mut folded = metrics::Folded::default();
+    let mut follower = crate::store::log::Follower::from_start(log);
     let began = std::time::Instant::now();
     checkpoint::fold_rest(&mut folded, &mut follower);
     // A long fold with no daemon to keep a checkpoint: keep one, so the
     // next look starts from it (the daemon, once started, goes on from it).
-    if !from_checkpoint
+    if only.is_none()
         && began.elapsed() > std::time::Duration::from_millis(500)
         && !crate::store::fsutil::lock_held(&paths.daemon_lock())
     {
         if let Some(position) = follower.position() {
-            if let Err(e) = checkpoint::save(&paths.metrics_checkpoint(), position, &folded) {
+            if let Err(e) = checkpoint::save(&at, position, &folded) {
                 tracing::debug!("{e}");
             }
         }
     }
-    folded
+    folded.into()
 }
 
 /// One peer's status.
-pub(crate) fn peer_status(
-    ctx: &Ctx,
-    peer: &Peer,
-    last: Option<LastDecision>,
-    now: EpochMs,
-) -> PeerStatus {
-    peer_status_in(ctx, peer, None, last, now)
+pub(crate) fn peer_status(ctx: &Ctx, peer: &Peer, now: EpochMs) -> PeerStatus {
+    peer_status_in(ctx, peer, None, None, now)
 }
 
 /// [`peer_status`], sparing the reads of files that a scan of the state
@@ -132,7 +128,7 @@ fn peer_status_in(
     ctx: &Ctx,
     peer: &Peer,
     present: Option<Present>,
-    last: Option<LastDecision>,
+    last: Option<Kept<LastDecision>>,
     now: EpochMs,
 ) -> PeerStatus {
     let id = peer.identity();
@@ -225,7 +221,7 @@ fn peer_status_in(
             Guard::Allow => None,
         },
         last_decision: last,
-        lifecycle_metrics: Default::default(),
+        lifecycle_metrics: Kept::Folded(Default::default()),
         problem,
     }
 }
@@ -255,17 +251,26 @@ pub(crate) fn collect(
         };
         (folded, peers)
     });
-    let metrics::Folded { metrics, mut last } = folded;
-    Ok(with_metrics(ctx, peers?, metrics, |name| last.remove(name)))
+    let Shown {
+        peers: mut counters,
+        mut last,
+        ..
+    } = folded;
+    Ok(with_metrics(
+        ctx,
+        peers?,
+        |name| counters.remove(name),
+        |name| last.remove(name),
+    ))
 }
 
-/// Each peer's status with its metrics, taken out of `metrics`; `last`
+/// Each peer's status with its metrics, taken from `metrics`; `last`
 /// gives the last log line about a peer when the caller has it.
 pub(crate) fn with_metrics(
     ctx: &Ctx,
     peers: Vec<std::result::Result<Peer, crate::Error>>,
-    mut metrics: metrics::Metrics,
-    mut last: impl FnMut(&str) -> Option<LastDecision>,
+    mut metrics: impl FnMut(&str) -> Option<Kept<metrics::PeerMetrics>>,
+    mut last: impl FnMut(&str) -> Option<Kept<LastDecision>>,
 ) -> Vec<std::result::Result<PeerStatus, crate::Error>> {
     let now = ctx.now();
     // One listing of the state directory: most peers have few of their
@@ -280,19 +285,38 @@ pub(crate) fn with_metrics(
         .map(|p| {
             p.map(|peer| {
                 let mut s = peer_status_in(ctx, &peer, present(&peer), last(&peer.name), now);
-                let m = metrics.peers.remove(&peer.name).unwrap_or_default();
+                let m = metrics(&peer.name).unwrap_or(Kept::Folded(Default::default()));
+                // What else is shown of the counters: read from them only
+                // where it is wanted (most peers have a last line, and no
+                // live session).
+                #[derive(Default, serde::Deserialize)]
+                #[serde(default)]
+                struct Part {
+                    last_event: Option<metrics::LastEvent>,
+                    activity: Option<metrics::LastActivity>,
+                }
                 if s.last_decision.is_none() {
-                    s.last_decision = m.last_event.as_ref().map(|e| LastDecision {
-                        ts: e.ts.clone(),
-                        ev: e.kind.clone(),
-                        summary: e.summary.clone(),
+                    let last_event = m.part(|m| Part {
+                        last_event: m.last_event.clone(),
+                        activity: None,
+                    });
+                    s.last_decision = last_event.last_event.map(|e| {
+                        Kept::Folded(LastDecision {
+                            ts: e.ts,
+                            ev: e.kind,
+                            summary: e.summary,
+                        })
                     });
                 }
-                s.activity = m
-                    .activity
-                    .as_ref()
-                    .filter(|a| s.session.as_ref().is_some_and(|i| i.session == a.session))
-                    .cloned();
+                if let Some(live) = &s.session {
+                    s.activity = m
+                        .part(|m| Part {
+                            last_event: None,
+                            activity: m.activity.clone(),
+                        })
+                        .activity
+                        .filter(|a| live.session == a.session);
+                }
                 s.lifecycle_metrics = m;
                 s
             })
@@ -300,54 +324,43 @@ pub(crate) fn with_metrics(
         .collect()
 }
 
-/// The document `status --json` prints and `GET /peers` serves, written
-/// as it goes: no tree of values for a fleet of thousands is built only to
-/// be printed. `extra` adds a top-level key (the CLI's `dashboard`).
-pub(crate) fn document_text(
+/// The document `status --json` prints and `GET /peers` serves (UTF-8
+/// JSON), written to `out` as it goes: no tree of values for a fleet of
+/// thousands is built only to be printed. `extra` adds a top-level key
+/// (the CLI's `dashboard`).
+pub(crate) fn document<W: std::io::Write>(
     ctx: &Ctx,
     all: &[std::result::Result<PeerStatus, crate::Error>],
     daemon: bool,
     extra: Option<(&str, serde_json::Value)>,
-) -> String {
-    let mut out: Vec<u8> = Vec::with_capacity(256 + all.len() * 600);
-    let json = |v: &dyn erased::Json, out: &mut Vec<u8>| v.write(out);
-    out.extend_from_slice(b"{\"schema\":1,\"home\":");
-    json(&ctx.config.home, &mut out);
-    out.extend_from_slice(b",\"run\":");
-    json(&ctx.config.paths.run, &mut out);
-    out.extend_from_slice(b",\"daemon\":");
-    json(&daemon, &mut out);
-    if let Some((key, value)) = extra {
-        out.push(b',');
-        json(&key, &mut out);
-        out.push(b':');
-        json(&value, &mut out);
+    out: &mut W,
+) -> std::io::Result<()> {
+    fn json<W: std::io::Write, T: Serialize + ?Sized>(out: &mut W, v: &T) -> std::io::Result<()> {
+        Ok(serde_json::to_writer(out, v)?)
     }
-    out.extend_from_slice(b",\"peers\":[");
+    out.write_all(b"{\"schema\":1,\"home\":")?;
+    json(out, &ctx.config.home)?;
+    out.write_all(b",\"run\":")?;
+    json(out, &ctx.config.paths.run)?;
+    out.write_all(b",\"daemon\":")?;
+    json(out, &daemon)?;
+    if let Some((key, value)) = extra {
+        out.write_all(b",")?;
+        json(out, key)?;
+        out.write_all(b":")?;
+        json(out, &value)?;
+    }
+    out.write_all(b",\"peers\":[")?;
     for (i, s) in all.iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.write_all(b",")?;
         }
         match s {
-            Ok(s) => json(s, &mut out),
-            Err(e) => json(&serde_json::json!({ "error": e.to_string() }), &mut out),
+            Ok(s) => json(out, s)?,
+            Err(e) => json(out, &serde_json::json!({ "error": e.to_string() }))?,
         }
     }
-    out.extend_from_slice(b"]}");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
-}
-
-/// Writing any serializable value as JSON, through one function.
-mod erased {
-    pub(super) trait Json {
-        fn write(&self, out: &mut Vec<u8>);
-    }
-
-    impl<T: serde::Serialize + ?Sized> Json for T {
-        fn write(&self, out: &mut Vec<u8>) {
-            serde_json::to_writer(out, self).expect("a status always serializes");
-        }
-    }
+    out.write_all(b"]}")
 }
 
 /// The Prometheus text for the defined peers.
@@ -358,7 +371,7 @@ pub(crate) fn prometheus(ctx: &Ctx, peers: &[Peer], metrics: &metrics::Metrics) 
         .map(|p| {
             (
                 p.name.clone(),
-                peer_status(ctx, p, None, now).lifecycle_state.as_str(),
+                peer_status(ctx, p, now).lifecycle_state.as_str(),
             )
         })
         .collect();

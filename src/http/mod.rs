@@ -28,6 +28,7 @@ use crate::engine::ctx::Ctx;
 use crate::engine::status;
 use crate::store::config::Config;
 use crate::store::definitions;
+use crate::store::log::checkpoint::Kept;
 use crate::store::log::LogChanges;
 
 use server::{error, Method, Request, Response};
@@ -359,13 +360,19 @@ fn peers(shared: &Shared) -> Response {
         Ok(p) => p,
         Err(e) => return error(500, &e.to_string()),
     };
-    let metrics = shared
+    let mut metrics = shared
         .metrics
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let statuses = status::with_metrics(ctx, all, metrics, |_| None);
-    let doc = status::document_text(ctx, &statuses, true, None);
+    let statuses = status::with_metrics(
+        ctx,
+        all,
+        |name| metrics.peers.remove(name).map(Kept::Folded),
+        |_| None,
+    );
+    let mut doc = Vec::with_capacity(256 + statuses.len() * 1024);
+    status::document(ctx, &statuses, true, None, &mut doc).expect("a Vec takes every write");
     Response::new(200, "application/json", doc)
 }
 
