@@ -95,7 +95,8 @@ fn render(
     colour: bool,
     out: &mut impl std::io::Write,
 ) -> Result<()> {
-    let all = status::collect(ctx, only)?;
+    let mut checkpoint = Vec::new();
+    let all = status::collect(ctx, only, &mut checkpoint)?;
     let daemon = crate::daemon::lock::is_running(&ctx.config.paths.daemon_lock());
     let dashboard = daemon
         .then(|| crate::http::look(&ctx.config, DASHBOARD_LOOK))

@@ -67,7 +67,7 @@ pub(crate) struct SessionInfo {
 pub(crate) type LastDecision = metrics::LastLine;
 
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct PeerStatus {
+pub(crate) struct PeerStatus<'a> {
     pub name: String,
     pub runtime: String,
     pub policy: String,
@@ -80,9 +80,9 @@ pub(crate) struct PeerStatus {
     pub session: Option<SessionInfo>,
     pub deaths_in_window: usize,
     pub retry_after: Option<String>,
-    pub last_decision: Option<Kept<LastDecision>>,
+    pub last_decision: Option<Kept<'a, LastDecision>>,
     /// Counters and last events, folded from the retained log.
-    pub lifecycle_metrics: Kept<metrics::PeerMetrics>,
+    pub lifecycle_metrics: Kept<'a, metrics::PeerMetrics>,
     /// Something on disk that needs a person (a refused marker, garbage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -91,11 +91,15 @@ pub(crate) struct PeerStatus {
 /// The last line about each identity, and everyone's metrics (or `only`
 /// one peer's, with whatever the lines after the checkpoint add): the
 /// daemon's checkpoint and the lines after it (the whole retained log
-/// only when there is no checkpoint).
-pub(crate) fn read_log(ctx: &Ctx, only: Option<&Identity>) -> Shown {
+/// only when there is no checkpoint), the checkpoint read into `read_into`.
+pub(crate) fn read_log<'a>(
+    ctx: &Ctx,
+    only: Option<&Identity>,
+    read_into: &'a mut Vec<u8>,
+) -> Shown<'a> {
     let paths = &ctx.config.paths;
     let (log, at) = (&paths.lifecycle_log, paths.metrics_checkpoint());
-    if let Some(shown) = checkpoint::shown(log, &at, only.map(Identity::as_str)) {
+    if let Some(shown) = checkpoint::shown(log, &at, only.map(Identity::as_str), read_into) {
         return shown;
     }
     let mut folded = metrics::Folded::default();
@@ -118,19 +122,19 @@ pub(crate) fn read_log(ctx: &Ctx, only: Option<&Identity>) -> Shown {
 }
 
 /// One peer's status.
-pub(crate) fn peer_status(ctx: &Ctx, peer: &Peer, now: EpochMs) -> PeerStatus {
+pub(crate) fn peer_status(ctx: &Ctx, peer: &Peer, now: EpochMs) -> PeerStatus<'static> {
     peer_status_in(ctx, peer, None, None, now)
 }
 
 /// [`peer_status`], sparing the reads of files that a scan of the state
 /// directory (`present`) found missing.
-fn peer_status_in(
+fn peer_status_in<'a>(
     ctx: &Ctx,
     peer: &Peer,
     present: Option<Present>,
-    last: Option<Kept<LastDecision>>,
+    last: Option<Kept<'a, LastDecision>>,
     now: EpochMs,
-) -> PeerStatus {
+) -> PeerStatus<'a> {
     let id = peer.identity();
     let may_have = |m: Marker| present.is_none_or(|p| p.has(m));
     let mut problem = None;
@@ -226,28 +230,31 @@ fn peer_status_in(
     }
 }
 
-/// Every peer's status (or one's).
-pub(crate) fn collect(
+/// Every peer's status (or one's), borrowing from the checkpoint, read
+/// into `read_into`.
+pub(crate) fn collect<'a>(
     ctx: &Ctx,
     only: Option<&Identity>,
-) -> Result<Vec<std::result::Result<PeerStatus, crate::Error>>> {
+    read_into: &'a mut Vec<u8>,
+) -> Result<Vec<std::result::Result<PeerStatus<'a>, crate::Error>>> {
     // The checkpoint and the definitions are read side by side: each is a
     // good part of the cost at thousands of peers, and neither needs the
     // other.
+    let read_peers = || match only {
+        Some(id) => ctx.peer(id).map(|p| vec![Ok(p)]),
+        None => crate::store::definitions::load_peers(&ctx.config.paths),
+    };
     let (folded, peers) = std::thread::scope(|s| {
-        let log = std::thread::Builder::new()
-            .name("status-log".into())
-            .spawn_scoped(s, || read_log(ctx, only));
-        let peers = match only {
-            Some(id) => ctx.peer(id).map(|p| vec![Ok(p)]),
-            None => crate::store::definitions::load_peers(&ctx.config.paths),
-        };
-        let folded = match log {
-            Ok(log) => log
+        let peers = std::thread::Builder::new()
+            .name("status-peers".into())
+            .spawn_scoped(s, read_peers);
+        let folded = read_log(ctx, only, read_into);
+        let peers = match peers {
+            Ok(peers) => peers
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            // No thread to be had: read it here.
-            Err(_) => read_log(ctx, only),
+            // No thread to be had: read them here.
+            Err(_) => read_peers(),
         };
         (folded, peers)
     });
@@ -266,12 +273,12 @@ pub(crate) fn collect(
 
 /// Each peer's status with its metrics, taken from `metrics`; `last`
 /// gives the last log line about a peer when the caller has it.
-pub(crate) fn with_metrics(
+pub(crate) fn with_metrics<'a>(
     ctx: &Ctx,
     peers: Vec<std::result::Result<Peer, crate::Error>>,
-    mut metrics: impl FnMut(&str) -> Option<Kept<metrics::PeerMetrics>>,
-    mut last: impl FnMut(&str) -> Option<Kept<LastDecision>>,
-) -> Vec<std::result::Result<PeerStatus, crate::Error>> {
+    mut metrics: impl FnMut(&str) -> Option<Kept<'a, metrics::PeerMetrics>>,
+    mut last: impl FnMut(&str) -> Option<Kept<'a, LastDecision>>,
+) -> Vec<std::result::Result<PeerStatus<'a>, crate::Error>> {
     let now = ctx.now();
     // One listing of the state directory: most peers have few of their
     // files, and the missing ones are then not opened one by one.

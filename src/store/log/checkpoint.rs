@@ -115,9 +115,12 @@ impl<'a> Raw<'a> {
 
     /// Every identity's counters and last line (or `only` one's), kept as
     /// written.
-    fn kept(self, only: Option<&str>) -> Shown {
-        fn kept<T>(m: HashMap<&str, &RawValue>, only: Option<&str>) -> HashMap<String, Kept<T>> {
-            let keep = |(k, v): (&str, &RawValue)| (k.to_owned(), Kept::Written(v.to_owned()));
+    fn kept(self, only: Option<&str>) -> Shown<'a> {
+        fn kept<'a, T>(
+            m: HashMap<&'a str, &'a RawValue>,
+            only: Option<&str>,
+        ) -> HashMap<Cow<'a, str>, Kept<'a, T>> {
+            let keep = |(k, v): (&'a str, &'a RawValue)| (Cow::Borrowed(k), Kept::Written(v));
             match only {
                 Some(name) => m
                     .get_key_value(name)
@@ -135,15 +138,16 @@ impl<'a> Raw<'a> {
     }
 }
 
-/// A value as the checkpoint holds it, its text kept to be printed as it
-/// is, or as the lines after the checkpoint made it.
+/// A value as the checkpoint holds it, its text (borrowed from the
+/// checkpoint read) to be printed as it is, or as the lines after the
+/// checkpoint made it.
 #[derive(Clone, Debug)]
-pub(crate) enum Kept<T> {
-    Written(Box<RawValue>),
+pub(crate) enum Kept<'a, T> {
+    Written(&'a RawValue),
     Folded(T),
 }
 
-impl<T: DeserializeOwned + Default + Clone> Kept<T> {
+impl<T: DeserializeOwned + Default + Clone> Kept<'_, T> {
     /// The value, parsed from its text if that is how it is kept. Text
     /// that does not read as one (a checkpoint changed by hand) reads as
     /// none, with a warning: the daemon rewrites the checkpoint from what
@@ -158,7 +162,7 @@ impl<T: DeserializeOwned + Default + Clone> Kept<T> {
     pub(crate) fn into_value(self) -> T {
         match self {
             Kept::Folded(v) => v,
-            Kept::Written(text) => parse(&text),
+            Kept::Written(text) => parse(text),
         }
     }
 
@@ -181,7 +185,7 @@ fn parse<U: DeserializeOwned + Default>(text: &RawValue) -> U {
     })
 }
 
-impl<T: Serialize> Serialize for Kept<T> {
+impl<T: Serialize> Serialize for Kept<'_, T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
             Kept::Written(text) => text.serialize(s),
@@ -193,29 +197,25 @@ impl<T: Serialize> Serialize for Kept<T> {
 /// What `status` shows of the log: each identity's counters and last
 /// line as the checkpoint holds them, and as the lines after it changed
 /// them. Only the identities those lines are about are parsed: the rest
-/// are printed as written.
+/// are printed as written, borrowed from the checkpoint read.
 #[derive(Debug, Default)]
-pub(crate) struct Shown {
-    pub(crate) peers: HashMap<String, Kept<PeerMetrics>>,
-    pub(crate) last: HashMap<String, Kept<LastLine>>,
+pub(crate) struct Shown<'a> {
+    pub(crate) peers: HashMap<Cow<'a, str>, Kept<'a, PeerMetrics>>,
+    pub(crate) last: HashMap<Cow<'a, str>, Kept<'a, LastLine>>,
     /// Kept to one identity: lines about others are passed over.
     only: Option<String>,
 }
 
-impl From<Folded> for Shown {
+impl From<Folded> for Shown<'_> {
     fn from(f: Folded) -> Self {
+        fn kept<'a, T>(m: BTreeMap<String, T>) -> HashMap<Cow<'a, str>, Kept<'a, T>> {
+            m.into_iter()
+                .map(|(k, v)| (Cow::Owned(k), Kept::Folded(v)))
+                .collect()
+        }
         Shown {
-            peers: f
-                .metrics
-                .peers
-                .into_iter()
-                .map(|(k, v)| (k, Kept::Folded(v)))
-                .collect(),
-            last: f
-                .last
-                .into_iter()
-                .map(|(k, v)| (k, Kept::Folded(v)))
-                .collect(),
+            peers: kept(f.metrics.peers),
+            last: kept(f.last),
             only: None,
         }
     }
@@ -232,7 +232,7 @@ impl Fold for Folded {
     }
 }
 
-impl Fold for Shown {
+impl Fold for Shown<'_> {
     /// A line changes only what is about its identity: that part is
     /// parsed, folded as the daemon folds it, and kept parsed.
     fn apply(&mut self, e: &Entry) {
@@ -248,26 +248,28 @@ impl Fold for Shown {
             one.last.insert(id.to_owned(), l.into_value());
         }
         one.apply(e);
-        self.peers.extend(
-            one.metrics
-                .peers
-                .into_iter()
-                .map(|(k, v)| (k, Kept::Folded(v))),
-        );
-        self.last
-            .extend(one.last.into_iter().map(|(k, v)| (k, Kept::Folded(v))));
+        let Shown { peers, last, .. } = Shown::from(one);
+        self.peers.extend(peers);
+        self.last.extend(last);
     }
 }
 
 /// What `status` shows (all, or `only` one identity's), from the
-/// checkpoint at `checkpoint` and the lines after it; `None` without a
-/// checkpoint to start from.
-pub(crate) fn shown(log: &Path, checkpoint: &Path, only: Option<&str>) -> Option<Shown> {
-    let bytes = read(checkpoint)?;
-    let (position, mut shown) = match Raw::of(&bytes) {
+/// checkpoint at `checkpoint`, read into `read_into` (which what is shown
+/// borrows), and the lines after it; `None` without a checkpoint to start
+/// from.
+pub(crate) fn shown<'a>(
+    log: &Path,
+    checkpoint: &Path,
+    only: Option<&str>,
+    read_into: &'a mut Vec<u8>,
+) -> Option<Shown<'a>> {
+    *read_into = read(checkpoint)?;
+    let bytes: &'a [u8] = read_into;
+    let (position, mut shown) = match Raw::of(bytes) {
         Some((position, raw)) => (position, raw.kept(only)),
         None => {
-            let (position, folded) = load_from(checkpoint, &bytes, only)?;
+            let (position, folded) = load_from(checkpoint, bytes, only)?;
             let shown = Shown {
                 only: only.map(str::to_owned),
                 ..Shown::from(folded)
@@ -521,7 +523,8 @@ mod tests {
             .session("s1");
         writer.append(&busy).unwrap();
 
-        let shown = shown(&log, &cp, None).expect("a checkpoint to start from");
+        let mut read = Vec::new();
+        let shown = shown(&log, &cp, None, &mut read).expect("a checkpoint to start from");
         let whole = Shown::from(fold(&log, &home.path().join("no-checkpoint")).0);
         assert_eq!(printed(&shown), printed(&whole));
         assert!(!shown.peers.contains_key("bob"), "removed");
@@ -542,7 +545,7 @@ mod tests {
     }
 
     fn shown_one(log: &Path, cp: &Path, who: &str) -> BTreeMap<String, String> {
-        printed(&shown(log, cp, Some(who)).unwrap())
+        printed(&shown(log, cp, Some(who), &mut Vec::new()).unwrap())
     }
 
     /// A checkpoint an older build wrote holds less than this one writes:
@@ -561,7 +564,8 @@ mod tests {
             "last": folded.last,
         });
         std::fs::write(&cp, v2.to_string()).unwrap();
-        let shown = shown(&log, &cp, None).expect("a version 2 checkpoint is read");
+        let mut read = Vec::new();
+        let shown = shown(&log, &cp, None, &mut read).expect("a version 2 checkpoint is read");
         assert!(matches!(shown.peers["alice"], Kept::Folded(_)));
         let printed = serde_json::to_string(&shown.peers["alice"]).unwrap();
         assert!(printed.contains(r#""topic":null"#), "{printed}");
@@ -572,7 +576,7 @@ mod tests {
     #[test]
     fn a_kept_value_that_does_not_read_reads_as_none() {
         let bad = RawValue::from_string(r#"{"deaths":"many"}"#.to_owned()).unwrap();
-        let kept: Kept<PeerMetrics> = Kept::Written(bad);
+        let kept: Kept<PeerMetrics> = Kept::Written(&bad);
         assert_eq!(*kept.value(), PeerMetrics::default());
         assert_eq!(kept.into_value(), PeerMetrics::default());
     }
