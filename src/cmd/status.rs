@@ -87,13 +87,13 @@ fn stdout_error(e: std::io::Error) -> crate::Error {
     crate::Error::io("standard output", "write", e)
 }
 
-/// Writes to `out` the screen (or the JSON document) status prints.
+/// Writes to `to` the screen (or the JSON document) status prints.
 fn render(
     ctx: &Ctx,
     only: Option<&Identity>,
     output: OutputArg,
     colour: bool,
-    out: &mut impl std::io::Write,
+    to: &mut impl std::io::Write,
 ) -> Result<()> {
     let mut checkpoint = Vec::new();
     let all = status::collect(ctx, only, &mut checkpoint)?;
@@ -105,13 +105,12 @@ fn render(
         let look = dashboard
             .as_ref()
             .map_or(serde_json::Value::Null, |d| d.to_json());
-        return status::document(ctx, &all, daemon, Some(("dashboard", look)), out)
-            .and_then(|()| out.write_all(b"\n"))
+        return status::document(ctx, &all, daemon, Some(("dashboard", look)), to)
+            .and_then(|()| to.write_all(b"\n"))
             .map_err(stdout_error);
     }
     let now = ctx.now();
     let wide = output == OutputArg::Wide;
-    let screen = out;
     let mut out = String::new();
     for s in &all {
         if let Err(e) = s {
@@ -268,7 +267,7 @@ fn render(
             )),
         }
     }
-    screen.write_all(out.as_bytes()).map_err(stdout_error)
+    to.write_all(out.as_bytes()).map_err(stdout_error)
 }
 
 /// How long `status` waits for the dashboard to answer.

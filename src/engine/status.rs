@@ -89,9 +89,9 @@ pub(crate) struct PeerStatus<'a> {
 }
 
 /// The last line about each identity, and everyone's metrics (or `only`
-/// one peer's, with whatever the lines after the checkpoint add): the
-/// daemon's checkpoint and the lines after it (the whole retained log
-/// only when there is no checkpoint), the checkpoint read into `read_into`.
+/// one peer's): the daemon's checkpoint, read into `read_into`, and the
+/// lines after it (the whole retained log only when there is no
+/// checkpoint).
 pub(crate) fn read_log<'a>(
     ctx: &Ctx,
     only: Option<&Identity>,
@@ -293,21 +293,24 @@ pub(crate) fn with_metrics<'a>(
             p.map(|peer| {
                 let mut s = peer_status_in(ctx, &peer, present(&peer), last(&peer.name), now);
                 let m = metrics(&peer.name).unwrap_or(Kept::Folded(Default::default()));
-                // What else is shown of the counters: read from them only
-                // where it is wanted (most peers have a last line, and no
-                // live session).
+                // What else is shown of the counters is read from them only
+                // where it is wanted: most peers have a last line, and no
+                // live session.
                 #[derive(Default, serde::Deserialize)]
                 #[serde(default)]
-                struct Part {
+                struct LastEventOf {
                     last_event: Option<metrics::LastEvent>,
+                }
+                #[derive(Default, serde::Deserialize)]
+                #[serde(default)]
+                struct ActivityOf {
                     activity: Option<metrics::LastActivity>,
                 }
                 if s.last_decision.is_none() {
-                    let last_event = m.part(|m| Part {
+                    let of = m.part(|m| LastEventOf {
                         last_event: m.last_event.clone(),
-                        activity: None,
                     });
-                    s.last_decision = last_event.last_event.map(|e| {
+                    s.last_decision = of.last_event.map(|e| {
                         Kept::Folded(LastDecision {
                             ts: e.ts,
                             ev: e.kind,
@@ -316,13 +319,10 @@ pub(crate) fn with_metrics<'a>(
                     });
                 }
                 if let Some(live) = &s.session {
-                    s.activity = m
-                        .part(|m| Part {
-                            last_event: None,
-                            activity: m.activity.clone(),
-                        })
-                        .activity
-                        .filter(|a| live.session == a.session);
+                    let of = m.part(|m| ActivityOf {
+                        activity: m.activity.clone(),
+                    });
+                    s.activity = of.activity.filter(|a| live.session == a.session);
                 }
                 s.lifecycle_metrics = m;
                 s
