@@ -45,7 +45,7 @@ pub(crate) fn run(app: &App, args: WhyArgs, verbose: bool) -> Result<i32> {
     let mut brought_up = false;
     crate::store::log::for_each_backward(
         &ctx.config.paths.lifecycle_log,
-        |raw| raw.contains(&key),
+        crate::store::log::holding(&key),
         |e| {
             if e.identity() != Some(id.as_str()) {
                 return true;

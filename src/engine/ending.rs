@@ -515,17 +515,13 @@ fn last_activity(ctx: &Ctx, session: &str) -> Option<crate::core::activity::Stat
     }
     let key = format!("\"session\":\"{session}\"");
     let mut found = None;
-    let _ = log::for_each_backward(
-        &ctx.config.paths.lifecycle_log,
-        |raw| raw.contains(&key),
-        |e| {
-            if e.ev() == Some(Ev::Activity) {
-                found = e.str("state").and_then(crate::core::activity::State::parse);
-                return false;
-            }
-            !crate::core::history::is_launch(&e)
-        },
-    );
+    let _ = log::for_each_backward(&ctx.config.paths.lifecycle_log, log::holding(&key), |e| {
+        if e.ev() == Some(Ev::Activity) {
+            found = e.str("state").and_then(crate::core::activity::State::parse);
+            return false;
+        }
+        !crate::core::history::is_launch(&e)
+    });
     found
 }
 

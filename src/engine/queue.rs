@@ -323,9 +323,13 @@ pub(crate) fn last_task_line(
 ) -> Option<crate::core::record::Entry> {
     let kept = ctx.record(Ev::Task).task(Some(task)).task;
     let mut found = None;
+    let (task_line, with_words) = (
+        crate::store::log::holding("\"ev\":\"task\""),
+        crate::store::log::holding(words),
+    );
     let _ = crate::store::log::for_each_backward(
         &ctx.config.paths.lifecycle_log,
-        |raw| raw.contains("\"ev\":\"task\"") && raw.contains(words),
+        |raw| task_line(raw) && with_words(raw),
         |e| {
             let ours = who.is_none_or(|id| e.identity() == Some(id.as_str()))
                 && e.str("task") == kept.as_deref();

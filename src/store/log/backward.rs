@@ -16,13 +16,14 @@ use super::files::log_files;
 const CHUNK: u64 = 64 * 1024;
 
 /// Calls `visit` for every whole line, newest first, back through every
-/// retained file, skipping torn lines and, before parsing, those for which
-/// `wanted` (given the raw text) is false. `visit` returns false to stop.
+/// retained file, skipping torn lines and, before any other look at them,
+/// those for which `wanted` (given the raw bytes, see [`holding`]) is
+/// false. `visit` returns false to stop.
 /// The files are opened first, so a rotation meanwhile neither repeats nor
 /// skips a line; lines written after the call began are not seen.
 pub(crate) fn for_each_backward(
     path: &Path,
-    wanted: impl Fn(&str) -> bool,
+    wanted: impl Fn(&[u8]) -> bool,
     mut visit: impl FnMut(Entry) -> bool,
 ) -> Result<()> {
     let mut files = Vec::new();
@@ -41,10 +42,15 @@ pub(crate) fn for_each_backward(
     for (p, f, len) in files {
         let mut more = true;
         lines_backward(&f, len, |raw| {
+            // Most lines are about someone else: passed over before they
+            // are checked as text.
+            if !wanted(raw) {
+                return true;
+            }
             let Some(text) = std::str::from_utf8(raw).ok().map(str::trim_end) else {
                 return true;
             };
-            if text.is_empty() || !wanted(text) {
+            if text.is_empty() {
                 return true;
             }
             match Entry::parse(text) {
@@ -61,6 +67,13 @@ pub(crate) fn for_each_backward(
         }
     }
     Ok(())
+}
+
+/// A `wanted` for [`for_each_backward`]: the lines holding `needle`, found
+/// by a search built once for all of them.
+pub(crate) fn holding(needle: &str) -> impl Fn(&[u8]) -> bool + '_ {
+    let finder = memchr::memmem::Finder::new(needle);
+    move |raw| finder.find(raw).is_some()
 }
 
 /// The whole lines of the first `len` bytes of `file`, last first (a last
@@ -116,14 +129,10 @@ mod tests {
     fn backward(path: &Path, who: &str) -> Vec<u64> {
         let key = format!("\"identity\":\"{who}\"");
         let mut seen = Vec::new();
-        for_each_backward(
-            path,
-            |raw| raw.contains(&key),
-            |e| {
-                seen.push(e.u64("deaths").unwrap());
-                true
-            },
-        )
+        for_each_backward(path, holding(&key), |e| {
+            seen.push(e.u64("deaths").unwrap());
+            true
+        })
         .unwrap();
         seen
     }
@@ -170,6 +179,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(two, vec![4, 3]);
+    }
+
+    #[test]
+    fn a_line_that_holds_the_needle_but_is_not_text_is_passed_over() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("lifecycle.log");
+        let mut w = LogWriter::at(&path, 1 << 20, 5);
+        w.append(&line(1, "alice")).unwrap();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"identity\":\"alice\",\"x\":\"\xff\xfe\"}\n")
+            .unwrap();
+        drop(f);
+        w.append(&line(2, "alice")).unwrap();
+        assert_eq!(backward(&path, "alice"), vec![2, 1]);
     }
 
     #[test]

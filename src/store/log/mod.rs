@@ -32,7 +32,7 @@ mod files;
 mod follow;
 mod read;
 
-pub(crate) use backward::for_each_backward;
+pub(crate) use backward::{for_each_backward, holding};
 pub use files::log_files;
 use files::{numbered, rotated_files};
 pub use follow::Position;
