@@ -124,15 +124,24 @@ pub(crate) fn start(app: &App, name: &str) -> Result<i32> {
             Err(f) => Err(f.error),
         };
     }
-    println!(
-        "{id}: {}",
-        if was_stopped {
-            "started; the next wake brings it up"
-        } else {
-            "was not stopped"
-        }
-    );
+    let waiting = crate::store::queue::Queues::new(&ctx.config.paths.state).waiting(&id);
+    println!("{id}: {}", started_saying(was_stopped, waiting));
     Ok(0)
+}
+
+/// What `start` says of a peer that sleeps until woken: tasks waiting in
+/// its queue wake it without anyone's message (the daemon's next look).
+fn started_saying(was_stopped: bool, waiting: usize) -> String {
+    match (was_stopped, waiting) {
+        (false, _) => "was not stopped".to_owned(),
+        (true, 0) => "started; the next wake brings it up".to_owned(),
+        (true, 1) => {
+            "started; 1 task waits in its queue: a running daemon brings it up for it".to_owned()
+        }
+        (true, n) => {
+            format!("started; {n} tasks wait in its queue: a running daemon brings it up for them")
+        }
+    }
 }
 
 /// Clears the crash-loop ring.
@@ -239,4 +248,30 @@ pub(crate) fn refresh(app: &App, name: &str) -> Result<i32> {
          (`iapeer restart {id}` ends it now)"
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::started_saying;
+
+    #[test]
+    fn start_says_what_brings_the_peer_up() {
+        for (was_stopped, waiting, said) in [
+            (false, 0, "was not stopped"),
+            (false, 3, "was not stopped"),
+            (true, 0, "started; the next wake brings it up"),
+            (
+                true,
+                1,
+                "started; 1 task waits in its queue: a running daemon brings it up for it",
+            ),
+            (
+                true,
+                2,
+                "started; 2 tasks wait in its queue: a running daemon brings it up for them",
+            ),
+        ] {
+            assert_eq!(started_saying(was_stopped, waiting), said, "{waiting}");
+        }
+    }
 }

@@ -161,7 +161,12 @@ impl Queues {
 
     /// Whether anything waits in `id`'s queue.
     pub(crate) fn has_tasks(&self, id: &Identity) -> bool {
-        !self.names(id).is_empty()
+        self.waiting(id) > 0
+    }
+
+    /// How many tasks wait in `id`'s queue.
+    pub(crate) fn waiting(&self, id: &Identity) -> usize {
+        self.names(id).len()
     }
 
     /// The tasks in `id`'s queue, in order; a file that cannot be a task

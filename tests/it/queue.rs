@@ -201,10 +201,17 @@ fn a_task_dropped_for_a_sleeping_peer_wakes_it_and_a_stopped_ones_waits() {
         woke.line
     );
 
-    // Stopped: its task waits, and `start` brings it up to take it.
+    // Stopped: its task waits, and `start` brings it up to take it, and
+    // says so.
     assert!(home.lines("eli", "wake").is_empty(), "a stopped peer woke");
     assert!(home.lines("fen", "wake").is_empty(), "a bad task woke fen");
-    assert_eq!(code(&home.run(&["start", "eli"])), 0);
+    let started = home.run(&["start", "eli"]);
+    assert_eq!(code(&started), 0, "{}", stderr(&started));
+    assert!(
+        stdout(&started).contains("1 task waits in its queue"),
+        "{}",
+        stdout(&started)
+    );
     queue_empty(&home, "eli");
     assert_eq!(typed(&home), ["the dropped task", "the held task"]);
     assert!(home.lines("fen", "wake").is_empty(), "a bad task woke fen");
