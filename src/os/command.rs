@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 /// mask would ignore `kill-server`), default SIGPIPE and SIGXFSZ for the
 /// agents, and — on Linux — death with the thread that started it, so a
 /// launcher killed mid-launch leaves at most a half-started server (which
-/// the next launcher ends; see `end_strays`).
+/// the next launcher ends; see `end_strays`). Short calls too, though
+/// this means fork, not std's posix_spawn: that keeps the caller's mask,
+/// and a tmux client with SIGTERM blocked outlives a `pkill`.
 pub(crate) fn clean_child(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();
@@ -219,6 +221,43 @@ fn read_both(child: &mut Child, deadline: Instant) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Started by [`clean_child`], a helper begins with an empty signal
+    /// mask and SIGPIPE at its default, from a thread that blocks signals
+    /// as the daemon's do (and in a process that ignores SIGPIPE, as every
+    /// Rust program does). std's own start, posix_spawn, keeps the
+    /// caller's mask: that is why even short calls go through it.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_helper_starts_with_no_signal_blocked_or_ignored() {
+        let status = std::thread::spawn(|| {
+            // SAFETY: this test's own thread: its mask and SIGPIPE only.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGHUP);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            let mut cat = Command::new("cat");
+            cat.arg("/proc/self/status");
+            clean_child(&mut cat);
+            call(cat, None, Duration::from_secs(5)).unwrap()
+        })
+        .join()
+        .unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {name} in {status}"))
+                .to_owned()
+        };
+        assert_eq!(u64::from_str_radix(&field("SigBlk:"), 16).unwrap(), 0);
+        let ignored = u64::from_str_radix(&field("SigIgn:"), 16).unwrap();
+        assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE ignored");
+    }
 
     /// A program is found where `execvp` would start it: the first
     /// directory with an executable file of its name; a path, or a name
