@@ -231,7 +231,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn a_helper_starts_with_no_signal_blocked_or_ignored() {
         let status = std::thread::spawn(|| {
-            // SAFETY: this test's own thread: its mask and SIGPIPE only.
+            // SAFETY: the mask of this test's own thread only.
             unsafe {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
