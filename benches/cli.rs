@@ -1,6 +1,6 @@
 //! `make bench`: what the reading verbs cost as the fleet and the retained
-//! log grow: `status --json`, `status NAME --json`, `why NAME --json` and
-//! `ls`, at 10, 1,000 and
+//! log grow: `status --json`, `status NAME --json`, `why NAME --json`,
+//! `log --peer NAME -n 20` and `ls`, at 10, 1,000 and
 //! 10,000 peers, over 10 MB and 500 MB of log (`IAPEER_BENCH_BIG_LOG_MB`
 //! changes the second), with the metrics checkpoint a running daemon
 //! keeps. Each is run 5 times (after one warm-up), interleaved with its
@@ -36,18 +36,21 @@ fn main() {
         let mut status = Vec::new();
         let mut one = Vec::new();
         let mut why = Vec::new();
+        let mut tail = Vec::new();
         let mut ls = Vec::new();
         for run in 0..=RUNS {
             let f = time_floor(home.path());
             let s = time_iapeer(home.path(), &["status", "--json"]);
             let o = time_iapeer(home.path(), &["status", "p0", "--json"]);
             let w = time_iapeer(home.path(), &["why", "p0", "--json"]);
+            let t = time_iapeer(home.path(), &["log", "--peer", "p0", "-n", "20"]);
             let l = time_iapeer(home.path(), &["ls"]);
             if run > 0 {
                 floor.push(f);
                 status.push(s);
                 one.push(o);
                 why.push(w);
+                tail.push(t);
                 ls.push(l);
             }
         }
@@ -55,12 +58,13 @@ fn main() {
             / median(&floor).as_secs_f64();
         println!(
             "  {peers:>6} peers, {mb:>4} MB log: status --json {} ({ratio:.1}x reading every peer file, {}); \
-             status NAME {}; why {}; ls {} (targets: status <= 2x the floor at 10,000 peers, <= 50 ms at 1,000 peers and 100 MB; \
+             status NAME {}; why {}; log -n 20 {}; ls {} (targets: status <= 2x the floor at 10,000 peers, <= 50 ms at 1,000 peers and 100 MB; \
              why <= 10 ms and <= 10 MB)",
             spread(&status),
             ms_spread(&floor),
             spread(&one),
             spread(&why),
+            spread(&tail),
             spread(&ls),
         );
     }

@@ -51,6 +51,39 @@ pub(crate) struct Filter {
     pub until_ms: Option<EpochMs>,
     pub ev: Option<Ev>,
     pub cause: Option<String>,
+    /// What a raw line must hold to be worth parsing, built once.
+    needles: Needles,
+}
+
+/// A cheap test on a raw line before it is parsed: it must hold one of
+/// each group's texts (`"key":"value"`). Most lines of a big log are about
+/// other peers or other kinds of event.
+#[derive(Debug, Default, Clone)]
+struct Needles(Vec<Vec<memchr::memmem::Finder<'static>>>);
+
+impl Needles {
+    fn of(peer: Option<&Identity>, ev: Option<Ev>, cause: Option<&str>) -> Self {
+        let text = |key: &str, value: &str| {
+            memchr::memmem::Finder::new(&format!("\"{key}\":\"{value}\"")).into_owned()
+        };
+        let mut groups = Vec::new();
+        if let Some(p) = peer {
+            groups.push(vec![text("identity", p.as_str())]);
+        }
+        if let Some(ev) = ev {
+            groups.push(vec![text("ev", ev.as_str())]);
+        }
+        if let Some(c) = cause {
+            groups.push(vec![text("cause", c), text("action", c)]);
+        }
+        Needles(groups)
+    }
+
+    fn may_match(&self, raw: &[u8]) -> bool {
+        self.0
+            .iter()
+            .all(|any| any.iter().any(|f| f.find(raw).is_some()))
+    }
 }
 
 impl Filter {
@@ -74,7 +107,9 @@ impl Filter {
                 return Err(Error::Usage(format!("--cause {c:?} is not a cause")));
             }
         }
+        let needles = Needles::of(peer.as_ref(), ev, args.cause.as_deref());
         Ok(Filter {
+            needles,
             peer,
             since_ms: args
                 .since
@@ -91,26 +126,9 @@ impl Filter {
         })
     }
 
-    /// A cheap test on the raw line before it is parsed: most lines of a
-    /// big log are about other peers or other kinds of event.
-    fn may_match(&self, line: &str) -> bool {
-        let has = |key: &str, value: &str| {
-            let mut needle = String::with_capacity(key.len() + value.len() + 6);
-            needle.push('"');
-            needle.push_str(key);
-            needle.push_str("\":\"");
-            needle.push_str(value);
-            needle.push('"');
-            line.contains(&needle)
-        };
-        self.peer
-            .as_ref()
-            .is_none_or(|p| has("identity", p.as_str()))
-            && self.ev.is_none_or(|ev| has("ev", ev.as_str()))
-            && self
-                .cause
-                .as_ref()
-                .is_none_or(|c| has("cause", c) || has("action", c))
+    /// Whether a raw line may match, before it is parsed.
+    fn may_match(&self, raw: &[u8]) -> bool {
+        self.needles.may_match(raw)
     }
 
     pub(crate) fn matches(&self, e: &Entry) -> bool {
@@ -150,40 +168,42 @@ pub(crate) fn run(app: &App, args: LogArgs) -> Result<i32> {
         (true, None) => Some(0),
         (_, n) => n,
     };
-    let mut last: std::collections::VecDeque<Entry> = std::collections::VecDeque::new();
-    let mut stats = log::ReadStats::default();
-    if history != Some(0) {
-        stats = log::for_each_matching(
-            path,
-            |raw| filter.may_match(raw),
-            |entry| {
-                if !filter.matches(&entry) {
-                    return true;
-                }
-                if let Some(n) = history {
-                    // Only the last n are kept, then printed.
-                    if last.len() == n {
-                        last.pop_front();
-                    }
-                    last.push_back(entry);
-                    return true;
-                }
-                let text = if args.json { entry.line } else { human(&entry) };
-                if writeln!(out, "{text}").is_err() {
-                    broken_pipe = true;
-                    return false;
-                }
-                true
-            },
-        )?;
-    }
-    for entry in last {
+    let mut print = |entry: Entry| {
         let text = if args.json { entry.line } else { human(&entry) };
         if writeln!(out, "{text}").is_err() {
             broken_pipe = true;
-            break;
         }
-    }
+        !broken_pipe
+    };
+    let stats = match history {
+        Some(0) => log::ReadStats::default(),
+        // The last n, from the end back: the cost follows how far back
+        // they lie, not how much log is kept.
+        Some(n) => {
+            let mut last = Vec::new();
+            let stats = log::for_each_backward(
+                path,
+                |raw| filter.may_match(raw),
+                |entry| {
+                    if filter.matches(&entry) {
+                        last.push(entry);
+                    }
+                    last.len() < n
+                },
+            )?;
+            for entry in last.into_iter().rev() {
+                if !print(entry) {
+                    break;
+                }
+            }
+            stats
+        }
+        None => log::for_each_matching(
+            path,
+            |raw| filter.may_match(raw),
+            |entry| !filter.matches(&entry) || print(entry),
+        )?,
+    };
     if !broken_pipe {
         out.flush().ok();
     }
@@ -191,7 +211,7 @@ pub(crate) fn run(app: &App, args: LogArgs) -> Result<i32> {
         drop(out);
         let mut follower = log::Follower::at_end(&app.config.paths.lifecycle_log);
         super::events::stream(&mut follower, |entry| {
-            if !filter.may_match(&entry.line) || !filter.matches(entry) {
+            if !filter.may_match(entry.line.as_bytes()) || !filter.matches(entry) {
                 return Some(String::new());
             }
             Some(if args.json {
@@ -309,6 +329,40 @@ mod tests {
             args(None, None, Some("boot")),
         ] {
             assert_eq!(Filter::from_args(&bad, now).unwrap_err().exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn a_raw_line_is_passed_over_only_when_it_cannot_match() {
+        let alice = Identity::parse("alice").unwrap();
+        let line = br#"{"ts":"2026-11-21T04:30:00.000Z","ev":"supervise","identity":"alice","action":"reaped-gone","source":"daemon"}"#;
+        let table: &[(Needles, &[u8], bool)] = &[
+            (Needles::of(None, None, None), b"anything at all \xff", true),
+            (Needles::of(Some(&alice), None, None), line, true),
+            (Needles::of(Some(&alice), Some(Ev::Wake), None), line, false),
+            (
+                Needles::of(Some(&alice), Some(Ev::Supervise), None),
+                line,
+                true,
+            ),
+            // --cause matches an action too.
+            (Needles::of(None, None, Some("reaped-gone")), line, true),
+            (Needles::of(None, None, Some("first-wake")), line, false),
+            // A longer name that starts with the peer's is someone else.
+            (
+                Needles::of(Some(&alice), None, None),
+                br#"{"identity":"alice2"}"#,
+                false,
+            ),
+            // Bytes that are not text still hold the needle or not.
+            (
+                Needles::of(Some(&alice), None, None),
+                b"\xff\"identity\":\"alice\"",
+                true,
+            ),
+        ];
+        for (i, (needles, raw, want)) in table.iter().enumerate() {
+            assert_eq!(needles.may_match(raw), *want, "row {i}");
         }
     }
 

@@ -554,17 +554,13 @@ pub(crate) fn log_has(ctx: &Ctx, session: &str, matches: impl Fn(&Entry) -> bool
     }
     let key = format!("\"session\":\"{session}\"");
     let mut found = false;
-    let _ = log::for_each_matching(
-        &ctx.config.paths.lifecycle_log,
-        |raw| raw.contains(&key),
-        |e| {
-            if e.str("session") == Some(session) && matches(&e) {
-                found = true;
-                return false;
-            }
-            true
-        },
-    );
+    let _ = log::for_each_matching(&ctx.config.paths.lifecycle_log, log::holding(&key), |e| {
+        if e.str("session") == Some(session) && matches(&e) {
+            found = true;
+            return false;
+        }
+        true
+    });
     found
 }
 

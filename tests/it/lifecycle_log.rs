@@ -164,6 +164,37 @@ fn log_command_reads_across_rotations_and_filters() {
         "oldest first, across files"
     );
 
+    // -n takes the last n from the end back, through the rotations, in
+    // the same order; with --ev and --since it keeps to them.
+    let deaths = |args: &[&str]| -> Vec<u64> {
+        let out = home.run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["deaths"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(
+        deaths(&["log", "--peer", "alice", "-n", "7", "--json"]),
+        (39..60).step_by(3).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        deaths(&["log", "--peer", "alice", "-n", "100", "--json"]),
+        (0..60).step_by(3).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        deaths(&["log", "--ev", "reset", "--since", "1h", "-n", "3", "--json"]),
+        vec![57, 58, 59]
+    );
+    assert_eq!(
+        deaths(&["log", "--peer", "carol", "-n", "5", "--json"]),
+        Vec::<u64>::new()
+    );
+
     let since = iapeer::core::clock::format_ms(now - 10_000);
     let out = home.run(&["log", "--since", &since, "--ev", "reset"]);
     let text = stdout(&out);

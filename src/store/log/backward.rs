@@ -11,6 +11,7 @@ use crate::core::error::{Error, Result};
 use crate::core::record::Entry;
 
 use super::files::log_files;
+use super::ReadStats;
 
 /// Bytes read at a time.
 const CHUNK: u64 = 64 * 1024;
@@ -20,12 +21,14 @@ const CHUNK: u64 = 64 * 1024;
 /// those for which `wanted` (given the raw bytes, see [`holding`]) is
 /// false. `visit` returns false to stop.
 /// The files are opened first, so a rotation meanwhile neither repeats nor
-/// skips a line; lines written after the call began are not seen.
+/// skips a line; lines written after the call began are not seen. Counts
+/// the lines visited, and the wanted ones passed over as unreadable.
 pub(crate) fn for_each_backward(
     path: &Path,
     wanted: impl Fn(&[u8]) -> bool,
     mut visit: impl FnMut(Entry) -> bool,
-) -> Result<()> {
+) -> Result<ReadStats> {
+    let mut stats = ReadStats::default();
     let mut files = Vec::new();
     for p in log_files(path)?.into_iter().rev() {
         match File::open(&p) {
@@ -48,6 +51,7 @@ pub(crate) fn for_each_backward(
                 return true;
             }
             let Some(text) = std::str::from_utf8(raw).ok().map(str::trim_end) else {
+                stats.skipped += 1;
                 return true;
             };
             if text.is_empty() {
@@ -55,10 +59,14 @@ pub(crate) fn for_each_backward(
             }
             match Entry::parse(text) {
                 Some(e) => {
+                    stats.lines += 1;
                     more = visit(e);
                     more
                 }
-                None => true,
+                None => {
+                    stats.skipped += 1;
+                    true
+                }
             }
         })
         .map_err(|e| Error::io(&p, "read", e))?;
@@ -66,7 +74,7 @@ pub(crate) fn for_each_backward(
             break;
         }
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// A `wanted` for [`for_each_backward`]: the lines holding `needle`, found
@@ -182,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn a_line_that_holds_the_needle_but_is_not_text_is_passed_over() {
+    fn a_line_that_holds_the_needle_but_is_not_text_is_passed_over_and_counted() {
         let dir = TempDir::new().unwrap();
         let path = dir.path().join("lifecycle.log");
         let mut w = LogWriter::at(&path, 1 << 20, 5);
@@ -194,9 +202,17 @@ mod tests {
             .unwrap();
         f.write_all(b"{\"identity\":\"alice\",\"x\":\"\xff\xfe\"}\n")
             .unwrap();
+        f.write_all(b"{\"identity\":\"alice\", not json}\n")
+            .unwrap();
+        f.write_all(b"{\"identity\":\"bob\",\"x\":\"\xff\"}\n")
+            .unwrap();
         drop(f);
         w.append(&line(2, "alice")).unwrap();
         assert_eq!(backward(&path, "alice"), vec![2, 1]);
+        // Counted: the lines read, and those wanted but unreadable (bob's
+        // is not wanted, so not looked at).
+        let stats = for_each_backward(&path, holding("\"alice\""), |_| true).unwrap();
+        assert_eq!((stats.lines, stats.skipped), (2, 2));
     }
 
     #[test]

@@ -24,11 +24,11 @@ pub(crate) fn for_each_entry(path: &Path, visit: impl FnMut(Entry) -> bool) -> R
 }
 
 /// Like `for_each_entry`, but lines for which `wanted` (given the raw
-/// text) is false are skipped before they are parsed: most lines of a big
-/// log are about other peers.
+/// bytes, see [`holding`](super::holding)) is false are passed over before
+/// any other look at them: most lines of a big log are about other peers.
 pub(crate) fn for_each_matching(
     path: &Path,
-    wanted: impl Fn(&str) -> bool,
+    wanted: impl Fn(&[u8]) -> bool,
     mut visit: impl FnMut(Entry) -> bool,
 ) -> Result<ReadStats> {
     let mut stats = ReadStats::default();
@@ -51,10 +51,10 @@ pub(crate) fn for_each_matching(
                 break;
             }
             let whole = buf.last() == Some(&b'\n');
-            let text = std::str::from_utf8(&buf).ok().map(str::trim_end);
-            if whole && text.is_some_and(|t| !t.is_empty() && !wanted(t)) {
+            if whole && !wanted(&buf) {
                 continue;
             }
+            let text = std::str::from_utf8(&buf).ok().map(str::trim_end);
             match text.filter(|_| whole).and_then(Entry::parse) {
                 Some(entry) => {
                     stats.lines += 1;
