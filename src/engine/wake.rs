@@ -473,6 +473,8 @@ fn launch(
     // Log the decision before acting on it: if the line cannot be
     // written, nothing is launched.
     ctx.log(&decision_line(ctx, id, peer, ask, mode, cause, &session))?;
+    // Taken without a sync of their own: the journal `start` writes in
+    // the same folder, before tmux is asked, makes them durable with it.
     let mut taken = Vec::new();
     for (consume, flag) in [
         (decision.consume.idle_reaped, Flag::IdleReaped),
@@ -480,7 +482,7 @@ fn launch(
         (decision.consume.fresh_next, Flag::FreshNext),
     ] {
         if consume {
-            taken.extend(ctx.state.take_flag(id, flag)?);
+            taken.extend(ctx.state.take_flag_unsynced(id, flag)?);
         }
     }
 

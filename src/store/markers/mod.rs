@@ -246,10 +246,27 @@ impl StateDir {
     /// Removes a flag marker, returning what it held so a launch that
     /// never happened can put it back (`restore_flag`).
     pub(crate) fn take_flag(&self, id: &Identity, flag: Flag) -> Result<Option<TakenFlag>> {
+        let taken = self.take_flag_unsynced(id, flag)?;
+        if taken.is_some() {
+            self.sync_dir()?;
+        }
+        Ok(taken)
+    }
+
+    /// [`take_flag`](Self::take_flag) without the folder's sync: the
+    /// caller's next write here makes the removal durable with its own
+    /// (a folder's sync covers every entry changed in it). A launch takes
+    /// its markers this way, then writes its journal before tmux is asked:
+    /// one sync for both, and still both durable before anything starts.
+    pub(crate) fn take_flag_unsynced(
+        &self,
+        id: &Identity,
+        flag: Flag,
+    ) -> Result<Option<TakenFlag>> {
         let Some(bytes) = self.read_bounded(id, flag.marker(), FLAG_MAX)? else {
             return Ok(None);
         };
-        self.remove(id, flag.marker())?;
+        self.unlink(id, flag.marker())?;
         Ok(Some(TakenFlag { flag, bytes }))
     }
 
@@ -409,12 +426,18 @@ impl StateDir {
     /// Removes a marker (consume = remove); true if it existed. A symlink in
     /// its place is removed too, never followed.
     pub(crate) fn remove(&self, id: &Identity, m: Marker) -> Result<bool> {
+        let removed = self.unlink(id, m)?;
+        if removed {
+            self.sync_dir()?;
+        }
+        Ok(removed)
+    }
+
+    /// [`remove`](Self::remove) without the folder's sync.
+    fn unlink(&self, id: &Identity, m: Marker) -> Result<bool> {
         let name = file_name(id, m);
         match unistd::unlinkat(&self.dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
-            Ok(()) => {
-                self.sync_dir()?;
-                Ok(true)
-            }
+            Ok(()) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(Error::io(self.path.join(name), "remove", e.into())),
         }
@@ -544,6 +567,35 @@ mod tests {
         assert!(s.remove(&alice, Marker::NewEager).unwrap());
         assert!(!s.remove(&alice, Marker::NewEager).unwrap());
         assert_eq!(s.flag(&alice, Flag::NewEager).unwrap(), None);
+    }
+
+    #[test]
+    fn a_taken_flag_is_gone_and_is_put_back_byte_for_byte() {
+        type Take = fn(&StateDir, &Identity, Flag) -> Result<Option<TakenFlag>>;
+        let takes: [(&str, Take); 2] = [
+            ("synced", StateDir::take_flag),
+            ("unsynced", StateDir::take_flag_unsynced),
+        ];
+        for (how, take) in takes {
+            let (dir, s) = store();
+            let alice = id("alice");
+            assert!(take(&s, &alice, Flag::IdleReaped).unwrap().is_none(), "{how}");
+            let file = dir.path().join("alice.idle-reaped");
+            std::fs::write(&file, "odd bytes, kept as they are").unwrap();
+            let taken = take(&s, &alice, Flag::IdleReaped).unwrap().expect(how);
+            assert!(!file.exists(), "{how}: removed");
+            s.restore_flag(&alice, &taken).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&file).unwrap(),
+                "odd bytes, kept as they are",
+                "{how}"
+            );
+            // One written since is never overwritten by the old one.
+            let taken = take(&s, &alice, Flag::IdleReaped).unwrap().expect(how);
+            std::fs::write(&file, "newer").unwrap();
+            s.restore_flag(&alice, &taken).unwrap();
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "newer", "{how}");
+        }
     }
 
     #[test]
