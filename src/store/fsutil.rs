@@ -160,3 +160,66 @@ pub(crate) fn lock_held(path: &Path) -> bool {
     };
     matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
 }
+
+/// Where [`flock_within`] holds the lock it took.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// On the file it was asked on.
+    Here,
+    /// On another open file of the lock, held until it is dropped.
+    Through(File),
+}
+
+/// Takes the exclusive `flock` on `file` (the lock at `path`) within
+/// `wait`, or `None` when another process held it all that time. First
+/// `tries` tries, giving the CPU up between them; then, when there is any
+/// wait left, a wait in the kernel on a helper thread with an open file of
+/// its own (`own`): a waiter never sleeps while the lock lies free, and a
+/// holder stopped for ever costs it an error, not a hang. A lock that
+/// thread takes after the waiter gave up is its own, and it lets it go.
+pub(crate) fn flock_within(
+    file: &File,
+    path: &Path,
+    tries: usize,
+    wait: std::time::Duration,
+    own: impl FnOnce() -> Result<File>,
+) -> Result<Option<Held>> {
+    for i in 0..tries.max(1) {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(Held::Here)),
+            Err(fs::TryLockError::WouldBlock) if i + 1 < tries => std::thread::yield_now(),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(path, "lock", e)),
+        }
+    }
+    if wait.is_zero() {
+        return Ok(None);
+    }
+    let own = own()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    // Set by a waiter that gave up, under this mutex, so that a lock taken
+    // after it did is let go again, never kept by nobody.
+    let abandoned = std::sync::Arc::new(std::sync::Mutex::new(false));
+    let gave_up = std::sync::Arc::clone(&abandoned);
+    std::thread::Builder::new()
+        .name("lock-wait".into())
+        .spawn(move || {
+            let taken = own.lock().map(|()| own);
+            let gone = gave_up.lock().unwrap_or_else(|p| p.into_inner());
+            if !*gone {
+                let _ = tx.send(taken);
+            }
+            // Given up on: dropped here, and the lock with it.
+        })
+        .map_err(|e| Error::io(path, "lock (a thread to wait on)", e))?;
+    let got = rx.recv_timeout(wait).or_else(|_| {
+        *abandoned.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        // Taken just as the wait ran out: ours after all.
+        rx.try_recv()
+    });
+    match got {
+        Ok(Ok(held)) => Ok(Some(Held::Through(held))),
+        Ok(Err(e)) => Err(Error::io(path, "lock", e)),
+        Err(_) => Ok(None),
+    }
+}

@@ -50,6 +50,7 @@ use std::time::Duration;
 use crate::core::error::{Error, Result};
 use crate::core::record::Record;
 use crate::store::config::Config;
+use crate::store::fsutil::Held;
 
 /// How long an append waits for another process's append or rotation.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -263,48 +264,16 @@ impl Unsynced {
     }
 }
 
-/// Takes the lock for at most `wait`. First on `file`, giving the CPU up
-/// between a few tries (it is held for a write's time only, the flush
-/// being outside); then blocking in the kernel on a helper thread, with an
-/// open file of its own, so that a holder stopped for ever costs this
-/// writer an error, not a hang. The lock is then held through that file,
-/// returned: it is let go when dropped.
+/// Takes the lock for at most `wait` ([`fsutil::flock_within`]): tried
+/// on `file` a few times first, as it is held for a write's time only (the
+/// flush is outside it). The lock is held on `file`, or through the file
+/// returned, let go when dropped.
 fn lock_bounded(file: &File, path: &Path, wait: Duration) -> Result<Option<File>> {
-    for _ in 0..SPINS {
-        match file.try_lock() {
-            Ok(()) => return Ok(None),
-            Err(fs::TryLockError::WouldBlock) => std::thread::yield_now(),
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io(path, "lock", e)),
-        }
-    }
-    // Its own open file: a lock it takes after this writer gave up is its
-    // own to let go, never this writer's later one.
-    let own = crate::store::fsutil::open_lock_file(path)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    // Set by a waiter that gave up, under this mutex, so the lock taken
-    // after it did is let go again, never kept by nobody.
-    let abandoned = Arc::new(std::sync::Mutex::new(false));
-    let gave_up = Arc::clone(&abandoned);
-    std::thread::Builder::new()
-        .name("log-lock".into())
-        .spawn(move || {
-            let taken = own.lock().map(|()| own);
-            let gone = gave_up.lock().unwrap_or_else(|p| p.into_inner());
-            if !*gone {
-                let _ = tx.send(taken);
-            }
-            // Given up on: dropped here, and the lock with it.
-        })
-        .map_err(|e| Error::io(path, "lock (a thread to wait on)", e))?;
-    let got = rx.recv_timeout(wait).or_else(|_| {
-        *abandoned.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        // Taken just as the wait ran out: ours after all.
-        rx.try_recv()
-    });
-    match got {
-        Ok(Ok(held)) => Ok(Some(held)),
-        Ok(Err(e)) => Err(Error::io(path, "lock", e)),
-        Err(_) => Err(Error::failed(
+    let own = || crate::store::fsutil::open_lock_file(path);
+    match crate::store::fsutil::flock_within(file, path, SPINS, wait, own)? {
+        Some(Held::Here) => Ok(None),
+        Some(Held::Through(held)) => Ok(Some(held)),
+        None => Err(Error::failed(
             path.display().to_string(),
             format!(
                 "another process held the log lock for {:.1}s",

@@ -12,6 +12,7 @@ use super::io::{check_regular_owned, open_error};
 use super::{file_name, Marker, StateDir};
 use crate::core::error::{Error, Result};
 use crate::core::identity::Identity;
+use crate::store::fsutil::{self, Held};
 
 /// Held while a wake (or a supervise step) acts on an identity; released
 /// when dropped. The file is `flock`ed, and never deleted.
@@ -27,29 +28,19 @@ pub(crate) enum LockFailure {
 }
 
 impl StateDir {
-    /// Takes the per-identity wake lock, waiting at most `wait`.
+    /// Takes the per-identity wake lock, waiting at most `wait`: in the
+    /// kernel, so it is had the moment its holder lets it go.
     pub(crate) fn lock(&self, id: &Identity, wait: Duration) -> Result<WakeLock, LockFailure> {
         let file = self.open_lock(id).map_err(LockFailure::Error)?;
         let start = Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(WakeLock { _file: file }),
-                Err(std::fs::TryLockError::WouldBlock) => {}
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(LockFailure::Error(Error::io(
-                        self.path_of(id, Marker::Lock),
-                        "lock",
-                        e,
-                    )))
-                }
-            }
-            let waited = start.elapsed();
-            if waited >= wait {
-                return Err(LockFailure::Held { waited });
-            }
-            std::thread::sleep(pause.min(wait - waited));
-            pause = (pause * 2).min(Duration::from_millis(50));
+        let path = self.path_of(id, Marker::Lock);
+        match fsutil::flock_within(&file, &path, 1, wait, || self.open_lock(id)) {
+            Ok(Some(Held::Here)) => Ok(WakeLock { _file: file }),
+            Ok(Some(Held::Through(held))) => Ok(WakeLock { _file: held }),
+            Ok(None) => Err(LockFailure::Held {
+                waited: start.elapsed(),
+            }),
+            Err(e) => Err(LockFailure::Error(e)),
         }
     }
 
@@ -97,6 +88,32 @@ mod tests {
         }
         assert!(s.try_lock(&a).unwrap().is_none());
         drop(held);
-        assert!(s.try_lock(&a).unwrap().is_some());
+        // The waiter that gave up may take it as it is let go, and lets it
+        // go at once: it is free again soon, never kept by nobody.
+        let bound = Instant::now() + Duration::from_secs(5);
+        while s.try_lock(&a).unwrap().is_none() {
+            assert!(Instant::now() < bound, "the lock stayed held by nobody");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_waiter_has_the_lock_once_its_holder_lets_it_go() {
+        let (_dir, s) = store();
+        let a = id("a");
+        let held = s.lock(&a, Duration::ZERO).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let got = s.lock(&a, Duration::from_secs(30));
+                tx.send(got.is_ok()).unwrap();
+                // Held while this waiter keeps it.
+                assert!(s.try_lock(&a).unwrap().is_none());
+            });
+            // Still waiting while it is held.
+            assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+            drop(held);
+            assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        });
     }
 }

@@ -579,7 +579,10 @@ mod tests {
         for (how, take) in takes {
             let (dir, s) = store();
             let alice = id("alice");
-            assert!(take(&s, &alice, Flag::IdleReaped).unwrap().is_none(), "{how}");
+            assert!(
+                take(&s, &alice, Flag::IdleReaped).unwrap().is_none(),
+                "{how}"
+            );
             let file = dir.path().join("alice.idle-reaped");
             std::fs::write(&file, "odd bytes, kept as they are").unwrap();
             let taken = take(&s, &alice, Flag::IdleReaped).unwrap().expect(how);
