@@ -125,9 +125,10 @@ pub(crate) fn start(app: &App, name: &str) -> Result<i32> {
         };
     }
     // Counted only where it is said: a peer that was not stopped is told so.
-    let waiting = match was_stopped {
-        true => crate::store::queue::Queues::new(&ctx.config.paths.state).waiting(&id),
-        false => 0,
+    let waiting = if was_stopped {
+        crate::store::queue::Queues::new(&ctx.config.paths.state).waiting(&id)
+    } else {
+        0
     };
     println!("{id}: {}", started_saying(was_stopped, waiting));
     Ok(0)

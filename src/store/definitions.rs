@@ -97,12 +97,11 @@ fn read_all<T: Send>(
         parse(stem, path, bytes)
     };
     let read_chunk = |chunk: &[(String, PathBuf)]| chunk.iter().map(read).collect::<Vec<_>>();
-    let wanted = files.len() / PER_THREAD;
-    if wanted < 2 {
+    let threads = match files.len() / PER_THREAD {
         // Spared the count of cores too: a few files read from the cgroup.
-        return Ok(read_chunk(&files));
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(wanted));
+        0 | 1 => 1,
+        wanted => std::thread::available_parallelism().map_or(1, |n| n.get().min(wanted)),
+    };
     if threads == 1 {
         return Ok(read_chunk(&files));
     }
